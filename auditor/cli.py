@@ -2,17 +2,112 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from datetime import datetime
+from pathlib import Path
 
 import click
+from rich.console import Console
 
+from auditor.config import Settings
+from auditor.db import connect, sa_connection
+from auditor.demo import demo
 from auditor.errors import UserError
+from auditor.importer import run_import
+from auditor.render import print_timeline
+from auditor.store import queries, schema
+
+
+def _settings() -> Settings:
+    return Settings.from_env(os.environ)
 
 
 @click.group()
 @click.version_option(package_name="auditor")
 def cli() -> None:
-    """auditor: the audit and history store for GWS Open Media notifications."""
+    """auditor: the audit and history store for GWS Open Media notifications.
+
+    Commands that use the database read AUDITOR_DATABASE_URL.
+    """
+
+
+@cli.group()
+def db() -> None:
+    """Schema: migrations, drift check."""
+
+
+@db.command("upgrade")
+@click.option("--partitions-ahead", default=3, show_default=True, type=click.IntRange(0, 60))
+def db_upgrade(partitions_ahead: int) -> None:
+    """Apply the migrations up to head and create the next months' event partitions."""
+    settings = _settings()
+    with sa_connection(settings.database_url) as connection:
+        schema.upgrade(connection)
+        created = schema.ensure_partitions_ahead(connection, partitions_ahead)
+        report = schema.check(connection)
+    click.echo(f"database at {', '.join(report.current)}")
+    if created:
+        click.echo(f"partitions created: {', '.join(created)}")
+
+
+@db.command("check")
+def db_check() -> None:
+    """One migration head, the database at it, no drift between models and migrations."""
+    with sa_connection(_settings().database_url) as connection:
+        report = schema.check(connection)
+    click.echo(f"heads: {', '.join(report.heads) or '-'}")
+    click.echo(f"database: {', '.join(report.current) or 'not migrated'}")
+    for line in report.drift:
+        click.echo(f"drift: {line}")
+    if not report.ok:
+        click.echo("schema check failed", err=True)
+        sys.exit(1)
+    click.echo("schema ok")
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--account", default="import", show_default=True, help="account for raw lines")
+@click.option(
+    "--received-at",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z"]),
+    help="time stamped on raw lines (default: the file's modification time)",
+)
+@click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(1, 100_000))
+def import_command(file: Path, account: str, received_at: datetime | None, batch_size: int) -> None:
+    """Import notifications from FILE (NDJSON, or a JSON array).
+
+    Malformed lines are quarantined and counted; they never abort the import.
+    """
+    settings = _settings()
+    console = Console(stderr=True)
+    total = run_import(
+        settings,
+        file,
+        account=account,
+        received_at=received_at,
+        batch_size=batch_size,
+        console=console,
+    )
+    click.echo(
+        f"imported {total.stored}, duplicates {total.duplicates}, "
+        f"quarantined {total.quarantined} (of {total.received} read)"
+    )
+
+
+@cli.command("timeline")
+@click.argument("interaction_id")
+def timeline_command(interaction_id: str) -> None:
+    """Print the timeline of one interaction, across all agents' sessions."""
+    with connect(_settings().database_url) as conn:
+        entries = queries.timeline(conn, interaction_id)
+    if not entries:
+        raise UserError(f"no events for interaction {interaction_id!r}")
+    print_timeline(Console(), interaction_id, entries)
+
+
+cli.add_command(demo)
 
 
 def main() -> None:

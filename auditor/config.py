@@ -25,16 +25,15 @@ def parse_database_url(value: str, setting: str = DATABASE_URL) -> URL:
         raise ConfigError(
             setting, "is not a URL; expected postgresql://user@host:port/dbname"
         ) from None
+    except ValueError:
+        raise ConfigError(setting, "has a port that is not a number") from None
     if url.drivername not in _POSTGRES_DRIVERS:
         raise ConfigError(
             setting, f"scheme {url.drivername!r} is not PostgreSQL; expected postgresql://..."
         )
     if not url.database:
         raise ConfigError(setting, "names no database; expected postgresql://user@host/dbname")
-    try:
-        port = url.port
-    except ValueError:
-        raise ConfigError(setting, "has a port that is not a number") from None
+    port = url.port
     if port is not None and not 0 < port < 65536:
         raise ConfigError(setting, f"port {port} is out of range")
     return url.set(drivername="postgresql+psycopg")

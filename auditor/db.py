@@ -1,0 +1,160 @@
+"""Schema as SQLAlchemy Core metadata (one constraint naming convention) and engine helpers.
+
+The migrations in migrations/versions are the source of truth for the database; this metadata
+mirrors them so that queries are typed and `auditor db check` can prove there is no drift.
+Things SQLAlchemy does not model (partitions, triggers, functions, roles, grants) live only in
+the migrations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.engine import URL, Connection, create_engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from auditor.config import DATABASE_URL, libpq_conninfo, redacted
+from auditor.errors import ConfigError
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+TZ = DateTime(timezone=True)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("receipt_id", UUID(as_uuid=True), nullable=False),
+    Column("received_at", TZ, nullable=False),
+    Column("stored_at", TZ, nullable=False, server_default=text("now()")),
+    Column("kind", Text, nullable=False, server_default=text("'notification'")),
+    Column("account", Text, nullable=False),
+    Column("channel", Text),
+    Column("message_type", Text),
+    Column("notification_type", Text),
+    Column("interaction_id", Text),
+    Column("reference_id", Text),
+    Column("media_type", Text),
+    Column("openmedia_type", Text),
+    Column("state", Text),
+    Column("error_code", Text),
+    Column("error_message", Text),
+    Column("payload", JSONB, nullable=False),
+    PrimaryKeyConstraint("id", "received_at"),
+    UniqueConstraint("receipt_id", "received_at"),
+    CheckConstraint("kind IN ('notification', 'snapshot')", name="kind"),
+    CheckConstraint("jsonb_typeof(payload) = 'object'", name="payload_object"),
+    Index(None, "interaction_id", "id"),
+    Index(None, "reference_id", "id"),
+    Index(None, "media_type", "state", "received_at"),
+    Index(None, "notification_type", "received_at"),
+    Index(None, "account", "received_at"),
+    Index(None, "channel", "received_at"),
+    Index(None, "received_at"),
+    postgresql_partition_by="RANGE (received_at)",
+)
+
+interactions = Table(
+    "interactions",
+    metadata,
+    Column("interaction_id", Text, nullable=False),
+    Column("state", Text),
+    Column("capabilities", JSONB),
+    Column("media_type", Text),
+    Column("openmedia_type", Text),
+    Column("uri", Text),
+    Column("user_data", JSONB),
+    Column("user_data_event_id", BigInteger),
+    # account -> {"state", "capabilities", "event_id", "at"}: each session's latest view.
+    # The interaction's state is derived from it (see migrations), so a transfer whose two
+    # notifications arrive in either order still shows the receiving agent's state.
+    Column("account_states", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("accounts", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
+    Column("first_seen_at", TZ, nullable=False),
+    Column("last_seen_at", TZ, nullable=False),
+    Column("first_event_id", BigInteger, nullable=False),
+    Column("last_event_id", BigInteger, nullable=False),
+    Column("event_count", BigInteger, nullable=False),
+    Column("last_notification_type", Text),
+    Column("last_reference_id", Text),
+    Column("completed_at", TZ),
+    PrimaryKeyConstraint("interaction_id"),
+    Index(None, "state", "last_seen_at"),
+    Index(None, "media_type", "state", "last_seen_at"),
+    Index(None, "last_seen_at"),
+    Index("ix_interactions_accounts", "accounts", postgresql_using="gin"),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("receipt_id", UUID(as_uuid=True), nullable=False),
+    Column("received_at", TZ, nullable=False),
+    Column("stored_at", TZ, nullable=False, server_default=text("now()")),
+    Column("account", Text, nullable=False),
+    Column("channel", Text),
+    Column("reason", Text, nullable=False),
+    # bytea, not text: what arrived may hold NUL bytes or invalid UTF-8, and must be kept as is.
+    Column("raw", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("receipt_id"),
+    Index(None, "received_at"),
+)
+
+
+def _unreachable(url: URL, exc: BaseException) -> ConfigError:
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    reason = detail[0] if detail else type(exc).__name__
+    return ConfigError(DATABASE_URL, f"cannot connect to {redacted(url)}: {reason}")
+
+
+def connect(url: URL, *, autocommit: bool = False) -> psycopg.Connection[tuple[Any, ...]]:
+    """A psycopg connection; an unreachable server is a one-line ConfigError."""
+    try:
+        return psycopg.connect(libpq_conninfo(url), autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise _unreachable(url, exc) from None
+
+
+@contextmanager
+def sa_connection(url: URL) -> Iterator[Connection]:
+    """A SQLAlchemy connection in a transaction (committed on success), for migrations."""
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+    try:
+        try:
+            connection = engine.connect()
+        except OperationalError as exc:
+            raise _unreachable(url, exc) from None
+        with connection, connection.begin():
+            yield connection
+    finally:
+        engine.dispose()

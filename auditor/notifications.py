@@ -1,0 +1,189 @@
+"""Pure parsing of one raw Bayeux message into a record, or a quarantine reason. No I/O.
+
+GWS documentation renders a notification three ways, and all are accepted:
+``{"data": {...}}``, ``{"channel": ..., "data": {...}}`` and the bare inner object. Any JSON
+object becomes a record with whatever could be extracted (unknown channels and messageTypes
+included); only what PostgreSQL could not store faithfully as jsonb, or what is not a JSON
+object at all, goes to quarantine with a reason. ``parse`` never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+MAX_FIELD_CHARS: Final = 256  # extracted columns are indexed; btree entries must stay small
+MAX_DEPTH: Final = 200  # PostgreSQL's jsonb parser is recursive; keep far from its stack limit
+_INNER_MARKERS: Final = ("messageType", "notificationType", "openmedia", "referenceId")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What one notification contributes to the store, besides its receipt."""
+
+    payload_text: str  # the message as JSON text, exactly as stored (jsonb input)
+    envelope: str  # where the inner object sat: "data", "bare" (the message itself) or "none"
+    channel: str | None
+    message_type: str | None
+    notification_type: str | None
+    interaction_id: str | None
+    reference_id: str | None
+    media_type: str | None
+    openmedia_type: str | None
+    state: str | None
+    capabilities: list[Any] | None
+    user_data: dict[str, Any] | None
+    uri: str | None
+    error_code: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+
+
+class _Unstorable(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Unstorable(f"{name} is not valid JSON")
+
+
+def _check_storable(value: Any, depth: int = 0) -> None:
+    """jsonb refuses NUL characters and lone surrogates, and deep nesting exhausts its stack."""
+    if depth > MAX_DEPTH:
+        raise _Unstorable(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        _check_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_storable(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise _Unstorable("holds a number that is too large")
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise _Unstorable("holds a NUL character (\\u0000), which PostgreSQL jsonb cannot store")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Unstorable(
+            "holds an unpaired UTF-16 surrogate, which is not valid Unicode"
+        ) from None
+
+
+def _decode(raw: str | bytes | bytearray) -> tuple[Any, str]:
+    """Returns (value, original text) or raises _Unstorable."""
+    if isinstance(raw, bytes | bytearray):
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Unstorable(f"not UTF-8 text (byte {exc.start})") from None
+    else:
+        text = raw
+    try:
+        return json.loads(text, parse_constant=_reject_constant), text
+    except RecursionError:
+        raise _Unstorable(f"nested deeper than {MAX_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        raise _Unstorable(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+class _TooLong(ValueError):
+    pass
+
+
+def _text(value: Any, name: str) -> str | None:
+    """A scalar rendered as text for an extracted column; None when absent or not a scalar."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        result = str(value)
+    elif isinstance(value, float):
+        result = str(int(value)) if value.is_integer() else repr(value)
+    elif isinstance(value, str):
+        result = value
+    else:
+        return None
+    if len(result) > MAX_FIELD_CHARS:
+        raise _TooLong(f"{name} is longer than {MAX_FIELD_CHARS} characters")
+    return result
+
+
+def _inner(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    data = message.get("data")
+    if isinstance(data, dict):
+        return "data", data
+    if "data" not in message and any(key in message for key in _INNER_MARKERS):
+        return "bare", message  # the bare inner object, as on the Open Media operation pages
+    return "none", {}
+
+
+def openmedia_of(message: dict[str, Any]) -> dict[str, Any]:
+    """The openmedia resource inside a stored message, or {} when it has none."""
+    resource = _inner(message)[1].get("openmedia")
+    return resource if isinstance(resource, dict) else {}
+
+
+def parse(raw: str | bytes | bytearray | Any, *, channel: str | None = None) -> Record | Rejected:
+    """One raw message (JSON text, bytes, or an already-decoded value) → Record or Rejected.
+
+    ``channel`` is the channel the receiver saw the message on; the message's own ``channel``
+    field wins when present.
+    """
+    try:
+        return _parse(raw, channel)
+    except (_Unstorable, _TooLong) as exc:
+        return Rejected(str(exc))
+    except Exception as exc:  # the contract is "never raises"; say what went wrong instead
+        return Rejected(f"unparseable ({type(exc).__name__})")
+
+
+def _parse(raw: Any, receipt_channel: str | None) -> Record | Rejected:
+    original: str | None = None
+    if isinstance(raw, str | bytes | bytearray):
+        message, original = _decode(raw)
+    else:
+        message = raw
+    if not isinstance(message, dict):
+        kind = type(message).__name__ if message is not None else "null"
+        kind = {"dict": "object", "list": "array", "str": "string"}.get(kind, kind)
+        return Rejected(f"not a JSON object (a JSON {kind})")
+    _check_storable(message)
+    # The text as it arrived; a value handed over already decoded is serialised once.
+    payload_text = original if original is not None else json.dumps(message, ensure_ascii=False)
+
+    envelope, inner = _inner(message)
+    resource = inner.get("openmedia")
+    om: dict[str, Any] = resource if isinstance(resource, dict) else {}
+    capabilities = om.get("capabilities")
+    user_data = om.get("userData")
+    message_channel = _text(message.get("channel"), "channel")
+    return Record(
+        payload_text=payload_text,
+        envelope=envelope,
+        channel=message_channel or _text(receipt_channel, "channel"),
+        message_type=_text(inner.get("messageType"), "messageType"),
+        notification_type=_text(inner.get("notificationType"), "notificationType"),
+        interaction_id=_text(om.get("id"), "openmedia.id"),
+        reference_id=_text(inner.get("referenceId"), "referenceId"),
+        media_type=_text(om.get("mediaType"), "openmedia.mediaType"),
+        openmedia_type=_text(om.get("openmediaType"), "openmedia.openmediaType"),
+        state=_text(om.get("state"), "openmedia.state"),
+        capabilities=capabilities if isinstance(capabilities, list) else None,
+        user_data=user_data if isinstance(user_data, dict) else None,
+        uri=om.get("uri") if isinstance(om.get("uri"), str) else None,
+        error_code=_text(inner.get("errorCode"), "errorCode"),
+        error_message=inner.get("errorMessage")
+        if isinstance(inner.get("errorMessage"), str)
+        else None,
+    )

@@ -1,0 +1,1 @@
+"""Storage: the batch writer (write side), queries (read side) and schema management."""

