@@ -7,12 +7,16 @@ import sys
 import click
 
 from auditor.errors import UserError
+from auditor.simulator.cli import simulate
 
 
 @click.group()
 @click.version_option(package_name="auditor")
 def cli() -> None:
     """auditor: the audit and history store for GWS Open Media notifications."""
+
+
+cli.add_command(simulate)
 
 
 def main() -> None:
