@@ -298,6 +298,10 @@ class Simulator:
         self.ground_truth.close()
 
 
+def _is_cometd(path: str) -> bool:
+    return path == NOTIFICATIONS or path.startswith(NOTIFICATIONS + "/")
+
+
 def _parse_bayeux(text: str) -> list[Any] | None:
     try:
         parsed = json.loads(text)
@@ -331,7 +335,7 @@ def create_app(config: SimConfig) -> web.Application:
                 await asyncio.sleep(stall)
             if (
                 request.path.startswith("/api/v2/")
-                and request.path != NOTIFICATIONS
+                and not _is_cometd(request.path)
                 and not csrf_ok(sim, request)
             ):
                 return json_error(403, 20, rest.CSRF_MESSAGE)
@@ -353,6 +357,9 @@ def create_app(config: SimConfig) -> web.Application:
     app[SIMULATOR] = sim
     app.router.add_routes(rest.routes(sim))
     app.router.add_route("*", NOTIFICATIONS, sim.notifications)
+    # CometD JS appends the meta channel to the URL (appendMessageTypeToURL), e.g.
+    # /api/v2/notifications/handshake; the CometD servlet is mapped to the whole subtree.
+    app.router.add_route("*", NOTIFICATIONS + "/{tail:.*}", sim.notifications)
     app.router.add_routes(control.routes(sim))
 
     async def on_cleanup(app: web.Application) -> None:

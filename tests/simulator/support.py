@@ -86,7 +86,7 @@ class SimThread:
             raise self._error
 
     def control(self, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310  (http://127.0.0.1 only)
             f"{self.url}/sim/{action}",
             data=json.dumps(body or {}).encode(),
             method="POST",

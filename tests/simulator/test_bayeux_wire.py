@@ -177,10 +177,18 @@ def test_batched_messages_in_one_post_each_get_a_reply() -> None:
                 _, body = await raw.post(
                     [
                         {"id": "2", "channel": "/meta/connect", "clientId": cid},
-                        {"id": "3", "channel": "/meta/subscribe", "clientId": cid,
-                         "subscription": "/v2/me/openmedia"},
-                        {"id": "4", "channel": "/meta/unsubscribe", "clientId": cid,
-                         "subscription": "/v2/me/openmedia"},
+                        {
+                            "id": "3",
+                            "channel": "/meta/subscribe",
+                            "clientId": cid,
+                            "subscription": "/v2/me/openmedia",
+                        },
+                        {
+                            "id": "4",
+                            "channel": "/meta/unsubscribe",
+                            "clientId": cid,
+                            "subscription": "/v2/me/openmedia",
+                        },
                     ]
                 )
                 return list(body)
@@ -208,12 +216,20 @@ def test_malformed_bayeux_gets_a_bayeux_error_reply_not_a_trace() -> None:
                 results.append(await raw.post([{"no": "channel"}]))
                 results.append(await raw.post([42]))
                 results.append(
-                    await raw.post([{"channel": "/meta/subscribe", "clientId": raw.client_id,
-                                     "subscription": "bad//channel"}])
+                    await raw.post(
+                        [
+                            {
+                                "channel": "/meta/subscribe",
+                                "clientId": raw.client_id,
+                                "subscription": "bad//channel",
+                            }
+                        ]
+                    )
                 )
                 results.append(
-                    await raw.post([{"channel": "/v2/me/openmedia", "clientId": raw.client_id,
-                                     "data": {}}])
+                    await raw.post(
+                        [{"channel": "/v2/me/openmedia", "clientId": raw.client_id, "data": {}}]
+                    )
                 )
                 return results
             finally:
@@ -254,7 +270,8 @@ def test_each_agent_session_sees_only_its_own_notifications_and_peers_get_copies
     a1 = [m for m in got["a1"] if m["channel"] == "/v2/me/openmedia"]
     a2 = [m for m in got["a2"] if m["channel"] == "/v2/me/openmedia"]
     assert a1 == [m for m in got["a1bis"] if m["channel"] == "/v2/me/openmedia"]
-    assert a1 and a2
+    assert a1
+    assert a2
     ids1 = {m["data"]["openmedia"]["id"] for m in a1}
     for m in a2:
         agent = m["data"]["openmedia"].get("userData", {}).get("RTargetAgentSelected")

@@ -56,9 +56,16 @@ def test_same_seed_gives_the_same_ground_truth_content(tmp_path: Path) -> None:
     contents = []
     for run in ("a", "b"):
         log = tmp_path / f"{run}.ndjson"
-        with SimThread(fast_config(agents=4, seed=11, clock_start=CLOCK, ground_truth=log,
-                                   public_url="http://gws.example:8080",
-                                   error_rate=0.05)) as server:
+        with SimThread(
+            fast_config(
+                agents=4,
+                seed=11,
+                clock_start=CLOCK,
+                ground_truth=log,
+                public_url="http://gws.example:8080",
+                error_rate=0.05,
+            )
+        ) as server:
             server.control("generate", {"count": 300})
         contents.append([(x["seq"], x["agent"], x["message"]) for x in _lines(log)])
     assert contents[0] == contents[1]

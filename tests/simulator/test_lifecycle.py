@@ -71,8 +71,9 @@ def test_reference_ids_increase_per_agent() -> None:
 
 
 def test_invited_reference_id_can_be_null_and_errors_can_omit_openmedia() -> None:
-    config = replace(FIXED, invite_reference_id="null", error_includes_openmedia=False,
-                     error_rate=0.2)
+    config = replace(
+        FIXED, invite_reference_id="null", error_includes_openmedia=False, error_rate=0.2
+    )
     out = _run(config, 500)
     invited = [m for _, m in out if m["data"].get("openmedia", {}).get("state") == "Invited"]
     assert invited

@@ -72,7 +72,10 @@ def test_csrf_off_accepts_posts_without_token_and_sends_no_csrf_headers() -> Non
     with SimThread(fast_config(csrf=False)) as server:
         status, _, headers = asyncio.run(
             _call(
-                server.url, "POST", "/api/v2/me", auth=basic("agent001"),
+                server.url,
+                "POST",
+                "/api/v2/me",
+                auth=basic("agent001"),
                 json={"operationName": "StartContactCenterSession"},
             )
         )
@@ -100,10 +103,14 @@ def test_bad_operations_get_documented_json_4xx_errors() -> None:
                     "media-type": (f"{base}/fax", {"json": {"operationName": "Create"}}),
                     "bad-json": (f"{base}/workitem", {"data": b"{oops"}),
                     "not-object": (f"{base}/workitem", {"json": [1, 2]}),
-                    "no-item": (f"{base}/workitem/0NOSUCHITEM00000", {"json": {
-                        "operationName": "Complete"}}),
-                    "no-userdata": (f"{base}/workitem/X", {"json": {
-                        "operationName": "AttachUserData"}}),
+                    "no-item": (
+                        f"{base}/workitem/0NOSUCHITEM00000",
+                        {"json": {"operationName": "Complete"}},
+                    ),
+                    "no-userdata": (
+                        f"{base}/workitem/X",
+                        {"json": {"operationName": "AttachUserData"}},
+                    ),
                     "route": (f"{server.url}/api/v2/nothing-here", {"json": {}}),
                 }
                 for name, (url, kwargs) in cases.items():
