@@ -154,7 +154,7 @@ class Simulator:
                     entries,
                     "connection lost while writing the /meta/connect reply",
                 )
-            raise
+            return response
         if entries and result.session is not None:
             self._delivered(result.session, entries)
         return response
