@@ -27,11 +27,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check auditor web tests bench migrations
 	$(BIN)/mypy auditor web
 
-test: lint
+test: lint tests/js/node_modules
 	$(BIN)/python -m pytest
+
+# The official CometD JavaScript client for the simulator conformance test (node >= 18).
+tests/js/node_modules: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund
+	touch tests/js/node_modules
 
 bench: $(STAMP)
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/simulator.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ from auditor.demo import demo
 from auditor.errors import UserError
 from auditor.importer import run_import
 from auditor.render import print_timeline
+from auditor.simulator.cli import simulate
 from auditor.store import queries, schema
 
 
@@ -108,6 +109,7 @@ def timeline_command(interaction_id: str) -> None:
 
 
 cli.add_command(demo)
+cli.add_command(simulate)
 
 
 def main() -> None:
