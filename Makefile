@@ -31,8 +31,8 @@ test: lint tests/js/node_modules
 	$(BIN)/python -m pytest
 
 # The official CometD JavaScript client for the simulator conformance test (node >= 18).
-tests/js/node_modules: tests/js/package.json tests/js/package-lock.json
-	cd tests/js && npm ci --no-audit --no-fund
+tests/js/node_modules: $(STAMP) tests/js/package.json tests/js/package-lock.json
+	cd tests/js && PATH="$(CURDIR)/$(BIN):$$PATH" npm ci --no-audit --no-fund
 	touch tests/js/node_modules
 
 bench: $(STAMP)

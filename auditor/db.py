@@ -20,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
@@ -128,6 +129,94 @@ quarantine = Table(
     PrimaryKeyConstraint("id"),
     UniqueConstraint("receipt_id"),
     Index(None, "received_at"),
+)
+
+
+# Coverage as data: when each agent session was connected and subscribed. An open interval
+# (ended_at NULL) is extended by heartbeats; after a crash it ends at its last heartbeat.
+coverage_intervals = Table(
+    "coverage_intervals",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("account", Text, nullable=False),
+    Column("worker_id", Text, nullable=False),
+    Column("client_id", Text),
+    Column("channels", ARRAY(Text), nullable=False),
+    Column("started_at", TZ, nullable=False),
+    Column("heartbeat_at", TZ, nullable=False),
+    Column("ended_at", TZ),
+    Column("end_reason", Text),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("heartbeat_at >= started_at", name="heartbeat_after_start"),
+    CheckConstraint("ended_at IS NULL OR ended_at >= started_at", name="end_after_start"),
+    Index(None, "account", "started_at"),
+    Index(None, "started_at"),
+    Index("ix_coverage_intervals_open", "account", postgresql_where=text("ended_at IS NULL")),
+)
+
+# What happened to each session, in order: login, handshake, re-handshake, subscribe,
+# disconnect (with reason), snapshot, lease taken or released. Append-only.
+session_log = Table(
+    "session_log",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("at", TZ, nullable=False),
+    Column("account", Text, nullable=False),
+    Column("worker_id", Text, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("detail", Text),
+    PrimaryKeyConstraint("id"),
+    Index(None, "account", "at"),
+    Index(None, "at"),
+)
+
+# Scale-out: each account is held by one worker at a time; a lease not renewed by its
+# expiry may be taken by another worker.
+account_leases = Table(
+    "account_leases",
+    metadata,
+    Column("account", Text, nullable=False),
+    Column("worker_id", Text, nullable=False),
+    Column("acquired_at", TZ, nullable=False),
+    Column("renewed_at", TZ, nullable=False),
+    Column("expires_at", TZ, nullable=False),
+    PrimaryKeyConstraint("account"),
+    Index(None, "worker_id"),
+    Index(None, "expires_at"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("token_hash", Text, nullable=False),  # sha256 hex of the secret; never the secret
+    Column("created_at", TZ, nullable=False, server_default=text("now()")),
+    Column("revoked_at", TZ),
+    Column("last_used_at", TZ),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("name"),
+    UniqueConstraint("token_hash"),
+    CheckConstraint("role IN ('reader', 'exporter', 'admin')", name="role"),
+)
+
+# Every API read and export, append-only.
+access_log = Table(
+    "access_log",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("at", TZ, nullable=False, server_default=text("now()")),
+    Column("token_name", Text),
+    Column("role", Text),
+    Column("method", Text, nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("filters", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("status", Integer, nullable=False),
+    Column("rows_returned", BigInteger),
+    PrimaryKeyConstraint("id"),
+    Index(None, "at"),
+    Index(None, "token_name", "at"),
 )
 
 

