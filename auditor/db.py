@@ -74,12 +74,12 @@ events = Table(
     CheckConstraint("kind IN ('notification', 'snapshot')", name="kind"),
     CheckConstraint("jsonb_typeof(payload) = 'object'", name="payload_object"),
     Index(None, "interaction_id", "id"),
-    Index(None, "reference_id", "id"),
+    Index(None, "reference_id", "id", postgresql_where=text("reference_id IS NOT NULL")),
     Index(None, "media_type", "state", "received_at"),
     Index(None, "notification_type", "received_at"),
     Index(None, "account", "received_at"),
     Index(None, "channel", "received_at"),
-    Index(None, "received_at"),
+    Index(None, "received_at", postgresql_using="brin"),
     postgresql_partition_by="RANGE (received_at)",
 )
 

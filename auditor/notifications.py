@@ -14,8 +14,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
+
 MAX_FIELD_CHARS: Final = 256  # extracted columns are indexed; btree entries must stay small
-MAX_DEPTH: Final = 200  # PostgreSQL's jsonb parser is recursive; keep far from its stack limit
+MAX_DEPTH: Final = 1000  # PostgreSQL takes far deeper jsonb; orjson stops at 1024
 _INNER_MARKERS: Final = ("messageType", "notificationType", "openmedia", "referenceId")
 
 
@@ -82,7 +84,23 @@ def _check_text(text: str) -> None:
 
 
 def _decode(raw: str | bytes | bytearray) -> tuple[Any, str]:
-    """Returns (value, original text) or raises _Unstorable."""
+    """Returns (value, original text) or raises _Unstorable.
+
+    orjson first (the hot path: it already refuses NaN, infinities, lone surrogates and
+    invalid UTF-8, and nests at most 1024 deep); whatever it refuses goes through the
+    standard library, which says precisely why.
+    """
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _decode_strictly(raw)
+    text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
+    if "\\u0000" in text:
+        raise _Unstorable("holds a NUL character (\\u0000), which PostgreSQL jsonb cannot store")
+    return value, text
+
+
+def _decode_strictly(raw: str | bytes | bytearray) -> tuple[Any, str]:
     if isinstance(raw, bytes | bytearray):
         try:
             text = bytes(raw).decode("utf-8")
@@ -91,24 +109,34 @@ def _decode(raw: str | bytes | bytearray) -> tuple[Any, str]:
     else:
         text = raw
     try:
-        return json.loads(text, parse_constant=_reject_constant), text
+        value = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise _Unstorable(f"nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
         raise _Unstorable(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise _Unstorable(f"not storable: {exc}") from None
+    _check_storable(value)
+    return value, text
 
 
 class _TooLong(ValueError):
     pass
 
 
-def _text(value: Any, name: str) -> str | None:
+class _Inexact(Exception):
+    """A field needs the exact integer that only the standard library's parser keeps."""
+
+
+def _field(value: Any, name: str, floats_exact: bool) -> str | None:
     """A scalar rendered as text for an extracted column; None when absent or not a scalar."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
         result = str(value)
     elif isinstance(value, float):
+        if not floats_exact and value.is_integer() and abs(value) >= 2**53:
+            raise _Inexact  # orjson's reading of a big integer; ask the exact parser
         result = str(int(value)) if value.is_integer() else repr(value)
     elif isinstance(value, str):
         result = value
@@ -141,32 +169,39 @@ def parse(raw: str | bytes | bytearray | Any, *, channel: str | None = None) -> 
     field wins when present.
     """
     try:
-        return _parse(raw, channel)
+        if not isinstance(raw, str | bytes | bytearray):
+            _check_storable(raw)
+            return _extract(raw, None, channel, floats_exact=True)
+        message, text = _decode(raw)
+        try:
+            return _extract(message, text, channel, floats_exact=False)
+        except _Inexact:
+            return _extract(_decode_strictly(raw)[0], text, channel, floats_exact=True)
     except (_Unstorable, _TooLong) as exc:
         return Rejected(str(exc))
     except Exception as exc:  # the contract is "never raises"; say what went wrong instead
         return Rejected(f"unparseable ({type(exc).__name__})")
 
 
-def _parse(raw: Any, receipt_channel: str | None) -> Record | Rejected:
-    original: str | None = None
-    if isinstance(raw, str | bytes | bytearray):
-        message, original = _decode(raw)
-    else:
-        message = raw
+def _extract(
+    message: Any, text: str | None, receipt_channel: str | None, *, floats_exact: bool
+) -> Record | Rejected:
     if not isinstance(message, dict):
         kind = type(message).__name__ if message is not None else "null"
         kind = {"dict": "object", "list": "array", "str": "string"}.get(kind, kind)
         return Rejected(f"not a JSON object (a JSON {kind})")
-    _check_storable(message)
     # The text as it arrived; a value handed over already decoded is serialised once.
-    payload_text = original if original is not None else json.dumps(message, ensure_ascii=False)
+    payload_text = text if text is not None else json.dumps(message, ensure_ascii=False)
 
     envelope, inner = _inner(message)
     resource = inner.get("openmedia")
     om: dict[str, Any] = resource if isinstance(resource, dict) else {}
     capabilities = om.get("capabilities")
     user_data = om.get("userData")
+
+    def _text(value: Any, name: str) -> str | None:
+        return _field(value, name, floats_exact)
+
     message_channel = _text(message.get("channel"), "channel")
     return Record(
         payload_text=payload_text,

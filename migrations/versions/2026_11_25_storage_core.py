@@ -50,7 +50,11 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX ix_events_interaction_id_id ON events (interaction_id, id)")
-    op.execute("CREATE INDEX ix_events_reference_id_id ON events (reference_id, id)")
+    # Unsolicited notifications (a new invitation) carry no referenceId: leave them out.
+    op.execute(
+        "CREATE INDEX ix_events_reference_id_id ON events (reference_id, id)"
+        " WHERE reference_id IS NOT NULL"
+    )
     op.execute(
         "CREATE INDEX ix_events_media_type_state_received_at"
         " ON events (media_type, state, received_at)"
@@ -61,7 +65,9 @@ def upgrade() -> None:
     )
     op.execute("CREATE INDEX ix_events_account_received_at ON events (account, received_at)")
     op.execute("CREATE INDEX ix_events_channel_received_at ON events (channel, received_at)")
-    op.execute("CREATE INDEX ix_events_received_at ON events (received_at)")
+    # Rows arrive in time order, so a BRIN index serves plain time ranges at almost no
+    # write cost.
+    op.execute("CREATE INDEX ix_events_received_at ON events USING brin (received_at)")
     # Whatever falls outside the monthly partitions lands here, so an insert never fails.
     op.execute("CREATE TABLE events_default PARTITION OF events DEFAULT")
 
@@ -248,6 +254,8 @@ def upgrade() -> None:
     )
     op.execute(f"GRANT USAGE ON SCHEMA public TO {WRITER}, {READER}")
     op.execute(f"GRANT SELECT, INSERT ON events, quarantine TO {WRITER}")
+    # The writer reserves a batch's event ids up front (nextval) and COPYs them in.
+    op.execute(f"GRANT USAGE ON SEQUENCE events_id_seq TO {WRITER}")
     op.execute(f"GRANT SELECT, INSERT, UPDATE ON interactions TO {WRITER}")
     op.execute(f"GRANT EXECUTE ON FUNCTION auditor_ensure_event_partition(date) TO {WRITER}")
     op.execute(f"GRANT SELECT ON events, interactions, quarantine TO {READER}")

@@ -72,7 +72,9 @@ class NodeClient:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        if self.proc.stdout is not None:
+        # The reader sees EOF once node has exited; closing the pipe under it would block.
+        self._reader.join(5)
+        if self.proc.stdout is not None and not self._reader.is_alive():
             self.proc.stdout.close()
 
 

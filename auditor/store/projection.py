@@ -1,0 +1,144 @@
+"""The interactions projection: what one batch of new events changes, folded in one upsert.
+
+The batch's contribution per interaction is computed here in Python (the writer has every
+parsed record at hand) and merged by PostgreSQL with the stored row. Every merge rule takes
+the value of the newer event id, so applying batches in any order gives the same row; the
+writer applies them in id order anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any
+
+import orjson
+import psycopg
+
+from auditor.notifications import Record
+from auditor.store.receipts import Receipt
+
+_UPSERT = """
+INSERT INTO interactions AS t (
+    interaction_id, media_type, openmedia_type, uri, user_data, user_data_event_id,
+    account_states, accounts, first_seen_at, last_seen_at, first_event_id, last_event_id,
+    event_count, last_notification_type, last_reference_id)
+SELECT interaction_id, media_type, openmedia_type, uri, user_data, user_data_event_id,
+       account_states, accounts, first_seen_at, last_seen_at, first_event_id, last_event_id,
+       event_count, last_notification_type, last_reference_id
+FROM jsonb_to_recordset(%s::jsonb) AS d(
+    interaction_id text, media_type text, openmedia_type text, uri text, user_data jsonb,
+    user_data_event_id bigint, account_states jsonb, accounts text[],
+    first_seen_at timestamptz, last_seen_at timestamptz, first_event_id bigint,
+    last_event_id bigint, event_count bigint, last_notification_type text,
+    last_reference_id text)
+ON CONFLICT (interaction_id) DO UPDATE SET
+    media_type = CASE WHEN excluded.last_event_id > t.last_event_id
+        THEN coalesce(excluded.media_type, t.media_type)
+        ELSE coalesce(t.media_type, excluded.media_type) END,
+    openmedia_type = CASE WHEN excluded.last_event_id > t.last_event_id
+        THEN coalesce(excluded.openmedia_type, t.openmedia_type)
+        ELSE coalesce(t.openmedia_type, excluded.openmedia_type) END,
+    uri = CASE WHEN excluded.last_event_id > t.last_event_id
+        THEN coalesce(excluded.uri, t.uri) ELSE coalesce(t.uri, excluded.uri) END,
+    user_data = CASE WHEN coalesce(excluded.user_data_event_id, 0)
+                          > coalesce(t.user_data_event_id, 0)
+        THEN excluded.user_data ELSE t.user_data END,
+    user_data_event_id = greatest(excluded.user_data_event_id, t.user_data_event_id),
+    account_states = auditor_merge_account_states(t.account_states, excluded.account_states),
+    accounts = ARRAY(SELECT DISTINCT a FROM unnest(t.accounts || excluded.accounts) AS a
+                     ORDER BY a),
+    first_seen_at = least(t.first_seen_at, excluded.first_seen_at),
+    last_seen_at = greatest(t.last_seen_at, excluded.last_seen_at),
+    first_event_id = least(t.first_event_id, excluded.first_event_id),
+    last_event_id = greatest(t.last_event_id, excluded.last_event_id),
+    event_count = t.event_count + excluded.event_count,
+    last_notification_type = CASE WHEN excluded.last_event_id > t.last_event_id
+        THEN excluded.last_notification_type ELSE t.last_notification_type END,
+    last_reference_id = CASE WHEN excluded.last_event_id > t.last_event_id
+        THEN excluded.last_reference_id ELSE t.last_reference_id END
+"""
+
+
+@dataclass
+class _Delta:
+    """One interaction's contribution from one batch; events are fed in id order."""
+
+    interaction_id: str
+    first_event_id: int
+    first_seen_at: str
+    last_seen_at: str
+    last_event_id: int = 0
+    event_count: int = 0
+    media_type: str | None = None
+    openmedia_type: str | None = None
+    uri: str | None = None
+    user_data: dict[str, Any] | None = None
+    user_data_event_id: int | None = None
+    last_notification_type: str | None = None
+    last_reference_id: str | None = None
+    account_states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accounts: set[str] = field(default_factory=set)
+
+    def add(self, event_id: int, receipt: Receipt, record: Record, at: str) -> None:
+        self.event_count += 1
+        self.last_event_id = event_id
+        self.first_seen_at = min(self.first_seen_at, at)
+        self.last_seen_at = max(self.last_seen_at, at)
+        self.media_type = record.media_type or self.media_type
+        self.openmedia_type = record.openmedia_type or self.openmedia_type
+        self.uri = record.uri or self.uri
+        if record.user_data is not None:
+            self.user_data, self.user_data_event_id = record.user_data, event_id
+        self.last_notification_type = record.notification_type
+        self.last_reference_id = record.reference_id
+        self.accounts.add(receipt.account)
+        if record.state is not None:
+            self.account_states[receipt.account] = {
+                "state": record.state,
+                "capabilities": record.capabilities,
+                "event_id": event_id,
+                "at": at,
+            }
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "interaction_id": self.interaction_id,
+            "media_type": self.media_type,
+            "openmedia_type": self.openmedia_type,
+            "uri": self.uri,
+            "user_data": self.user_data,
+            "user_data_event_id": self.user_data_event_id,
+            "account_states": self.account_states,
+            "accounts": sorted(self.accounts),
+            "first_seen_at": self.first_seen_at,
+            "last_seen_at": self.last_seen_at,
+            "first_event_id": self.first_event_id,
+            "last_event_id": self.last_event_id,
+            "event_count": self.event_count,
+            "last_notification_type": self.last_notification_type,
+            "last_reference_id": self.last_reference_id,
+        }
+
+
+def fold(events: Sequence[tuple[int, Receipt, Record]]) -> list[dict[str, Any]]:
+    """Per interaction, what these (id-ordered) new events contribute to the projection."""
+    deltas: dict[str, _Delta] = {}
+    for event_id, receipt, record in events:
+        if record.interaction_id is None:
+            continue
+        at = receipt.received_at.astimezone(UTC).isoformat(timespec="microseconds")
+        delta = deltas.get(record.interaction_id)
+        if delta is None:
+            delta = deltas[record.interaction_id] = _Delta(record.interaction_id, event_id, at, at)
+        delta.add(event_id, receipt, record, at)
+    return [delta.row() for delta in deltas.values()]
+
+
+def apply(conn: psycopg.Connection[Any], events: Sequence[tuple[int, Receipt, Record]]) -> int:
+    """Fold new events into the projection; returns the number of interactions touched."""
+    rows = fold(events)
+    if rows:
+        conn.execute(_UPSERT, (orjson.dumps(rows).decode(),))
+    return len(rows)

@@ -1,0 +1,280 @@
+"""Benchmark: the batch writer against a naive ORM baseline and a COPY ceiling.
+
+    python bench/store.py [--notifications 200000] [--interactions 20000] [--batch 2000]
+
+Prints notifications/s for each, measured in the same run on a durable embedded PostgreSQL
+(synchronous_commit on, fsync on), each on a fresh database built by the migrations.
+A benchmark that prints numbers; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy import BigInteger, DateTime, Identity, Text, create_engine, pool, select
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from auditor.config import libpq_conninfo, parse_database_url
+from auditor.notifications import Record, parse
+from auditor.pgserver import EmbeddedPostgres
+from auditor.sample import generate
+from auditor.store import schema
+from auditor.store.receipts import Receipt
+from auditor.store.writer import store_batch
+
+
+def make_receipts(notifications: int, interactions: int) -> list[Receipt]:
+    lines = generate(interactions=interactions, agents=50, extra_updates=7, seed=1)
+    if len(lines) < notifications:
+        raise SystemExit(f"generator made only {len(lines)} notifications")
+    return [
+        Receipt(
+            line.receipt_id,
+            line.received_at,
+            line.account,
+            line.channel,
+            json.dumps(line.message, separators=(",", ":")),
+        )
+        for line in lines[:notifications]
+    ]
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- the candidate -------------------------------------------------------------------------
+def run_writer(dsn: str, receipts: list[Receipt], batch: int) -> int:
+    with psycopg.connect(dsn) as conn:
+        for part in chunks(receipts, batch):
+            with conn.transaction():
+                store_batch(conn, part)
+    return len(receipts)
+
+
+# --- the ceiling: COPY pre-extracted rows, one projection upsert per batch -------------------
+_CEILING_UPSERT = """
+INSERT INTO interactions AS t (interaction_id, state, media_type, account_states, accounts,
+    first_seen_at, last_seen_at, first_event_id, last_event_id, event_count)
+SELECT DISTINCT ON (interaction_id) interaction_id, state, media_type, '{}'::jsonb,
+    ARRAY[account], received_at, received_at, id, id, 1
+FROM events WHERE id > %s AND interaction_id IS NOT NULL
+ORDER BY interaction_id, id DESC
+ON CONFLICT (interaction_id) DO UPDATE SET state = excluded.state,
+    last_seen_at = excluded.last_seen_at, last_event_id = excluded.last_event_id,
+    event_count = t.event_count + 1
+"""
+
+
+def run_ceiling(dsn: str, rows: list[tuple[Any, ...]], batch: int) -> int:
+    columns = (
+        "receipt_id, received_at, account, channel, message_type, notification_type,"
+        " interaction_id, reference_id, media_type, openmedia_type, state, payload"
+    )
+    with psycopg.connect(dsn) as conn:
+        last = 0
+        for part in chunks(rows, batch):
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(f"COPY events ({columns}) FROM STDIN") as copy:
+                    for row in part:
+                        copy.write_row(row)
+                cur.execute(_CEILING_UPSERT, (last,))
+                cur.execute("SELECT max(id) FROM events")
+                last = cur.fetchone()[0]  # type: ignore[index]
+    return len(rows)
+
+
+def ceiling_rows(receipts: list[Receipt]) -> list[tuple[Any, ...]]:
+    rows = []
+    for r in receipts:
+        rec = parse(r.raw)
+        assert isinstance(rec, Record)
+        rows.append(
+            (
+                r.receipt_id,
+                r.received_at,
+                r.account,
+                rec.channel,
+                rec.message_type,
+                rec.notification_type,
+                rec.interaction_id,
+                rec.reference_id,
+                rec.media_type,
+                rec.openmedia_type,
+                rec.state,
+                rec.payload_text,
+            )
+        )
+    return rows
+
+
+# --- the naive ORM baseline --------------------------------------------------------------------
+class Base(DeclarativeBase):
+    pass
+
+
+class Event(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    receipt_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    account: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str | None] = mapped_column(Text)
+    message_type: Mapped[str | None] = mapped_column(Text)
+    notification_type: Mapped[str | None] = mapped_column(Text)
+    interaction_id: Mapped[str | None] = mapped_column(Text)
+    reference_id: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class Interaction(Base):
+    __tablename__ = "interactions"
+    interaction_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    state: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    first_event_id: Mapped[int] = mapped_column(BigInteger)
+    last_event_id: Mapped[int] = mapped_column(BigInteger)
+    event_count: Mapped[int] = mapped_column(BigInteger)
+
+
+def run_orm(url: Any, receipts: list[Receipt]) -> int:
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with Session(engine) as session:
+        for n, r in enumerate(receipts, start=1):
+            message = json.loads(r.raw)
+            om = message.get("data", {}).get("openmedia", {})
+            event = Event(
+                receipt_id=r.receipt_id,
+                received_at=r.received_at,
+                account=r.account,
+                channel=message.get("channel"),
+                message_type=message.get("data", {}).get("messageType"),
+                notification_type=message.get("data", {}).get("notificationType"),
+                interaction_id=om.get("id"),
+                reference_id=str(message.get("data", {}).get("referenceId")),
+                state=om.get("state"),
+                payload=message,
+            )
+            session.add(event)
+            session.flush()
+            found = session.scalars(
+                select(Interaction).where(Interaction.interaction_id == om["id"])
+            ).first()
+            if found is None:
+                session.add(
+                    Interaction(
+                        interaction_id=om["id"],
+                        state=om.get("state"),
+                        first_seen_at=r.received_at,
+                        last_seen_at=r.received_at,
+                        first_event_id=event.id,
+                        last_event_id=event.id,
+                        event_count=1,
+                    )
+                )
+            else:
+                found.state = om.get("state")
+                found.last_seen_at = r.received_at
+                found.last_event_id = event.id
+                found.event_count += 1
+            if n % 500 == 0:
+                session.commit()
+        session.commit()
+    engine.dispose()
+    return len(receipts)
+
+
+def timed(label: str, work: Callable[[], int]) -> float:
+    start = time.perf_counter()
+    count = work()
+    seconds = time.perf_counter() - start
+    rate = count / seconds
+    print(f"  {label:<46} {count:>8,} in {seconds:6.2f} s = {rate:>9,.0f} notifications/s")
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--notifications", type=int, default=200_000)
+    parser.add_argument("--interactions", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=2_000)
+    parser.add_argument("--orm-notifications", type=int, default=20_000)
+    args = parser.parse_args()
+
+    receipts = make_receipts(args.notifications, args.interactions)
+    rows = ceiling_rows(receipts)
+    data_dir = Path(tempfile.mkdtemp(prefix="auditor-bench-"))
+    server = EmbeddedPostgres(data_dir, durable=True).start()
+    admin = libpq_conninfo(parse_database_url(server.url("postgres")))
+
+    def fresh(name: str) -> str:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        engine = create_engine(parse_database_url(server.url(name)), poolclass=pool.NullPool)
+        with engine.begin() as c:
+            schema.upgrade(c)
+            schema.ensure_partitions_ahead(c)
+        engine.dispose()
+        return server.url(name)
+
+    try:
+        with psycopg.connect(admin) as conn:
+            version = conn.execute("SHOW server_version").fetchone()
+            sync = conn.execute("SHOW synchronous_commit").fetchone()
+            fsync = conn.execute("SHOW fsync").fetchone()
+        print(
+            f"PostgreSQL {version[0] if version else '?'}, synchronous_commit="
+            f"{sync[0] if sync else '?'}, fsync={fsync[0] if fsync else '?'}; "
+            f"{len(receipts):,} notifications over {args.interactions:,} interactions, "
+            f"batches of {args.batch:,}"
+        )
+        writer_db = fresh("bench_writer")
+        ceiling_db = fresh("bench_ceiling")
+        orm_db = fresh("bench_orm")
+        writer = timed(
+            "batch writer (parse, COPY, dedup, projection)",
+            lambda: run_writer(writer_db, receipts, args.batch),
+        )
+        ceiling = timed(
+            "ceiling: raw COPY + 1 upsert/batch",
+            lambda: run_ceiling(ceiling_db, rows, args.batch),
+        )
+        orm_part = receipts[: args.orm_notifications]
+        orm = timed(
+            f"naive ORM (1 object each, commit/500; first {len(orm_part):,})",
+            lambda: run_orm(parse_database_url(orm_db), orm_part),
+        )
+        replay = timed(
+            "batch writer replaying the same batches (all dup)",
+            lambda: run_writer(writer_db, receipts, args.batch),
+        )
+        print()
+        print("| measure | notifications/s | target |")
+        print("|---|---|---|")
+        print(f"| batch writer | {writer:,.0f} | >= 35,000 |")
+        print(f"| ceiling (COPY + 1 upsert/batch) | {ceiling:,.0f} | |")
+        print(f"| naive ORM baseline | {orm:,.0f} | |")
+        print(f"| writer / ceiling | {writer / ceiling:.2f} | >= 0.8 |")
+        print(f"| writer / ORM | {writer / orm:.1f} | >= 6 |")
+        print(f"| replay of stored batches | {replay:,.0f} | |")
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
