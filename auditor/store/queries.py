@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from auditor.notifications import openmedia_of
@@ -102,3 +103,198 @@ def interaction(conn: psycopg.Connection[Any], interaction_id: str) -> dict[str,
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT * FROM interactions WHERE interaction_id = %s", (interaction_id,))
         return cur.fetchone()
+
+
+# --- Search and export (the query API) --------------------------------------------------------
+# Filters name columns from fixed tables below; values always travel as parameters.
+
+EVENT_EQUALS = {
+    "referenceId": "reference_id",
+    "mediaType": "media_type",
+    "openmediaType": "openmedia_type",
+    "state": "state",
+    "notificationType": "notification_type",
+    "messageType": "message_type",
+    "interactionId": "interaction_id",
+    "account": "account",
+    "channel": "channel",
+    "kind": "kind",
+}
+
+INTERACTION_EQUALS = {
+    "state": "state",
+    "mediaType": "media_type",
+    "openmediaType": "openmedia_type",
+}
+
+# One event as the API shows it, made by PostgreSQL (the payload is never re-encoded).
+EVENT_JSON = """json_build_object(
+    'event_id', id, 'received_at', received_at, 'stored_at', stored_at, 'kind', kind,
+    'account', account, 'channel', channel, 'interaction_id', interaction_id,
+    'messageType', message_type, 'notificationType', notification_type,
+    'referenceId', reference_id, 'mediaType', media_type, 'openmediaType', openmedia_type,
+    'state', state, 'error_code', error_code, 'error_message', error_message,
+    'payload', payload)::text"""
+
+EVENT_CSV_COLUMNS = (
+    "event_id",
+    "received_at",
+    "stored_at",
+    "kind",
+    "account",
+    "channel",
+    "interaction_id",
+    "messageType",
+    "notificationType",
+    "referenceId",
+    "mediaType",
+    "openmediaType",
+    "state",
+    "error_code",
+    "error_message",
+    "payload",
+)
+# to_json gives the same ISO 8601 text as the JSON forms (with T and offset).
+_EVENT_CSV_SELECT = (
+    "id, to_json(received_at) #>> '{}', to_json(stored_at) #>> '{}', kind, account,"
+    " channel, interaction_id, message_type,"
+    " notification_type, reference_id, media_type, openmedia_type, state, error_code,"
+    " error_message, payload::text"
+)
+
+INTERACTION_JSON = """json_build_object(
+    'interaction_id', interaction_id, 'state', state, 'capabilities', capabilities,
+    'mediaType', media_type, 'openmediaType', openmedia_type, 'uri', uri,
+    'user_data', user_data, 'accounts', accounts, 'account_states', account_states,
+    'first_seen_at', first_seen_at, 'last_seen_at', last_seen_at,
+    'completed_at', completed_at, 'event_count', event_count,
+    'first_event_id', first_event_id, 'last_event_id', last_event_id,
+    'last_notificationType', last_notification_type,
+    'last_referenceId', last_reference_id)::text"""
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    equals: dict[str, str]  # API name (a key of EVENT_EQUALS) -> value
+    start: datetime | None = None  # received_at >= start
+    end: datetime | None = None  # received_at < end
+
+
+def _event_where(flt: EventFilter) -> tuple[list[sql.Composable], list[Any]]:
+    clauses: list[sql.Composable] = []
+    params: list[Any] = []
+    for name, value in sorted(flt.equals.items()):
+        clauses.append(sql.SQL("{} = %s").format(sql.Identifier(EVENT_EQUALS[name])))
+        params.append(value)
+    if flt.start is not None:
+        clauses.append(sql.SQL("received_at >= %s"))
+        params.append(flt.start)
+    if flt.end is not None:
+        clauses.append(sql.SQL("received_at < %s"))
+        params.append(flt.end)
+    return clauses, params
+
+
+def _where(clauses: list[sql.Composable]) -> sql.Composable:
+    if not clauses:
+        return sql.SQL("")
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses)
+
+
+def search_events(
+    conn: psycopg.Connection[Any],
+    flt: EventFilter,
+    *,
+    newest_first: bool,
+    limit: int,
+    after_id: int | None = None,
+) -> list[tuple[int, datetime, str, str]]:
+    """Up to ``limit`` events as (id, received_at, account, json), keyset-paged by id.
+
+    Events become visible in id order (one writer at a time), so paging by id never skips
+    a row that commits while an auditor pages."""
+    clauses, params = _event_where(flt)
+    if after_id is not None:
+        clauses.append(sql.SQL("id < %s" if newest_first else "id > %s"))
+        params.append(after_id)
+    query = (
+        sql.SQL("SELECT id, received_at, account, " + EVENT_JSON + " FROM events")
+        + _where(clauses)
+        + sql.SQL(" ORDER BY id DESC" if newest_first else " ORDER BY id")
+        + sql.SQL(" LIMIT %s")
+    )
+    with conn.cursor() as cur:
+        cur.execute(query, [*params, limit])
+        return cur.fetchall()
+
+
+def export_events_query(flt: EventFilter, *, csv: bool) -> tuple[sql.Composed, list[Any]]:
+    """The statement an export runs through a server-side cursor, oldest first."""
+    clauses, params = _event_where(flt)
+    select = "SELECT received_at, account, " + (_EVENT_CSV_SELECT if csv else EVENT_JSON)
+    query = sql.Composed(
+        [sql.SQL(select + " FROM events"), _where(clauses), sql.SQL(" ORDER BY id")]
+    )
+    return query, params
+
+
+@dataclass(frozen=True)
+class InteractionFilter:
+    equals: dict[str, str]  # API name (a key of INTERACTION_EQUALS) -> value
+    account: str | None = None
+    start: datetime | None = None  # last_seen_at >= start
+    end: datetime | None = None  # last_seen_at < end
+
+
+def search_interactions(
+    conn: psycopg.Connection[Any],
+    flt: InteractionFilter,
+    *,
+    newest_first: bool,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+) -> list[tuple[datetime, str, list[str], str]]:
+    """Up to ``limit`` projection rows as (last_seen_at, interaction_id, accounts, json), paged
+    over (last_seen_at, interaction_id)."""
+    clauses: list[sql.Composable] = []
+    params: list[Any] = []
+    for name, value in sorted(flt.equals.items()):
+        clauses.append(sql.SQL("{} = %s").format(sql.Identifier(INTERACTION_EQUALS[name])))
+        params.append(value)
+    if flt.account is not None:
+        clauses.append(sql.SQL("accounts @> ARRAY[%s]::text[]"))
+        params.append(flt.account)
+    if flt.start is not None:
+        clauses.append(sql.SQL("last_seen_at >= %s"))
+        params.append(flt.start)
+    if flt.end is not None:
+        clauses.append(sql.SQL("last_seen_at < %s"))
+        params.append(flt.end)
+    if after is not None:
+        op = "<" if newest_first else ">"
+        clauses.append(sql.SQL(f"(last_seen_at, interaction_id) {op} (%s, %s)"))
+        params.extend(after)
+    direction = "DESC" if newest_first else "ASC"
+    query = (
+        sql.SQL(
+            "SELECT last_seen_at, interaction_id, accounts, "
+            + INTERACTION_JSON
+            + " FROM interactions"
+        )
+        + _where(clauses)
+        + sql.SQL(f" ORDER BY last_seen_at {direction}, interaction_id {direction} LIMIT %s")
+    )
+    with conn.cursor() as cur:
+        cur.execute(query, [*params, limit])
+        return cur.fetchall()
+
+
+def interaction_json(conn: psycopg.Connection[Any], interaction_id: str) -> str | None:
+    """The projection row of one interaction as the API shows it."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT " + INTERACTION_JSON + " FROM interactions WHERE interaction_id = %s",
+            (interaction_id,),
+        )
+        row = cur.fetchone()
+    return row[0] if row is not None else None

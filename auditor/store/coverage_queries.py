@@ -1,0 +1,127 @@
+"""Read side of the coverage contract: when each account was listened to, and the gaps.
+
+An interval covers [started_at, end) with end = ended_at if set; else now() while its
+heartbeat is fresh (live, within LIVE_WINDOW); else its last heartbeat (the worker died).
+A gap of an account inside [from, to) is every sub-range no interval of that account covers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+LIVE_WINDOW_SECONDS = 15
+
+# Intervals overlapping [from, to), with their effective end computed as the contract says.
+_INTERVALS = f"""
+SELECT account, worker_id, channels, started_at, end_at, ended_at IS NULL AND live AS live,
+       end_reason
+FROM (
+    SELECT account, worker_id, channels, started_at, ended_at, end_reason,
+           heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds' AS live,
+           coalesce(ended_at,
+                    CASE WHEN heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds'
+                         THEN now() ELSE heartbeat_at END) AS end_at
+    FROM coverage_intervals
+    WHERE started_at < %(to)s AND (%(all)s OR account = ANY(%(accounts)s))
+) AS c
+WHERE end_at > %(from)s
+ORDER BY account, started_at
+"""
+
+_KNOWN_ACCOUNTS = "SELECT DISTINCT account FROM coverage_intervals ORDER BY account"
+
+
+@dataclass(frozen=True)
+class Interval:
+    account: str
+    worker_id: str
+    channels: list[str]
+    started_at: datetime
+    end_at: datetime
+    live: bool
+    end_reason: str | None
+
+
+@dataclass(frozen=True)
+class Gap:
+    account: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class AccountCoverage:
+    account: str
+    intervals: list[Interval]
+    gaps: list[Gap]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    start: datetime
+    end: datetime
+    accounts: list[AccountCoverage]
+
+    @property
+    def gaps(self) -> list[Gap]:
+        return [gap for account in self.accounts for gap in account.gaps]
+
+    @property
+    def complete(self) -> bool:
+        return not self.gaps
+
+
+def gaps_of(
+    account: str, intervals: Iterable[Interval], start: datetime, end: datetime
+) -> list[Gap]:
+    """The parts of [start, end) that no interval covers (intervals sorted by started_at)."""
+    gaps = []
+    cursor = start
+    for interval in intervals:
+        if interval.started_at > cursor:
+            gaps.append(Gap(account, cursor, min(interval.started_at, end)))
+        cursor = max(cursor, interval.end_at)
+        if cursor >= end:
+            break
+    if cursor < end:
+        gaps.append(Gap(account, cursor, end))
+    return [gap for gap in gaps if gap.end > gap.start]
+
+
+def known_accounts(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every account the worker ever held a session for."""
+    with conn.cursor() as cur:
+        cur.execute(_KNOWN_ACCOUNTS)
+        return [row[0] for row in cur.fetchall()]
+
+
+def coverage(
+    conn: psycopg.Connection[Any],
+    start: datetime,
+    end: datetime,
+    accounts: Sequence[str] | None = None,
+) -> Coverage:
+    """Coverage of the given accounts (None: every account ever covered) over [start, end)."""
+    with conn.cursor() as cur:
+        names = known_accounts(conn) if accounts is None else sorted(set(accounts))
+        cur.execute(
+            _INTERVALS,
+            {"from": start, "to": end, "all": accounts is None, "accounts": names},
+        )
+        rows = [Interval(*row) for row in cur.fetchall()]
+    by_account: dict[str, list[Interval]] = {name: [] for name in names}
+    for row in rows:
+        by_account.setdefault(row.account, []).append(row)
+    return Coverage(
+        start,
+        end,
+        [
+            AccountCoverage(name, found, gaps_of(name, found, start, end))
+            for name, found in sorted(by_account.items())
+        ],
+    )
