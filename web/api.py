@@ -7,6 +7,7 @@ from typing import Any
 
 from apiflask import APIBlueprint, HTTPError
 from flask import Response
+from marshmallow import RAISE
 
 from auditor.store import coverage_queries, queries
 from web import schemas
@@ -109,7 +110,7 @@ _EVENT_FILTERS = tuple(queries.EVENT_EQUALS)
 
 @bp.get("/events")
 @requires("reader")
-@bp.input(schemas.EventQuery, location="query", arg_name="query")
+@bp.input(schemas.EventQuery, location="query", arg_name="query", unknown=RAISE)
 @bp.output(schemas.EventPage)
 @bp.doc(summary="Search events, keyset-paged", responses=READ_ERRORS)
 def search_events(query: dict[str, Any]) -> Response:
@@ -155,7 +156,7 @@ _INTERACTION_FILTERS = ("state", "mediaType", "openmediaType", "account")
 
 @bp.get("/interactions")
 @requires("reader")
-@bp.input(schemas.InteractionQuery, location="query", arg_name="query")
+@bp.input(schemas.InteractionQuery, location="query", arg_name="query", unknown=RAISE)
 @bp.output(schemas.InteractionPage)
 @bp.doc(
     summary="Search the projection, keyset-paged over (last_seen_at, interaction_id)",
@@ -199,7 +200,7 @@ def search_interactions(query: dict[str, Any]) -> Response:
 
 @bp.get("/coverage")
 @requires("reader")
-@bp.input(schemas.CoverageQuery, location="query", arg_name="query")
+@bp.input(schemas.CoverageQuery, location="query", arg_name="query", unknown=RAISE)
 @bp.output(schemas.CoverageReport)
 @bp.doc(
     summary="Per account: connected intervals and gaps over [from, to) "

@@ -60,8 +60,18 @@ def set_rows(count: int) -> None:
     g.rows = count
 
 
+def _printable(text: str) -> str:
+    # PostgreSQL text and jsonb cannot hold NUL; keep it visible instead of failing the log.
+    return text.replace("\x00", "\\x00")
+
+
 def filters_as_given() -> dict[str, Any]:
-    return {k: v[0] if len(v) == 1 else v for k, v in request.args.to_dict(flat=False).items()}
+    """The query parameters exactly as the client sent them (NUL shown as \\x00)."""
+    found: dict[str, Any] = {}
+    for key, values in request.args.to_dict(flat=False).items():
+        cleaned = [_printable(v) for v in values]
+        found[_printable(key)] = cleaned[0] if len(cleaned) == 1 else cleaned
+    return found
 
 
 def write_access_log(
@@ -79,7 +89,7 @@ def write_access_log(
             token.name if token else None,
             token.role if token else None,
             method,
-            path,
+            _printable(path),
             Jsonb(filters),
             status,
             rows,

@@ -18,6 +18,7 @@ from typing import Any
 
 from apiflask import APIBlueprint
 from flask import Response, current_app, g, request, stream_with_context
+from marshmallow import RAISE
 
 from auditor.store import queries
 from web import schemas
@@ -44,7 +45,7 @@ _RESPONSES: dict[int | str, dict[str, str | dict[str, dict[str, Any]]]] = {
 
 @bp.get("/events/export")
 @requires("exporter")
-@bp.input(schemas.ExportQuery, location="query", arg_name="query")
+@bp.input(schemas.ExportQuery, location="query", arg_name="query", unknown=RAISE)
 @bp.doc(
     summary="Export events (ndjson or csv), streamed, with a completeness summary at the end",
     responses=_RESPONSES,
