@@ -212,16 +212,22 @@ def search_events(
     """Up to ``limit`` events as (id, received_at, account, json), keyset-paged by id.
 
     Events become visible in id order (one writer at a time), so paging by id never skips
-    a row that commits while an auditor pages."""
+    a row that commits while an auditor pages. The page's keys are found first (from an
+    index alone where one covers the filters), then only those rows are read and rendered."""
     clauses, params = _event_where(flt)
     if after_id is not None:
         clauses.append(sql.SQL("id < %s" if newest_first else "id > %s"))
         params.append(after_id)
-    query = (
-        sql.SQL("SELECT id, received_at, account, " + EVENT_JSON + " FROM events")
-        + _where(clauses)
-        + sql.SQL(" ORDER BY id DESC" if newest_first else " ORDER BY id")
-        + sql.SQL(" LIMIT %s")
+    order = sql.SQL(" ORDER BY id DESC" if newest_first else " ORDER BY id")
+    query = sql.Composed(
+        [
+            sql.SQL("SELECT id, received_at, account, " + EVENT_JSON + " FROM ("),
+            sql.SQL("SELECT id, received_at FROM events"),
+            _where(clauses),
+            order,
+            sql.SQL(" LIMIT %s) AS page JOIN events USING (id, received_at)"),
+            order,
+        ]
     )
     with conn.cursor() as cur:
         cur.execute(query, [*params, limit])
