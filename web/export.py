@@ -76,7 +76,8 @@ def _csv_chunk(rows: list[tuple[Any, ...]]) -> str:
     return buffer.getvalue()
 
 
-def _ndjson_chunk(rows: list[tuple[Any, ...]]) -> str:
+def _lines(rows: list[tuple[Any, ...]]) -> str:
+    """PostgreSQL made each line (a JSON object or a quoted CSV record)."""
     return "\n".join(row[2] for row in rows) + "\n"
 
 
@@ -102,7 +103,7 @@ def _stream(
                     digest.update(header.encode())
                     yield header
                 while rows := cur.fetchmany(FETCH_ROWS):
-                    chunk = _csv_chunk(rows) if as_csv else _ndjson_chunk(rows)
+                    chunk = _lines(rows)
                     digest.update(chunk.encode())
                     first = min(row[0] for row in rows)
                     earliest = first if earliest is None else min(earliest, first)

@@ -95,3 +95,16 @@ def test_export_is_in_the_access_log_with_rows_sent(api: Api) -> None:
 def test_empty_export_still_has_a_summary(api: Api, fmt: str) -> None:
     body = api.get("/api/v1/events/export", format=fmt).get_data(as_text=True)
     assert "_summary" in body.splitlines()[-1]
+
+
+def test_csv_quoting_round_trips_commas_quotes_and_newlines(api: Api) -> None:
+    api.store(
+        [receipt(om_message("q1", "Routing", user_data={"note": 'a,"b"\nc'}), account='x,"y"')]
+    )
+    text = api.get("/api/v1/events/export", format="csv").get_data(as_text=True)
+    header, row, _ = list(csv.reader(io.StringIO(text)))
+    record = dict(zip(header, row, strict=True))
+    assert record["account"] == 'x,"y"'
+    assert record["error_code"] == ""
+    payload = json.loads(record["payload"])
+    assert payload["data"]["openmedia"]["userData"]["note"] == 'a,"b"\nc'
