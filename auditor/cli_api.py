@@ -53,6 +53,8 @@ def serve(host: str, port: int, workers: int, timeout: int) -> None:
         str(timeout),
         "--access-logfile",
         "-",
+        # gunicorn's control socket has one default path per user: two servers would collide
+        "--no-control-socket",
         "web.wsgi:app",
     ]
     click.echo(f"serving the query API on http://{host}:{port} with {workers} worker(s)", err=True)
