@@ -82,20 +82,19 @@ def _timeline_event(entry: queries.TimelineEntry) -> dict[str, Any]:
 )
 def get_timeline(interaction_id: str) -> Response:
     connection = conn()
-    summary = queries.interaction_json(connection, _checked_id(interaction_id))
-    row = queries.interaction(connection, interaction_id)
-    if summary is None or row is None:
+    span = queries.interaction_span(connection, _checked_id(interaction_id))
+    if span is None:
         raise _not_found(interaction_id)
     entries = queries.timeline(connection, interaction_id)
     # The interaction's lifetime: until its last event once completed, else until now.
-    end = row["last_seen_at"] if row["completed_at"] is not None else datetime.now(UTC)
+    end = span.last_seen_at if span.completed_at is not None else datetime.now(UTC)
     found = coverage_queries.coverage(
-        connection, row["first_seen_at"], max(end, row["first_seen_at"]), row["accounts"]
+        connection, span.first_seen_at, max(end, span.first_seen_at), span.accounts
     )
     set_rows(len(entries))
     body = (
         '{"interaction":'
-        + summary
+        + span.json
         + ',"events":'
         + dumps([_timeline_event(e) for e in entries])
         + ',"coverage_gaps":'

@@ -144,10 +144,6 @@ def install(app: Flask, metrics: Metrics) -> None:
 
     @app.after_request
     def _record(response: Response) -> Response:
-        elapsed = time.perf_counter() - g.get("t0", time.perf_counter())
-        response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.3f}"
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.observe(rule, request.method, response.status_code, elapsed)
         if g.get("audit") and not g.get("audit_deferred"):
             try:
                 write_access_log(
@@ -161,7 +157,12 @@ def install(app: Flask, metrics: Metrics) -> None:
                 )
             except (psycopg.Error, OSError):
                 log.exception("could not write the access log; refusing the answer")
-                return problem_response(503, "the access log cannot be written; try again")
+                response = problem_response(503, "the access log cannot be written; try again")
+        # Server time includes the access-log write (a commit): it is part of every answer.
+        elapsed = time.perf_counter() - g.get("t0", time.perf_counter())
+        response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.3f}"
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.observe(rule, request.method, response.status_code, elapsed)
         return response
 
     @app.teardown_request

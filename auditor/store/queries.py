@@ -331,3 +331,24 @@ def interaction_json(conn: psycopg.Connection[Any], interaction_id: str) -> str 
         )
         row = cur.fetchone()
     return row[0] if row is not None else None
+
+
+@dataclass(frozen=True)
+class InteractionSpan:
+    json: str  # the projection row as the API shows it
+    first_seen_at: datetime
+    last_seen_at: datetime
+    completed_at: datetime | None
+    accounts: list[str]
+
+
+def interaction_span(conn: psycopg.Connection[Any], interaction_id: str) -> InteractionSpan | None:
+    """The projection row (as JSON) with what a timeline needs to place coverage gaps."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT " + INTERACTION_JSON + ", first_seen_at, last_seen_at, completed_at, accounts"
+            " FROM interactions WHERE interaction_id = %s",
+            (interaction_id,),
+        )
+        row = cur.fetchone()
+    return InteractionSpan(*row) if row is not None else None
