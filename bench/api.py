@@ -249,7 +249,7 @@ def measure(name: str, client: Client, requests: list[tuple[str, dict[str, objec
     report(name, totals, servers)
 
 
-def run(url: URL, total: int, samples: int) -> None:
+def run(url: URL, total: int, samples: int, export: bool = True) -> None:
     load(url, total)
     with psycopg.connect(libpq_conninfo(url), autocommit=True) as conn:
         conn.execute("DELETE FROM api_tokens WHERE name = 'bench'")
@@ -284,7 +284,9 @@ def run(url: URL, total: int, samples: int) -> None:
             "on 127.0.0.1, new connection per request",
             flush=True,
         )
-        measure("timeline", client, [(f"/api/v1/interactions/{i}/timeline", {}) for i in ids])
+        timelines = [(f"/api/v1/interactions/{i}/timeline", {}) for i in ids]
+        measure("timeline", client, timelines)
+        measure("timeline (same again, warm)", client, timelines)
         measure("projection lookup", client, [(f"/api/v1/interactions/{i}", {}) for i in ids])
         refs = [rng.randrange(total) for _ in range(samples)]
         measure("by-referenceId lookup", client, [("/api/v1/events", {"referenceId": r})
@@ -303,6 +305,7 @@ def run(url: URL, total: int, samples: int) -> None:
             for d in days
         ]
         measure("search page 1 (account+day)", client, searches)
+        measure("  (same again, warm)", client, searches)
         page10 = []
         accounts = [("/api/v1/events", {"account": f"agent{a:03d}", "limit": 100})
                     for a in range(ACCOUNTS)]  # fmt: skip
@@ -325,6 +328,8 @@ def run(url: URL, total: int, samples: int) -> None:
             [("/api/v1/interactions", {"state": "Completed", "mediaType": m})
              for m in (MEDIA * samples)[:samples]],
         )  # fmt: skip
+        if not export:
+            return
         t0 = time.perf_counter()
         _, body, _, _ = client.get("/api/v1/events/export", format="ndjson")
         elapsed = time.perf_counter() - t0
@@ -347,10 +352,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5_000_000)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/auditor-bench-api"))
+    parser.add_argument("--no-export", action="store_true", help="skip the export timings")
     args = parser.parse_args()
     database = f"bench_api_{args.events}"
     if os.environ.get("AUDITOR_DATABASE_URL"):
-        run(parse_database_url(os.environ["AUDITOR_DATABASE_URL"]), args.events, args.samples)
+        url = parse_database_url(os.environ["AUDITOR_DATABASE_URL"])
+        run(url, args.events, args.samples, not args.no_export)
         return
     server = EmbeddedPostgres(args.data_dir).start()
     try:
@@ -362,7 +369,7 @@ def main() -> None:
         url = admin.set(database=database)
         with sa_connection(url) as connection:
             schema.upgrade(connection)
-        run(url, args.events, args.samples)
+        run(url, args.events, args.samples, not args.no_export)
     finally:
         server.stop()
 
