@@ -81,16 +81,21 @@ def _timeline_event(entry: queries.TimelineEntry) -> dict[str, Any]:
     responses=[401, 403, 404],
 )
 def get_timeline(interaction_id: str) -> Response:
-    connection = conn()
-    span = queries.interaction_span(connection, _checked_id(interaction_id))
-    if span is None:
+    bundle = queries.timeline_bundle(conn(), _checked_id(interaction_id))
+    if bundle is None:
         raise _not_found(interaction_id)
-    entries = queries.timeline(connection, interaction_id)
-    # The interaction's lifetime: until its last event once completed, else until now.
-    end = span.last_seen_at if span.completed_at is not None else datetime.now(UTC)
-    found = coverage_queries.coverage(
-        connection, span.first_seen_at, max(end, span.first_seen_at), span.accounts
-    )
+    span, entries = bundle.span, bundle.entries
+    end = max(bundle.end, span.first_seen_at)
+    gaps = [
+        gap
+        for account in span.accounts
+        for gap in coverage_queries.gaps_of(
+            account,
+            [i for i in bundle.intervals if i.account == account],
+            span.first_seen_at,
+            end,
+        )
+    ]
     set_rows(len(entries))
     body = (
         '{"interaction":'
@@ -98,7 +103,7 @@ def get_timeline(interaction_id: str) -> Response:
         + ',"events":'
         + dumps([_timeline_event(e) for e in entries])
         + ',"coverage_gaps":'
-        + dumps([gap_json(g) for g in found.gaps])
+        + dumps([gap_json(g) for g in gaps])
         + "}"
     )
     return json_response(body)

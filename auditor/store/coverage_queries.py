@@ -33,6 +33,26 @@ WHERE end_at > %(from)s
 ORDER BY account, started_at
 """
 
+# The intervals of the accounts that saw one interaction, overlapping its lifetime
+# [first_seen_at, last_seen_at once completed, else now].
+INTERACTION_INTERVALS = f"""
+SELECT c.account, c.worker_id, c.channels, c.started_at, c.end_at,
+       c.ended_at IS NULL AND c.live AS live, c.end_reason
+FROM interactions AS i
+CROSS JOIN LATERAL (
+    SELECT account, worker_id, channels, started_at, ended_at, end_reason,
+           heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds' AS live,
+           coalesce(ended_at,
+                    CASE WHEN heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds'
+                         THEN now() ELSE heartbeat_at END) AS end_at
+    FROM coverage_intervals
+    WHERE account = ANY(i.accounts)
+      AND started_at < CASE WHEN i.completed_at IS NOT NULL THEN i.last_seen_at ELSE now() END
+) AS c
+WHERE i.interaction_id = %s AND c.end_at > i.first_seen_at
+ORDER BY c.account, c.started_at
+"""
+
 _KNOWN_ACCOUNTS = "SELECT DISTINCT account FROM coverage_intervals ORDER BY account"
 
 
