@@ -82,11 +82,9 @@ def coverage_summary(
             return {"complete": True, "from": iso(lo), "to": iso(hi), "gaps": []}
         return {"complete": None, "from": None, "to": None, "gaps": []}
     if account is not None:
-        names: list[str] | None = [account]
+        found = coverage_queries.coverage(conn, lo, hi, [account])
     else:
-        known = coverage_queries.known_accounts(conn)
-        names = sorted(set(known) | set(accounts_seen))
-    found = coverage_queries.coverage(conn, lo, hi, names)
+        found = coverage_queries.coverage(conn, lo, hi, list(accounts_seen), also_known=True)
     return {
         "complete": found.complete,
         "from": iso(lo),

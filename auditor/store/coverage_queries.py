@@ -125,16 +125,20 @@ def coverage(
     start: datetime,
     end: datetime,
     accounts: Sequence[str] | None = None,
+    *,
+    also_known: bool = False,
 ) -> Coverage:
-    """Coverage of the given accounts (None: every account ever covered) over [start, end)."""
-    with conn.cursor() as cur:
-        names = known_accounts(conn) if accounts is None else sorted(set(accounts))
-        cur.execute(
-            _INTERVALS,
-            {"from": start, "to": end, "all": accounts is None, "accounts": names},
-        )
+    """Coverage over [start, end) of the given accounts; of every account ever covered when
+    ``accounts`` is None, or of both with ``also_known``. One round trip (pipelined)."""
+    every = accounts is None or also_known
+    given = sorted(set(accounts or ()))
+    with conn.pipeline(), conn.cursor() as known_cur, conn.cursor() as cur:
+        if every:
+            known_cur.execute(_KNOWN_ACCOUNTS)
+        cur.execute(_INTERVALS, {"from": start, "to": end, "all": every, "accounts": given})
+        known = [row[0] for row in known_cur.fetchall()] if every else []
         rows = [Interval(*row) for row in cur.fetchall()]
-    by_account: dict[str, list[Interval]] = {name: [] for name in names}
+    by_account: dict[str, list[Interval]] = {name: [] for name in [*known, *given]}
     for row in rows:
         by_account.setdefault(row.account, []).append(row)
     return Coverage(
