@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from auditor.cli_api import serve, token
 from auditor.config import Settings
 from auditor.db import connect, sa_connection
 from auditor.demo import demo
@@ -110,6 +111,8 @@ def timeline_command(interaction_id: str) -> None:
 
 cli.add_command(demo)
 cli.add_command(simulate)
+for _command in (serve, token):
+    cli.add_command(_command)
 
 
 def main() -> None:

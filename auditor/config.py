@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -52,6 +52,7 @@ def redacted(url: URL) -> str:
 @dataclass(frozen=True)
 class Settings:
     database_url: URL
+    api: ApiSettings = field(default_factory=lambda: ApiSettings())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -62,8 +63,64 @@ class Settings:
                 "is not set; export it (postgresql://user@host:port/dbname), "
                 "or run `make demo`, which starts an embedded PostgreSQL",
             )
-        return cls(database_url=parse_database_url(raw))
+        return cls(database_url=parse_database_url(raw), api=ApiSettings.from_env(environ))
 
     @property
     def conninfo(self) -> str:
         return libpq_conninfo(self.database_url)
+
+
+# --- Query API settings (auditor serve, web/) -------------------------------------------------
+
+API_SECRET = "AUDITOR_API_SECRET"  # noqa: S105 (the setting's name, not a secret)
+API_POOL_SIZE = "AUDITOR_API_POOL_SIZE"
+API_STATEMENT_TIMEOUT_MS = "AUDITOR_API_STATEMENT_TIMEOUT_MS"
+MIN_API_SECRET_CHARS = 32
+
+
+def _int_setting(environ: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(name, f"{raw!r} is not a whole number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(name, f"{value} is out of range; expected {lo}..{hi}")
+    return value
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """secret keys the HMAC of paging cursors; None is fine for everything but serving."""
+
+    secret: str | None = field(default=None, repr=False)
+    pool_size: int = 4
+    statement_timeout_ms: int = 30_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ApiSettings:
+        secret = environ.get(API_SECRET)
+        if secret is not None and len(secret.strip()) < MIN_API_SECRET_CHARS:
+            raise ConfigError(
+                API_SECRET,
+                f"is shorter than {MIN_API_SECRET_CHARS} characters; "
+                "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+            )
+        return cls(
+            secret=secret.strip() if secret is not None else None,
+            pool_size=_int_setting(environ, API_POOL_SIZE, 4, 1, 64),
+            statement_timeout_ms=_int_setting(
+                environ, API_STATEMENT_TIMEOUT_MS, 30_000, 100, 3_600_000
+            ),
+        )
+
+    def require_secret(self) -> str:
+        if self.secret is None:
+            raise ConfigError(
+                API_SECRET,
+                "is not set; the API signs paging cursors with it. Generate one with: "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+            )
+        return self.secret

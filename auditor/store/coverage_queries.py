@@ -1,0 +1,151 @@
+"""Read side of the coverage contract: when each account was listened to, and the gaps.
+
+An interval covers [started_at, end) with end = ended_at if set; else now() while its
+heartbeat is fresh (live, within LIVE_WINDOW); else its last heartbeat (the worker died).
+A gap of an account inside [from, to) is every sub-range no interval of that account covers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+LIVE_WINDOW_SECONDS = 15
+
+# Intervals overlapping [from, to), with their effective end computed as the contract says.
+_INTERVALS = f"""
+SELECT account, worker_id, channels, started_at, end_at, ended_at IS NULL AND live AS live,
+       end_reason
+FROM (
+    SELECT account, worker_id, channels, started_at, ended_at, end_reason,
+           heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds' AS live,
+           coalesce(ended_at,
+                    CASE WHEN heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds'
+                         THEN now() ELSE heartbeat_at END) AS end_at
+    FROM coverage_intervals
+    WHERE started_at < %(to)s AND (%(all)s OR account = ANY(%(accounts)s))
+) AS c
+WHERE end_at > %(from)s
+ORDER BY account, started_at
+"""
+
+# The intervals of the accounts that saw one interaction, overlapping its lifetime
+# [first_seen_at, last_seen_at once completed, else now].
+INTERACTION_INTERVALS = f"""
+SELECT c.account, c.worker_id, c.channels, c.started_at, c.end_at,
+       c.ended_at IS NULL AND c.live AS live, c.end_reason
+FROM interactions AS i
+CROSS JOIN LATERAL (
+    SELECT account, worker_id, channels, started_at, ended_at, end_reason,
+           heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds' AS live,
+           coalesce(ended_at,
+                    CASE WHEN heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds'
+                         THEN now() ELSE heartbeat_at END) AS end_at
+    FROM coverage_intervals
+    WHERE account = ANY(i.accounts)
+      AND started_at < CASE WHEN i.completed_at IS NOT NULL THEN i.last_seen_at ELSE now() END
+) AS c
+WHERE i.interaction_id = %s AND c.end_at > i.first_seen_at
+ORDER BY c.account, c.started_at
+"""
+
+_KNOWN_ACCOUNTS = "SELECT DISTINCT account FROM coverage_intervals ORDER BY account"
+
+
+@dataclass(frozen=True)
+class Interval:
+    account: str
+    worker_id: str
+    channels: list[str]
+    started_at: datetime
+    end_at: datetime
+    live: bool
+    end_reason: str | None
+
+
+@dataclass(frozen=True)
+class Gap:
+    account: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class AccountCoverage:
+    account: str
+    intervals: list[Interval]
+    gaps: list[Gap]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    start: datetime
+    end: datetime
+    accounts: list[AccountCoverage]
+
+    @property
+    def gaps(self) -> list[Gap]:
+        return [gap for account in self.accounts for gap in account.gaps]
+
+    @property
+    def complete(self) -> bool:
+        return not self.gaps
+
+
+def gaps_of(
+    account: str, intervals: Iterable[Interval], start: datetime, end: datetime
+) -> list[Gap]:
+    """The parts of [start, end) that no interval covers (intervals sorted by started_at)."""
+    gaps = []
+    cursor = start
+    for interval in intervals:
+        if interval.started_at > cursor:
+            gaps.append(Gap(account, cursor, min(interval.started_at, end)))
+        cursor = max(cursor, interval.end_at)
+        if cursor >= end:
+            break
+    if cursor < end:
+        gaps.append(Gap(account, cursor, end))
+    return [gap for gap in gaps if gap.end > gap.start]
+
+
+def known_accounts(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every account the worker ever held a session for."""
+    with conn.cursor() as cur:
+        cur.execute(_KNOWN_ACCOUNTS)
+        return [row[0] for row in cur.fetchall()]
+
+
+def coverage(
+    conn: psycopg.Connection[Any],
+    start: datetime,
+    end: datetime,
+    accounts: Sequence[str] | None = None,
+    *,
+    also_known: bool = False,
+) -> Coverage:
+    """Coverage over [start, end) of the given accounts; of every account ever covered when
+    ``accounts`` is None, or of both with ``also_known``. One round trip (pipelined)."""
+    every = accounts is None or also_known
+    given = sorted(set(accounts or ()))
+    with conn.pipeline(), conn.cursor() as known_cur, conn.cursor() as cur:
+        if every:
+            known_cur.execute(_KNOWN_ACCOUNTS)
+        cur.execute(_INTERVALS, {"from": start, "to": end, "all": every, "accounts": given})
+        known = [row[0] for row in known_cur.fetchall()] if every else []
+        rows = [Interval(*row) for row in cur.fetchall()]
+    by_account: dict[str, list[Interval]] = {name: [] for name in [*known, *given]}
+    for row in rows:
+        by_account.setdefault(row.account, []).append(row)
+    return Coverage(
+        start,
+        end,
+        [
+            AccountCoverage(name, found, gaps_of(name, found, start, end))
+            for name, found in sorted(by_account.items())
+        ],
+    )

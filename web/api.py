@@ -1,0 +1,248 @@
+"""/api/v1: interactions, timelines, event search, coverage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apiflask import APIBlueprint, HTTPError
+from flask import Response
+from marshmallow import RAISE
+
+from auditor.store import coverage_queries, queries
+from web import schemas
+from web.audit import conn, requires, set_rows
+from web.paging import (
+    codec,
+    coverage_summary,
+    digest,
+    dumps,
+    gap_json,
+    iso,
+    json_response,
+    page,
+    position,
+)
+
+bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="API")
+READ_ERRORS = [400, 401, 403]
+DEFAULT_COVERAGE_WINDOW = timedelta(hours=24)
+
+
+def _not_found(interaction_id: str) -> HTTPError:
+    return HTTPError(404, f"no interaction with id {interaction_id!r}")
+
+
+def _checked_id(interaction_id: str) -> str:
+    if "\x00" in interaction_id or len(interaction_id) > 256:
+        raise _not_found(interaction_id[:64])
+    return interaction_id
+
+
+@bp.get("/interactions/<interaction_id>")
+@requires("reader")
+@bp.output(schemas.InteractionDetail)
+@bp.doc(summary="Current state of one interaction (projection)", responses=[401, 403, 404])
+def get_interaction(interaction_id: str) -> Response:
+    body = queries.interaction_json(conn(), _checked_id(interaction_id))
+    if body is None:
+        raise _not_found(interaction_id)
+    set_rows(1)
+    return json_response(body)
+
+
+def _timeline_event(entry: queries.TimelineEntry) -> dict[str, Any]:
+    diff = entry.user_data_diff
+    return {
+        "event_id": entry.event_id,
+        "received_at": iso(entry.received_at),
+        "account": entry.account,
+        "kind": entry.kind,
+        "snapshot": entry.kind == "snapshot",
+        "channel": entry.channel,
+        "notificationType": entry.notification_type,
+        "messageType": entry.message_type,
+        "state": entry.state,
+        "capabilities": entry.capabilities,
+        "referenceId": entry.reference_id,
+        "user_data_diff": None
+        if diff is None
+        else {"added": diff.added, "changed": diff.changed, "removed": diff.removed},
+        "error_code": entry.error_code,
+        "error_message": entry.error_message,
+    }
+
+
+@bp.get("/interactions/<interaction_id>/timeline")
+@requires("reader")
+@bp.output(schemas.Timeline)
+@bp.doc(
+    summary="Every event of one interaction in order, with user-data diffs and coverage gaps",
+    responses=[401, 403, 404],
+)
+def get_timeline(interaction_id: str) -> Response:
+    bundle = queries.timeline_bundle(conn(), _checked_id(interaction_id))
+    if bundle is None:
+        raise _not_found(interaction_id)
+    span, entries = bundle.span, bundle.entries
+    end = max(bundle.end, span.first_seen_at)
+    gaps = [
+        gap
+        for account in span.accounts
+        for gap in coverage_queries.gaps_of(
+            account,
+            [i for i in bundle.intervals if i.account == account],
+            span.first_seen_at,
+            end,
+        )
+    ]
+    set_rows(len(entries))
+    body = (
+        '{"interaction":'
+        + span.json
+        + ',"events":'
+        + dumps([_timeline_event(e) for e in entries])
+        + ',"coverage_gaps":'
+        + dumps([gap_json(g) for g in gaps])
+        + "}"
+    )
+    return json_response(body)
+
+
+_EVENT_FILTERS = tuple(queries.EVENT_EQUALS)
+
+
+@bp.get("/events")
+@requires("reader")
+@bp.input(schemas.EventQuery, location="query", arg_name="query", unknown=RAISE)
+@bp.output(schemas.EventPage)
+@bp.doc(summary="Search events, keyset-paged", responses=READ_ERRORS)
+def search_events(query: dict[str, Any]) -> Response:
+    order = query["order"]
+    bound = digest("events", query, _EVENT_FILTERS, order)
+    after = position(query, bound)
+    after_id = None
+    if after is not None:
+        if len(after) != 1 or not isinstance(after[0], int):
+            raise HTTPError(400, detail={"query": {"cursor": ["is malformed"]}})
+        after_id = after[0]
+    flt = queries.EventFilter(
+        equals={k: query[k] for k in _EVENT_FILTERS if query.get(k) is not None},
+        start=query.get("from_"),
+        end=query.get("to"),
+    )
+    limit = query["limit"]
+    connection = conn()
+    rows = queries.search_events(
+        connection, flt, newest_first=order == "newest", limit=limit + 1, after_id=after_id
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = codec_encode(bound, [rows[-1][0]]) if more else None
+    coverage = coverage_summary(
+        connection,
+        flt.start,
+        flt.end,
+        [r[1] for r in rows],
+        query.get("account"),
+        {r[2] for r in rows},
+    )
+    set_rows(len(rows))
+    return page([r[3] for r in rows], next_cursor, coverage)
+
+
+def codec_encode(bound: str, key: list[Any]) -> str:
+    return codec().encode(bound, key)
+
+
+_INTERACTION_FILTERS = ("state", "mediaType", "openmediaType", "account")
+
+
+@bp.get("/interactions")
+@requires("reader")
+@bp.input(schemas.InteractionQuery, location="query", arg_name="query", unknown=RAISE)
+@bp.output(schemas.InteractionPage)
+@bp.doc(
+    summary="Search the projection, keyset-paged over (last_seen_at, interaction_id)",
+    responses=READ_ERRORS,
+)
+def search_interactions(query: dict[str, Any]) -> Response:
+    order = query["order"]
+    bound = digest("interactions", query, _INTERACTION_FILTERS, order)
+    after = position(query, bound)
+    key: tuple[datetime, str] | None = None
+    if after is not None:
+        try:
+            key = (datetime.fromisoformat(after[0]), str(after[1]))
+        except (IndexError, TypeError, ValueError):
+            raise HTTPError(400, detail={"query": {"cursor": ["is malformed"]}}) from None
+    flt = queries.InteractionFilter(
+        equals={k: query[k] for k in queries.INTERACTION_EQUALS if query.get(k) is not None},
+        account=query.get("account"),
+        start=query.get("from_"),
+        end=query.get("to"),
+    )
+    limit = query["limit"]
+    connection = conn()
+    rows = queries.search_interactions(
+        connection, flt, newest_first=order == "newest", limit=limit + 1, after=key
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = codec_encode(bound, [iso(rows[-1][0]), rows[-1][1]]) if more else None
+    coverage = coverage_summary(
+        connection,
+        flt.start,
+        flt.end,
+        [r[0] for r in rows],
+        flt.account,
+        {a for r in rows for a in r[2]},
+    )
+    set_rows(len(rows))
+    return page([r[3] for r in rows], next_cursor, coverage)
+
+
+@bp.get("/coverage")
+@requires("reader")
+@bp.input(schemas.CoverageQuery, location="query", arg_name="query", unknown=RAISE)
+@bp.output(schemas.CoverageReport)
+@bp.doc(
+    summary="Per account: connected intervals and gaps over [from, to) "
+    "(default: the last 24 hours)",
+    responses=READ_ERRORS,
+)
+def get_coverage(query: dict[str, Any]) -> Response:
+    end = query.get("to") or datetime.now(UTC)
+    start = query.get("from_") or end - DEFAULT_COVERAGE_WINDOW
+    account = query.get("account")
+    found = coverage_queries.coverage(conn(), start, end, [account] if account else None)
+    accounts = [
+        {
+            "account": a.account,
+            "intervals": [
+                {
+                    "worker_id": i.worker_id,
+                    "channels": i.channels,
+                    "from": iso(i.started_at),
+                    "to": iso(i.end_at),
+                    "live": i.live,
+                    "end_reason": i.end_reason,
+                }
+                for i in a.intervals
+            ],
+            "gaps": [gap_json(g) for g in a.gaps],
+        }
+        for a in found.accounts
+    ]
+    set_rows(sum(len(a.intervals) for a in found.accounts))
+    return json_response(
+        dumps(
+            {
+                "from": iso(start),
+                "to": iso(end),
+                "complete": found.complete,
+                "accounts": accounts,
+                "gaps": [gap_json(g) for g in found.gaps],
+            }
+        )
+    )

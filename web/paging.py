@@ -1,0 +1,111 @@
+"""Shared by the search views: filters, cursors, coverage summaries, JSON assembly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from apiflask import HTTPError
+from flask import Response, current_app
+
+from auditor.store import coverage_queries
+from web.cursor import BadCursor, CursorCodec, query_digest
+from web.errors import bad_params
+
+JSON = "application/json"
+
+
+def codec() -> CursorCodec:
+    found: CursorCodec = current_app.extensions["auditor_cursor"]
+    return found
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=_default, separators=(",", ":"))
+
+
+def json_response(body: str, status: int = 200) -> Response:
+    return Response(body, status=status, mimetype=JSON)
+
+
+def digest(endpoint: str, query: dict[str, Any], names: Iterable[str], order: str) -> str:
+    """What a cursor is bound to: the endpoint, every filter as parsed, and the order."""
+    bound = {name: query[name] for name in names if query.get(name) is not None}
+    for key in ("from_", "to"):
+        if query.get(key) is not None:
+            bound[key] = iso(query[key])
+    return query_digest(endpoint, bound, order)
+
+
+def position(query: dict[str, Any], bound_to: str) -> list[Any] | None:
+    raw = query.get("cursor")
+    if raw is None:
+        return None
+    try:
+        return codec().decode(raw, bound_to)
+    except BadCursor as exc:
+        raise bad_params(cursor=str(exc)) from None
+
+
+def bad_cursor() -> HTTPError:
+    return bad_params(cursor="is not a cursor this API issued")
+
+
+def coverage_summary(
+    conn: Any,
+    start: datetime | None,
+    end: datetime | None,
+    seen: Sequence[datetime],
+    account: str | None,
+    accounts_seen: Iterable[str],
+) -> dict[str, Any]:
+    """Coverage for the asked range. A missing `from` is the earliest time among the rows
+    considered, a missing `to` is now; with neither a `from` nor any row there is no range and
+    `complete` is null. Accounts: the one asked for, else every account ever covered plus
+    those of the rows."""
+    lo = start if start is not None else (min(seen) if seen else None)
+    hi = end if end is not None else datetime.now(UTC)
+    if lo is None or hi <= lo:
+        if lo is not None and hi == lo:
+            return {"complete": True, "from": iso(lo), "to": iso(hi), "gaps": []}
+        return {"complete": None, "from": None, "to": None, "gaps": []}
+    if account is not None:
+        found = coverage_queries.coverage(conn, lo, hi, [account])
+    else:
+        found = coverage_queries.coverage(conn, lo, hi, list(accounts_seen), also_known=True)
+    return {
+        "complete": found.complete,
+        "from": iso(lo),
+        "to": iso(hi),
+        "gaps": [gap_json(g) for g in found.gaps],
+    }
+
+
+def gap_json(gap: coverage_queries.Gap) -> dict[str, Any]:
+    return {"account": gap.account, "from": iso(gap.start), "to": iso(gap.end)}
+
+
+def page(items: Sequence[str], next_cursor: str | None, coverage: dict[str, Any]) -> Response:
+    """The page assembled around JSON that PostgreSQL already made for each row."""
+    body = (
+        '{"items":['
+        + ",".join(items)
+        + '],"next_cursor":'
+        + dumps(next_cursor)
+        + ',"coverage":'
+        + dumps(coverage)
+        + "}"
+    )
+    return json_response(body)

@@ -1,0 +1,254 @@
+"""Request and response schemas: apiflask validates requests with them and derives the
+OpenAPI document from them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from apiflask import Schema, fields, validators
+from marshmallow import ValidationError, validates_schema
+
+ISO = "ISO 8601 date-time with an offset, e.g. 2026-11-02T09:00:00+00:00"
+_TEXT = {"validate": validators.Length(1, 256), "metadata": {"description": "exact match"}}
+
+
+def _no_nul(value: str) -> None:
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL characters")
+
+
+def _text(description: str = "exact match") -> fields.String:
+    return fields.String(
+        validate=[validators.Length(1, 256), _no_nul], metadata={"description": description}
+    )
+
+
+def _instant(name: str, description: str) -> fields.AwareDateTime:
+    return fields.AwareDateTime(
+        data_key=name,
+        format="iso",
+        error_messages={
+            "invalid": f"expected {ISO}",
+            "invalid_awareness": f"has no offset; expected {ISO}",
+        },
+        metadata={"description": description},
+    )
+
+
+class _Range(Schema):
+    from_ = _instant("from", "start of the range (inclusive), " + ISO)
+    to = _instant("to", "end of the range (exclusive), " + ISO)
+
+    @validates_schema
+    def _check_range(self, data: dict[str, Any], **_: Any) -> None:
+        for key, name in (("from_", "from"), ("to", "to")):
+            value = data.get(key)
+            if value is None:
+                continue
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValidationError("is out of range", name) from None
+            if not 1900 <= value.year <= 9000:
+                raise ValidationError("year must be between 1900 and 9000", name)
+        start, end = data.get("from_"), data.get("to")
+        if start is not None and end is not None and start > end:
+            raise ValidationError("must not be after `to` (an impossible range)", "from")
+
+
+class _Paging(_Range):
+    order = fields.String(
+        load_default="newest",
+        validate=validators.OneOf(["newest", "oldest"]),
+        metadata={"description": "newest first (default) or oldest first"},
+    )
+    limit = fields.Integer(
+        load_default=100,
+        validate=validators.Range(1, 1000),
+        metadata={"description": "page size, 1..1000 (default 100)"},
+    )
+    cursor = fields.String(
+        validate=validators.Length(1, 512),
+        metadata={"description": "next_cursor of the previous page (same filters and order)"},
+    )
+
+
+class _EventFilters(Schema):
+    referenceId = _text()
+    mediaType = _text()
+    openmediaType = _text()
+    state = _text()
+    notificationType = _text()
+    messageType = _text()
+    interactionId = _text()
+    account = _text()
+    channel = _text()
+    kind = fields.String(validate=validators.OneOf(["notification", "snapshot"]))
+
+
+class EventQuery(_EventFilters, _Paging):
+    pass
+
+
+class ExportQuery(_EventFilters, _Range):
+    format = fields.String(
+        load_default="ndjson",
+        validate=validators.OneOf(["ndjson", "csv"]),
+        metadata={"description": "ndjson (default) or csv"},
+    )
+
+
+class InteractionQuery(_Paging):
+    state = _text()
+    mediaType = _text()
+    openmediaType = _text()
+    account = _text("an account that saw the interaction")
+
+
+class CoverageQuery(_Range):
+    account = _text("only this account (default: every account ever covered)")
+
+
+# --- responses ---------------------------------------------------------------------------
+
+
+class Gap(Schema):
+    account = fields.String(required=True)
+    from_ = fields.DateTime(data_key="from", required=True)
+    to = fields.DateTime(required=True)
+
+
+class CoverageSummary(Schema):
+    complete = fields.Boolean(
+        required=True,
+        allow_none=True,
+        metadata={"description": "null when no time range could be determined"},
+    )
+    from_ = fields.DateTime(data_key="from", allow_none=True)
+    to = fields.DateTime(allow_none=True)
+    gaps = fields.List(fields.Nested(Gap), required=True)
+
+
+class Event(Schema):
+    event_id = fields.Integer(required=True)
+    received_at = fields.DateTime(required=True)
+    stored_at = fields.DateTime(required=True)
+    kind = fields.String(required=True)
+    account = fields.String(required=True)
+    channel = fields.String(required=True, allow_none=True)
+    interaction_id = fields.String(required=True, allow_none=True)
+    messageType = fields.String(required=True, allow_none=True)
+    notificationType = fields.String(required=True, allow_none=True)
+    referenceId = fields.String(required=True, allow_none=True)
+    mediaType = fields.String(required=True, allow_none=True)
+    openmediaType = fields.String(required=True, allow_none=True)
+    state = fields.String(required=True, allow_none=True)
+    error_code = fields.String(required=True, allow_none=True)
+    error_message = fields.String(required=True, allow_none=True)
+    payload = fields.Dict(required=True)
+
+
+class EventPage(Schema):
+    items = fields.List(fields.Nested(Event), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+    coverage = fields.Nested(CoverageSummary, required=True)
+
+
+class Interaction(Schema):
+    interaction_id = fields.String(required=True)
+    state = fields.String(required=True, allow_none=True)
+    capabilities = fields.Raw(required=True, allow_none=True)
+    mediaType = fields.String(required=True, allow_none=True)
+    openmediaType = fields.String(required=True, allow_none=True)
+    uri = fields.String(required=True, allow_none=True)
+    user_data = fields.Dict(required=True, allow_none=True)
+    accounts = fields.List(fields.String(), required=True)
+    account_states = fields.Dict(required=True)
+    first_seen_at = fields.DateTime(required=True)
+    last_seen_at = fields.DateTime(required=True)
+    completed_at = fields.DateTime(required=True, allow_none=True)
+    event_count = fields.Integer(required=True)
+    first_event_id = fields.Integer(required=True)
+    last_event_id = fields.Integer(required=True)
+    last_notificationType = fields.String(required=True, allow_none=True)
+    last_referenceId = fields.String(required=True, allow_none=True)
+
+
+class InteractionPage(Schema):
+    items = fields.List(fields.Nested(Interaction), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+    coverage = fields.Nested(CoverageSummary, required=True)
+
+
+class UserDataDiff(Schema):
+    added = fields.Dict(required=True)
+    changed = fields.Dict(required=True, metadata={"description": "key -> {from, to}"})
+    removed = fields.List(fields.String(), required=True)
+
+
+class TimelineEvent(Schema):
+    event_id = fields.Integer(required=True)
+    received_at = fields.DateTime(required=True)
+    account = fields.String(required=True)
+    kind = fields.String(required=True, metadata={"description": "notification or snapshot"})
+    snapshot = fields.Boolean(required=True, metadata={"description": "state re-read after a gap"})
+    channel = fields.String(required=True, allow_none=True)
+    notificationType = fields.String(required=True, allow_none=True)
+    messageType = fields.String(required=True, allow_none=True)
+    state = fields.String(required=True, allow_none=True)
+    capabilities = fields.Raw(required=True, allow_none=True)
+    referenceId = fields.String(required=True, allow_none=True)
+    user_data_diff = fields.Nested(UserDataDiff, required=True, allow_none=True)
+    error_code = fields.String(required=True, allow_none=True)
+    error_message = fields.String(required=True, allow_none=True)
+
+
+class Timeline(Schema):
+    interaction = fields.Nested(Interaction, required=True)
+    events = fields.List(fields.Nested(TimelineEvent), required=True)
+    coverage_gaps = fields.List(fields.Nested(Gap), required=True)
+
+
+class Interval(Schema):
+    worker_id = fields.String(required=True)
+    channels = fields.List(fields.String(), required=True)
+    from_ = fields.DateTime(data_key="from", required=True)
+    to = fields.DateTime(required=True)
+    live = fields.Boolean(required=True)
+    end_reason = fields.String(required=True, allow_none=True)
+
+
+class AccountCoverage(Schema):
+    account = fields.String(required=True)
+    intervals = fields.List(fields.Nested(Interval), required=True)
+    gaps = fields.List(fields.Nested(Gap), required=True)
+
+
+class CoverageReport(Schema):
+    from_ = fields.DateTime(data_key="from", required=True)
+    to = fields.DateTime(required=True)
+    complete = fields.Boolean(required=True)
+    accounts = fields.List(fields.Nested(AccountCoverage), required=True)
+    gaps = fields.List(fields.Nested(Gap), required=True)
+
+
+class InvalidParam(Schema):
+    name = fields.String(required=True)
+    reason = fields.String(required=True)
+
+
+class Problem(Schema):
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    invalid_params = fields.List(fields.Nested(InvalidParam))
+
+
+def utc_iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+class InteractionDetail(Interaction):
+    """GET /interactions/{id} (its own class: apispec registers each class under one name)."""
