@@ -38,6 +38,7 @@ tests/js/node_modules: $(STAMP) tests/js/package.json tests/js/package-lock.json
 bench: $(STAMP)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/simulator.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
