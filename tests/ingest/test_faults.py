@@ -5,7 +5,7 @@ unavoidable fall inside coverage gaps, and snapshots restore each item's current
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,24 +24,10 @@ from tests.ingest.support import (
     wait_for,
     write_config,
 )
-from tests.simulator.support import fast_config
 
 AGENTS = ["agent001", "agent002", "agent003"]
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Sim]:
-    config = fast_config(
-        agents=3,
-        rate=60,
-        timeout_ms=1000,
-        max_interval_ms=1500,
-        ground_truth=tmp_path / "truth.ndjson",
-    )
-    with Sim(config) as server:
-        yield server
 
 
 def run_with_fault(
