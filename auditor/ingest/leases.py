@@ -50,8 +50,8 @@ class Leases:
             self._conn = psycopg.connect(self.worker.config.conninfo, connect_timeout=5)
         return self._conn
 
-    def _tick(self) -> tuple[set[str], set[str]]:
-        """Renew, compute the fair share, claim or release; returns (gained, lost)."""
+    def _tick(self) -> tuple[set[str], set[str], set[str]]:
+        """Renew, compute the fair share, claim or release; returns (gained, lost, released)."""
         ttl = self.worker.config.lease_ttl
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
@@ -68,6 +68,7 @@ class Leases:
             live = 1 + (int(row[0]) if row else 0)
             share = math.ceil(len(self.accounts) / live)
             gained: set[str] = set()
+            released: set[str] = set()
             if len(kept) > share:  # a newcomer: give back the surplus
                 surplus = sorted(kept)[share:]
                 cur.execute(
@@ -75,7 +76,7 @@ class Leases:
                     (self.me, surplus),
                 )
                 kept -= set(surplus)
-                lost |= set(surplus)
+                released = set(surplus)
             candidates = [a for a in self.accounts if a not in kept]
             random.shuffle(candidates)
             for account in candidates:
@@ -85,12 +86,12 @@ class Leases:
                 if cur.fetchone() is not None:
                     gained.add(account)
         self.held = kept | gained
-        return gained, lost
+        return gained, lost, released
 
     async def run(self) -> None:
         while True:
             try:
-                gained, lost = await asyncio.to_thread(self._tick)
+                gained, lost, released = await asyncio.to_thread(self._tick)
             except psycopg.Error as exc:
                 log.warning("lease renewal failed", extra={"error": str(exc).splitlines()[0]})
                 if self._conn is not None:
@@ -103,11 +104,14 @@ class Leases:
             for account in sorted(lost):
                 self.worker.coverage.log(at, account, "lease_lost")
                 await self.worker.stop_account(account, "lease lost")
+            for account in sorted(released):
+                self.worker.coverage.log(at, account, "lease_released")
+                await self.worker.stop_account(account, "lease released (fair share)")
             for account in sorted(gained):
                 self.worker.coverage.log(at, account, "lease_acquired")
                 self.worker.start_account(account)
             self.worker.metrics.leases.set(len(self.held))
-            if gained or lost:
+            if gained or lost or released:
                 log.info(
                     "leases changed",
                     extra={"held": len(self.held), "gained": sorted(gained), "lost": sorted(lost)},
