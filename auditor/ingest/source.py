@@ -333,8 +333,15 @@ class Source:
             subscribed = True
             self._start_interval()
             log.info("subscribed", extra={"account": self.account, "client_id": self.client_id})
+            queue: Any = client._incoming_queue
             while True:
-                self.accept(await client.receive())
+                # receive() costs three asyncio tasks per message; while messages are queued,
+                # take them directly (the queue holds event messages only), and let receive()
+                # do the waiting, the timeout and the server-error checks.
+                if queue.empty():
+                    self.accept(await client.receive())
+                while not queue.empty():
+                    self.accept(queue.get_nowait())
         except TransportTimeoutError:
             reason = "connection lost (no reply within connection_timeout)"
         except ServerError as exc:
