@@ -23,6 +23,14 @@ from auditor.ingest.spool import Spool
 log = logging.getLogger("auditor.ingest.worker")
 
 
+def _quiet_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """aiocometd's connect-done callback logs a traceback for the CancelledError of every
+    client.close() (COMETD-CLIENT.md gotcha 3); that is noise, anything else is not."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
+
+
 class Worker:
     def __init__(self, config: WorkerConfig, on_commit: OnCommit | None = None) -> None:
         self.config = config
@@ -110,6 +118,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
+        loop.set_exception_handler(_quiet_cancelled)
         self.metrics.serve(self.config.metrics_port)
         log.info(
             "worker starting",

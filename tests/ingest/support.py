@@ -33,6 +33,7 @@ def write_config(
     base_url: str,
     agents: list[str],
     spool: Path,
+    transport: str = "long-polling",
     **worker: Any,
 ) -> Path:
     settings = {
@@ -48,6 +49,7 @@ def write_config(
         "[gws]",
         f'base_url = "{base_url}"',
         'media_types = ["workitem"]',
+        f'transport = "{transport}"',
         "connection_timeout = 2",
         "",
         "[worker]",

@@ -4,7 +4,10 @@ unavoidable fall inside coverage gaps, and snapshots restore each item's current
 
 from __future__ import annotations
 
+import signal
+import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,16 +33,28 @@ AGENTS = ["agent001", "agent002", "agent003"]
 pytestmark = pytest.mark.slow
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def run_with_fault(
     tmp_path: Path,
     sim: Sim,
     db: URL,
     fault: Callable[[WorkerProcess], WorkerProcess],
     renewed: list[str] | None = AGENTS,
+    transport: str = "long-polling",
     **worker: object,
 ) -> None:
     config = write_config(
-        tmp_path / "worker.toml", sim.url, AGENTS, tmp_path / "spool.sqlite3", **worker
+        tmp_path / "worker.toml",
+        sim.url,
+        AGENTS,
+        tmp_path / "spool.sqlite3",
+        transport,
+        **worker,
     )
     process = WorkerProcess(config, db, tmp_path / "worker.log").start()
     try:
@@ -121,3 +136,48 @@ def test_network_stall_longer_than_the_long_poll_timeout(
     tmp_path: Path, sim: Sim, fresh_db: URL
 ) -> None:
     run_with_fault(tmp_path, sim, fresh_db, lambda p: (sim.control("stall", {"seconds": 4}), p)[1])
+
+
+def test_websocket_transport_stores_every_delivered_notification(
+    tmp_path: Path, sim: Sim, fresh_db: URL
+) -> None:
+    run_with_fault(tmp_path, sim, fresh_db, lambda p: p, renewed=None, transport="websocket")
+
+
+def test_sigint_closes_intervals_and_metrics_are_served(
+    tmp_path: Path, sim: Sim, fresh_db: URL
+) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path / "w.toml", sim.url, AGENTS, tmp_path / "s.sqlite3", metrics_port=port
+    )
+    process = WorkerProcess(config, fresh_db, tmp_path / "worker.log").start()
+    try:
+        start = datetime.now(UTC)
+        wait_for("subscribed", lambda: subscribed_since(fresh_db, AGENTS, start))
+
+        def metrics() -> dict[str, float]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+                text = response.read().decode()
+            values: dict[str, float] = {}
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    name = line.split("{")[0].split()[0]
+                    values[name] = values.get(name, 0.0) + float(line.split()[-1])
+            return values
+
+        wait_for("received and stored", lambda: metrics().get("auditor_stored_total", 0) > 20)
+        values = metrics()
+        assert values["auditor_sessions_connected"] == 3
+        assert (
+            values["auditor_received_total"] + values["auditor_snapshot_items_total"]
+            >= values["auditor_stored_total"]
+        )
+        assert values["auditor_spool_depth"] >= 0
+        assert process.proc is not None
+        process.proc.send_signal(signal.SIGINT)
+        assert process.proc.wait(30) == 0
+    finally:
+        process.ensure_dead()
+    rows = query(fresh_db, "SELECT ended_at IS NOT NULL, end_reason FROM coverage_intervals")
+    assert rows == [(True, "shutdown")] * 3
