@@ -181,3 +181,13 @@ def test_sigint_closes_intervals_and_metrics_are_served(
         process.ensure_dead()
     rows = query(fresh_db, "SELECT ended_at IS NOT NULL, end_reason FROM coverage_intervals")
     assert rows == [(True, "shutdown")] * 3
+
+
+def test_expired_http_session_and_cometd_session_recover_without_loss(tmp_path: Path, sim: Sim, fresh_db: URL) -> None:
+    run_with_fault(
+        tmp_path,
+        sim,
+        fresh_db,
+        lambda p: (sim.control("expire", {"agent": "agent003", "http": True}), p)[1],
+        renewed=["agent003"],
+    )
