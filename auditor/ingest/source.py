@@ -157,6 +157,11 @@ class Source:
         if self.first_connect:
             advice["timeout"] = 0  # else open() waits a whole long-poll
             self.first_connect = False
+        elif self.config.poll_timeout > 0:
+            # Ask for polls of at most poll_timeout (CometD servers honour a client's
+            # advice.timeout): the coverage heartbeat advances once per poll, and a live
+            # interval must never look older than the 15 s liveness window.
+            advice["timeout"] = int(self.config.poll_timeout * 1000)
         durable = False
         target = self.arrived
         try:

@@ -183,7 +183,9 @@ def test_sigint_closes_intervals_and_metrics_are_served(
     assert rows == [(True, "shutdown")] * 3
 
 
-def test_expired_http_session_and_cometd_session_recover_without_loss(tmp_path: Path, sim: Sim, fresh_db: URL) -> None:
+def test_expired_http_session_and_cometd_session_recover_without_loss(
+    tmp_path: Path, sim: Sim, fresh_db: URL
+) -> None:
     run_with_fault(
         tmp_path,
         sim,
