@@ -17,6 +17,7 @@ import json
 import logging
 import random
 from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ from aiocometd_noloop.exceptions import (
 from auditor.ingest.config import Account, WorkerConfig
 from auditor.ingest.coverage import Coverage
 from auditor.ingest.metrics import Metrics
+from auditor.ingest.snapshot import take_snapshot
 from auditor.ingest.spool import Row, Spool
 from auditor.store.receipts import new_receipt_id
 
@@ -87,8 +89,11 @@ class Source:
         spool: Spool,
         coverage: Coverage,
         metrics: Metrics,
+        active_items: Callable[[str], Awaitable[set[str]]] | None = None,
     ) -> None:
         self.config = config
+        # The ids the projection shows active for this account (for "Absent" snapshots).
+        self.active_items = active_items
         self.account = account.name
         self._basic = "Basic " + base64.b64encode(
             f"{account.name}:{account.password}".encode()
@@ -131,7 +136,7 @@ class Source:
         )
         self.coverage.log(at, self.account, "subscribed", ",".join(self.config.topics))
         self.metrics.connected.inc()
-        self._spawn(self._snapshot())
+        self._spawn(take_snapshot(self))
 
     def _end_interval(self, reason: str) -> None:
         if self.interval is None:
@@ -242,65 +247,6 @@ class Source:
         self.processed += 1
         self._received.inc()
         self._progress.set()
-
-    async def _snapshot(self) -> None:
-        client = getattr(self, "_client", None)
-        http: aiohttp.ClientSession | None = getattr(client, "_http_session", None)
-        if http is None:
-            return
-        total = 0
-        try:
-            for media in self.config.media_types:
-                request = f"GET /api/v2/me/openmedia/{media}?fields=*"
-                async with http.get(
-                    f"{self.config.base_url}/api/v2/me/openmedia/{media}",
-                    params={"fields": "*"},
-                    headers=self.headers,
-                    timeout=aiohttp.ClientTimeout(total=30),
-                ) as response:
-                    if response.status != 200:
-                        log.warning(
-                            "snapshot refused",
-                            extra={
-                                "account": self.account,
-                                "media_type": media,
-                                "status": response.status,
-                            },
-                        )
-                        continue
-                    body = await response.json()
-                items = body.get("openmedia") if isinstance(body, dict) else None
-                items = items if isinstance(items, list) else []
-                at = now().isoformat(timespec="microseconds")
-                rows = [
-                    Row(
-                        str(new_receipt_id()),
-                        at,
-                        self.account,
-                        None,
-                        "snapshot",
-                        json.dumps(
-                            {
-                                "data": {
-                                    "messageType": "OpenmediaSnapshot",
-                                    "notificationType": "Snapshot",
-                                    "openmedia": item,
-                                },
-                                "snapshot": {"request": request, "items": len(items)},
-                            },
-                            separators=_COMPACT,
-                        ),
-                    )
-                    for item in items
-                ]
-                if rows:
-                    self.spool.put_many(rows)
-                total += len(rows)
-                self.metrics.snapshots.inc(len(rows))
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            log.warning("snapshot failed", extra={"account": self.account, "error": str(exc)})
-            return
-        self.coverage.log(now(), self.account, "snapshot", str(total))
 
     async def _login(self, http: aiohttp.ClientSession) -> None:
         async with http.get(

@@ -52,7 +52,9 @@ class Worker:
     def start_account(self, name: str) -> None:
         account = next(a for a in self.config.accounts if a.name == name)
         self.coverage.close_stale(name)
-        source = Source(self.config, account, self.spool, self.coverage, self.metrics)
+        source = Source(
+            self.config, account, self.spool, self.coverage, self.metrics, self._active_items
+        )
         self.sources[name] = source
         self.source_tasks[name] = asyncio.create_task(source.run(), name=f"source:{name}")
 
@@ -65,6 +67,19 @@ class Worker:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+    async def _active_items(self, account: str) -> set[str]:
+        def query() -> set[str]:
+            with psycopg.connect(self.config.conninfo, connect_timeout=3) as conn:
+                rows = conn.execute(
+                    "SELECT interaction_id FROM interactions WHERE account_states ? %s"
+                    " AND account_states -> %s ->> 'state' NOT IN ('Completed', 'Absent')"
+                    " AND media_type = ANY(%s)",
+                    (account, account, list(self.config.media_types)),
+                ).fetchall()
+            return {str(r[0]) for r in rows}
+
+        return await asyncio.to_thread(query)
 
     # -- background tasks ---------------------------------------------------------------------
 

@@ -87,6 +87,9 @@ def run_with_fault(
     for agent, items in states.items():
         projected = projected_states(db, agent)
         assert {i: projected.get(i) for i in items} == items, agent
+        # Nothing the gap hid stays "active": items gone meanwhile are Completed or Absent.
+        active = {i for i, state in projected.items() if state not in ("Completed", "Absent")}
+        assert active <= set(items), agent
 
 
 def test_without_faults_every_delivered_notification_is_stored_once(
