@@ -16,6 +16,7 @@ from auditor.db import connect, sa_connection
 from auditor.demo import demo
 from auditor.errors import UserError
 from auditor.importer import run_import
+from auditor.ingest.cli import ingest
 from auditor.render import print_timeline
 from auditor.simulator.cli import simulate
 from auditor.store import queries, schema
@@ -111,7 +112,7 @@ def timeline_command(interaction_id: str) -> None:
 
 cli.add_command(demo)
 cli.add_command(simulate)
-for _command in (serve, token):
+for _command in (serve, token, ingest):
     cli.add_command(_command)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from auditor.simulator import control, rest
-from auditor.simulator.bayeux import BayeuxServer, Queued, RequestContext, ServerSession
+from auditor.simulator.bayeux import BayeuxServer, Queued, RequestContext, Result, ServerSession
 from auditor.simulator.config import LONG_POLLING, WEBSOCKET, SimConfig
 from auditor.simulator.faults import Faults
 from auditor.simulator.groundtruth import DELIVERED, UNDELIVERABLE, GroundTruth, utc_now_iso
@@ -33,6 +33,7 @@ class Simulator:
         self.ground_truth = GroundTruth(config.ground_truth)
         self.faults = Faults(config.seed, config.malformed_rate)
         self.bayeux = BayeuxServer(config, self._lost)
+        self.bayeux.on_acked = self._delivered
         self.engine = Engine(config, self._emit, self.base_url)
         self.seq = 0
         self.paused = False
@@ -92,6 +93,26 @@ class Simulator:
                 malformed=entry.malformed,
             )
 
+    def outgoing(self, result: Result) -> tuple[list[dict[str, Any]], list[Queued]]:
+        """The messages to write before the replies, and the entries they carry. With the ack
+        extension, a connect reply carries the unacknowledged batch plus what is queued,
+        each message with an `id` (so a client can drop a re-sent copy), and `ext.ack`."""
+        session = result.session
+        if not result.send_queue or session is None:
+            return [], []
+        if not session.ack:
+            entries = session.take_queue()
+            return [e.message for e in entries], entries
+        connect = next(
+            (r for r in result.replies if r.get("channel") == "/meta/connect" and r["successful"]),
+            None,
+        )
+        if connect is None:
+            return [], []
+        batch, entries = self.bayeux.next_batch(session, session.take_queue())
+        connect["ext"] = {"ack": batch}
+        return [dict(e.message, id=str(e.seq)) for e in entries], []
+
     def after_operation(self) -> None:
         """Hook after a REST operation emitted its notification(s)."""
         self.ground_truth.flush()
@@ -132,12 +153,8 @@ class Simulator:
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=503)
-        entries: list[Queued] = []
-        if result.send_queue and result.session is not None:
-            entries = result.session.take_queue()
-        body = json.dumps(
-            [e.message for e in entries] + result.replies, separators=_COMPACT
-        ).encode()
+        messages, entries = self.outgoing(result)
+        body = json.dumps(messages + result.replies, separators=_COMPACT).encode()
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.content_length = len(body)
         if ctx.set_cookie:
@@ -173,10 +190,8 @@ class Simulator:
                 await ws.close()
                 return
             async with lock:
-                entries: list[Queued] = []
-                if result.send_queue and result.session is not None:
-                    entries = result.session.take_queue()
-                text = json.dumps([e.message for e in entries] + result.replies)
+                messages, entries = self.outgoing(result)
+                text = json.dumps(messages + result.replies)
                 try:
                     await ws.send_str(text)
                 except (ConnectionError, RuntimeError):

@@ -33,6 +33,7 @@ class Queued(NamedTuple):
 
 # Called with the queued entries of a session that went away before they were delivered.
 LostHandler = Callable[[str, str, list[Queued], str], None]
+ACK_LOST = "session lost before ack"
 
 
 def channel_matches(pattern: str, channel: str) -> bool:
@@ -69,6 +70,10 @@ class ServerSession:
     connected: bool = False
     holding: int = 0
     alive: bool = True
+    # Ack extension: the last batch sent and not yet acknowledged (re-sent until it is).
+    ack: bool = False
+    batch: int = 0
+    unacked: list[Queued] = field(default_factory=list)
     _cache: dict[str, bool] = field(default_factory=dict)
 
     def matches(self, channel: str) -> bool:
@@ -119,6 +124,8 @@ class BayeuxServer:
     def __init__(self, config: SimConfig, on_lost: LostHandler) -> None:
         self.config = config
         self.on_lost = on_lost
+        # Called with a session's batch when the client acknowledges it (ack extension).
+        self.on_acked: Callable[[ServerSession, list[Queued]], None] | None = None
         self.sessions: dict[str, ServerSession] = {}
         self.by_agent: dict[str, list[ServerSession]] = {}
         self.stats = {"handshakes": 0, "connects": 0, "unknown_client": 0, "expired": 0}
@@ -152,6 +159,9 @@ class BayeuxServer:
             if not peers:
                 del self.by_agent[session.agent]
         session.wake(why)
+        unacked, session.unacked = session.unacked, []
+        if unacked:
+            self.on_lost(session.agent, session.client_id, unacked, ACK_LOST)
         lost = session.take_queue()
         if lost:
             self.on_lost(session.agent, session.client_id, lost, reason)
@@ -219,6 +229,8 @@ class BayeuxServer:
             session = found
             session.last_active = time.monotonic()
             if channel == "/meta/connect":
+                if session.ack:
+                    self._acknowledge(msg, session)
                 reply, why = await self._connect(msg, session, len(messages) == 1)
                 if why == DROPPED:
                     dropped = True
@@ -227,7 +239,10 @@ class BayeuxServer:
                 send_queue = reply["successful"]
             elif channel in ("/meta/subscribe", "/meta/unsubscribe"):
                 replies.append(self._subscribe(msg, session, channel == "/meta/subscribe"))
-                send_queue = send_queue or not self.config.meta_connect_delivery_only
+                # With acks, CometD delivers on /meta/connect replies only.
+                send_queue = send_queue or not (
+                    self.config.meta_connect_delivery_only or session.ack
+                )
             elif channel == "/meta/disconnect":
                 self.remove(session, "client disconnected", WAKE)
                 reply = {"channel": channel, "successful": True}
@@ -285,7 +300,26 @@ class BayeuxServer:
         }
         if "id" in msg:
             reply["id"] = msg["id"]
+        ext = msg.get("ext")
+        if self.config.ack_extension and isinstance(ext, dict) and ext.get("ack") is True:
+            session.ack = True
+            reply["ext"] = {"ack": True}
         return reply, session
+
+    def _acknowledge(self, msg: Message, session: ServerSession) -> None:
+        ext = msg.get("ext")
+        acked = ext.get("ack") if isinstance(ext, dict) else None
+        if isinstance(acked, int) and acked >= session.batch and session.unacked:
+            batch, session.unacked = session.unacked, []
+            if self.on_acked is not None:
+                self.on_acked(session, batch)
+
+    def next_batch(self, session: ServerSession, fresh: list[Queued]) -> tuple[int, list[Queued]]:
+        """Ack extension: what was not acknowledged is re-sent with the fresh entries, as one
+        new batch that stays unacknowledged until the client's next /meta/connect acks it."""
+        session.batch += 1
+        session.unacked = session.unacked + fresh
+        return session.batch, session.unacked
 
     async def _connect(
         self, msg: Message, session: ServerSession, can_suspend: bool
@@ -298,7 +332,7 @@ class BayeuxServer:
         was_connected = session.connected or not self.config.first_connect_immediate
         session.connected = True
         why = WAKE
-        if can_suspend and timeout > 0 and was_connected and not session.queue:
+        if can_suspend and timeout > 0 and was_connected and not (session.queue or session.unacked):
             session.wake(WAKE)  # a newer connect replaces a held one
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[str] = loop.create_future()

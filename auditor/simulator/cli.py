@@ -87,6 +87,12 @@ async def _run(config: SimConfig) -> None:
     is_flag=True,
     help="Deliver only on /meta/connect replies (CometD 3 default: any reply).",
 )
+@click.option(
+    "--ack/--no-ack",
+    default=True,
+    show_default=True,
+    help="Offer the CometD ack extension to clients that ask for it.",
+)
 @click.option("--error-rate", default=0.02, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--malformed-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1))
 @click.option(
@@ -156,6 +162,7 @@ def simulate(
     max_interval_ms: int,
     hold_first_connect: bool,
     meta_connect_delivery_only: bool,
+    ack: bool,
     error_rate: float,
     malformed_rate: float,
     invite_reference_id: str,
@@ -195,6 +202,7 @@ def simulate(
         max_interval_ms=max_interval_ms,
         first_connect_immediate=not hold_first_connect,
         meta_connect_delivery_only=meta_connect_delivery_only,
+        ack_extension=ack,
         error_rate=error_rate,
         malformed_rate=malformed_rate,
         invite_reference_id="null" if invite_reference_id == "null" else "absent",

@@ -57,6 +57,8 @@ class SimConfig:
     max_interval_ms: int = 10_000
     first_connect_immediate: bool = True
     meta_connect_delivery_only: bool = False
+    # CometD 3 AcknowledgedMessagesExtension, for clients that ask (ext.ack on handshake).
+    ack_extension: bool = True
     # Faults
     malformed_rate: float = 0.0
     expire_every: float = 0.0

@@ -1,0 +1,1 @@
+"""Ingestion: one CometD session per agent account → durable spool → PostgreSQL."""

@@ -1,0 +1,195 @@
+"""Worker settings: a TOML file (path from --config or AUDITOR_CONFIG) plus environment
+variables for secrets. Every problem is a ConfigError naming the file and the setting."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from auditor.config import DATABASE_URL, libpq_conninfo, parse_database_url
+from auditor.errors import ConfigError
+
+CONFIG_ENV = "AUDITOR_CONFIG"
+TRANSPORTS = ("long-polling", "websocket")
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    password: str = field(repr=False)  # never in repr, so never in a log line by accident
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    database_url: URL
+    base_url: str
+    accounts: tuple[Account, ...]
+    spool_path: Path
+    transport: str = "long-polling"
+    topics: tuple[str, ...] = ("/v2/me/openmedia",)
+    media_types: tuple[str, ...] = ("workitem",)
+    worker_id: str = ""
+    metrics_port: int = 0
+    batch_size: int = 2000
+    drain_interval: float = 0.05
+    group_commit_interval: float = 0.005
+    spool_synchronous: str = "FULL"
+    heartbeat_interval: float = 1.0
+    connection_timeout: float = 10.0
+    poll_timeout: float = 10.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    login_retry: float = 60.0
+    shutdown_timeout: float = 20.0
+    ack: bool = True
+    leases: bool = False
+    lease_ttl: float = 15.0
+    lease_renew: float = 5.0
+
+    @property
+    def conninfo(self) -> str:
+        return libpq_conninfo(self.database_url)
+
+
+class _Reader:
+    """Typed access to one TOML table; errors name `<file>: <section>.<key>`."""
+
+    def __init__(self, source: str, table: Mapping[str, Any], prefix: str) -> None:
+        self.source, self.table, self.prefix = source, table, prefix
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.prefix}{key}", problem)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        value = self.table.get(key, default)
+        if value is None:
+            raise self.fail(key, "is required")
+        if isinstance(value, bool) and kind in (int, float, (int, float)):
+            raise self.fail(key, f"must be a number, not {value!r}")
+        if not isinstance(value, kind):
+            name = kind.__name__ if isinstance(kind, type) else "number"
+            raise self.fail(key, f"must be a {name}, not {value!r}")
+        return value
+
+    def number(self, key: str, default: float, minimum: float = 0.0) -> float:
+        value = float(self.get(key, (int, float), default))
+        if value < minimum:
+            raise self.fail(key, f"must be >= {minimum}, not {value}")
+        return value
+
+    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.get(key, list, list(default))
+        if not value or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(key, "must be a non-empty list of non-empty strings")
+        return tuple(value)
+
+
+def _table(source: str, data: Mapping[str, Any], name: str) -> _Reader:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: {name}", "must be a table")
+    return _Reader(source, table, f"{name}.")
+
+
+def _accounts(
+    source: str, data: Mapping[str, Any], environ: Mapping[str, str]
+) -> tuple[Account, ...]:
+    raw = data.get("accounts")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{source}: accounts", "must list at least one [[accounts]] entry")
+    accounts: list[Account] = []
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{source}: accounts[{index}]", "must be a table")
+        reader = _Reader(source, entry, f"accounts[{index}].")
+        if "password" in entry:
+            raise reader.fail("password", "plaintext passwords are not accepted; use password_env")
+        name = reader.get("name", str, None)
+        env = reader.get("password_env", str, None)
+        password = environ.get(env)
+        if password is None:
+            raise reader.fail("password_env", f"environment variable {env} is not set")
+        accounts.append(Account(name, password))
+    names = [a.name for a in accounts]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{source}: accounts", f"names appear twice: {', '.join(dupes)}")
+    return tuple(accounts)
+
+
+def load(path: str | None, environ: Mapping[str, str]) -> WorkerConfig:
+    path = path or environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError("--config", f"no config file given (or set {CONFIG_ENV})")
+    source = Path(path).name
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot be read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
+    return from_mapping(data, environ, source, Path(path).resolve().parent)
+
+
+def from_mapping(
+    data: Mapping[str, Any], environ: Mapping[str, str], source: str, base: Path
+) -> WorkerConfig:
+    gws, worker, db = (_table(source, data, n) for n in ("gws", "worker", "database"))
+    if environ.get(DATABASE_URL):
+        url = parse_database_url(environ[DATABASE_URL])
+    else:
+        raw_url = db.table.get("url")
+        if raw_url is None:
+            raise ConfigError(DATABASE_URL, "is not set, and the config has no [database] url")
+        url = parse_database_url(db.get("url", str, None), f"{source}: database.url")
+    base_url = gws.get("base_url", str, None).rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise gws.fail("base_url", f"must start with http:// or https://, not {base_url!r}")
+    transport = gws.get("transport", str, "long-polling")
+    if transport not in TRANSPORTS:
+        raise gws.fail("transport", f"must be one of {', '.join(TRANSPORTS)}")
+    topics = gws.strings("topics", ("/v2/me/openmedia",))
+    if not all(t.startswith("/") for t in topics):
+        raise gws.fail("topics", "every topic must start with /")
+    synchronous = worker.get("spool_synchronous", str, "FULL").upper()
+    if synchronous not in ("FULL", "NORMAL"):
+        raise worker.fail("spool_synchronous", "must be FULL or NORMAL")
+    port = int(worker.number("metrics_port", 0))
+    if port > 65535:
+        raise worker.fail("metrics_port", "must be 0..65535")
+    spool = Path(worker.get("spool", str, "auditor-spool.sqlite3"))
+    return WorkerConfig(
+        database_url=url,
+        base_url=base_url,
+        accounts=_accounts(source, data, environ),
+        spool_path=spool if spool.is_absolute() else base / spool,
+        transport=transport,
+        topics=topics,
+        media_types=gws.strings("media_types", ("workitem",)),
+        worker_id=worker.get("id", str, f"{socket.gethostname()}:{os.getpid()}"),
+        metrics_port=port,
+        batch_size=int(worker.number("batch_size", 2000, 1)),
+        drain_interval=worker.number("drain_interval", 0.05, 0.001),
+        group_commit_interval=worker.number("group_commit_interval", 0.005, 0.0),
+        spool_synchronous=synchronous,
+        heartbeat_interval=worker.number("heartbeat_interval", 1.0, 0.05),
+        connection_timeout=gws.number("connection_timeout", 10.0),
+        poll_timeout=gws.number("poll_timeout", 10.0),
+        backoff_base=worker.number("backoff_base", 0.5, 0.0),
+        backoff_cap=worker.number("backoff_cap", 30.0, 0.0),
+        login_retry=worker.number("login_retry", 60.0, 0.0),
+        shutdown_timeout=worker.number("shutdown_timeout", 20.0, 0.0),
+        ack=bool(gws.get("ack", bool, True)),
+        leases=bool(worker.get("leases", bool, False)),
+        lease_ttl=worker.number("lease_ttl", 15.0, 1.0),
+        lease_renew=worker.number("lease_renew", 5.0, 0.1),
+    )

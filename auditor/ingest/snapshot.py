@@ -1,0 +1,114 @@
+"""Snapshots: after every (re-)subscription, re-read the agent's current Open Media items
+(GET /api/v2/me/openmedia/{mediaType}?fields=*) and spool each as a `kind=snapshot` receipt,
+so the projection recovers what a gap hid. Items the projection still shows active for the
+account but the GET no longer lists get a snapshot with state "Absent" (they ended unseen).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from auditor.ingest.spool import Row
+from auditor.store.receipts import new_receipt_id
+
+if TYPE_CHECKING:
+    from auditor.ingest.source import Source
+
+log = logging.getLogger("auditor.ingest.snapshot")
+_COMPACT = (",", ":")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def snapshot_row(account: str, at: str, item: Any, request: str, count: int, **extra: Any) -> Row:
+    raw = {
+        "data": {
+            "messageType": "OpenmediaSnapshot",
+            "notificationType": "Snapshot",
+            "openmedia": item,
+        },
+        "snapshot": {"request": request, "items": count, **extra},
+    }
+    return Row(
+        str(new_receipt_id()),
+        at,
+        account,
+        None,
+        "snapshot",
+        json.dumps(raw, separators=_COMPACT),
+    )
+
+
+async def take_snapshot(source: Source) -> None:
+    """After every successful subscribe: the agent's current items, one snapshot receipt each."""
+    client = getattr(source, "_client", None)
+    http: aiohttp.ClientSession | None = getattr(client, "_http_session", None)
+    if http is None:
+        return
+    total = 0
+    seen: set[str] = set()
+    try:
+        for media in source.config.media_types:
+            request = f"GET /api/v2/me/openmedia/{media}?fields=*"
+            async with http.get(
+                f"{source.config.base_url}/api/v2/me/openmedia/{media}",
+                params={"fields": "*"},
+                headers=source.headers,
+                timeout=aiohttp.ClientTimeout(total=30),
+            ) as response:
+                if response.status != 200:
+                    log.warning(
+                        "snapshot refused",
+                        extra={
+                            "account": source.account,
+                            "media_type": media,
+                            "status": response.status,
+                        },
+                    )
+                    return  # incomplete: no "Absent" conclusions either
+                body = await response.json()
+            items = body.get("openmedia") if isinstance(body, dict) else None
+            items = items if isinstance(items, list) else []
+            at = now().isoformat(timespec="microseconds")
+            rows = [snapshot_row(source.account, at, item, request, len(items)) for item in items]
+            seen |= {i["id"] for i in items if isinstance(i, dict) and "id" in i}
+            if rows:
+                source.spool.put_many(rows)
+            total += len(rows)
+            source.metrics.snapshots.inc(len(rows))
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        log.warning("snapshot failed", extra={"account": source.account, "error": str(exc)})
+        return
+    source.coverage.log(now(), source.account, "snapshot", str(total))
+    await record_absent(source, seen)
+
+
+async def record_absent(source: Source, seen: set[str]) -> None:
+    """Items the projection shows active for this account that the GET no longer lists
+    ended while nobody listened: record that as a snapshot with state "Absent"."""
+    if source.active_items is None:
+        return
+    try:
+        active = await source.active_items(source.account)
+    except Exception as exc:  # PostgreSQL down: the next snapshot will try again
+        log.warning("absent check skipped", extra={"account": source.account, "error": str(exc)})
+        return
+    gone = sorted(active - seen)
+    if not gone:
+        return
+    at = now().isoformat(timespec="microseconds")
+    request = "GET /api/v2/me/openmedia/{" + ",".join(source.config.media_types) + "}?fields=*"
+    source.spool.put_many(
+        [
+            snapshot_row(source.account, at, {"id": i, "state": "Absent"}, request, 0, absent=True)
+            for i in gone
+        ]
+    )
+    source.coverage.log(now(), source.account, "snapshot", f"{len(gone)} absent")

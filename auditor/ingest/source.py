@@ -1,0 +1,368 @@
+"""One GWS account: login, one aiocometd-noloop session, the fast receive loop, coverage.
+
+The receive loop stamps each message and hands it to the spool's in-memory queue; it never
+waits on disk or database. Durability is enforced one step later, on the *next* /meta/connect:
+its outgoing extension waits until everything received so far is committed in the spool,
+then (if the server offers the CometD ack extension) acknowledges the last batch. The same
+moment advances the coverage heartbeat to the send time of the connect whose reply is now
+durable: every message generated before that instant is in the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiocometd_noloop import Client, ConnectionType, Extension
+from aiocometd_noloop.exceptions import (
+    AiocometdException,
+    ServerError,
+    TransportTimeoutError,
+)
+
+from auditor.ingest.config import Account, WorkerConfig
+from auditor.ingest.coverage import Coverage
+from auditor.ingest.metrics import Metrics
+from auditor.ingest.snapshot import take_snapshot
+from auditor.ingest.spool import Row, Spool
+from auditor.store.receipts import new_receipt_id
+
+log = logging.getLogger("auditor.ingest.source")
+_COMPACT = (",", ":")
+_RECENT_IDS = 10_000
+DURABILITY_WAIT = 10.0  # seconds a connect waits for the spool before going out un-acked
+
+
+class BadCredentials(Exception):
+    pass
+
+
+class LoginFailed(Exception):
+    pass
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Capped exponential backoff with full jitter."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+class _Gws(Extension):  # type: ignore[misc]
+    """Headers on every request; ack/fast-open/durability on connects; watches replies."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    async def outgoing(self, payload: list[dict[str, Any]], headers: dict[str, str]) -> None:
+        headers.update(self.source.headers)
+        for message in payload:
+            channel = message.get("channel")
+            if channel == "/meta/handshake" and self.source.config.ack:
+                message.setdefault("ext", {})["ack"] = True
+            elif channel == "/meta/connect":
+                await self.source.before_connect(message)
+
+    async def incoming(
+        self, payload: list[dict[str, Any]], headers: dict[str, str] | None = None
+    ) -> None:
+        for message in payload:
+            self.source.on_incoming(message)
+
+
+class Source:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        account: Account,
+        spool: Spool,
+        coverage: Coverage,
+        metrics: Metrics,
+        active_items: Callable[[str], Awaitable[set[str]]] | None = None,
+    ) -> None:
+        self.config = config
+        # The ids the projection shows active for this account (for "Absent" snapshots).
+        self.active_items = active_items
+        self.account = account.name
+        self._basic = "Basic " + base64.b64encode(
+            f"{account.name}:{account.password}".encode()
+        ).decode("ascii")
+        self.spool = spool
+        self.coverage = coverage
+        self.metrics = metrics
+        self._received = metrics.received.labels(account.name)
+        self.headers: dict[str, str] = {}
+        self.stop_reason = "shutdown"
+        self.interval: int | None = None
+        self.started_at: datetime | None = None
+        self._reset_session_state()
+        self.arrived = 0
+        self.processed = 0
+        self.last_put = 0
+        self._progress = asyncio.Event()
+        self.handshakes = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _reset_session_state(self) -> None:
+        self.client_id: str | None = None
+        self.server_acks = False
+        self.batch: int | None = None
+        self.first_connect = True
+        self.connect_sent_at: datetime | None = None
+        self.replied_at: datetime | None = None
+        self.durable_at: datetime | None = None
+        self.resubscribe_pending = False
+        self._seen: set[Any] = set()
+        self._seen_order: deque[Any] = deque()
+
+    # -- coverage ---------------------------------------------------------------------------
+
+    def _start_interval(self) -> None:
+        at = now()
+        self.started_at = at
+        self.interval = self.coverage.open(
+            self.account, self.client_id, list(self.config.topics), at
+        )
+        self.coverage.log(at, self.account, "subscribed", ",".join(self.config.topics))
+        self.metrics.connected.inc()
+        self._spawn(take_snapshot(self))
+
+    def _end_interval(self, reason: str) -> None:
+        if self.interval is None:
+            return
+        assert self.started_at is not None
+        end = max(self.started_at, self.durable_at or self.started_at)
+        self.coverage.close(self.interval, end, reason)
+        self.coverage.log(now(), self.account, "disconnected", reason)
+        self.metrics.connected.dec()
+        self.metrics.gaps.labels(reason.split(":")[0][:40]).inc()
+        self.interval = None
+        log.info("session ended", extra={"account": self.account, "reason": reason})
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- extension hooks --------------------------------------------------------------------
+
+    async def before_connect(self, message: dict[str, Any]) -> None:
+        advice = message.setdefault("advice", {})
+        if self.first_connect:
+            advice["timeout"] = 0  # else open() waits a whole long-poll
+            self.first_connect = False
+        elif self.config.poll_timeout > 0:
+            # Ask for polls of at most poll_timeout (CometD servers honour a client's
+            # advice.timeout): the coverage heartbeat advances once per poll, and a live
+            # interval must never look older than the 15 s liveness window.
+            advice["timeout"] = int(self.config.poll_timeout * 1000)
+        durable = False
+        target = self.arrived
+        try:
+            async with asyncio.timeout(DURABILITY_WAIT):
+                while self.processed < target:
+                    self._progress.clear()
+                    await self._progress.wait()
+                await self.spool.wait_committed(self.last_put)
+            durable = True
+        except TimeoutError:
+            log.warning(
+                "spool not durable in time; connect sent without ack",
+                extra={"account": self.account},
+            )
+        if durable:
+            if self.replied_at is not None:
+                self.durable_at = self.replied_at
+                if self.interval is not None and self.started_at is not None:
+                    self.coverage.heartbeat(self.interval, max(self.started_at, self.durable_at))
+            if self.server_acks and self.batch is not None:
+                message.setdefault("ext", {})["ack"] = self.batch
+        self.connect_sent_at = now()
+
+    def on_incoming(self, message: dict[str, Any]) -> None:
+        channel = message.get("channel", "")
+        if not channel.startswith("/meta/"):
+            self.arrived += 1
+            return
+        successful = bool(message.get("successful"))
+        if channel == "/meta/connect":
+            if successful:
+                self.replied_at = self.connect_sent_at
+                ext = message.get("ext")
+                if isinstance(ext, dict) and isinstance(ext.get("ack"), int):
+                    self.batch = ext["ack"]
+            else:
+                self._end_interval(f"connect failed: {message.get('error', '')}")
+        elif channel == "/meta/handshake" and successful:
+            self.handshakes += 1
+            again = self.handshakes > 1
+            if again:
+                self._end_interval("rehandshake")
+            self._reset_session_state()
+            self.client_id = message.get("clientId")
+            ext = message.get("ext")
+            self.server_acks = isinstance(ext, dict) and ext.get("ack") is True
+            self.coverage.log(
+                now(), self.account, "rehandshake" if again else "handshake", self.client_id
+            )
+            self.resubscribe_pending = again
+        elif channel == "/meta/subscribe" and successful and self.resubscribe_pending:
+            self.resubscribe_pending = False
+            self._start_interval()
+
+    # -- the receive loop -------------------------------------------------------------------
+
+    def accept(self, message: dict[str, Any]) -> None:
+        message_id = message.get("id")
+        if message_id is not None:
+            if message_id in self._seen:
+                self.metrics.redelivered.inc()
+                self.processed += 1
+                self._progress.set()
+                return
+            self._seen.add(message_id)
+            self._seen_order.append(message_id)
+            if len(self._seen_order) > _RECENT_IDS:
+                self._seen.discard(self._seen_order.popleft())
+        row = Row(
+            str(new_receipt_id()),
+            now().isoformat(timespec="microseconds"),
+            self.account,
+            message.get("channel"),
+            "notification",
+            json.dumps(message, separators=_COMPACT),
+        )
+        self.last_put = self.spool.put(row)
+        self.processed += 1
+        self._received.inc()
+        self._progress.set()
+
+    async def _login(self, http: aiohttp.ClientSession) -> None:
+        async with http.get(
+            f"{self.config.base_url}/api/v2/me",
+            headers={"Authorization": self._basic},
+            timeout=aiohttp.ClientTimeout(total=15),
+        ) as response:
+            if response.status in (401, 403):
+                raise BadCredentials(f"HTTP {response.status}")
+            if response.status != 200:
+                raise LoginFailed(f"HTTP {response.status}")
+            token = response.headers.get("X-CSRF-TOKEN")
+        self.headers = {"Authorization": self._basic}
+        if token:
+            self.headers["X-CSRF-TOKEN"] = token
+
+    async def _session(self, http: aiohttp.ClientSession) -> tuple[str, bool]:
+        """One CometD session until it fails; returns (reason, was subscribed)."""
+        self.handshakes = 0
+        client = Client(
+            f"{self.config.base_url}/api/v2/notifications",
+            connection_types=[ConnectionType(self.config.transport)],
+            extensions=[_Gws(self)],
+            connection_timeout=self.config.connection_timeout,
+            max_pending_count=0,
+            ssl=False if self.config.base_url.startswith("http://") else None,
+        )
+        client._http_session = http  # our cookie jar (keeps cookies from IP hosts)
+        self._client = client
+        reason, subscribed = "closed", False
+        try:
+            await client.open()
+            for topic in self.config.topics:
+                await client.subscribe(topic)
+            subscribed = True
+            self._start_interval()
+            log.info("subscribed", extra={"account": self.account, "client_id": self.client_id})
+            queue: Any = client._incoming_queue
+            while True:
+                # receive() costs three asyncio tasks per message; while messages are queued,
+                # take them directly (the queue holds event messages only), and let receive()
+                # do the waiting, the timeout and the server-error checks.
+                if queue.empty():
+                    self.accept(await client.receive())
+                while not queue.empty():
+                    self.accept(queue.get_nowait())
+        except TransportTimeoutError:
+            reason = "connection lost (no reply within connection_timeout)"
+        except ServerError as exc:
+            reason = f"server error: {exc}"
+        except AiocometdException as exc:
+            reason = f"transport error: {exc}"
+        except asyncio.CancelledError:
+            reason = self.stop_reason
+            queue = getattr(client, "_incoming_queue", None)
+            while queue is not None and not queue.empty():  # keep what already arrived
+                self.accept(queue.get_nowait())
+            raise
+        finally:
+            self._end_interval(reason)
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(client.close(), 5)
+            if not http.closed:
+                await http.close()
+        return reason, subscribed
+
+    async def run(self) -> None:
+        """Log in and hold a session forever, with capped exponential backoff between tries."""
+        attempt = 0
+        cfg = self.config
+        while True:
+            http = aiohttp.ClientSession(
+                cookie_jar=aiohttp.CookieJar(unsafe=True), json_serialize=json.dumps
+            )
+            try:
+                await self._login(http)
+            except BadCredentials as exc:
+                await http.close()
+                self.metrics.login_failures.labels(self.account).inc()
+                self.coverage.log(now(), self.account, "login_failed", str(exc))
+                log.error(
+                    "login rejected; retrying slowly",
+                    extra={
+                        "account": self.account,
+                        "status": str(exc),
+                        "retry_seconds": cfg.login_retry,
+                    },
+                )
+                await asyncio.sleep(cfg.login_retry)
+                continue
+            except (aiohttp.ClientError, TimeoutError, LoginFailed) as exc:
+                await http.close()
+                self.metrics.gws_errors.labels(self.account).inc()
+                delay = backoff(attempt, cfg.backoff_base, cfg.backoff_cap)
+                log.warning(
+                    "GWS unreachable",
+                    extra={
+                        "account": self.account,
+                        "error": str(exc) or type(exc).__name__,
+                        "retry_seconds": delay,
+                    },
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            self.coverage.log(now(), self.account, "login")
+            reason, subscribed = await self._session(http)
+            if subscribed:
+                attempt = 0
+            self.metrics.reconnects.labels(self.account).inc()
+            delay = backoff(attempt, cfg.backoff_base, cfg.backoff_cap)
+            log.warning(
+                "reconnecting",
+                extra={"account": self.account, "reason": reason, "retry_seconds": round(delay, 2)},
+            )
+            attempt += 1
+            await asyncio.sleep(delay)

@@ -1,0 +1,198 @@
+"""The supervisor: one Source per account, the drain task, the coverage flush, metrics,
+and an orderly shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from auditor.ingest.config import WorkerConfig
+from auditor.ingest.coverage import Coverage
+from auditor.ingest.drain import Drainer, OnCommit
+from auditor.ingest.metrics import Metrics
+from auditor.ingest.source import Source, backoff
+from auditor.ingest.spool import Spool
+
+log = logging.getLogger("auditor.ingest.worker")
+
+
+def _quiet_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """aiocometd's connect-done callback logs a traceback for the CancelledError of every
+    client.close() (COMETD-CLIENT.md gotcha 3); that is noise, anything else is not."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, on_commit: OnCommit | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.spool = Spool(
+            config.spool_path, config.spool_synchronous, config.group_commit_interval
+        )
+        self.coverage = Coverage(config.worker_id)
+        self.drainer = Drainer(
+            config.conninfo, self.spool, self.metrics, config.batch_size, on_commit
+        )
+        self.sources: dict[str, Source] = {}
+        self.source_tasks: dict[str, asyncio.Task[None]] = {}
+        self.stop = asyncio.Event()
+        self._cov_conn: psycopg.Connection[Any] | None = None
+
+    # -- accounts -----------------------------------------------------------------------------
+
+    def start_account(self, name: str) -> None:
+        account = next(a for a in self.config.accounts if a.name == name)
+        self.coverage.close_stale(name)
+        source = Source(
+            self.config, account, self.spool, self.coverage, self.metrics, self._active_items
+        )
+        self.sources[name] = source
+        self.source_tasks[name] = asyncio.create_task(source.run(), name=f"source:{name}")
+
+    async def stop_account(self, name: str, reason: str) -> None:
+        source = self.sources.pop(name, None)
+        task = self.source_tasks.pop(name, None)
+        if source is None or task is None:
+            return
+        source.stop_reason = reason
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _active_items(self, account: str) -> set[str]:
+        def query() -> set[str]:
+            with psycopg.connect(self.config.conninfo, connect_timeout=3) as conn:
+                rows = conn.execute(
+                    "SELECT interaction_id FROM interactions WHERE account_states ? %s"
+                    " AND account_states -> %s ->> 'state' NOT IN ('Completed', 'Absent')"
+                    " AND media_type = ANY(%s)",
+                    (account, account, list(self.config.media_types)),
+                ).fetchall()
+            return {str(r[0]) for r in rows}
+
+        return await asyncio.to_thread(query)
+
+    # -- background tasks ---------------------------------------------------------------------
+
+    async def _drain_loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                moved = await asyncio.to_thread(self.drainer.drain_once)
+                failures = 0
+            except psycopg.Error:
+                failures += 1
+                await asyncio.sleep(backoff(failures, 0.2, 5.0) + 0.1)
+                continue
+            if moved == 0:
+                await asyncio.sleep(self.config.drain_interval)
+
+    def _flush_coverage(self) -> None:
+        if self._cov_conn is None or self._cov_conn.closed:
+            self._cov_conn = psycopg.connect(self.config.conninfo, connect_timeout=5)
+        try:
+            self.coverage.flush(self._cov_conn)
+        except psycopg.Error:
+            with contextlib.suppress(psycopg.Error):
+                self._cov_conn.close()
+            self._cov_conn = None
+            raise
+
+    async def _coverage_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            with contextlib.suppress(psycopg.Error):
+                await asyncio.to_thread(self._flush_coverage)
+
+    async def _gauges(self) -> None:
+        while True:
+            if self.spool.error is not None:
+                log.critical("spool write failed; stopping", extra={"error": str(self.spool.error)})
+                self.stop.set()
+            self.metrics.spool_depth.set(self.spool.depth)
+            self.metrics.unacked_window.set(self.spool.last_commit_seconds)
+            oldest = await asyncio.to_thread(self.spool.oldest_received_at)
+            age = 0.0
+            if oldest is not None:
+                age = max(0.0, time.time() - datetime.fromisoformat(oldest).timestamp())
+            self.metrics.spool_oldest_age.set(age)
+            await asyncio.sleep(1.0)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        loop.set_exception_handler(_quiet_cancelled)
+        self.metrics.serve(self.config.metrics_port)
+        log.info(
+            "worker starting",
+            extra={
+                "worker_id": self.config.worker_id,
+                "accounts": len(self.config.accounts),
+                "spool_rows": self.spool.depth,
+            },
+        )
+        background = [
+            asyncio.create_task(self._drain_loop(), name="drain"),
+            asyncio.create_task(self._coverage_loop(), name="coverage"),
+            asyncio.create_task(self._gauges(), name="gauges"),
+        ]
+        leases = None
+        if self.config.leases:
+            from auditor.ingest.leases import Leases
+
+            leases = Leases(self)
+            background.append(asyncio.create_task(leases.run(), name="leases"))
+        else:
+            for account in self.config.accounts:
+                self.start_account(account.name)
+        await self.stop.wait()
+        log.info("stopping: disconnecting sessions", extra={"worker_id": self.config.worker_id})
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await asyncio.gather(*(self.stop_account(n, "shutdown") for n in list(self.sources)))
+        if leases is not None:
+            await leases.release_all()
+        await self.spool.wait_committed(self.spool.put_count)
+        return await asyncio.to_thread(self._final_drain)
+
+    def _final_drain(self) -> int:
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        drained = True
+        while time.monotonic() < deadline:
+            try:
+                if self.drainer.drain_once() == 0:
+                    break
+            except psycopg.Error:
+                time.sleep(0.5)
+        else:
+            drained = self.spool.depth == 0
+        try:
+            self._flush_coverage()
+        except psycopg.Error:
+            log.error("PostgreSQL unreachable at shutdown; coverage updates not written")
+        left = self.spool.depth
+        self.drainer.close()
+        if self._cov_conn is not None:
+            self._cov_conn.close()
+        self.spool.close()
+        if left or not drained:
+            log.error(
+                "PostgreSQL unreachable at shutdown; the spool keeps the rest for the next start",
+                extra={"spool_rows": left, "spool": str(self.config.spool_path)},
+            )
+        else:
+            log.info("stopped; spool drained", extra={"at": datetime.now(UTC).isoformat()})
+        return 0
