@@ -1,12 +1,23 @@
-"""`auditor demo`: everything on one machine, nothing installed by hand.
+"""`auditor demo`: the whole system on one machine, nothing installed by hand.
 
-For now: an embedded PostgreSQL under .demo/, the migrations, the bundled sample
-notifications imported, and one interaction's timeline printed.
+An embedded PostgreSQL under .demo/, the migrations, the bundled sample imported, then a
+simulated GWS with live agents, the ingestion worker recording them, and the query API with
+an admin token, until Ctrl-C. Child processes log to .demo/logs/.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -14,18 +25,29 @@ import click
 import psycopg
 from rich.console import Console
 
+from auditor import tokens
 from auditor.config import Settings, libpq_conninfo, parse_database_url
 from auditor.db import connect, sa_connection
+from auditor.errors import UserError
 from auditor.importer import run_import
 from auditor.pgserver import EmbeddedPostgres
 from auditor.render import print_timeline
 from auditor.store import queries, schema
 
 DEMO_DATABASE = "auditor"
+AGENTS = 8
+MEDIA_TYPES = ("email", "workitem")
+GWS_PASSWORD = "secret"  # noqa: S105 (the simulator's demo agents' password)
 
 
 def sample_path() -> Path:
     return Path(str(resources.files("auditor") / "data" / "sample.ndjson"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _ensure_database(server: EmbeddedPostgres) -> Settings:
@@ -39,15 +61,84 @@ def _ensure_database(server: EmbeddedPostgres) -> Settings:
     return Settings(database_url=parse_database_url(server.url(DEMO_DATABASE)))
 
 
-def _showcase_interaction(settings: Settings) -> str:
-    """The interaction seen by the most sessions (a transfer), longest first."""
+def _worker_config(path: Path, gws_url: str, metrics_port: int) -> None:
+    accounts = "\n".join(
+        f'[[accounts]]\nname = "agent{n:03d}"\npassword_env = "GWS_PASSWORD"\n'
+        for n in range(1, AGENTS + 1)
+    )
+    media = ", ".join(f'"{m}"' for m in MEDIA_TYPES)
+    path.write_text(
+        f'[gws]\nbase_url = "{gws_url}"\nmedia_types = [{media}]\n\n'
+        f'[worker]\nspool = "spool.sqlite3"\nmetrics_port = {metrics_port}\n\n{accounts}'
+    )
+
+
+class _Children:
+    """Child processes started in order, stopped in reverse (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, logs: Path, env: dict[str, str]) -> None:
+        self.logs = logs
+        self.env = env
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, *args: str) -> None:
+        log = (self.logs / f"{name}.log").open("ab")
+        command = [str(Path(sys.executable).with_name("auditor")), *args]
+        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+        self.procs.append((name, proc))
+
+    def check(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise UserError(
+                    f"demo: the {name} stopped (exit {proc.returncode}); "
+                    f"see {self.logs / (name + '.log')}"
+                )
+
+    def stop(self, console: Console) -> None:
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                console.print(f"stopping the {name} …")
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def _wait_http(url: str, children: _Children, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        children.check()
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (loopback URL we built)
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise UserError(f"demo: {url} did not answer within {seconds:.0f} s") from None
+            time.sleep(0.2)
+
+
+def _live_interaction(settings: Settings) -> str | None:
     with connect(settings.database_url) as conn:
         row = conn.execute(
-            "SELECT interaction_id FROM interactions"
-            " ORDER BY cardinality(accounts) DESC, event_count DESC, interaction_id LIMIT 1"
+            "SELECT interaction_id FROM interactions WHERE last_seen_at > now() - interval '1 hour'"
+            " ORDER BY event_count DESC, last_seen_at DESC LIMIT 1"
         ).fetchone()
-    assert row is not None, "the sample holds interactions"
-    return str(row[0])
+    return str(row[0]) if row else None
+
+
+@contextlib.contextmanager
+def _embedded_postgres(data_dir: Path, console: Console) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(data_dir / "pg")
+    console.print(f"starting embedded PostgreSQL in {server.data_dir} …")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        console.print(f"PostgreSQL stopped; data kept in {data_dir}/ (make demo reuses it)")
 
 
 @click.command()
@@ -57,20 +148,26 @@ def _showcase_interaction(settings: Settings) -> str:
     default=Path(".demo"),
     show_default=True,
 )
-@click.option("--wait/--exit", default=True, help="keep PostgreSQL running until Ctrl-C")
-def demo(data_dir: Path, wait: bool) -> None:
-    """Start an embedded PostgreSQL, migrate, import the sample, show a timeline."""
+@click.option(
+    "--seconds",
+    type=click.IntRange(1),
+    help="stop by itself after this many seconds (default: run until Ctrl-C)",
+)
+def demo(data_dir: Path, seconds: int | None) -> None:
+    """PostgreSQL, sample data, a simulated GWS, the worker and the API, on this machine."""
     console = Console()
     console.rule("auditor demo")
-    server = EmbeddedPostgres(data_dir / "pg")
-    console.print(f"starting embedded PostgreSQL in {server.data_dir} …")
-    server.start()
-    try:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir.resolve()
+    logs = data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    with _embedded_postgres(data_dir, console) as server:
         settings = _ensure_database(server)
         with sa_connection(settings.database_url) as connection:
             schema.upgrade(connection)
             schema.ensure_partitions_ahead(connection)
-        console.print(f"database ready: {server.url(DEMO_DATABASE)}")
+        database_url = server.url(DEMO_DATABASE)
+        console.print(f"database ready: {database_url}")
         total = run_import(
             settings,
             sample_path(),
@@ -80,23 +177,77 @@ def demo(data_dir: Path, wait: bool) -> None:
             console=console,
         )
         console.print(
-            f"sample imported: {total.stored} new events, {total.duplicates} already stored, "
-            f"{total.quarantined} quarantined"
+            f"bundled sample: {total.stored} new events, {total.duplicates} already stored"
         )
-        interaction_id = _showcase_interaction(settings)
-        with connect(settings.database_url) as conn:
-            print_timeline(console, interaction_id, queries.timeline(conn, interaction_id))
-        if wait:
-            console.print(
-                "\nPostgreSQL keeps running; press Ctrl-C to stop. Meanwhile, in another terminal:"
-                f"\n  export AUDITOR_DATABASE_URL={server.url(DEMO_DATABASE)}"
-                f"\n  .venv/bin/auditor timeline {interaction_id}"
-                "\n  .venv/bin/auditor import auditor/data/sample.ndjson   # again: all duplicates"
+
+        sim_port, api_port, metrics_port = _free_port(), _free_port(), _free_port()
+        gws_url = f"http://127.0.0.1:{sim_port}"
+        api_url = f"http://127.0.0.1:{api_port}"
+        _worker_config(data_dir / "worker.toml", gws_url, metrics_port)
+        env = {
+            **os.environ,
+            "AUDITOR_DATABASE_URL": database_url,
+            "AUDITOR_API_SECRET": secrets.token_urlsafe(48),
+            "GWS_PASSWORD": GWS_PASSWORD,
+            "AUDITOR_SIM_PASSWORD": GWS_PASSWORD,
+        }
+        children = _Children(logs, env)
+        try:
+            children.start(
+                "simulator",
+                "simulate",
+                "--port",
+                str(sim_port),
+                "--agents",
+                str(AGENTS),
+                "--rate",
+                "4",
+                "--media-types",
+                ",".join(MEDIA_TYPES),
+                "--ground-truth",
+                str(data_dir / "ground-truth.ndjson"),
             )
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        console.print("\nstopping …")
-    finally:
-        server.stop()
-        console.print(f"PostgreSQL stopped; data kept in {data_dir}/ (make demo reuses it)")
+            _wait_http(f"{gws_url}/api/v2/diagnostics/version", children)
+            children.start("worker", "ingest", "--config", str(data_dir / "worker.toml"))
+            children.start("api", "serve", "--port", str(api_port), "--workers", "2")
+            _wait_http(f"{api_url}/healthz", children)
+            with connect(settings.database_url) as conn:
+                name = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+                token = tokens.create(conn, name, "admin")
+                conn.commit()
+            console.print(
+                f"\nsimulated GWS  {gws_url}  ({AGENTS} agents, ~4 notifications/s)"
+                f"\nworker         recording every agent; metrics http://127.0.0.1:{metrics_port}/metrics"
+                f"\nquery API      {api_url}/docs   (admin token {name!r} below)"
+                f"\n\n  export TOKEN={token}"
+                f"\n  export AUDITOR_DATABASE_URL={database_url}"
+                f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/events?limit=5"'
+            )
+            deadline = time.monotonic() + 8
+            interaction = None
+            while time.monotonic() < deadline and interaction is None:
+                children.check()
+                time.sleep(1)
+                interaction = _live_interaction(settings)
+            if interaction is not None:
+                with connect(settings.database_url) as conn:
+                    entries = queries.timeline(conn, interaction)
+                print_timeline(console, interaction, entries)
+                console.print(
+                    f'  curl -H "Authorization: Bearer $TOKEN" '
+                    f'"{api_url}/api/v1/interactions/{interaction}/timeline"'
+                    f"\n  .venv/bin/auditor timeline {interaction}"
+                )
+            console.print(
+                "\nRunning; press Ctrl-C to stop."
+                if seconds is None
+                else f"\nRunning for {seconds} s."
+            )
+            end = None if seconds is None else time.monotonic() + seconds
+            while end is None or time.monotonic() < end:
+                children.check()
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("\nCtrl-C")
+        finally:
+            children.stop(console)
