@@ -1,7 +1,7 @@
 """The batch writer: receipts in, events + projection + quarantine out, in the caller's
 transaction.
 
-One batch: parse (pure) → reserve event ids → COPY straight into events (only when that
+One batch: reserve event ids → parse while COPYing straight into events (only when that
 meets receipts stored before, i.e. a replay, look them up and COPY the rest) → fold exactly
 the rows stored into the interactions projection → quarantine what could not be parsed.
 Storing the same batch twice changes nothing. Event batches from all writers of a database
@@ -19,7 +19,6 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.copy import QueuedLibpqWriter
 
 from auditor.notifications import Record, Rejected, parse
 from auditor.store import projection
@@ -167,12 +166,7 @@ def _copy_row(event_id: int, receipt: Receipt, record: Record) -> tuple[object, 
 
 def _copy(conn: psycopg.Connection[Any], events: Sequence[Event]) -> None:
     """COPY in a savepoint: on error nothing of it remains."""
-    # The queued writer sends from a thread, so formatting rows overlaps the sending.
-    with (
-        conn.transaction(),
-        conn.cursor() as cur,
-        cur.copy(_COPY_EVENTS, writer=QueuedLibpqWriter(cur)) as copy,
-    ):
+    with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
         for event in events:
             copy.write_row(_copy_row(*event))
 
@@ -207,22 +201,6 @@ def _copy_or_bisect(conn: psycopg.Connection[Any], events: Sequence[Event], out:
     _copy_or_bisect(conn, events[half:], out)
 
 
-def _store_events(conn: psycopg.Connection[Any], events: Sequence[Event]) -> _Outcome:
-    out = _Outcome()
-    try:
-        _copy(conn, events)  # the usual case: every receipt is new
-        out.stored.extend(events)
-        return out
-    except psycopg.Error as exc:
-        if not _is_row_error(exc):
-            raise
-    # A replay (some receipts stored before) or a row PostgreSQL refuses.
-    new = _not_stored(conn, events)
-    out.duplicates = len(events) - len(new)
-    _copy_or_bisect(conn, new, out)
-    return out
-
-
 def _quarantine(conn: psycopg.Connection[Any], items: Sequence[tuple[Receipt, str]]) -> int:
     if not items:
         return 0
@@ -244,6 +222,45 @@ def _quarantine(conn: psycopg.Connection[Any], items: Sequence[tuple[Receipt, st
         return cur.rowcount
 
 
+def _months(receipts: Sequence[Receipt]) -> list[date]:
+    months = set()
+    for receipt in receipts:
+        utc = receipt.received_at.astimezone(UTC)
+        months.add(date(utc.year, utc.month, 1))
+    return sorted(months)
+
+
+def _parse_into(receipt: Receipt, bad: list[tuple[Receipt, str]]) -> Record | None:
+    if receipt.defect is not None:
+        bad.append((receipt, receipt.defect))
+        return None
+    outcome = parse(receipt.raw, channel=receipt.channel)
+    if isinstance(outcome, Rejected):
+        bad.append((receipt, outcome.reason))
+        return None
+    return outcome
+
+
+def _copy_streaming(
+    conn: psycopg.Connection[Any],
+    receipts: Sequence[Receipt],
+    ids: Sequence[int],
+    bad: list[tuple[Receipt, str]],
+) -> list[Event]:
+    """Parse while copying: PostgreSQL works on the rows already sent while Python parses the
+    next ones. Raises like _copy; then nothing of it remains."""
+    events: list[Event] = []
+    next_id = iter(ids)
+    with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
+        for receipt in receipts:
+            record = _parse_into(receipt, bad)
+            if record is not None:
+                event = (next(next_id), receipt, record)
+                copy.write_row(_copy_row(*event))
+                events.append(event)
+    return events
+
+
 def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> BatchResult:
     """Store receipts as events (or quarantine entries) in the caller's open transaction.
 
@@ -251,26 +268,34 @@ def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> B
     a duplicate of one stored before; an error escaping from here means nothing was decided
     and the whole batch must be retried.
     """
-    batch = prepare(receipts)
-    if not batch.receipts:
+    if not receipts:
         return EMPTY
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK_KEY,))
-    for month in sorted(batch.months):
+    for month in _months(receipts):
         conn.execute("SELECT auditor_ensure_event_partition(%s)", (month,))
-    items = _unique(batch.good)
+    # Ids are taken under the lock, so they grow in commit order; sorted, they follow arrival
+    # order within the batch. Those of rejected receipts are simply never used.
+    ids = sorted(row[0] for row in conn.execute(_RESERVE_IDS, (len(receipts),)))
     out = _Outcome()
-    if items:
-        # Ids are taken under the lock, so they grow in commit order; sorted, they follow
-        # arrival order within the batch.
-        ids = sorted(row[0] for row in conn.execute(_RESERVE_IDS, (len(items),)))
-        out = _store_events(conn, [(i, r, rec) for i, (r, rec) in zip(ids, items, strict=True)])
-        projection.apply(conn, out.stored)
-    bad = batch.bad + out.refused
-    quarantined = _quarantine(conn, bad)
+    bad: list[tuple[Receipt, str]] = []
+    try:
+        out.stored = _copy_streaming(conn, receipts, ids, bad)  # the usual case: all new
+    except psycopg.Error as exc:
+        if not _is_row_error(exc):
+            raise
+        # A replay (some receipts stored before), the same receipt twice in the batch, or a
+        # row PostgreSQL refuses: sort it out slowly.
+        batch = prepare(receipts)
+        bad = list(batch.bad)
+        items = _unique(batch.good)
+        events = [(i, r, rec) for i, (r, rec) in zip(ids, items, strict=False)]
+        _copy_or_bisect(conn, _not_stored(conn, events), out)
+    projection.apply(conn, out.stored)
+    quarantined = _quarantine(conn, bad + out.refused)
     return BatchResult(
-        received=len(batch.receipts),
+        received=len(receipts),
         stored=len(out.stored),
-        duplicates=len(batch.good) - len(items) + out.duplicates + len(bad) - quarantined,
+        duplicates=len(receipts) - len(out.stored) - quarantined,
         quarantined=quarantined,
         last_event_id=out.stored[-1][0] if out.stored else None,
     )
