@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -251,13 +252,13 @@ def main() -> None:
             writers.append(
                 timed(
                     f"batch writer (parse, COPY, projection), run {round_}",
-                    lambda db=writer_db: run_writer(db, receipts, args.batch),
+                    partial(run_writer, writer_db, receipts, args.batch),
                 )
             )
             ceilings.append(
                 timed(
                     f"ceiling: raw COPY + 1 upsert/batch, run {round_}",
-                    lambda db=ceiling_db: run_ceiling(db, rows, args.batch),
+                    partial(run_ceiling, ceiling_db, rows, args.batch),
                 )
             )
         writer, ceiling = max(writers), max(ceilings)
