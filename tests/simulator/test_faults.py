@@ -77,7 +77,9 @@ def test_stall_holds_responses_for_the_given_seconds() -> None:
 
 
 def test_drop_aborts_held_connects_and_the_client_reconnects_without_loss() -> None:
-    with SimThread(fast_config(agents=1, timeout_ms=2000)) as server:
+    # aiocometd waits 1 s before it reconnects; the session must outlive that wait, or the
+    # test would be about expiry (402), not about a dropped connection.
+    with SimThread(fast_config(agents=1, timeout_ms=2000, max_interval_ms=5000)) as server:
 
         async def run() -> int:
             client, _ = await open_cometd(server.url, "agent001")
