@@ -95,26 +95,16 @@ class PreparedBatch:
     receipts: Sequence[Receipt]
     good: list[Item]
     bad: list[tuple[Receipt, str]]
-    months: frozenset[date]
 
 
 def prepare(receipts: Sequence[Receipt]) -> PreparedBatch:
     good: list[Item] = []
     bad: list[tuple[Receipt, str]] = []
-    months: set[date] = set()
     for receipt in receipts:
-        outcome = (
-            Rejected(receipt.defect)
-            if receipt.defect is not None
-            else parse(receipt.raw, channel=receipt.channel)
-        )
-        if isinstance(outcome, Rejected):
-            bad.append((receipt, outcome.reason))
-        else:
-            good.append((receipt, outcome))
-            utc = receipt.received_at.astimezone(UTC)
-            months.add(date(utc.year, utc.month, 1))
-    return PreparedBatch(receipts, good, bad, frozenset(months))
+        record = _parse_into(receipt, bad)
+        if record is not None:
+            good.append((receipt, record))
+    return PreparedBatch(receipts, good, bad)
 
 
 def _key(receipt: Receipt) -> Key:

@@ -14,18 +14,22 @@ import pytest
 AUDITOR = str(Path(sys.executable).with_name("auditor"))
 
 
-@pytest.mark.slow
-def test_demo_runs_postgres_simulator_worker_and_api_then_stops_cleanly(tmp_path: Path) -> None:
+def run_demo(data_dir: Path, seconds: int) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}
     env["COLUMNS"] = "200"
-    result = subprocess.run(
-        [AUDITOR, "demo", "--seconds", "3", "--data-dir", str(tmp_path / "demo")],
+    return subprocess.run(
+        [AUDITOR, "demo", "--seconds", str(seconds), "--data-dir", str(data_dir)],
         env=env,
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
     )
+
+
+@pytest.mark.slow
+def test_demo_runs_postgres_simulator_worker_and_api_then_stops_cleanly(tmp_path: Path) -> None:
+    result = run_demo(tmp_path / "demo", seconds=3)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "bundled sample: 232 new events" in out
@@ -38,14 +42,7 @@ def test_demo_runs_postgres_simulator_worker_and_api_then_stops_cleanly(tmp_path
     assert "PostgreSQL stopped" in out
     assert "Traceback" not in result.stderr
     # The data stays; a second run starts the same cluster again and finds the sample stored.
-    again = subprocess.run(
-        [AUDITOR, "demo", "--seconds", "1", "--data-dir", str(tmp_path / "demo")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    again = run_demo(tmp_path / "demo", seconds=1)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "bundled sample: 0 new events" in again.stdout
     live = re.search(r"export AUDITOR_DATABASE_URL=(\S+)", again.stdout)
