@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -67,8 +67,8 @@ class _Delta:
 
     interaction_id: str
     first_event_id: int
-    first_seen_at: str
-    last_seen_at: str
+    first_seen_at: datetime
+    last_seen_at: datetime
     last_event_id: int = 0
     event_count: int = 0
     media_type: str | None = None
@@ -81,11 +81,14 @@ class _Delta:
     account_states: dict[str, dict[str, Any]] = field(default_factory=dict)
     accounts: set[str] = field(default_factory=set)
 
-    def add(self, event_id: int, receipt: Receipt, record: Record, at: str) -> None:
+    def add(self, event_id: int, receipt: Receipt, record: Record) -> None:
+        at = receipt.received_at
         self.event_count += 1
         self.last_event_id = event_id
-        self.first_seen_at = min(self.first_seen_at, at)
-        self.last_seen_at = max(self.last_seen_at, at)
+        if at < self.first_seen_at:
+            self.first_seen_at = at
+        if at > self.last_seen_at:
+            self.last_seen_at = at
         self.media_type = record.media_type or self.media_type
         self.openmedia_type = record.openmedia_type or self.openmedia_type
         self.uri = record.uri or self.uri
@@ -95,6 +98,7 @@ class _Delta:
         self.last_reference_id = record.reference_id
         self.accounts.add(receipt.account)
         if record.state is not None:
+            # The time is formatted once per account, in row(): this runs for every event.
             self.account_states[receipt.account] = {
                 "state": record.state,
                 "capabilities": record.capabilities,
@@ -103,6 +107,10 @@ class _Delta:
             }
 
     def row(self) -> dict[str, Any]:
+        states = {
+            account: {**entry, "at": _iso(entry["at"])}
+            for account, entry in self.account_states.items()
+        }
         return {
             "interaction_id": self.interaction_id,
             "media_type": self.media_type,
@@ -110,10 +118,10 @@ class _Delta:
             "uri": self.uri,
             "user_data": self.user_data,
             "user_data_event_id": self.user_data_event_id,
-            "account_states": self.account_states,
+            "account_states": states,
             "accounts": sorted(self.accounts),
-            "first_seen_at": self.first_seen_at,
-            "last_seen_at": self.last_seen_at,
+            "first_seen_at": _iso(self.first_seen_at),
+            "last_seen_at": _iso(self.last_seen_at),
             "first_event_id": self.first_event_id,
             "last_event_id": self.last_event_id,
             "event_count": self.event_count,
@@ -122,17 +130,21 @@ class _Delta:
         }
 
 
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def fold(events: Sequence[tuple[int, Receipt, Record]]) -> list[dict[str, Any]]:
     """Per interaction, what these (id-ordered) new events contribute to the projection."""
     deltas: dict[str, _Delta] = {}
     for event_id, receipt, record in events:
         if record.interaction_id is None:
             continue
-        at = receipt.received_at.astimezone(UTC).isoformat(timespec="microseconds")
         delta = deltas.get(record.interaction_id)
         if delta is None:
+            at = receipt.received_at
             delta = deltas[record.interaction_id] = _Delta(record.interaction_id, event_id, at, at)
-        delta.add(event_id, receipt, record, at)
+        delta.add(event_id, receipt, record)
     return [delta.row() for delta in deltas.values()]
 
 
