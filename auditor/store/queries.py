@@ -213,19 +213,30 @@ class EventFilter:
     end: datetime | None = None  # received_at < end
 
 
-def _event_where(flt: EventFilter) -> tuple[list[sql.Composable], list[Any]]:
+def _equals_and_range(
+    equals: dict[str, str],
+    columns: dict[str, str],
+    time_column: str,
+    start: datetime | None,
+    end: datetime | None,
+) -> tuple[list[sql.Composable], list[Any]]:
+    """WHERE clauses (and their parameters) for column = value filters and a time range."""
     clauses: list[sql.Composable] = []
     params: list[Any] = []
-    for name, value in sorted(flt.equals.items()):
-        clauses.append(sql.SQL("{} = %s").format(sql.Identifier(EVENT_EQUALS[name])))
+    for name, value in sorted(equals.items()):
+        clauses.append(sql.SQL("{} = %s").format(sql.Identifier(columns[name])))
         params.append(value)
-    if flt.start is not None:
-        clauses.append(sql.SQL("received_at >= %s"))
-        params.append(flt.start)
-    if flt.end is not None:
-        clauses.append(sql.SQL("received_at < %s"))
-        params.append(flt.end)
+    if start is not None:
+        clauses.append(sql.SQL("{} >= %s").format(sql.Identifier(time_column)))
+        params.append(start)
+    if end is not None:
+        clauses.append(sql.SQL("{} < %s").format(sql.Identifier(time_column)))
+        params.append(end)
     return clauses, params
+
+
+def _event_where(flt: EventFilter) -> tuple[list[sql.Composable], list[Any]]:
+    return _equals_and_range(flt.equals, EVENT_EQUALS, "received_at", flt.start, flt.end)
 
 
 def _where(clauses: list[sql.Composable]) -> sql.Composable:
@@ -295,20 +306,12 @@ def search_interactions(
 ) -> list[tuple[datetime, str, list[str], str]]:
     """Up to ``limit`` projection rows as (last_seen_at, interaction_id, accounts, json), paged
     over (last_seen_at, interaction_id)."""
-    clauses: list[sql.Composable] = []
-    params: list[Any] = []
-    for name, value in sorted(flt.equals.items()):
-        clauses.append(sql.SQL("{} = %s").format(sql.Identifier(INTERACTION_EQUALS[name])))
-        params.append(value)
+    clauses, params = _equals_and_range(
+        flt.equals, INTERACTION_EQUALS, "last_seen_at", flt.start, flt.end
+    )
     if flt.account is not None:
         clauses.append(sql.SQL("accounts @> ARRAY[%s]::text[]"))
         params.append(flt.account)
-    if flt.start is not None:
-        clauses.append(sql.SQL("last_seen_at >= %s"))
-        params.append(flt.start)
-    if flt.end is not None:
-        clauses.append(sql.SQL("last_seen_at < %s"))
-        params.append(flt.end)
     if after is not None:
         op = "<" if newest_first else ">"
         clauses.append(sql.SQL(f"(last_seen_at, interaction_id) {op} (%s, %s)"))
