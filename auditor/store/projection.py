@@ -134,23 +134,35 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def fold(events: Sequence[tuple[int, Receipt, Record]]) -> list[dict[str, Any]]:
-    """Per interaction, what these (id-ordered) new events contribute to the projection."""
-    deltas: dict[str, _Delta] = {}
-    for event_id, receipt, record in events:
+class Fold:
+    """Per interaction, what new events (fed in id order) contribute to the projection.
+
+    Events can be added one at a time, so the writer folds while PostgreSQL is busy with
+    the COPY instead of after it.
+    """
+
+    def __init__(self, events: Sequence[tuple[int, Receipt, Record]] = ()) -> None:
+        self._deltas: dict[str, _Delta] = {}
+        for event in events:
+            self.add(*event)
+
+    def add(self, event_id: int, receipt: Receipt, record: Record) -> None:
         if record.interaction_id is None:
-            continue
-        delta = deltas.get(record.interaction_id)
+            return
+        delta = self._deltas.get(record.interaction_id)
         if delta is None:
             at = receipt.received_at
-            delta = deltas[record.interaction_id] = _Delta(record.interaction_id, event_id, at, at)
+            delta = self._deltas[record.interaction_id] = _Delta(
+                record.interaction_id, event_id, at, at
+            )
         delta.add(event_id, receipt, record)
-    return [delta.row() for delta in deltas.values()]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [delta.row() for delta in self._deltas.values()]
 
 
-def apply(conn: psycopg.Connection[Any], events: Sequence[tuple[int, Receipt, Record]]) -> int:
-    """Fold new events into the projection; returns the number of interactions touched."""
-    rows = fold(events)
+def write(conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> int:
+    """Merge folded rows into the projection; returns the number of interactions touched."""
     if rows:
         conn.execute(_UPSERT, (orjson.dumps(rows).decode(),))
     return len(rows)
