@@ -77,7 +77,6 @@ events = Table(
     Index(None, "reference_id", "id", postgresql_where=text("reference_id IS NOT NULL")),
     Index(None, "media_type", "state", "received_at"),
     Index(None, "notification_type", "received_at"),
-    Index(None, "account", "received_at"),
     Index(None, "channel", "received_at"),
     Index(None, "received_at", postgresql_using="brin"),
     postgresql_partition_by="RANGE (received_at)",
@@ -222,7 +221,8 @@ access_log = Table(
 
 # --- Query API (migration 2026_11_25_api) -----------------------------------------------------
 # An account's events over a time range, newest or oldest first by id: the ids of a page come
-# from this index alone, so only the rows returned are read from the table.
+# from this index alone, so only the rows returned are read from the table. It replaces the
+# storage core's (account, received_at), its prefix (migration 2026_11_25_one_account_index).
 Index("ix_events_account_received_at_id", events.c.account, events.c.received_at, events.c.id)
 
 
