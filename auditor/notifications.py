@@ -130,9 +130,13 @@ class _Inexact(Exception):
 
 def _field(value: Any, name: str, floats_exact: bool) -> str | None:
     """A scalar rendered as text for an extracted column; None when absent or not a scalar."""
-    if isinstance(value, bool) or value is None:
+    if value is None:
         return None
-    if isinstance(value, int):
+    if type(value) is str:  # nearly every field: decided before the isinstance chain
+        result = value
+    elif isinstance(value, bool):
+        return None
+    elif isinstance(value, int):
         result = str(value)
     elif isinstance(value, float):
         if not floats_exact and value.is_integer() and abs(value) >= 2**53:
