@@ -29,6 +29,7 @@ from aiocometd_noloop.exceptions import (
     TransportTimeoutError,
 )
 
+from auditor.ingest import codec
 from auditor.ingest.config import Account, WorkerConfig
 from auditor.ingest.coverage import Coverage
 from auditor.ingest.metrics import Metrics
@@ -37,7 +38,6 @@ from auditor.ingest.spool import Row, Spool
 from auditor.store.receipts import new_receipt_id
 
 log = logging.getLogger("auditor.ingest.source")
-_COMPACT = (",", ":")
 _RECENT_IDS = 10_000
 DURABILITY_WAIT = 10.0  # seconds a connect waits for the spool before going out un-acked
 
@@ -241,7 +241,7 @@ class Source:
             self.account,
             message.get("channel"),
             "notification",
-            json.dumps(message, separators=_COMPACT),
+            codec.dumps(message),
         )
         self.last_put = self.spool.put(row)
         self.processed += 1
@@ -272,6 +272,7 @@ class Source:
             extensions=[_Gws(self)],
             connection_timeout=self.config.connection_timeout,
             max_pending_count=0,
+            json_loads=codec.loads,
             ssl=False if self.config.base_url.startswith("http://") else None,
         )
         client._http_session = http  # our cookie jar (keeps cookies from IP hosts)
