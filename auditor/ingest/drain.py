@@ -1,7 +1,12 @@
 """Spool → PostgreSQL: read the oldest rows, store them through the batch writer in one
 transaction, and delete them from the spool only after the commit. A crash between commit
 and delete replays the rows; the writer's (receipt_id, received_at) idempotency makes that
-a no-op."""
+a no-op.
+
+A Drainer only needs the spool file and a conninfo, so it runs in the drain process while
+the worker receives (auditor.ingest.drain_process), and in the worker itself for the final
+drain at shutdown. Either way it hands back a BatchReport, which the worker records.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,44 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from auditor.ingest.metrics import Metrics
-from auditor.ingest.spool import Spool, Stored
+from auditor.ingest.spool import SpoolReader, Stored
 from auditor.store.receipts import Receipt
-from auditor.store.writer import BatchResult, store_batch
+from auditor.store.writer import store_batch
 
 log = logging.getLogger("auditor.ingest.drain")
 
-# Called with the receipts of a committed batch and the wall-clock commit time (benchmarks).
-OnCommit = Callable[[Sequence[Receipt], float], None]
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """One committed batch, small enough to pass between processes."""
+
+    rows: int  # spool rows removed
+    stored: int
+    duplicates: int
+    quarantined: int
+    seconds: float  # read, store, commit and delete
+    committed: float  # wall clock (time.time()) of the commit
+    # received_at (epoch seconds) of the batch's notifications, when asked for (benchmarks)
+    received_at: tuple[float, ...] = ()
+
+
+# Called with each committed batch's report (benchmarks measure latency with it).
+OnCommit = Callable[[BatchReport], None]
+
+
+def record(report: BatchReport, metrics: Metrics) -> None:
+    metrics.batch_latency.observe(report.seconds)
+    metrics.stored.inc(report.stored)
+    metrics.duplicates.inc(report.duplicates)
+    metrics.quarantined.inc(report.quarantined)
 
 
 def to_receipt(item: Stored) -> Receipt:
@@ -40,18 +68,12 @@ def to_receipt(item: Stored) -> Receipt:
 
 class Drainer:
     def __init__(
-        self,
-        conninfo: str,
-        spool: Spool,
-        metrics: Metrics,
-        batch_size: int,
-        on_commit: OnCommit | None = None,
+        self, conninfo: str, spool: SpoolReader, batch_size: int, with_times: bool = False
     ) -> None:
         self.conninfo = conninfo
         self.spool = spool
-        self.metrics = metrics
         self.batch_size = batch_size
-        self.on_commit = on_commit
+        self.with_times = with_times
         self._conn: psycopg.Connection[Any] | None = None
         self.failing_since: float | None = None
 
@@ -66,19 +88,19 @@ class Drainer:
                 self._conn.close()
         self._conn = None
 
-    def drain_once(self) -> int:
-        """Store one batch; returns how many spool rows it removed (0: spool empty)."""
+    def drain_once(self) -> BatchReport | None:
+        """Store one batch; None when the spool is empty. A psycopg.Error escaping from here
+        left the rows in the spool."""
+        started = time.perf_counter()
         items = self.spool.oldest(self.batch_size)
         if not items:
-            return 0
+            return None
         receipts = [to_receipt(i) for i in items]
-        started = time.perf_counter()
         try:
             conn = self.connection()
             with conn.transaction():
-                result: BatchResult = store_batch(conn, receipts)
+                result = store_batch(conn, receipts)
         except psycopg.Error as exc:
-            self.metrics.drain_errors.inc()
             if self.failing_since is None:
                 self.failing_since = time.time()
                 log.warning(
@@ -95,14 +117,19 @@ class Drainer:
                 extra={"outage_seconds": round(committed - self.failing_since, 1)},
             )
             self.failing_since = None
-        self.spool.delete_through(items[0].seq, items[-1].seq)
-        self.metrics.batch_latency.observe(time.perf_counter() - started)
-        self.metrics.stored.inc(result.stored)
-        self.metrics.duplicates.inc(result.duplicates)
-        self.metrics.quarantined.inc(result.quarantined)
-        if self.on_commit is not None:
-            self.on_commit(receipts, committed)
-        return len(items)
+        removed = self.spool.delete_through(items[0].seq, items[-1].seq)
+        times: tuple[float, ...] = ()
+        if self.with_times:
+            times = tuple(r.received_at.timestamp() for r in receipts if r.kind == "notification")
+        return BatchReport(
+            rows=removed,
+            stored=result.stored,
+            duplicates=result.duplicates,
+            quarantined=result.quarantined,
+            seconds=time.perf_counter() - started,
+            committed=committed,
+            received_at=times,
+        )
 
     def close(self) -> None:
         self.reset()

@@ -29,7 +29,7 @@ class Metrics:
             registry=r,
         )
         self.batch_latency = Histogram(
-            "auditor_batch_seconds", "Drain batch: store_batch + commit", registry=r
+            "auditor_batch_seconds", "Drain batch: read, store, commit, delete", registry=r
         )
         self.connected = Gauge("auditor_sessions_connected", "Subscribed sessions", registry=r)
         self.reconnects = Counter("auditor_reconnects", "Session restarts", ["account"], registry=r)

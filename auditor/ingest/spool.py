@@ -68,10 +68,7 @@ class Spool:
         self._interval = interval
         self._writer = _connect(path, synchronous)
         self._writer.execute(_SCHEMA)
-        # The drain's connection only deletes what PostgreSQL already committed; a delete
-        # lost in a crash just replays rows the writer ignores, so it needs no fsync.
-        self._reader = _connect(path, "NORMAL")
-        self._read_lock = threading.Lock()
+        self.reader = SpoolReader(path)
         self._pending: list[Row] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -84,8 +81,7 @@ class Spool:
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        row = self._reader.execute("SELECT count(*) FROM spool").fetchone()
-        self.depth = int(row[0])
+        self.depth = self.reader.count()
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self._thread.start()
 
@@ -169,31 +165,63 @@ class Spool:
         self._wake.set()
         self._thread.join()
         self._writer.close()
-        self._reader.close()
+        self.reader.close()
 
-    # -- draining (the drain thread) ---------------------------------------------------------
+    # -- draining ---------------------------------------------------------------------------
+
+    def removed(self, rows: int) -> None:
+        """Account for rows a drain (in this process or the drain process) deleted."""
+        with self._lock:
+            self.depth = max(0, self.depth - rows)
 
     def oldest(self, limit: int) -> list[Stored]:
-        with self._read_lock:
-            rows = self._reader.execute(
+        return self.reader.oldest(limit)
+
+    def delete_through(self, first: int, last: int) -> None:
+        self.removed(self.reader.delete_through(first, last))
+
+    def oldest_received_at(self) -> str | None:
+        return self.reader.oldest_received_at()
+
+
+class SpoolReader:
+    """The drain's side of the spool: read the oldest rows, delete a committed range. It opens
+    its own connection, so the drain can run in another process than the receive loop."""
+
+    def __init__(self, path: Path) -> None:
+        # It only deletes what PostgreSQL already committed; a delete lost in a crash just
+        # replays rows the writer ignores, so it needs no fsync.
+        self._conn = _connect(path, "NORMAL")
+        self._conn.execute(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def count(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT count(*) FROM spool").fetchone()
+        return int(row[0])
+
+    def oldest(self, limit: int) -> list[Stored]:
+        with self._lock:
+            rows = self._conn.execute(
                 "SELECT seq, receipt_id, received_at, account, channel, kind, raw"
                 " FROM spool ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall()
         return [Stored(r[0], Row(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
 
-    def delete_through(self, first: int, last: int) -> None:
-        with self._read_lock:
-            cursor = self._reader.execute(
-                "DELETE FROM spool WHERE seq BETWEEN ? AND ?", (first, last)
-            )
-            deleted = cursor.rowcount
+    def delete_through(self, first: int, last: int) -> int:
+        """Delete seq first..last; returns how many rows that removed."""
         with self._lock:
-            self.depth = max(0, self.depth - deleted)
+            return self._conn.execute(
+                "DELETE FROM spool WHERE seq BETWEEN ? AND ?", (first, last)
+            ).rowcount
 
     def oldest_received_at(self) -> str | None:
-        with self._read_lock:
-            row = self._reader.execute(
+        with self._lock:
+            row = self._conn.execute(
                 "SELECT received_at FROM spool ORDER BY seq LIMIT 1"
             ).fetchone()
         return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,4 +1,4 @@
-"""The supervisor: one Source per account, the drain task, the coverage flush, metrics,
+"""The supervisor: one Source per account, the drain process, the coverage flush, metrics,
 and an orderly shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import psycopg
 from auditor.ingest.config import WorkerConfig
 from auditor.ingest.coverage import Coverage
 from auditor.ingest.drain import Drainer, OnCommit
+from auditor.ingest.drain_process import DrainProcess
 from auditor.ingest.metrics import Metrics
-from auditor.ingest.source import Source, backoff
+from auditor.ingest.source import Source
 from auditor.ingest.spool import Spool
 
 log = logging.getLogger("auditor.ingest.worker")
@@ -39,8 +40,17 @@ class Worker:
             config.spool_path, config.spool_synchronous, config.group_commit_interval
         )
         self.coverage = Coverage(config.worker_id)
+        self.drain = DrainProcess(
+            config.conninfo,
+            self.spool,
+            self.metrics,
+            config.batch_size,
+            config.drain_interval,
+            on_commit,
+        )
+        # The final drain at shutdown runs here, after the drain process stopped.
         self.drainer = Drainer(
-            config.conninfo, self.spool, self.metrics, config.batch_size, on_commit
+            config.conninfo, self.spool.reader, config.batch_size, on_commit is not None
         )
         self.sources: dict[str, Source] = {}
         self.source_tasks: dict[str, asyncio.Task[None]] = {}
@@ -83,19 +93,6 @@ class Worker:
 
     # -- background tasks ---------------------------------------------------------------------
 
-    async def _drain_loop(self) -> None:
-        failures = 0
-        while True:
-            try:
-                moved = await asyncio.to_thread(self.drainer.drain_once)
-                failures = 0
-            except psycopg.Error:
-                failures += 1
-                await asyncio.sleep(backoff(failures, 0.2, 5.0) + 0.1)
-                continue
-            if moved == 0:
-                await asyncio.sleep(self.config.drain_interval)
-
     def _flush_coverage(self) -> None:
         if self._cov_conn is None or self._cov_conn.closed:
             self._cov_conn = psycopg.connect(self.config.conninfo, connect_timeout=5)
@@ -118,6 +115,7 @@ class Worker:
             if self.spool.error is not None:
                 log.critical("spool write failed; stopping", extra={"error": str(self.spool.error)})
                 self.stop.set()
+            self.drain.ensure_running()
             self.metrics.spool_depth.set(self.spool.depth)
             self.metrics.unacked_window.set(self.spool.last_commit_seconds)
             oldest = await asyncio.to_thread(self.spool.oldest_received_at)
@@ -143,8 +141,8 @@ class Worker:
                 "spool_rows": self.spool.depth,
             },
         )
+        self.drain.start()
         background = [
-            asyncio.create_task(self._drain_loop(), name="drain"),
             asyncio.create_task(self._coverage_loop(), name="coverage"),
             asyncio.create_task(self._gauges(), name="gauges"),
         ]
@@ -166,6 +164,7 @@ class Worker:
         if leases is not None:
             await leases.release_all()
         await self.spool.wait_committed(self.spool.put_count)
+        await asyncio.to_thread(self.drain.stop)
         return await asyncio.to_thread(self._final_drain)
 
     def _final_drain(self) -> int:
@@ -173,10 +172,14 @@ class Worker:
         drained = True
         while time.monotonic() < deadline:
             try:
-                if self.drainer.drain_once() == 0:
-                    break
+                report = self.drainer.drain_once()
             except psycopg.Error:
+                self.metrics.drain_errors.inc()
                 time.sleep(0.5)
+                continue
+            if report is None:
+                break
+            self.drain.take(report)
         else:
             drained = self.spool.depth == 0
         try:

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import WSMsgType, web
 
 from auditor.simulator import control, rest
@@ -21,7 +22,6 @@ from auditor.simulator.rest import COOKIE, HttpSessions, csrf_ok, json_error
 
 log = logging.getLogger("auditor.simulator")
 NOTIFICATIONS = "/api/v2/notifications"
-_COMPACT = (",", ":")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -154,7 +154,8 @@ class Simulator:
                 request.transport.abort()
             return web.Response(status=503)
         messages, entries = self.outgoing(result)
-        body = json.dumps(messages + result.replies, separators=_COMPACT).encode()
+        # orjson: at 10,000+ notifications/s encoding is most of the simulator's CPU.
+        body = orjson.dumps(messages + result.replies)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.content_length = len(body)
         if ctx.set_cookie:
@@ -191,7 +192,7 @@ class Simulator:
                 return
             async with lock:
                 messages, entries = self.outgoing(result)
-                text = json.dumps(messages + result.replies)
+                text = orjson.dumps(messages + result.replies).decode()
                 try:
                     await ws.send_str(text)
                 except (ConnectionError, RuntimeError):

@@ -10,10 +10,11 @@ kind, or null) and message (the full Bayeux message: channel + data, exactly as 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+
+import orjson
 
 DELIVERED = "delivered"
 UNDELIVERABLE = "undeliverable"
@@ -63,7 +64,7 @@ class GroundTruth:
             "malformed": malformed,
             "message": message,
         }
-        self._file.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self._file.write(orjson.dumps(line).decode() + "\n")
 
     def flush(self) -> None:
         if self._file is not None:

@@ -1,0 +1,177 @@
+"""The drain in a process of its own.
+
+The receive loop, the spool's writer thread and the drain share one interpreter lock when
+they share a process: at 8,000 notifications/s the worker was one full core, and the drain
+(parsing, COPY, projection fold) fell behind while the loop received. As a child process
+(`python -m auditor.ingest.drain_process`) the drain gets a core of its own. It reads the
+spool file through its own SQLite connection and writes PostgreSQL through its own
+connection; the worker learns what it did from one JSON line per batch on the child's
+stdout, to keep its metrics and the spool depth.
+
+The settings (the conninfo holds the password) go to the child on its stdin, never on its
+command line. Closing that stdin tells the child to stop after its current batch; it is
+closed too when the worker dies, however it dies, so a restarted worker never shares its
+spool with an orphan for longer than one batch (and that is harmless: the writer is
+idempotent). The child ignores SIGINT and SIGTERM, which a Ctrl-C sends to the whole
+process group: the worker decides when it stops, and drains what is left itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import random
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+
+from auditor.ingest import logs
+from auditor.ingest.drain import BatchReport, Drainer, OnCommit, record
+from auditor.ingest.metrics import Metrics
+from auditor.ingest.spool import Spool, SpoolReader
+
+log = logging.getLogger("auditor.ingest.drain")
+
+_ERROR = '{"error":true}'  # the line sent instead of a report when a batch failed
+
+
+def _retry_delay(failures: int) -> float:
+    """Capped exponential backoff with jitter while PostgreSQL is unreachable."""
+    return 0.1 + random.uniform(0, min(5.0, 0.2 * 2**failures))
+
+
+def _child() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logs.setup()
+    settings = json.loads(sys.stdin.readline())
+    stop = threading.Event()
+
+    def watch_stdin() -> None:
+        sys.stdin.read()  # returns at EOF: the worker closed it, or is gone
+        stop.set()
+
+    threading.Thread(target=watch_stdin, name="stdin", daemon=True).start()
+    drainer = Drainer(
+        settings["conninfo"],
+        SpoolReader(Path(settings["spool"])),
+        settings["batch_size"],
+        settings["with_times"],
+    )
+    out = sys.stdout
+    failures = 0
+    try:
+        while not stop.is_set():
+            try:
+                report = drainer.drain_once()
+                failures = 0
+            except psycopg.Error:
+                out.write(_ERROR + "\n")
+                out.flush()
+                failures += 1
+                stop.wait(_retry_delay(failures))
+                continue
+            if report is None:
+                stop.wait(settings["interval"])
+            else:
+                out.write(json.dumps(dataclasses.asdict(report)) + "\n")
+                out.flush()
+    except BrokenPipeError:
+        pass  # the worker is gone
+    finally:
+        drainer.close()
+
+
+class DrainProcess:
+    """Starts the drain child, records its reports, restarts it if it dies."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        spool: Spool,
+        metrics: Metrics,
+        batch_size: int,
+        interval: float,
+        on_commit: OnCommit | None = None,
+    ) -> None:
+        self._settings = {
+            "conninfo": conninfo,
+            "spool": str(spool.path),
+            "batch_size": batch_size,
+            "interval": interval,
+            "with_times": on_commit is not None,
+        }
+        self.spool = spool
+        self.metrics = metrics
+        self.on_commit = on_commit
+        self._process: subprocess.Popen[str] | None = None
+        self._listener: threading.Thread | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "auditor.ingest.drain_process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        self._process.stdin.write(json.dumps(self._settings) + "\n")
+        self._process.stdin.flush()
+        self._listener = threading.Thread(
+            target=self._listen, args=(self._process.stdout,), name="drain-reports", daemon=True
+        )
+        self._listener.start()
+
+    def _listen(self, reports: IO[str]) -> None:
+        for line in reports:
+            message: dict[str, Any] = json.loads(line)
+            if message.get("error"):
+                self.metrics.drain_errors.inc()
+            else:
+                message["received_at"] = tuple(message["received_at"])
+                self.take(BatchReport(**message))
+
+    def take(self, report: BatchReport) -> None:
+        """Record a committed batch, from the child or from the worker's final drain."""
+        record(report, self.metrics)
+        self.spool.removed(report.rows)
+        if self.on_commit is not None:
+            self.on_commit(report)
+
+    def ensure_running(self) -> None:
+        """Restart the child if it died (it only should when the machine is in trouble)."""
+        if self._stopping or self._process is None or self._process.poll() is None:
+            return
+        log.error("drain process exited; restarting", extra={"exitcode": self._process.returncode})
+        if self._listener is not None:
+            self._listener.join(5)
+        self.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Let the child finish its batch and exit; then every report has been recorded."""
+        self._stopping = True
+        if self._process is None:
+            return
+        assert self._process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()  # its batch rolls back; the rows stay in the spool
+            self._process.wait()
+        if self._listener is not None:
+            self._listener.join(5)
+
+
+if __name__ == "__main__":
+    _child()
