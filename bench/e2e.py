@@ -28,7 +28,6 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,12 @@ from sqlalchemy.engine import URL
 
 from auditor.config import libpq_conninfo, parse_database_url
 from auditor.ingest import config as worker_config
+from auditor.ingest.drain import BatchReport
 from auditor.ingest.spool import Row, Spool
 from auditor.ingest.worker import Worker
 from auditor.pgserver import EmbeddedPostgres
 from auditor.store import schema
-from auditor.store.receipts import Receipt, new_receipt_id
+from auditor.store.receipts import new_receipt_id
 
 AUDITOR = str(Path(sys.executable).parent / "auditor")
 PASSWORD = "secret"  # noqa: S105  (the simulator's documented default)
@@ -56,13 +56,18 @@ def _port() -> int:
 
 
 def _rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (the worker and its drain process)."""
+    total = 0.0
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+                total += int(line.split()[1]) / 1024
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += _rss_mb(int(child))
     except FileNotFoundError:
         pass
-    return 0.0
+    return total
 
 
 def _control(url: str, action: str) -> None:
@@ -245,11 +250,9 @@ def latency(bench: Bench, seconds: float) -> dict[str, str]:
     samples: list[float] = []
     recording = threading.Event()
 
-    def on_commit(receipts: Sequence[Receipt], committed: float) -> None:
+    def on_commit(report: BatchReport) -> None:
         if recording.is_set():
-            samples.extend(
-                committed - r.received_at.timestamp() for r in receipts if r.kind == "notification"
-            )
+            samples.extend(report.committed - at for at in report.received_at)
 
     async def run() -> None:
         worker = Worker(config, on_commit)
