@@ -94,6 +94,17 @@ class WorkerProcess:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
+    def children(self) -> list[int]:
+        """Pids of the worker's child processes (its drain process)."""
+        assert self.proc is not None
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                pids += [int(pid) for pid in (task / "children").read_text().split()]
+            except FileNotFoundError:
+                continue  # the thread ended meanwhile
+        return pids
+
     def ensure_dead(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -107,6 +118,15 @@ def worker_process(config: Path, db: URL, log_path: Path) -> Iterator[WorkerProc
         yield worker
     finally:
         worker.ensure_dead()
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def query(db: URL, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

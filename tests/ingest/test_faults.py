@@ -4,6 +4,7 @@ unavoidable fall inside coverage gaps, and snapshots restore each item's current
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -18,6 +19,7 @@ from sqlalchemy.engine import URL
 from tests.ingest.support import (
     Sim,
     WorkerProcess,
+    alive,
     compare,
     current_items,
     delivered_all_stored,
@@ -102,13 +104,30 @@ def test_worker_sigkilled_mid_stream_then_restarted_loses_nothing_delivered(
     tmp_path: Path, sim: Sim, fresh_db: URL
 ) -> None:
     def kill_and_restart(process: WorkerProcess) -> WorkerProcess:
+        drain = process.children()
+        assert drain, "the worker runs its drain in a child process"
         process.kill()
-        time.sleep(0.5)
+        # The drain process sees its stdin close and exits after at most one batch.
+        wait_for("the drain process to exit", lambda: not any(alive(p) for p in drain), 15)
         return WorkerProcess(process.config, process.db, process.log_path).start()
 
     run_with_fault(tmp_path, sim, fresh_db, kill_and_restart)
     reasons = query(fresh_db, "SELECT end_reason FROM coverage_intervals")
     assert ("worker lost (heartbeat stopped)",) in reasons
+
+
+def test_drain_process_killed_mid_stream_is_restarted_and_loses_nothing(
+    tmp_path: Path, sim: Sim, fresh_db: URL
+) -> None:
+    def kill_drain(process: WorkerProcess) -> WorkerProcess:
+        [drain] = process.children()
+        os.kill(drain, signal.SIGKILL)
+        wait_for("a new drain process", lambda: [p for p in process.children() if p != drain])
+        return process
+
+    run_with_fault(tmp_path, sim, fresh_db, kill_drain, renewed=None)
+    log = (tmp_path / "worker.log").read_text()
+    assert "drain process exited; restarting" in log
 
 
 def test_simulator_restart_rehandshakes_and_snapshots(
