@@ -133,12 +133,19 @@ class DrainProcess:
 
     def _listen(self, reports: IO[str]) -> None:
         for line in reports:
-            message: dict[str, Any] = json.loads(line)
-            if message.get("error"):
-                self.metrics.drain_errors.inc()
-            else:
+            try:
+                message: dict[str, Any] = json.loads(line)
+                if message.get("error"):
+                    self.metrics.drain_errors.inc()
+                    continue
                 message["received_at"] = tuple(message["received_at"])
-                self.take(BatchReport(**message))
+                report = BatchReport(**message)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                # Not a report (something in the child wrote to stdout): the spool depth may
+                # lag until the next one, nothing else depends on it.
+                log.warning("drain process wrote a line that is not a report: %.200s", line)
+                continue
+            self.take(report)
 
     def take(self, report: BatchReport) -> None:
         """Record a committed batch, from the child or from the worker's final drain."""
@@ -151,9 +158,8 @@ class DrainProcess:
         """Restart the child if it died (it only should when the machine is in trouble)."""
         if self._stopping or self._process is None or self._process.poll() is None:
             return
+        # Its reports up to the end are still read by the old listener, which stops at EOF.
         log.error("drain process exited; restarting", extra={"exitcode": self._process.returncode})
-        if self._listener is not None:
-            self._listener.join(5)
         self.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -170,7 +176,7 @@ class DrainProcess:
             self._process.kill()  # its batch rolls back; the rows stay in the spool
             self._process.wait()
         if self._listener is not None:
-            self._listener.join(5)
+            self._listener.join(5)  # it has read every report: the child's stdout is at EOF
 
 
 if __name__ == "__main__":
