@@ -89,7 +89,10 @@ def token_list() -> None:
         click.echo("no tokens")
     for t in found:
         status = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
-        click.echo(f"{t.name}\t{t.role}\tcreated {t.created_at:%Y-%m-%d %H:%M}\t{status}")
+        used = f"last used {t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never used"
+        click.echo(
+            f"{t.name}\t{t.role}\tcreated {t.created_at:%Y-%m-%d %H:%M}\t{status}\t{used}"
+        )
 
 
 @token.command("revoke")

@@ -17,6 +17,7 @@ ROLES = ("reader", "exporter", "admin")
 # Each role may do what the roles before it may.
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 PREFIX = "aud_"
+TOUCH_INTERVAL = "1 minute"  # how stale api_tokens.last_used_at may be
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
@@ -79,7 +80,7 @@ def revoke(conn: psycopg.Connection[Any], name: str) -> bool:
 
 
 def verify(conn: psycopg.Connection[Any], secret: str) -> Token | None:
-    """The live token with this secret, or None (unknown or revoked)."""
+    """The live token with this secret, or None (unknown or revoked); records its use."""
     if not secret.startswith(PREFIX) or len(secret) > 200:
         return None
     with conn.cursor() as cur:
@@ -89,4 +90,14 @@ def verify(conn: psycopg.Connection[Any], secret: str) -> Token | None:
             (token_hash(secret),),
         )
         row = cur.fetchone()
-    return Token(*row) if row is not None else None
+        if row is None:
+            return None
+        token = Token(*row)
+        # At most one write a minute per token: `auditor api token list` shows which tokens
+        # are still in use without turning every read into a write.
+        cur.execute(
+            "UPDATE api_tokens SET last_used_at = now() WHERE id = %s"
+            " AND (last_used_at IS NULL OR last_used_at < now() - %s::interval)",
+            (token.id, TOUCH_INTERVAL),
+        )
+    return token

@@ -42,6 +42,20 @@ def test_operational_endpoints_need_no_token(api: Api, path: str) -> None:
     assert api.get(path, role=None).status_code == 200
 
 
+def test_a_used_token_records_when_it_was_last_used(api: Api) -> None:
+    def last_used() -> dict[str, object]:
+        with api.db() as conn:
+            return {t.name: t.last_used_at for t in tokens.list_tokens(conn)}
+
+    assert last_used()["test-reader"] is None
+    assert api.get("/api/v1/events", role="reader").status_code == 200
+    first = last_used()["test-reader"]
+    assert first is not None
+    assert last_used()["test-exporter"] is None  # only the token that was used
+    api.get("/api/v1/events", role="reader")
+    assert last_used()["test-reader"] == first  # written at most once a minute
+
+
 def test_tokens_are_stored_as_sha256_only(api: Api) -> None:
     with api.db() as conn:
         hashes = {row[0] for row in conn.execute("SELECT token_hash FROM api_tokens")}

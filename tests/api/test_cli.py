@@ -40,6 +40,7 @@ def test_token_create_prints_the_secret_once_and_stores_its_hash(fresh_db: URL) 
     assert (found.name, found.role) == ("alice", "exporter")
     listed = runner.invoke(cli, ["token", "list"], env=_env(fresh_db))
     assert "alice\texporter" in listed.output
+    assert "last used" in listed.output  # verify() above used it
     assert secret not in listed.output
     revoked = runner.invoke(cli, ["token", "revoke", "alice"], env=_env(fresh_db))
     assert revoked.exit_code == 0
