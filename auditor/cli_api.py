@@ -90,9 +90,7 @@ def token_list() -> None:
     for t in found:
         status = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
         used = f"last used {t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never used"
-        click.echo(
-            f"{t.name}\t{t.role}\tcreated {t.created_at:%Y-%m-%d %H:%M}\t{status}\t{used}"
-        )
+        click.echo(f"{t.name}\t{t.role}\tcreated {t.created_at:%Y-%m-%d %H:%M}\t{status}\t{used}")
 
 
 @token.command("revoke")
