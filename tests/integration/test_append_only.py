@@ -11,6 +11,7 @@ import pytest
 from psycopg import errors
 from sqlalchemy.engine import URL
 
+from auditor import tokens
 from auditor.config import libpq_conninfo
 from auditor.store.writer import store_batch
 from tests.helpers import om_message, receipt
@@ -134,3 +135,34 @@ def test_reader_role_can_only_read(login_as: Any) -> None:
                 reader.execute(statement)  # type: ignore[arg-type]
         with pytest.raises(errors.InsufficientPrivilege):
             store_batch(reader, [receipt(om_message("R-1", "Invited"))])
+
+
+def test_api_role_records_token_use_and_may_change_nothing_else(
+    login_as: Any, session_db: URL
+) -> None:
+    name = f"t-api-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(libpq_conninfo(session_db)) as admin:
+        secret = tokens.create(admin, name, "reader")
+    try:
+        with login_as("auditor_api") as api:
+            assert tokens.verify(api, secret) is not None
+            api.commit()
+            for statement in (
+                "UPDATE api_tokens SET role = 'admin'",
+                "UPDATE api_tokens SET revoked_at = NULL",
+                "DELETE FROM api_tokens",
+                "UPDATE access_log SET status = 200",
+                "DELETE FROM events",
+                "UPDATE interactions SET state = 'x'",
+            ):
+                with pytest.raises(errors.InsufficientPrivilege), api.transaction():
+                    api.execute(statement)  # type: ignore[arg-type]
+        with psycopg.connect(libpq_conninfo(session_db)) as admin:
+            used = admin.execute(
+                "SELECT last_used_at FROM api_tokens WHERE name = %s", (name,)
+            ).fetchone()
+            assert used is not None
+            assert used[0] is not None
+    finally:
+        with psycopg.connect(libpq_conninfo(session_db)) as admin:
+            admin.execute("DELETE FROM api_tokens WHERE name = %s", (name,))
