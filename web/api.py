@@ -18,6 +18,7 @@ from web.paging import (
     digest,
     dumps,
     gap_json,
+    id_position,
     iso,
     json_response,
     page,
@@ -120,12 +121,7 @@ _EVENT_FILTERS = tuple(queries.EVENT_EQUALS)
 def search_events(query: dict[str, Any]) -> Response:
     order = query["order"]
     bound = digest("events", query, _EVENT_FILTERS, order)
-    after = position(query, bound)
-    after_id = None
-    if after is not None:
-        if len(after) != 1 or not isinstance(after[0], int):
-            raise HTTPError(400, detail={"query": {"cursor": ["is malformed"]}})
-        after_id = after[0]
+    after_id = id_position(query, bound)
     flt = queries.EventFilter(
         equals={k: query[k] for k in _EVENT_FILTERS if query.get(k) is not None},
         start=query.get("from_"),

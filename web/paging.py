@@ -59,6 +59,16 @@ def position(query: dict[str, Any], bound_to: str) -> list[Any] | None:
         raise bad_params(cursor=str(exc)) from None
 
 
+def id_position(query: dict[str, Any], bound_to: str) -> int | None:
+    """The id a cursor for an id-paged listing stands at, or None on the first page."""
+    after = position(query, bound_to)
+    if after is None:
+        return None
+    if len(after) != 1 or not isinstance(after[0], int):
+        raise HTTPError(400, detail={"query": {"cursor": ["is malformed"]}})
+    return after[0]
+
+
 def bad_cursor() -> HTTPError:
     return bad_params(cursor="is not a cursor this API issued")
 

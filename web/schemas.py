@@ -106,6 +106,15 @@ class InteractionQuery(_Paging):
     account = _text("an account that saw the interaction")
 
 
+class AccessLogQuery(_Paging):
+    token = _text("name of the token that made the request")
+    role = fields.String(validate=validators.OneOf(["reader", "exporter", "admin"]))
+    endpoint = _text("request path, e.g. /api/v1/events")
+    status = fields.Integer(
+        validate=validators.Range(100, 599), metadata={"description": "HTTP status answered"}
+    )
+
+
 class CoverageQuery(_Range):
     account = _text("only this account (default: every account ever covered)")
 
@@ -179,6 +188,23 @@ class InteractionPage(Schema):
     items = fields.List(fields.Nested(Interaction), required=True)
     next_cursor = fields.String(required=True, allow_none=True)
     coverage = fields.Nested(CoverageSummary, required=True)
+
+
+class AccessEntry(Schema):
+    id = fields.Integer(required=True)
+    at = fields.DateTime(required=True)
+    token = fields.String(required=True, allow_none=True, metadata={"description": "null: none"})
+    role = fields.String(required=True, allow_none=True)
+    method = fields.String(required=True)
+    endpoint = fields.String(required=True)
+    filters = fields.Dict(required=True, metadata={"description": "query parameters as sent"})
+    status = fields.Integer(required=True)
+    rows_returned = fields.Integer(required=True, allow_none=True)
+
+
+class AccessLogPage(Schema):
+    items = fields.List(fields.Nested(AccessEntry), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
 
 
 class UserDataDiff(Schema):

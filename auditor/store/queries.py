@@ -213,7 +213,7 @@ class EventFilter:
     end: datetime | None = None  # received_at < end
 
 
-def _equals_and_range(
+def equals_and_range(
     equals: dict[str, str],
     columns: dict[str, str],
     time_column: str,
@@ -236,10 +236,10 @@ def _equals_and_range(
 
 
 def _event_where(flt: EventFilter) -> tuple[list[sql.Composable], list[Any]]:
-    return _equals_and_range(flt.equals, EVENT_EQUALS, "received_at", flt.start, flt.end)
+    return equals_and_range(flt.equals, EVENT_EQUALS, "received_at", flt.start, flt.end)
 
 
-def _where(clauses: list[sql.Composable]) -> sql.Composable:
+def where(clauses: list[sql.Composable]) -> sql.Composable:
     if not clauses:
         return sql.SQL("")
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses)
@@ -267,7 +267,7 @@ def search_events(
         [
             sql.SQL("SELECT id, received_at, account, " + EVENT_JSON + " FROM ("),
             sql.SQL("SELECT id, received_at FROM events"),
-            _where(clauses),
+            where(clauses),
             order,
             sql.SQL(" LIMIT %s) AS page JOIN events USING (id, received_at)"),
             order,
@@ -283,7 +283,7 @@ def export_events_query(flt: EventFilter, *, csv: bool) -> tuple[sql.Composed, l
     clauses, params = _event_where(flt)
     select = "SELECT received_at, account, " + (_EVENT_CSV_SELECT if csv else EVENT_JSON)
     query = sql.Composed(
-        [sql.SQL(select + " FROM events"), _where(clauses), sql.SQL(" ORDER BY id")]
+        [sql.SQL(select + " FROM events"), where(clauses), sql.SQL(" ORDER BY id")]
     )
     return query, params
 
@@ -306,7 +306,7 @@ def search_interactions(
 ) -> list[tuple[datetime, str, list[str], str]]:
     """Up to ``limit`` projection rows as (last_seen_at, interaction_id, accounts, json), paged
     over (last_seen_at, interaction_id)."""
-    clauses, params = _equals_and_range(
+    clauses, params = equals_and_range(
         flt.equals, INTERACTION_EQUALS, "last_seen_at", flt.start, flt.end
     )
     if flt.account is not None:
@@ -323,7 +323,7 @@ def search_interactions(
             + INTERACTION_JSON
             + " FROM interactions"
         )
-        + _where(clauses)
+        + where(clauses)
         + sql.SQL(f" ORDER BY last_seen_at {direction}, interaction_id {direction} LIMIT %s")
     )
     with conn.cursor() as cur:
