@@ -222,6 +222,7 @@ def demo(data_dir: Path, seconds: int | None) -> None:
                 f"\n\n  export TOKEN={token}"
                 f"\n  export AUDITOR_DATABASE_URL={database_url}"
                 f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/events?limit=5"'
+                f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/access-log?limit=5"'
             )
             deadline = time.monotonic() + 8
             interaction = None
