@@ -6,7 +6,7 @@ they share a process: at 8,000 notifications/s the worker was one full core, and
 (`python -m auditor.ingest.drain_process`) the drain gets a core of its own. It reads the
 spool file through its own SQLite connection and writes PostgreSQL through its own
 connection; the worker learns what it did from one JSON line per batch on the child's
-stdout, to keep its metrics and the spool depth.
+stdout, for its metrics.
 
 The settings (the conninfo holds the password) go to the child on its stdin, never on its
 command line. Closing that stdin tells the child to stop after its current batch; it is
@@ -35,7 +35,7 @@ import psycopg
 from auditor.ingest import logs
 from auditor.ingest.drain import BatchReport, Drainer, OnCommit, record
 from auditor.ingest.metrics import Metrics
-from auditor.ingest.spool import Spool, SpoolReader
+from auditor.ingest.spool import SpoolReader
 
 log = logging.getLogger("auditor.ingest.drain")
 
@@ -95,7 +95,7 @@ class DrainProcess:
     def __init__(
         self,
         conninfo: str,
-        spool: Spool,
+        spool_path: Path,
         metrics: Metrics,
         batch_size: int,
         interval: float,
@@ -103,12 +103,11 @@ class DrainProcess:
     ) -> None:
         self._settings = {
             "conninfo": conninfo,
-            "spool": str(spool.path),
+            "spool": str(spool_path),
             "batch_size": batch_size,
             "interval": interval,
             "with_times": on_commit is not None,
         }
-        self.spool = spool
         self.metrics = metrics
         self.on_commit = on_commit
         self._process: subprocess.Popen[str] | None = None
@@ -141,8 +140,8 @@ class DrainProcess:
                 message["received_at"] = tuple(message["received_at"])
                 report = BatchReport(**message)
             except (ValueError, TypeError, KeyError, AttributeError):
-                # Not a report (something in the child wrote to stdout): the spool depth may
-                # lag until the next one, nothing else depends on it.
+                # Not a report (something in the child wrote to stdout): only the metrics
+                # miss it.
                 log.warning("drain process wrote a line that is not a report: %.200s", line)
                 continue
             self.take(report)
@@ -150,7 +149,6 @@ class DrainProcess:
     def take(self, report: BatchReport) -> None:
         """Record a committed batch, from the child or from the worker's final drain."""
         record(report, self.metrics)
-        self.spool.removed(report.rows)
         if self.on_commit is not None:
             self.on_commit(report)
 

@@ -42,7 +42,7 @@ class Worker:
         self.coverage = Coverage(config.worker_id)
         self.drain = DrainProcess(
             config.conninfo,
-            self.spool,
+            config.spool_path,
             self.metrics,
             config.batch_size,
             config.drain_interval,
@@ -116,9 +116,11 @@ class Worker:
                 log.critical("spool write failed; stopping", extra={"error": str(self.spool.error)})
                 self.stop.set()
             self.drain.ensure_running()
-            self.metrics.spool_depth.set(self.spool.depth)
             self.metrics.unacked_window.set(self.spool.last_commit_seconds)
-            oldest = await asyncio.to_thread(self.spool.oldest_received_at)
+            depth, oldest = await asyncio.to_thread(
+                lambda: (self.spool.depth(), self.spool.oldest_received_at())
+            )
+            self.metrics.spool_depth.set(depth)
             age = 0.0
             if oldest is not None:
                 age = max(0.0, time.time() - datetime.fromisoformat(oldest).timestamp())
@@ -138,7 +140,7 @@ class Worker:
             extra={
                 "worker_id": self.config.worker_id,
                 "accounts": len(self.config.accounts),
-                "spool_rows": self.spool.depth,
+                "spool_rows": self.spool.depth(),
             },
         )
         self.drain.start()
@@ -181,12 +183,12 @@ class Worker:
                 break
             self.drain.take(report)
         else:
-            drained = self.spool.depth == 0
+            drained = self.spool.depth() == 0
         try:
             self._flush_coverage()
         except psycopg.Error:
             log.error("PostgreSQL unreachable at shutdown; coverage updates not written")
-        left = self.spool.depth
+        left = self.spool.depth()
         self.drainer.close()
         if self._cov_conn is not None:
             self._cov_conn.close()

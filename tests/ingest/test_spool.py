@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from auditor.ingest.spool import Row, Spool
+from auditor.ingest.spool import Row, Spool, SpoolReader
 
 
 def _row(i: int) -> Row:
@@ -21,7 +21,7 @@ def test_rows_committed_before_close_are_there_after_reopening(tmp_path: Path) -
         spool.put(_row(i))
     spool.close()
     again = Spool(tmp_path / "s.sqlite3")
-    assert again.depth == 1000
+    assert again.depth() == 1000
     assert [s.row.receipt_id for s in again.oldest(3)] == ["id-0", "id-1", "id-2"]
     again.close()
 
@@ -51,4 +51,23 @@ def test_deleting_a_drained_range_keeps_later_rows(tmp_path: Path) -> None:
     spool.close()
     spool = Spool(tmp_path / "s.sqlite3")
     assert [s.row.receipt_id for s in spool.oldest(10)] == ["id-99"]
+    spool.close()
+
+
+def test_depth_counts_what_another_connection_drained(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite3")
+
+    async def fill() -> None:
+        await spool.wait_committed(spool.put_many([_row(i) for i in range(30)]))
+
+    asyncio.run(fill())
+    assert spool.depth() == 30
+    drain = SpoolReader(tmp_path / "s.sqlite3")  # as the drain process opens it
+    read = drain.oldest(12)
+    assert drain.delete_through(read[0].seq, read[-1].seq) == 12
+    drain.close()
+    assert spool.depth() == 18
+    read = spool.oldest(100)
+    spool.delete_through(read[0].seq, read[-1].seq)
+    assert spool.depth() == 0
     spool.close()
