@@ -93,7 +93,7 @@ def verify(conn: psycopg.Connection[Any], secret: str) -> Token | None:
         if row is None:
             return None
         token = Token(*row)
-        # At most one write a minute per token: `auditor api token list` shows which tokens
+        # At most one write a minute per token: `auditor token list` shows which tokens
         # are still in use without turning every read into a write.
         cur.execute(
             "UPDATE api_tokens SET last_used_at = now() WHERE id = %s"
