@@ -11,7 +11,7 @@ from marshmallow import RAISE
 from auditor.store import access_queries
 from web import schemas
 from web.audit import conn, requires, set_rows
-from web.paging import codec, digest, dumps, id_position, json_response
+from web.paging import digest, dumps, id_position, json_response, next_cursor, split_page
 
 bp = APIBlueprint("admin", __name__, url_prefix="/api/v1", tag="Admin")
 
@@ -40,9 +40,8 @@ def search_access_log(query: dict[str, Any]) -> Response:
     rows = access_queries.search_access_log(
         conn(), flt, newest_first=order == "newest", limit=limit + 1, after_id=after_id
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = codec().encode(bound, [rows[-1][0]]) if more else None
+    rows, last = split_page(rows, limit)
+    cursor = next_cursor(bound, None if last is None else [last[0]])
     set_rows(len(rows))
-    body = '{"items":[' + ",".join(r[1] for r in rows) + '],"next_cursor":' + dumps(next_cursor)
+    body = '{"items":[' + ",".join(r[1] for r in rows) + '],"next_cursor":' + dumps(cursor)
     return json_response(body + "}")

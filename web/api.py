@@ -13,7 +13,6 @@ from auditor.store import coverage_queries, queries
 from web import schemas
 from web.audit import conn, requires, set_rows
 from web.paging import (
-    codec,
     coverage_summary,
     digest,
     dumps,
@@ -21,8 +20,10 @@ from web.paging import (
     id_position,
     iso,
     json_response,
+    next_cursor,
     page,
     position,
+    split_page,
 )
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="API")
@@ -132,9 +133,8 @@ def search_events(query: dict[str, Any]) -> Response:
     rows = queries.search_events(
         connection, flt, newest_first=order == "newest", limit=limit + 1, after_id=after_id
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = codec_encode(bound, [rows[-1][0]]) if more else None
+    rows, last = split_page(rows, limit)
+    cursor = next_cursor(bound, None if last is None else [last[0]])
     coverage = coverage_summary(
         connection,
         flt.start,
@@ -144,11 +144,7 @@ def search_events(query: dict[str, Any]) -> Response:
         {r[2] for r in rows},
     )
     set_rows(len(rows))
-    return page([r[3] for r in rows], next_cursor, coverage)
-
-
-def codec_encode(bound: str, key: list[Any]) -> str:
-    return codec().encode(bound, key)
+    return page([r[3] for r in rows], cursor, coverage)
 
 
 _INTERACTION_FILTERS = ("state", "mediaType", "openmediaType", "account")
@@ -183,9 +179,8 @@ def search_interactions(query: dict[str, Any]) -> Response:
     rows = queries.search_interactions(
         connection, flt, newest_first=order == "newest", limit=limit + 1, after=key
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = codec_encode(bound, [iso(rows[-1][0]), rows[-1][1]]) if more else None
+    rows, last = split_page(rows, limit)
+    cursor = next_cursor(bound, None if last is None else [iso(last[0]), last[1]])
     coverage = coverage_summary(
         connection,
         flt.start,
@@ -195,7 +190,7 @@ def search_interactions(query: dict[str, Any]) -> Response:
         {a for r in rows for a in r[2]},
     )
     set_rows(len(rows))
-    return page([r[3] for r in rows], next_cursor, coverage)
+    return page([r[3] for r in rows], cursor, coverage)
 
 
 @bp.get("/coverage")

@@ -59,6 +59,18 @@ def position(query: dict[str, Any], bound_to: str) -> list[Any] | None:
         raise bad_params(cursor=str(exc)) from None
 
 
+def split_page(rows: list[Any], limit: int) -> tuple[list[Any], Any | None]:
+    """A page fetched with limit + 1 rows: (the page, its last row if another page follows)."""
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1]
+    return rows, None
+
+
+def next_cursor(bound: str, key: list[Any] | None) -> str | None:
+    """The cursor to the page after the one whose last key this is (None: no next page)."""
+    return None if key is None else codec().encode(bound, key)
+
+
 def id_position(query: dict[str, Any], bound_to: str) -> int | None:
     """The id a cursor for an id-paged listing stands at, or None on the first page."""
     after = position(query, bound_to)

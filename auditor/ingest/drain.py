@@ -21,7 +21,6 @@ from typing import Any
 
 import psycopg
 
-from auditor.ingest.metrics import Metrics
 from auditor.ingest.spool import SpoolReader, Stored
 from auditor.store.receipts import Receipt
 from auditor.store.writer import store_batch
@@ -33,7 +32,6 @@ log = logging.getLogger("auditor.ingest.drain")
 class BatchReport:
     """One committed batch, small enough to pass between processes."""
 
-    rows: int  # spool rows removed
     stored: int
     duplicates: int
     quarantined: int
@@ -45,13 +43,6 @@ class BatchReport:
 
 # Called with each committed batch's report (benchmarks measure latency with it).
 OnCommit = Callable[[BatchReport], None]
-
-
-def record(report: BatchReport, metrics: Metrics) -> None:
-    metrics.batch_latency.observe(report.seconds)
-    metrics.stored.inc(report.stored)
-    metrics.duplicates.inc(report.duplicates)
-    metrics.quarantined.inc(report.quarantined)
 
 
 def to_receipt(item: Stored) -> Receipt:
@@ -117,12 +108,11 @@ class Drainer:
                 extra={"outage_seconds": round(committed - self.failing_since, 1)},
             )
             self.failing_since = None
-        removed = self.spool.delete_through(items[0].seq, items[-1].seq)
+        self.spool.delete_through(items[0].seq, items[-1].seq)
         times: tuple[float, ...] = ()
         if self.with_times:
             times = tuple(r.received_at.timestamp() for r in receipts if r.kind == "notification")
         return BatchReport(
-            rows=removed,
             stored=result.stored,
             duplicates=result.duplicates,
             quarantined=result.quarantined,

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import random
 import signal
 import subprocess
 import sys
@@ -33,18 +32,14 @@ from typing import IO, Any
 import psycopg
 
 from auditor.ingest import logs
-from auditor.ingest.drain import BatchReport, Drainer, OnCommit, record
+from auditor.ingest.backoff import backoff
+from auditor.ingest.drain import BatchReport, Drainer, OnCommit
 from auditor.ingest.metrics import Metrics
 from auditor.ingest.spool import SpoolReader
 
 log = logging.getLogger("auditor.ingest.drain")
 
 _ERROR = '{"error":true}'  # the line sent instead of a report when a batch failed
-
-
-def _retry_delay(failures: int) -> float:
-    """Capped exponential backoff with jitter while PostgreSQL is unreachable."""
-    return 0.1 + random.uniform(0, min(5.0, 0.2 * 2**failures))
 
 
 def _child() -> None:
@@ -76,7 +71,7 @@ def _child() -> None:
                 out.write(_ERROR + "\n")
                 out.flush()
                 failures += 1
-                stop.wait(_retry_delay(failures))
+                stop.wait(0.1 + backoff(failures, 0.2, 5.0))
                 continue
             if report is None:
                 stop.wait(settings["interval"])
@@ -148,7 +143,10 @@ class DrainProcess:
 
     def take(self, report: BatchReport) -> None:
         """Record a committed batch, from the child or from the worker's final drain."""
-        record(report, self.metrics)
+        self.metrics.batch_latency.observe(report.seconds)
+        self.metrics.stored.inc(report.stored)
+        self.metrics.duplicates.inc(report.duplicates)
+        self.metrics.quarantined.inc(report.quarantined)
         if self.on_commit is not None:
             self.on_commit(report)
 

@@ -15,7 +15,6 @@ import base64
 import contextlib
 import json
 import logging
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from aiocometd_noloop.exceptions import (
 )
 
 from auditor.ingest import codec
+from auditor.ingest.backoff import backoff
 from auditor.ingest.config import Account, WorkerConfig
 from auditor.ingest.coverage import Coverage
 from auditor.ingest.metrics import Metrics
@@ -52,11 +52,6 @@ class LoginFailed(Exception):
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def backoff(attempt: int, base: float, cap: float) -> float:
-    """Capped exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * 2**attempt))
 
 
 class _Gws(Extension):  # type: ignore[misc]

@@ -16,17 +16,20 @@ import psycopg
 
 LIVE_WINDOW_SECONDS = 15
 
-# Intervals overlapping [from, to), with their effective end computed as the contract says.
-_INTERVALS = f"""
-SELECT account, worker_id, channels, started_at, end_at, ended_at IS NULL AND live AS live,
-       end_reason
-FROM (
-    SELECT account, worker_id, channels, started_at, ended_at, end_reason,
+# Each interval with its liveness and its effective end, computed as the contract says.
+_EFFECTIVE = f"""SELECT account, worker_id, channels, started_at, ended_at, end_reason,
            heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds' AS live,
            coalesce(ended_at,
                     CASE WHEN heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds'
                          THEN now() ELSE heartbeat_at END) AS end_at
-    FROM coverage_intervals
+    FROM coverage_intervals"""
+
+# Intervals overlapping [from, to).
+_INTERVALS = f"""
+SELECT account, worker_id, channels, started_at, end_at, ended_at IS NULL AND live AS live,
+       end_reason
+FROM (
+    {_EFFECTIVE}
     WHERE started_at < %(to)s AND (%(all)s OR account = ANY(%(accounts)s))
 ) AS c
 WHERE end_at > %(from)s
@@ -40,12 +43,7 @@ SELECT c.account, c.worker_id, c.channels, c.started_at, c.end_at,
        c.ended_at IS NULL AND c.live AS live, c.end_reason
 FROM interactions AS i
 CROSS JOIN LATERAL (
-    SELECT account, worker_id, channels, started_at, ended_at, end_reason,
-           heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds' AS live,
-           coalesce(ended_at,
-                    CASE WHEN heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds'
-                         THEN now() ELSE heartbeat_at END) AS end_at
-    FROM coverage_intervals
+    {_EFFECTIVE}
     WHERE account = ANY(i.accounts)
       AND started_at < CASE WHEN i.completed_at IS NOT NULL THEN i.last_seen_at ELSE now() END
 ) AS c
