@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import click
+import psycopg
 from rich.console import Console
 
 from auditor.cli_api import serve, token
@@ -18,6 +19,7 @@ from auditor.errors import UserError
 from auditor.importer import run_import
 from auditor.ingest.cli import ingest
 from auditor.render import print_timeline
+from auditor.roles import GROUPS, grant_login
 from auditor.simulator.cli import simulate
 from auditor.store import queries, schema
 
@@ -67,6 +69,72 @@ def db_check() -> None:
         click.echo("schema check failed", err=True)
         sys.exit(1)
     click.echo("schema ok")
+
+
+def _read_password(password_env: str | None, password_file: Path | None) -> str:
+    if password_env is not None and password_file is not None:
+        raise UserError("--password-env and --password-file: give one, not both")
+    if password_env is not None:
+        value = os.environ.get(password_env)
+        if not value:
+            raise UserError(f"--password-env {password_env}: that variable is not set or empty")
+        return value
+    if password_file is not None:
+        try:
+            text = password_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"--password-file {password_file}: {exc.__class__.__name__}") from None
+        # One trailing newline is the file's, not the password's (echo pw > file).
+        return text[:-1] if text.endswith("\n") else text
+    if not sys.stdin.isatty():
+        raise UserError(
+            "no terminal to ask for the password; give --password-env or --password-file"
+        )
+    return str(click.prompt("password", hide_input=True, confirmation_prompt=True))
+
+
+@db.command("grant-login")
+@click.argument("role", type=click.Choice(sorted(GROUPS)))
+@click.option("--user", "user", required=True, help="the login to create or update")
+@click.option("--password-env", metavar="VAR", help="read the password from this variable")
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="read the password from this file (one trailing newline is dropped)",
+)
+@click.option(
+    "--connection-limit",
+    type=click.IntRange(1, 10_000),
+    help="connections the login may hold at once (default: writer 32, api 64, reader 16)",
+)
+def db_grant_login(
+    role: str,
+    user: str,
+    password_env: str | None,
+    password_file: Path | None,
+    connection_limit: int | None,
+) -> None:
+    """Create or update the login USER as a member of exactly one group role.
+
+    ROLE is writer (the worker, imports), api (the query API) or reader (BI, SQL). Run it as
+    the owner that ran `auditor db upgrade`. Without --password-env or --password-file the
+    password is asked for on the terminal; it is never shown, logged or sent to the server
+    (only its SCRAM verifier is).
+    """
+    password = _read_password(password_env, password_file)
+    with connect(_settings().database_url) as conn:
+        try:
+            login = grant_login(conn, role, user, password, connection_limit=connection_limit)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise UserError(
+                f"not allowed to manage roles ({exc.diag.message_primary}); "
+                "run this as the owner that ran `auditor db upgrade`"
+            ) from None
+        conn.commit()
+    done = "created" if login.created else "updated"
+    click.echo(f"login {login.user!r} {done}: member of {login.group} only")
+    if login.revoked_from:
+        click.echo(f"removed from {', '.join(login.revoked_from)}")
 
 
 @cli.command("import")

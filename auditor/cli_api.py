@@ -14,6 +14,7 @@ import click
 from auditor import tokens
 from auditor.config import Settings
 from auditor.db import connect
+from auditor.roles import refuse_privileged
 
 
 def _settings() -> Settings:
@@ -31,13 +32,23 @@ def _settings() -> Settings:
     type=click.IntRange(5, 86_400),
     help="seconds a worker may spend on one request (long exports)",
 )
-def serve(host: str, port: int, workers: int, timeout: int) -> None:
-    """Serve the query API with gunicorn (reads AUDITOR_DATABASE_URL, AUDITOR_API_SECRET)."""
+@click.option(
+    "--allow-owner",
+    is_flag=True,
+    help="development only: run even as a superuser or the tables' owner",
+)
+def serve(host: str, port: int, workers: int, timeout: int, allow_owner: bool) -> None:
+    """Serve the query API with gunicorn (reads AUDITOR_DATABASE_URL, AUDITOR_API_SECRET).
+
+    The database user must be a login in auditor_api (`auditor db grant-login api`), not a
+    superuser or the owner of the tables.
+    """
     settings = _settings()
     settings.api.require_secret()
     # Check the database now: a wrong URL is one line here, not a crash in every worker.
-    with connect(settings.database_url):
-        pass
+    with connect(settings.database_url) as conn:
+        if not allow_owner:
+            refuse_privileged(conn, "api", "API")
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # /metrics adds up all workers through this directory (prometheus-client multiprocess)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="auditor-metrics-")

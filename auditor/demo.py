@@ -24,6 +24,7 @@ from pathlib import Path
 import click
 import psycopg
 from rich.console import Console
+from sqlalchemy.engine import URL
 
 from auditor import tokens
 from auditor.config import Settings, libpq_conninfo, parse_database_url
@@ -32,12 +33,14 @@ from auditor.errors import UserError
 from auditor.importer import run_import
 from auditor.pgserver import EmbeddedPostgres
 from auditor.render import print_timeline
+from auditor.roles import GROUPS, grant_login
 from auditor.store import queries, schema
 
 DEMO_DATABASE = "auditor"
 AGENTS = 8
 MEDIA_TYPES = ("email", "workitem")
 GWS_PASSWORD = "secret"  # noqa: S105 (the simulator's demo agents' password)
+DEMO_LOGINS = {"writer": "demo_worker", "api": "demo_api", "reader": "demo_bi"}
 
 
 def sample_path() -> Path:
@@ -73,6 +76,26 @@ def _worker_config(path: Path, gws_url: str, metrics_port: int) -> None:
     )
 
 
+def _service_logins(owner: Settings) -> dict[str, URL]:
+    """One login per service, each in its own group role, with a new password every run.
+
+    The owner (the cluster's superuser here) runs the migrations and creates tokens; the
+    worker, the imports, the API and the printed SQL examples each use their own login."""
+    passwords = {role: secrets.token_urlsafe(24) for role in DEMO_LOGINS}
+    with connect(owner.database_url) as conn:
+        for role, user in DEMO_LOGINS.items():
+            grant_login(conn, role, user, passwords[role])
+        conn.commit()
+    return {
+        role: owner.database_url.set(username=user, password=passwords[role])
+        for role, user in DEMO_LOGINS.items()
+    }
+
+
+def _url_text(url: URL) -> str:
+    return libpq_conninfo(url)
+
+
 class _Children:
     """Child processes started in order, stopped in reverse (SIGTERM, then SIGKILL)."""
 
@@ -81,10 +104,10 @@ class _Children:
         self.env = env
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         log = (self.logs / f"{name}.log").open("ab")
         command = [str(Path(sys.executable).with_name("auditor")), *args]
-        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+        proc = subprocess.Popen(command, env={**self.env, **(env or {})}, stdout=log, stderr=log)
         self.procs.append((name, proc))
 
     def check(self) -> None:
@@ -120,8 +143,8 @@ def _wait_http(url: str, children: _Children, seconds: float = 30) -> None:
             time.sleep(0.2)
 
 
-def _live_interaction(settings: Settings) -> str | None:
-    with connect(settings.database_url) as conn:
+def _live_interaction(url: URL) -> str | None:
+    with connect(url) as conn:
         row = conn.execute(
             "SELECT interaction_id FROM interactions WHERE last_seen_at > now() - interval '1 hour'"
             " ORDER BY event_count DESC, last_seen_at DESC LIMIT 1"
@@ -166,10 +189,17 @@ def demo(data_dir: Path, seconds: int | None) -> None:
         with sa_connection(settings.database_url) as connection:
             schema.upgrade(connection)
             schema.ensure_partitions_ahead(connection)
-        database_url = server.url(DEMO_DATABASE)
-        console.print(f"database ready: {database_url}")
+        logins = _service_logins(settings)
+        reader_file = data_dir / "reader.url"
+        reader_file.touch(mode=0o600)
+        reader_file.chmod(0o600)
+        reader_file.write_text(_url_text(logins["reader"]) + "\n")
+        console.print(
+            f"database ready: {server.url(DEMO_DATABASE)} (owner: migrations, tokens); logins "
+            + ", ".join(f"{u} ({GROUPS[r]})" for r, u in DEMO_LOGINS.items())
+        )
         total = run_import(
-            settings,
+            Settings(database_url=logins["writer"]),
             sample_path(),
             account="import",
             received_at=None,
@@ -186,11 +216,11 @@ def demo(data_dir: Path, seconds: int | None) -> None:
         _worker_config(data_dir / "worker.toml", gws_url, metrics_port)
         env = {
             **os.environ,
-            "AUDITOR_DATABASE_URL": database_url,
             "AUDITOR_API_SECRET": secrets.token_urlsafe(48),
             "GWS_PASSWORD": GWS_PASSWORD,
             "AUDITOR_SIM_PASSWORD": GWS_PASSWORD,
         }
+        env.pop("AUDITOR_DATABASE_URL", None)
         children = _Children(logs, env)
         try:
             children.start(
@@ -208,8 +238,22 @@ def demo(data_dir: Path, seconds: int | None) -> None:
                 str(data_dir / "ground-truth.ndjson"),
             )
             _wait_http(f"{gws_url}/api/v2/diagnostics/version", children)
-            children.start("worker", "ingest", "--config", str(data_dir / "worker.toml"))
-            children.start("api", "serve", "--port", str(api_port), "--workers", "2")
+            children.start(
+                "worker",
+                "ingest",
+                "--config",
+                str(data_dir / "worker.toml"),
+                env={"AUDITOR_DATABASE_URL": _url_text(logins["writer"])},
+            )
+            children.start(
+                "api",
+                "serve",
+                "--port",
+                str(api_port),
+                "--workers",
+                "2",
+                env={"AUDITOR_DATABASE_URL": _url_text(logins["api"])},
+            )
             _wait_http(f"{api_url}/healthz", children)
             with connect(settings.database_url) as conn:
                 name = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
@@ -220,7 +264,7 @@ def demo(data_dir: Path, seconds: int | None) -> None:
                 f"\nworker         recording every agent; metrics http://127.0.0.1:{metrics_port}/metrics"
                 f"\nquery API      {api_url}/docs   (admin token {name!r} below)"
                 f"\n\n  export TOKEN={token}"
-                f"\n  export AUDITOR_DATABASE_URL={database_url}"
+                f'\n  export AUDITOR_DATABASE_URL="$(cat {reader_file})"   # a read-only login'
                 f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/events?limit=5"'
                 f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/access-log?limit=5"'
             )
@@ -229,9 +273,9 @@ def demo(data_dir: Path, seconds: int | None) -> None:
             while time.monotonic() < deadline and interaction is None:
                 children.check()
                 time.sleep(1)
-                interaction = _live_interaction(settings)
+                interaction = _live_interaction(logins["reader"])
             if interaction is not None:
-                with connect(settings.database_url) as conn:
+                with connect(logins["reader"]) as conn:
                     entries = queries.timeline(conn, interaction)
                 print_timeline(console, interaction, entries)
                 console.print(

@@ -23,6 +23,13 @@ from auditor.errors import UserError
 
 _SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 _PORT_FILE = "auditor.port"
+_HBA = """# Written by auditor.pgserver at every start.
+local all all               trust
+host  all postgres 127.0.0.1/32 trust
+host  all postgres ::1/128      trust
+host  all all      127.0.0.1/32 scram-sha-256
+host  all all      ::1/128      scram-sha-256
+"""
 
 
 def _embedded_postgres() -> Any:
@@ -122,6 +129,17 @@ class EmbeddedPostgres:
             ]
         )
 
+    def _write_hba(self) -> None:
+        """Loopback only. The bootstrap superuser connects without a password (whoever can
+        read the data directory is that user anyway); every other login must give its
+        password, so the services' logins are used as a real deployment uses them."""
+        hba = self.pgdata / "pg_hba.conf"
+        hba.write_text(_HBA)
+        hba.chmod(0o600)
+        if self._as_user is not None:
+            entry = pwd.getpwnam(self._as_user)
+            os.chown(hba, entry.pw_uid, entry.pw_gid)
+
     def _choose_port(self) -> int:
         port_file = self.data_dir / _PORT_FILE
         if self.port:
@@ -155,6 +173,7 @@ class EmbeddedPostgres:
         self.port = self._choose_port()
         if self.is_running():
             return self
+        self._write_hba()
         options = [
             "-c listen_addresses=127.0.0.1",
             f"-p {self.port}",

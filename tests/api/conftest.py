@@ -18,6 +18,7 @@ from auditor import tokens
 from auditor.config import ApiSettings, Settings, libpq_conninfo
 from auditor.store.receipts import Receipt
 from auditor.store.writer import store_batch
+from tests.logins import as_login
 from web import create_app
 
 
@@ -72,8 +73,10 @@ class Api:
 
 @pytest.fixture
 def api(fresh_db: URL) -> Iterator[Api]:
+    # The app connects as the API's login, as deployed; the tests seed data as the owner.
     settings = Settings(
-        database_url=fresh_db, api=ApiSettings(secret=secrets.token_urlsafe(32), pool_size=2)
+        database_url=as_login(fresh_db, "api"),
+        api=ApiSettings(secret=secrets.token_urlsafe(32), pool_size=2),
     )
     app = create_app(settings)
     app.config["TESTING"] = True

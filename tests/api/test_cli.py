@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL
 from auditor import tokens
 from auditor.cli import cli
 from auditor.config import libpq_conninfo
+from tests.logins import as_login
 
 
 def _env(url: URL) -> dict[str, str]:
@@ -86,7 +87,9 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_serve_runs_the_api_under_gunicorn(fresh_db: URL) -> None:
     port = _free_port()
-    env = {**os.environ, **_env(fresh_db), "AUDITOR_API_SECRET": secrets.token_urlsafe(32)}
+    # As the API's login: /readyz must answer "ready" under auditor_api's privileges.
+    api_url = as_login(fresh_db, "api")
+    env = {**os.environ, **_env(api_url), "AUDITOR_API_SECRET": secrets.token_urlsafe(32)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen(
         [

@@ -22,6 +22,7 @@ import psycopg
 from sqlalchemy.engine import URL
 
 from auditor.config import libpq_conninfo
+from tests.logins import as_login
 from tests.simulator.support import SimThread, basic
 
 AUDITOR = str(Path(sys.executable).parent / "auditor")
@@ -73,7 +74,9 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         env = dict(os.environ)
         env.update(
-            AUDITOR_DATABASE_URL=self.db.render_as_string(hide_password=False),
+            # The worker runs as the writer's login, as deployed: every statement it issues
+            # is checked against auditor_writer's privileges.
+            AUDITOR_DATABASE_URL=as_login(self.db, "writer").render_as_string(hide_password=False),
             GWS_PASSWORD=PASSWORD,
             **self.env_extra,
         )

@@ -17,6 +17,7 @@ from auditor.pgserver import EmbeddedPostgres
 from auditor.store import schema
 from tests.ingest.support import Sim, WorkerProcess, query, wait_for, write_config
 from tests.ingest.test_faults import AGENTS, run_with_fault
+from tests.logins import create_logins
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +31,7 @@ def own_pg() -> Iterator[EmbeddedPostgres]:
         with engine.begin() as conn:
             schema.upgrade(conn)
         engine.dispose()
+        create_logins(parse_database_url(server.url("postgres")))
         yield server
     finally:
         server.stop()

@@ -76,10 +76,12 @@ def login_as(session_db: URL) -> Iterator[Any]:
     admin = psycopg.connect(libpq_conninfo(session_db), autocommit=True)
 
     def connect(group: str) -> Conn:
-        name = f"t_{group}_{uuid.uuid4().hex[:8]}"
-        admin.execute(f'CREATE ROLE "{name}" LOGIN IN ROLE {group}')  # type: ignore[arg-type]
+        name, password = f"t_{group}_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+        admin.execute(
+            f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}' IN ROLE {group}"  # type: ignore[arg-type]
+        )
         created.append(name)
-        return psycopg.connect(libpq_conninfo(session_db.set(username=name)))
+        return psycopg.connect(libpq_conninfo(session_db.set(username=name, password=password)))
 
     yield connect
     for name in created:
