@@ -40,6 +40,7 @@ from auditor import tokens
 from auditor.config import libpq_conninfo, parse_database_url
 from auditor.db import sa_connection
 from auditor.pgserver import EmbeddedPostgres
+from auditor.roles import grant_login
 from auditor.store import schema
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -255,11 +256,15 @@ def run(url: URL, total: int, samples: int, export: bool = True) -> None:
         conn.execute("DELETE FROM api_tokens WHERE name = 'bench'")
         token = tokens.create(conn, "bench", "admin")
         interactions = conn.execute("SELECT count(*) FROM interactions").fetchone()
+        # The API runs as deployed: its own login in auditor_api, not the owner.
+        api_password = secrets.token_urlsafe(24)
+        grant_login(conn, "api", "bench_api", api_password)
     count = interactions[0] if interactions else 0
     port = _free_port()
+    api_url = url.set(username="bench_api", password=api_password)
     env = {
         **os.environ,
-        "AUDITOR_DATABASE_URL": url.render_as_string(hide_password=False),
+        "AUDITOR_DATABASE_URL": api_url.render_as_string(hide_password=False),
         "AUDITOR_API_SECRET": secrets.token_urlsafe(32),
     }
     auditor = str(Path(sys.executable).parent / "auditor")

@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL
 
 from auditor.cli import cli
 from auditor.config import libpq_conninfo
-from auditor.errors import ConfigError
+from auditor.errors import ConfigError, UserError
 from auditor.pgserver import EmbeddedPostgres
 from auditor.roles import refuse_privileged
 from tests.ingest.support import write_config
@@ -140,12 +140,19 @@ def test_grant_login_takes_the_password_from_a_file_without_its_newline(
 def test_grant_login_refuses_with_one_line(
     session_db: URL, args: list[str], env: dict[str, str], expected: str
 ) -> None:
+    result = _grant(session_db, "writer", *args, env=env)
+    assert isinstance(result.exception, UserError), result.output
+    assert expected in str(result.exception)
+    assert "\n" not in str(result.exception)
+
+
+def test_grant_login_errors_are_one_line_and_exit_2_from_the_command(session_db: URL) -> None:
     result = subprocess.run(
-        [AUDITOR, "db", "grant-login", "writer", *args],
+        [AUDITOR, "db", "grant-login", "writer", "--user", "postgres", "--password-env", "PW"],
         env={
             **os.environ,
             "AUDITOR_DATABASE_URL": session_db.render_as_string(hide_password=False),
-            **env,
+            "PW": "x",
         },
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -154,8 +161,10 @@ def test_grant_login_refuses_with_one_line(
         check=False,
     )
     assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert expected in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "auditor: --user 'postgres' is a superuser or may create roles or bypass row security;"
+        " choose another name for the service's login"
+    ]
 
 
 def test_grant_login_refuses_a_login_that_is_also_in_another_role(session_db: URL) -> None:
