@@ -92,10 +92,6 @@ def _service_logins(owner: Settings) -> dict[str, URL]:
     }
 
 
-def _url_text(url: URL) -> str:
-    return libpq_conninfo(url)
-
-
 class _Children:
     """Child processes started in order, stopped in reverse (SIGTERM, then SIGKILL)."""
 
@@ -193,7 +189,7 @@ def demo(data_dir: Path, seconds: int | None) -> None:
         reader_file = data_dir / "reader.url"
         reader_file.touch(mode=0o600)
         reader_file.chmod(0o600)
-        reader_file.write_text(_url_text(logins["reader"]) + "\n")
+        reader_file.write_text(libpq_conninfo(logins["reader"]) + "\n")
         console.print(
             f"database ready: {server.url(DEMO_DATABASE)} (owner: migrations, tokens); logins "
             + ", ".join(f"{u} ({GROUPS[r]})" for r, u in DEMO_LOGINS.items())
@@ -243,7 +239,7 @@ def demo(data_dir: Path, seconds: int | None) -> None:
                 "ingest",
                 "--config",
                 str(data_dir / "worker.toml"),
-                env={"AUDITOR_DATABASE_URL": _url_text(logins["writer"])},
+                env={"AUDITOR_DATABASE_URL": libpq_conninfo(logins["writer"])},
             )
             children.start(
                 "api",
@@ -252,7 +248,7 @@ def demo(data_dir: Path, seconds: int | None) -> None:
                 str(api_port),
                 "--workers",
                 "2",
-                env={"AUDITOR_DATABASE_URL": _url_text(logins["api"])},
+                env={"AUDITOR_DATABASE_URL": libpq_conninfo(logins["api"])},
             )
             _wait_http(f"{api_url}/healthz", children)
             with connect(settings.database_url) as conn:
