@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -20,7 +21,7 @@ from auditor.config import libpq_conninfo
 from auditor.errors import ConfigError, UserError
 from auditor.pgserver import EmbeddedPostgres
 from auditor.roles import refuse_privileged
-from tests.ingest.support import write_config
+from tests.ingest.support import wait_for, write_config
 
 AUDITOR = str(Path(sys.executable).parent / "auditor")
 
@@ -269,3 +270,27 @@ def test_ingest_refuses_the_superuser_and_a_login_of_another_group(
     _assert_refused(
         _run(args, login_url(session_db, "api"), GWS_PASSWORD="x"), "not a member of auditor_writer"
     )
+
+
+def test_ingest_with_allow_owner_starts_as_the_superuser(session_db: URL, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "w.toml", "http://127.0.0.1:9", ["agent001"], tmp_path / "s")
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [AUDITOR, "ingest", "--allow-owner", "--config", str(config)],
+            env={
+                **os.environ,
+                "AUDITOR_DATABASE_URL": session_db.render_as_string(hide_password=False),
+                "GWS_PASSWORD": "x",
+            },
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        wait_for("the worker to start", lambda: "worker starting" in log.read_text(), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
