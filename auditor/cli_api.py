@@ -25,13 +25,20 @@ def _settings() -> Settings:
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option(
+    "--threads",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="requests each worker serves at once (slow clients hold none; see docs/api.md)",
+)
+@click.option(
     "--timeout",
     default=120,
     show_default=True,
     type=click.IntRange(5, 86_400),
-    help="seconds a worker may spend on one request (long exports)",
+    help="seconds a worker may be unresponsive before gunicorn restarts it",
 )
-def serve(host: str, port: int, workers: int, timeout: int) -> None:
+def serve(host: str, port: int, workers: int, threads: int, timeout: int) -> None:
     """Serve the query API with gunicorn (reads AUDITOR_DATABASE_URL, AUDITOR_API_SECRET)."""
     settings = _settings()
     settings.api.require_secret()
@@ -49,15 +56,26 @@ def serve(host: str, port: int, workers: int, timeout: int) -> None:
         f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "--workers",
         str(workers),
+        # gthread, hardened against slow and idle clients (web/server.py, docs/api.md)
+        "--worker-class",
+        "web.server.HardenedWorker",
+        "--threads",
+        str(threads),
         "--timeout",
         str(timeout),
         "--access-logfile",
         "-",
+        "--logger-class",
+        "web.server.RedactingLogger",  # no credentials in gunicorn's logs
         # gunicorn's control socket has one default path per user: two servers would collide
         "--no-control-socket",
         "web.wsgi:app",
     ]
-    click.echo(f"serving the query API on http://{host}:{port} with {workers} worker(s)", err=True)
+    click.echo(
+        f"serving the query API on http://{host}:{port} with {workers} worker(s)"
+        f" x {threads} thread(s)",
+        err=True,
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)  # noqa: S606 (a fixed argv, no shell involved)

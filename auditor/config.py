@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -75,6 +76,14 @@ class Settings:
 API_SECRET = "AUDITOR_API_SECRET"  # noqa: S105 (the setting's name, not a secret)
 API_POOL_SIZE = "AUDITOR_API_POOL_SIZE"
 API_STATEMENT_TIMEOUT_MS = "AUDITOR_API_STATEMENT_TIMEOUT_MS"
+API_TRUSTED_PROXIES = "AUDITOR_API_TRUSTED_PROXIES"
+API_AUTH_FAILURES = "AUDITOR_API_AUTH_FAILURES_PER_MINUTE"
+API_EXPORTS_PER_TOKEN = "AUDITOR_API_EXPORTS_PER_TOKEN"  # noqa: S105 (the setting's name)
+API_METRICS_TOKEN = "AUDITOR_API_METRICS_TOKEN"  # noqa: S105 (the setting's name)
+API_HEADER_TIMEOUT = "AUDITOR_API_HEADER_TIMEOUT"
+API_IO_TIMEOUT = "AUDITOR_API_IO_TIMEOUT"
+MIN_METRICS_TOKEN_CHARS = 16
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MIN_API_SECRET_CHARS = 32
 
 
@@ -91,13 +100,50 @@ def _int_setting(environ: Mapping[str, str], name: str, default: int, lo: int, h
     return value
 
 
+def _networks(environ: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    found = []
+    for item in environ.get(name, "").split(","):
+        if not item.strip():
+            continue
+        try:
+            found.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                name,
+                f"{item.strip()!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/8)",
+            ) from None
+    return tuple(found)
+
+
+def _metrics_token(environ: Mapping[str, str]) -> str | None:
+    raw = environ.get(API_METRICS_TOKEN)
+    if raw is None or not raw.strip():
+        return None
+    if len(raw.strip()) < MIN_METRICS_TOKEN_CHARS:
+        raise ConfigError(
+            API_METRICS_TOKEN, f"is shorter than {MIN_METRICS_TOKEN_CHARS} characters"
+        )
+    return raw.strip()
+
+
 @dataclass(frozen=True)
 class ApiSettings:
-    """secret keys the HMAC of paging cursors; None is fine for everything but serving."""
+    """secret keys the HMAC of paging cursors; None is fine for everything but serving.
+
+    trusted_proxies: peers whose X-Forwarded-For is believed (none: the socket's address is
+    the client). metrics_token: when set, /metrics needs `Authorization: Bearer <it>`.
+    header_timeout and io_timeout (seconds) bound slow clients under gunicorn (web/server.py).
+    """
 
     secret: str | None = field(default=None, repr=False)
     pool_size: int = 4
     statement_timeout_ms: int = 30_000
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    auth_failures_per_minute: int = 20
+    exports_per_token: int = 2
+    metrics_token: str | None = field(default=None, repr=False)
+    header_timeout: int = 10
+    io_timeout: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ApiSettings:
@@ -114,6 +160,12 @@ class ApiSettings:
             statement_timeout_ms=_int_setting(
                 environ, API_STATEMENT_TIMEOUT_MS, 30_000, 100, 3_600_000
             ),
+            trusted_proxies=_networks(environ, API_TRUSTED_PROXIES),
+            auth_failures_per_minute=_int_setting(environ, API_AUTH_FAILURES, 20, 1, 10_000),
+            exports_per_token=_int_setting(environ, API_EXPORTS_PER_TOKEN, 2, 1, 64),
+            metrics_token=_metrics_token(environ),
+            header_timeout=_int_setting(environ, API_HEADER_TIMEOUT, 10, 1, 300),
+            io_timeout=_int_setting(environ, API_IO_TIMEOUT, 30, 1, 3_600),
         )
 
     def require_secret(self) -> str:

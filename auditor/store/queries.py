@@ -181,11 +181,26 @@ _CSV_SOURCES = (
 )
 
 
-def _csv_field(expression: str) -> str:
-    """RFC 4180 quoting done by PostgreSQL (as Python's csv QUOTE_MINIMAL would): the export
-    then only joins finished lines, which keeps it well above 50,000 rows/s."""
+# OWASP CSV injection: a cell starting with one of these is a formula to a spreadsheet.
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START_SQL = "(" + ", ".join(f"chr({ord(c)})" for c in CSV_FORMULA_STARTS) + ")"
+
+
+def _neutralised(expression: str) -> str:
+    """The cell with a single quote before a formula start (the raw value stays in NDJSON)."""
     return (
-        f"CASE WHEN ({expression}) IS NULL THEN ''"
+        f"CASE WHEN left({expression}, 1) IN {_FORMULA_START_SQL}"
+        f" THEN chr(39) || ({expression}) ELSE ({expression}) END"
+    )
+
+
+def _csv_field(source: str) -> str:
+    """RFC 4180 quoting done by PostgreSQL (as Python's csv QUOTE_MINIMAL would), after
+    neutralising formulas: the export then only joins finished lines, which keeps it well
+    above 50,000 rows/s."""
+    expression = _neutralised(source)
+    return (
+        f"CASE WHEN ({source}) IS NULL THEN ''"
         f" WHEN ({expression}) ~ '[\",\r\n]'"
         f" THEN '\"' || replace({expression}, '\"', '\"\"') || '\"'"
         f" ELSE ({expression}) END"
