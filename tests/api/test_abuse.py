@@ -1,0 +1,170 @@
+"""The server as shipped (`auditor serve`: gunicorn, web.server.HardenedWorker) under hostile
+clients: half-sent requests and a client that stops reading an export."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import URL
+
+from auditor import tokens
+from auditor.config import libpq_conninfo
+from auditor.store.writer import store_batch
+from tests.helpers import om_message, receipt
+
+IDLE_CONNECTIONS = 50
+WORKERS, THREADS = 2, 4  # 8 threads: far fewer than the idle connections
+IO_TIMEOUT = 3
+ANSWER_WITHIN = 1.0  # seconds: a generous bound on an answer that takes milliseconds
+BULK = 1000
+STATES = (
+    "Routing",
+    "Queued",
+    "Routing",
+    "Completed",
+)  # seconds: a generous bound on an answer that takes milliseconds
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, float]:
+    request = urllib.request.Request(url)  # noqa: S310 (http://127.0.0.1 only)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    started = time.monotonic()
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        response.read()
+        return response.status, time.monotonic() - started
+
+
+@pytest.fixture
+def served(fresh_db: URL) -> Iterator[tuple[str, dict[str, str]]]:
+    with psycopg.connect(libpq_conninfo(fresh_db)) as conn:
+        made = {role: tokens.create(conn, f"abuse-{role}", role) for role in tokens.ROLES}
+        # ~6 MB of export: more than the socket buffers between a stalled client and us
+        store_batch(
+            conn,
+            [
+                receipt(om_message(f"bulk{n}", "Routing", user_data={"pad": "x" * 6000}), at=n)
+                for n in range(BULK)
+            ]
+            + [receipt(om_message("t1", state), at=40_000 + n) for n, state in enumerate(STATES)],
+        )
+        conn.commit()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "AUDITOR_DATABASE_URL": fresh_db.render_as_string(hide_password=False),
+        "AUDITOR_API_SECRET": secrets.token_urlsafe(32),
+        "AUDITOR_API_IO_TIMEOUT": str(IO_TIMEOUT),
+        "AUDITOR_API_HEADER_TIMEOUT": "30",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "auditor"),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(WORKERS),
+            "--threads",
+            str(THREADS),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return _get(base + "/readyz")[0] == 200
+            except OSError:
+                return False
+
+        _wait_until(ready, 30, "the server to be ready")
+        yield base, made
+    finally:
+        proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
+        proc.wait(timeout=30)
+
+
+def _half_request(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line: never ends
+    return sock
+
+
+def _stalled_export(port: int, token: str) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        b"GET /api/v1/events/export HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + token.encode() + b"\r\n\r\n"
+    )
+    return sock  # and never read
+
+
+def _exports(url: URL, which: str) -> list[tuple[str, int]]:
+    """The export's rows in the access log: its `started` row, or the one saying how it ended."""
+    started = which == "started"
+    with psycopg.connect(libpq_conninfo(url)) as conn:
+        return conn.execute(
+            "SELECT outcome, rows_returned FROM access_log"
+            " WHERE endpoint = '/api/v1/events/export' AND (outcome = 'started') = %s",
+            (started,),
+        ).fetchall()
+
+
+@pytest.mark.slow
+def test_idle_half_requests_and_a_stalled_export_do_not_starve_the_api(
+    served: tuple[str, dict[str, str]], fresh_db: URL
+) -> None:
+    base, made = served
+    port = int(base.rsplit(":", 1)[1])
+    idle = [_half_request(port) for _ in range(IDLE_CONNECTIONS)]
+    stalled = _stalled_export(port, made["exporter"])
+    try:
+        # The export was sent after the idle connections: once it has begun, they are in.
+        _wait_until(lambda: _exports(fresh_db, "started"), 20, "the export to begin")
+        for _ in range(3):
+            status, took = _get(base + "/healthz")
+            assert (status, took < ANSWER_WITHIN) == (200, True), took
+            status, took = _get(base + "/api/v1/interactions/t1/timeline", made["reader"])
+            assert (status, took < ANSWER_WITHIN) == (200, True), took
+        # The stalled reader's thread is freed after the I/O timeout, and the log says so.
+        _wait_until(lambda: _exports(fresh_db, "ended"), IO_TIMEOUT + 20, "the export's end")
+        [(outcome, rows)] = _exports(fresh_db, "ended")
+        assert outcome == "cut"
+        assert 0 <= rows < BULK
+    finally:
+        for sock in [*idle, stalled]:
+            sock.close()
