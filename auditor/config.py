@@ -91,10 +91,9 @@ def _int_setting(environ: Mapping[str, str], name: str, default: int, lo: int, h
     raw = environ.get(name)
     if raw is None or not raw.strip():
         return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(name, f"{raw!r} is not a whole number") from None
+    if not raw.strip().isascii() or not raw.strip().isdigit():  # no sign, `_` or other scripts
+        raise ConfigError(name, f"{raw!r} is not a whole number")
+    value = int(raw.strip())
     if not lo <= value <= hi:
         raise ConfigError(name, f"{value} is out of range; expected {lo}..{hi}")
     return value

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +64,7 @@ def _get(url: str, token: str | None = None) -> tuple[int, float]:
 
 
 @pytest.fixture
-def served(fresh_db: URL) -> Iterator[tuple[str, dict[str, str]]]:
+def served(fresh_db: URL, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     with psycopg.connect(libpq_conninfo(fresh_db)) as conn:
         made = {role: tokens.create(conn, f"abuse-{role}", role) for role in tokens.ROLES}
         # ~6 MB of export: more than the socket buffers between a stalled client and us
@@ -85,6 +86,8 @@ def served(fresh_db: URL) -> Iterator[tuple[str, dict[str, str]]]:
         "AUDITOR_API_HEADER_TIMEOUT": "30",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    access_log = (tmp_path / "access.log").open("w")  # gunicorn's access log
+    error_log = (tmp_path / "error.log").open("w")
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "auditor"),
@@ -97,8 +100,8 @@ def served(fresh_db: URL) -> Iterator[tuple[str, dict[str, str]]]:
             str(THREADS),
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=access_log,
+        stderr=error_log,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -114,6 +117,8 @@ def served(fresh_db: URL) -> Iterator[tuple[str, dict[str, str]]]:
     finally:
         proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
         proc.wait(timeout=30)
+        access_log.close()
+        error_log.close()
 
 
 def _half_request(port: int) -> socket.socket:
@@ -168,3 +173,30 @@ def test_idle_half_requests_and_a_stalled_export_do_not_starve_the_api(
     finally:
         for sock in [*idle, stalled]:
             sock.close()
+
+
+@pytest.mark.slow
+def test_gunicorns_logs_never_see_a_credential_and_answers_carry_no_banner(
+    served: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    base, made = served
+    secret = made["reader"]
+    for query in (f"access_token={secret}", f"limit=5&password=hunter2&x={secret}"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _get(f"{base}/api/v1/events?{query}")
+        assert refused.value.code in (400, 401)
+        assert "Server" not in refused.value.headers
+        assert "Server-Timing" not in refused.value.headers
+        refused.value.close()
+    with urllib.request.urlopen(base + "/healthz", timeout=10) as ok:  # noqa: S310
+        assert "Server" not in ok.headers
+        assert ok.headers["Cache-Control"] == "no-store"
+
+    def logged() -> bool:
+        return (tmp_path / "access.log").read_text().count("/api/v1/events?") >= 2
+
+    _wait_until(logged, 10, "gunicorn to write its access log")
+    logs = (tmp_path / "access.log").read_text() + (tmp_path / "error.log").read_text()
+    assert "/api/v1/events?access_token=[redacted]" in logs
+    assert secret not in logs
+    assert "hunter2" not in logs

@@ -4,14 +4,17 @@ writes it only through auditor_log_access."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
+from sqlalchemy.engine import URL
 
 from auditor import tokens
 from tests.api.conftest import Api
+from tests.api.test_hardening import make_api
 from tests.helpers import om_message, receipt
 from web import export
 from web.client import REDACTED
@@ -119,6 +122,20 @@ def test_the_client_address_comes_from_the_socket(api: Api) -> None:
         environ_base={"REMOTE_ADDR": "198.51.100.4"},
     )
     assert str(_rows(api)[-1]["client"]) == "198.51.100.4"  # no trusted proxy: header ignored
+
+
+def test_behind_a_trusted_proxy_the_client_is_the_forwarded_address(fresh_db: URL) -> None:
+    api = make_api(fresh_db, trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
+    try:
+        for peer in ("10.1.2.3", "198.51.100.4"):
+            api.client.get(
+                "/api/v1/events",
+                headers={**_auth(api, "reader"), "X-Forwarded-For": "203.0.113.9, 10.9.9.9"},
+                environ_base={"REMOTE_ADDR": peer},
+            )
+        assert [str(r["client"]) for r in _rows(api)] == ["203.0.113.9", "198.51.100.4"]
+    finally:
+        api.app.extensions["auditor_db"].dispose()
 
 
 def test_unauthenticated_rows_are_bounded_in_size(api: Api) -> None:

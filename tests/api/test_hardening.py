@@ -25,7 +25,7 @@ from web.docs_page import STYLE_HASH
 METRICS_TOKEN = "metrics-" + "m" * 24
 
 
-def _api(url: URL, **settings: Any) -> Api:
+def make_api(url: URL, **settings: Any) -> Api:
     app = create_app(
         Settings(
             database_url=url,
@@ -41,7 +41,7 @@ def _api(url: URL, **settings: Any) -> Api:
 
 @pytest.fixture
 def strict_api(fresh_db: URL) -> Iterator[Api]:
-    api = _api(
+    api = make_api(
         fresh_db, auth_failures_per_minute=3, exports_per_token=1, metrics_token=METRICS_TOKEN
     )
     yield api
