@@ -73,13 +73,11 @@ def export_events(query: dict[str, Any]) -> Response:
     )
     db = database()
     limit: int = current_app.config["AUDITOR_SETTINGS"].api.exports_per_token
-    stack, connection = _take_slot(db, g.token.id, limit)
+    record = request_record(200)
+    metrics = current_app.extensions["auditor_metrics"]
+    stack, connection = _take_slot(db, g.token.id, limit)  # nothing may fail after this
     stream = ExportStream(
-        stack,
-        db,
-        _body(connection, flt, as_csv, query.get("account")),
-        current_app.extensions["auditor_metrics"],
-        request_record(200),
+        stack, db, _body(connection, flt, as_csv, query.get("account")), metrics, record
     )
     g.export_stream = stream  # web.audit writes the `started` row and hands its id over
     mimetype = "text/csv" if as_csv else "application/x-ndjson"

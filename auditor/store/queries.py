@@ -184,26 +184,26 @@ _CSV_SOURCES = (
 # OWASP CSV injection: a cell starting with one of these is a formula to a spreadsheet.
 CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA_START_SQL = "(" + ", ".join(f"chr({ord(c)})" for c in CSV_FORMULA_STARTS) + ")"
-
-
-def _neutralised(expression: str) -> str:
-    """The cell with a single quote before a formula start (the raw value stays in NDJSON)."""
-    return (
-        f"CASE WHEN left({expression}, 1) IN {_FORMULA_START_SQL}"
-        f" THEN chr(39) || ({expression}) ELSE ({expression}) END"
-    )
+# Cells that cannot start with one: a bigint identity, and a JSON object (a CHECK constraint).
+_NEVER_FORMULAS = frozenset({"id::text", "payload::text"})
 
 
 def _csv_field(source: str) -> str:
-    """RFC 4180 quoting done by PostgreSQL (as Python's csv QUOTE_MINIMAL would), after
-    neutralising formulas: the export then only joins finished lines, which keeps it well
-    above 50,000 rows/s."""
-    expression = _neutralised(source)
+    """RFC 4180 quoting done by PostgreSQL (as Python's csv QUOTE_MINIMAL would), with a
+    single quote before a cell a spreadsheet would run (the raw value stays in NDJSON): the
+    export then only joins finished lines, which keeps it well above 50,000 rows/s. The quote
+    changes neither whether a cell needs quoting nor its escaping, so the source is not
+    evaluated more often than for plain quoting."""
+    guard = (
+        "''"
+        if source in _NEVER_FORMULAS
+        else f"CASE WHEN left({source}, 1) IN {_FORMULA_START_SQL} THEN chr(39) ELSE '' END"
+    )
     return (
         f"CASE WHEN ({source}) IS NULL THEN ''"
-        f" WHEN ({expression}) ~ '[\",\r\n]'"
-        f" THEN '\"' || replace({expression}, '\"', '\"\"') || '\"'"
-        f" ELSE ({expression}) END"
+        f" WHEN ({source}) ~ '[\",\r\n]'"
+        f" THEN '\"' || {guard} || replace({source}, '\"', '\"\"') || '\"'"
+        f" ELSE {guard} || ({source}) END"
     )
 
 
