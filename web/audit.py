@@ -130,7 +130,6 @@ def install(app: Flask, metrics: Metrics, settings: ApiSettings) -> None:
         g.token = None
         g.token_hash = None
         g.rows = None
-        g.outcome = "answered"
         g.client = client_address(
             request.remote_addr,
             request.headers.get("X-Forwarded-For"),
