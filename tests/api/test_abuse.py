@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL
 from auditor import tokens
 from auditor.config import libpq_conninfo
 from auditor.store.writer import store_batch
+from tests.conftest import _admin, _create_from
 from tests.helpers import om_message, receipt
 
 IDLE_CONNECTIONS = 50
@@ -63,8 +64,19 @@ def _get(url: str, token: str | None = None) -> tuple[int, float]:
         return response.status, time.monotonic() - started
 
 
-@pytest.fixture
-def served(fresh_db: URL, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+@pytest.fixture(scope="module")
+def served_db(server_url: URL, template_db: str) -> Iterator[URL]:
+    """One database for the module: both tests share one server (its start is the slow part)."""
+    url = _create_from(server_url, template_db)
+    yield url
+    _admin(server_url, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def served(
+    served_db: URL, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, str], Path]]:
+    fresh_db, tmp_path = served_db, tmp_path_factory.mktemp("served")
     with psycopg.connect(libpq_conninfo(fresh_db)) as conn:
         made = {role: tokens.create(conn, f"abuse-{role}", role) for role in tokens.ROLES}
         # ~6 MB of export: more than the socket buffers between a stalled client and us
@@ -113,7 +125,7 @@ def served(fresh_db: URL, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]
                 return False
 
         _wait_until(ready, 30, "the server to be ready")
-        yield base, made
+        yield base, made, tmp_path
     finally:
         proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
         proc.wait(timeout=30)
@@ -151,9 +163,10 @@ def _exports(url: URL, which: str) -> list[tuple[str, int]]:
 
 @pytest.mark.slow
 def test_idle_half_requests_and_a_stalled_export_do_not_starve_the_api(
-    served: tuple[str, dict[str, str]], fresh_db: URL
+    served: tuple[str, dict[str, str], Path], served_db: URL
 ) -> None:
-    base, made = served
+    base, made, _ = served
+    fresh_db = served_db
     port = int(base.rsplit(":", 1)[1])
     idle = [_half_request(port) for _ in range(IDLE_CONNECTIONS)]
     stalled = _stalled_export(port, made["exporter"])
@@ -177,9 +190,9 @@ def test_idle_half_requests_and_a_stalled_export_do_not_starve_the_api(
 
 @pytest.mark.slow
 def test_gunicorns_logs_never_see_a_credential_and_answers_carry_no_banner(
-    served: tuple[str, dict[str, str]], tmp_path: Path
+    served: tuple[str, dict[str, str], Path],
 ) -> None:
-    base, made = served
+    base, made, tmp_path = served
     secret = made["reader"]
     for query in (f"access_token={secret}", f"limit=5&password=hunter2&x={secret}"):
         with pytest.raises(urllib.error.HTTPError) as refused:
