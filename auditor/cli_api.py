@@ -67,6 +67,8 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int) -> Non
         "-",
         "--logger-class",
         "web.server.RedactingLogger",  # no credentials in gunicorn's logs
+        "--config",
+        "python:web.gunicorn_hooks",  # /metrics on AUDITOR_API_METRICS_ADDRESS, if set
         # gunicorn's control socket has one default path per user: two servers would collide
         "--no-control-socket",
         "web.wsgi:app",

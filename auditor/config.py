@@ -81,6 +81,7 @@ API_AUTH_FAILURES = "AUDITOR_API_AUTH_FAILURES_PER_MINUTE"
 API_EXPORTS_PER_TOKEN = "AUDITOR_API_EXPORTS_PER_TOKEN"  # noqa: S105 (the setting's name)
 API_METRICS_TOKEN = "AUDITOR_API_METRICS_TOKEN"  # noqa: S105 (the setting's name)
 API_HEADER_TIMEOUT = "AUDITOR_API_HEADER_TIMEOUT"
+API_METRICS_ADDRESS = "AUDITOR_API_METRICS_ADDRESS"
 API_IO_TIMEOUT = "AUDITOR_API_IO_TIMEOUT"
 MIN_METRICS_TOKEN_CHARS = 16
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -125,12 +126,27 @@ def _metrics_token(environ: Mapping[str, str]) -> str | None:
     return raw.strip()
 
 
+def _metrics_address(environ: Mapping[str, str]) -> tuple[str, int] | None:
+    raw = environ.get(API_METRICS_ADDRESS, "").strip()
+    if not raw:
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isascii() or not port.isdigit():
+        raise ConfigError(API_METRICS_ADDRESS, f"{raw!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    if not 0 < int(port) < 65536:
+        raise ConfigError(API_METRICS_ADDRESS, f"port {port} is out of range")
+    return host, int(port)
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     """secret keys the HMAC of paging cursors; None is fine for everything but serving.
 
     trusted_proxies: peers whose X-Forwarded-For is believed (none: the socket's address is
     the client). metrics_token: when set, /metrics needs `Authorization: Bearer <it>`.
+    metrics_address: when set, /metrics is served there (by gunicorn's master process) and
+    not on the API's address.
     header_timeout and io_timeout (seconds) bound slow clients under gunicorn (web/server.py).
     """
 
@@ -141,6 +157,7 @@ class ApiSettings:
     auth_failures_per_minute: int = 20
     exports_per_token: int = 2
     metrics_token: str | None = field(default=None, repr=False)
+    metrics_address: tuple[str, int] | None = None
     header_timeout: int = 10
     io_timeout: int = 30
 
@@ -163,6 +180,7 @@ class ApiSettings:
             auth_failures_per_minute=_int_setting(environ, API_AUTH_FAILURES, 20, 1, 10_000),
             exports_per_token=_int_setting(environ, API_EXPORTS_PER_TOKEN, 2, 1, 64),
             metrics_token=_metrics_token(environ),
+            metrics_address=_metrics_address(environ),
             header_timeout=_int_setting(environ, API_HEADER_TIMEOUT, 10, 1, 300),
             io_timeout=_int_setting(environ, API_IO_TIMEOUT, 30, 1, 3_600),
         )

@@ -108,6 +108,8 @@ def _too_many(retry_after: int) -> Response:
 
 
 def _metrics_refusal(settings: ApiSettings, limiter: FailureLimiter) -> Response | None:
+    if settings.metrics_address is not None:  # served there by gunicorn's master, not here
+        return problem_response(404, "no such resource; see /openapi.json for the API's routes")
     if settings.metrics_token is None:
         return None
     retry = limiter.retry_after(g.client)

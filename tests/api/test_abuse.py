@@ -89,13 +89,14 @@ def served(
             + [receipt(om_message("t1", state), at=40_000 + n) for n, state in enumerate(STATES)],
         )
         conn.commit()
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     env = {
         **os.environ,
         "AUDITOR_DATABASE_URL": fresh_db.render_as_string(hide_password=False),
         "AUDITOR_API_SECRET": secrets.token_urlsafe(32),
         "AUDITOR_API_IO_TIMEOUT": str(IO_TIMEOUT),
         "AUDITOR_API_HEADER_TIMEOUT": "30",
+        "AUDITOR_API_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     access_log = (tmp_path / "access.log").open("w")  # gunicorn's access log
@@ -125,6 +126,7 @@ def served(
                 return False
 
         _wait_until(ready, 30, "the server to be ready")
+        (tmp_path / "metrics_port").write_text(str(metrics_port))
         yield base, made, tmp_path
     finally:
         proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
@@ -213,3 +215,19 @@ def test_gunicorns_logs_never_see_a_credential_and_answers_carry_no_banner(
     assert "/api/v1/events?access_token=[redacted]" in logs
     assert secret not in logs
     assert "hunter2" not in logs
+
+
+@pytest.mark.slow
+def test_metrics_can_live_on_their_own_address_only(
+    served: tuple[str, dict[str, str], Path],
+) -> None:
+    base, made, tmp_path = served
+    _get(base + "/api/v1/interactions/t1/timeline", made["reader"])
+    with pytest.raises(urllib.error.HTTPError) as hidden:
+        _get(base + "/metrics")
+    assert hidden.value.code == 404
+    hidden.value.close()
+    metrics_url = f"http://127.0.0.1:{(tmp_path / 'metrics_port').read_text()}/metrics"
+    with urllib.request.urlopen(metrics_url, timeout=10) as scraped:
+        text = scraped.read().decode()
+    assert 'auditor_api_requests_total{endpoint="/api/v1/interactions/<interaction_id>' in text

@@ -36,6 +36,8 @@ def test_api_settings_are_optional_until_serving() -> None:
         ({API_METRICS_TOKEN: "short"}, API_METRICS_TOKEN, "shorter than 16"),
         ({API_EXPORTS_PER_TOKEN: "0"}, API_EXPORTS_PER_TOKEN, "out of range"),
         ({API_IO_TIMEOUT: "+5"}, API_IO_TIMEOUT, "not a whole number"),
+        ({"AUDITOR_API_METRICS_ADDRESS": "9464"}, "AUDITOR_API_METRICS_ADDRESS", "HOST:PORT"),
+        ({"AUDITOR_API_METRICS_ADDRESS": "h:99999"}, "AUDITOR_API_METRICS_ADDRESS", "range"),
     ],
 )
 def test_bad_api_settings_name_the_setting(env: dict[str, str], setting: str, problem: str) -> None:
