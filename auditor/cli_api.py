@@ -26,18 +26,27 @@ def _settings() -> Settings:
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option(
+    "--threads",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="requests each worker serves at once (slow clients hold none; see docs/api.md)",
+)
+@click.option(
     "--timeout",
     default=120,
     show_default=True,
     type=click.IntRange(5, 86_400),
-    help="seconds a worker may spend on one request (long exports)",
+    help="seconds a worker may be unresponsive before gunicorn restarts it",
 )
 @click.option(
     "--allow-owner",
     is_flag=True,
     help="development only: run even as a superuser or the tables' owner",
 )
-def serve(host: str, port: int, workers: int, timeout: int, allow_owner: bool) -> None:
+def serve(
+    host: str, port: int, workers: int, threads: int, timeout: int, allow_owner: bool
+) -> None:
     """Serve the query API with gunicorn (reads AUDITOR_DATABASE_URL, AUDITOR_API_SECRET).
 
     The database user must be a login in auditor_api (`auditor db grant-login api`), not a
@@ -60,15 +69,28 @@ def serve(host: str, port: int, workers: int, timeout: int, allow_owner: bool) -
         f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "--workers",
         str(workers),
+        # gthread, hardened against slow and idle clients (web/server.py, docs/api.md)
+        "--worker-class",
+        "web.server.HardenedWorker",
+        "--threads",
+        str(threads),
         "--timeout",
         str(timeout),
         "--access-logfile",
         "-",
+        "--logger-class",
+        "web.server.RedactingLogger",  # no credentials in gunicorn's logs
+        "--config",
+        "python:web.gunicorn_hooks",  # /metrics on AUDITOR_API_METRICS_ADDRESS, if set
         # gunicorn's control socket has one default path per user: two servers would collide
         "--no-control-socket",
         "web.wsgi:app",
     ]
-    click.echo(f"serving the query API on http://{host}:{port} with {workers} worker(s)", err=True)
+    click.echo(
+        f"serving the query API on http://{host}:{port} with {workers} worker(s)"
+        f" x {threads} thread(s)",
+        err=True,
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)  # noqa: S606 (a fixed argv, no shell involved)

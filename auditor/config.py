@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -75,6 +76,15 @@ class Settings:
 API_SECRET = "AUDITOR_API_SECRET"  # noqa: S105 (the setting's name, not a secret)
 API_POOL_SIZE = "AUDITOR_API_POOL_SIZE"
 API_STATEMENT_TIMEOUT_MS = "AUDITOR_API_STATEMENT_TIMEOUT_MS"
+API_TRUSTED_PROXIES = "AUDITOR_API_TRUSTED_PROXIES"
+API_AUTH_FAILURES = "AUDITOR_API_AUTH_FAILURES_PER_MINUTE"
+API_EXPORTS_PER_TOKEN = "AUDITOR_API_EXPORTS_PER_TOKEN"  # noqa: S105 (the setting's name)
+API_METRICS_TOKEN = "AUDITOR_API_METRICS_TOKEN"  # noqa: S105 (the setting's name)
+API_HEADER_TIMEOUT = "AUDITOR_API_HEADER_TIMEOUT"
+API_METRICS_ADDRESS = "AUDITOR_API_METRICS_ADDRESS"
+API_IO_TIMEOUT = "AUDITOR_API_IO_TIMEOUT"
+MIN_METRICS_TOKEN_CHARS = 16
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MIN_API_SECRET_CHARS = 32
 
 
@@ -82,22 +92,74 @@ def _int_setting(environ: Mapping[str, str], name: str, default: int, lo: int, h
     raw = environ.get(name)
     if raw is None or not raw.strip():
         return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(name, f"{raw!r} is not a whole number") from None
+    if not raw.strip().isascii() or not raw.strip().isdigit():  # no sign, `_` or other scripts
+        raise ConfigError(name, f"{raw!r} is not a whole number")
+    value = int(raw.strip())
     if not lo <= value <= hi:
         raise ConfigError(name, f"{value} is out of range; expected {lo}..{hi}")
     return value
 
 
+def _networks(environ: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    found = []
+    for item in environ.get(name, "").split(","):
+        if not item.strip():
+            continue
+        try:
+            found.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                name,
+                f"{item.strip()!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/8)",
+            ) from None
+    return tuple(found)
+
+
+def _metrics_token(environ: Mapping[str, str]) -> str | None:
+    raw = environ.get(API_METRICS_TOKEN)
+    if raw is None or not raw.strip():
+        return None
+    if len(raw.strip()) < MIN_METRICS_TOKEN_CHARS:
+        raise ConfigError(
+            API_METRICS_TOKEN, f"is shorter than {MIN_METRICS_TOKEN_CHARS} characters"
+        )
+    return raw.strip()
+
+
+def _metrics_address(environ: Mapping[str, str]) -> tuple[str, int] | None:
+    raw = environ.get(API_METRICS_ADDRESS, "").strip()
+    if not raw:
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isascii() or not port.isdigit():
+        raise ConfigError(API_METRICS_ADDRESS, f"{raw!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    if not 0 < int(port) < 65536:
+        raise ConfigError(API_METRICS_ADDRESS, f"port {port} is out of range")
+    return host, int(port)
+
+
 @dataclass(frozen=True)
 class ApiSettings:
-    """secret keys the HMAC of paging cursors; None is fine for everything but serving."""
+    """secret keys the HMAC of paging cursors; None is fine for everything but serving.
+
+    trusted_proxies: peers whose X-Forwarded-For is believed (none: the socket's address is
+    the client). metrics_token: when set, /metrics needs `Authorization: Bearer <it>`.
+    metrics_address: when set, /metrics is served there (by gunicorn's master process) and
+    not on the API's address.
+    header_timeout and io_timeout (seconds) bound slow clients under gunicorn (web/server.py).
+    """
 
     secret: str | None = field(default=None, repr=False)
     pool_size: int = 4
     statement_timeout_ms: int = 30_000
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    auth_failures_per_minute: int = 20
+    exports_per_token: int = 2
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_address: tuple[str, int] | None = None
+    header_timeout: int = 10
+    io_timeout: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ApiSettings:
@@ -114,6 +176,13 @@ class ApiSettings:
             statement_timeout_ms=_int_setting(
                 environ, API_STATEMENT_TIMEOUT_MS, 30_000, 100, 3_600_000
             ),
+            trusted_proxies=_networks(environ, API_TRUSTED_PROXIES),
+            auth_failures_per_minute=_int_setting(environ, API_AUTH_FAILURES, 20, 1, 10_000),
+            exports_per_token=_int_setting(environ, API_EXPORTS_PER_TOKEN, 2, 1, 64),
+            metrics_token=_metrics_token(environ),
+            metrics_address=_metrics_address(environ),
+            header_timeout=_int_setting(environ, API_HEADER_TIMEOUT, 10, 1, 300),
+            io_timeout=_int_setting(environ, API_IO_TIMEOUT, 30, 1, 3_600),
         )
 
     def require_secret(self) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -29,7 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, UUID
 from sqlalchemy.engine import URL, Connection, create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
@@ -213,7 +214,17 @@ access_log = Table(
     Column("filters", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("status", Integer, nullable=False),
     Column("rows_returned", BigInteger),
+    # migration 2026_12_01_access_log: where the request came from and how it ended
+    Column("client", INET),
+    Column("outcome", Text, nullable=False, server_default=text("'answered'")),
+    Column("follows", BigInteger),  # an export's ending row: the id of its `started` row
+    Column("sha256", Text),  # a completed export: the hash its trailer carried
+    Column("error", Text),  # a failed export: the error's class
     PrimaryKeyConstraint("id"),
+    ForeignKeyConstraint(["follows"], ["access_log.id"]),
+    CheckConstraint(
+        "outcome IN ('answered', 'started', 'completed', 'cut', 'failed')", name="outcome"
+    ),
     Index(None, "at"),
     Index(None, "token_name", "at"),
 )

@@ -22,8 +22,8 @@ from web.paging import (
     json_response,
     next_cursor,
     page,
-    position,
     split_page,
+    time_and_text_position,
 )
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="API")
@@ -35,18 +35,12 @@ def _not_found(interaction_id: str) -> HTTPError:
     return HTTPError(404, f"no interaction with id {interaction_id!r}")
 
 
-def _checked_id(interaction_id: str) -> str:
-    if "\x00" in interaction_id or len(interaction_id) > 256:
-        raise _not_found(interaction_id[:64])
-    return interaction_id
-
-
 @bp.get("/interactions/<interaction_id>")
 @requires("reader")
 @bp.output(schemas.InteractionDetail)
 @bp.doc(summary="Current state of one interaction (projection)", responses=[401, 403, 404])
 def get_interaction(interaction_id: str) -> Response:
-    body = queries.interaction_json(conn(), _checked_id(interaction_id))
+    body = queries.interaction_json(conn(), interaction_id)
     if body is None:
         raise _not_found(interaction_id)
     set_rows(1)
@@ -83,7 +77,7 @@ def _timeline_event(entry: queries.TimelineEntry) -> dict[str, Any]:
     responses=[401, 403, 404],
 )
 def get_timeline(interaction_id: str) -> Response:
-    bundle = queries.timeline_bundle(conn(), _checked_id(interaction_id))
+    bundle = queries.timeline_bundle(conn(), interaction_id)
     if bundle is None:
         raise _not_found(interaction_id)
     span, entries = bundle.span, bundle.entries
@@ -161,13 +155,7 @@ _INTERACTION_FILTERS = ("state", "mediaType", "openmediaType", "account")
 def search_interactions(query: dict[str, Any]) -> Response:
     order = query["order"]
     bound = digest("interactions", query, _INTERACTION_FILTERS, order)
-    after = position(query, bound)
-    key: tuple[datetime, str] | None = None
-    if after is not None:
-        try:
-            key = (datetime.fromisoformat(after[0]), str(after[1]))
-        except (IndexError, TypeError, ValueError):
-            raise HTTPError(400, detail={"query": {"cursor": ["is malformed"]}}) from None
+    key = time_and_text_position(query, bound)
     flt = queries.InteractionFilter(
         equals={k: query[k] for k in queries.INTERACTION_EQUALS if query.get(k) is not None},
         account=query.get("account"),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from apiflask import APIFlask
 
 from auditor.config import Settings
-from web import admin, api, audit, errors, export, ops
+from web import admin, api, audit, errors, export, ops, strict
+from web.client import redact_logger
 from web.cursor import CursorCodec
 from web.db import Database
 from web.metrics import Metrics
@@ -41,6 +43,18 @@ def _problem_schema() -> dict[str, Any]:
     }
 
 
+def _limit_path_parameters(op: dict[str, Any]) -> None:
+    """Path parameters obey the same rules as query ones (web/strict.py)."""
+    for parameter in op.get("parameters", []):
+        if parameter.get("in") == "path":
+            parameter["schema"] = {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": strict.MAX_PATH_PARAM,
+                "pattern": strict.NO_CONTROL_PATTERN,
+            }
+
+
 def _finish_spec(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
     """Errors are problem+json everywhere; /api/ operations need the bearer token."""
     if isinstance(spec, str):
@@ -57,6 +71,10 @@ def _finish_spec(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
                 responses.setdefault("401", {"description": "no, unknown or revoked token"})
                 responses.setdefault("403", {"description": "the token's role is too low"})
                 responses.setdefault("400", {"description": "bad parameter"})
+                responses.setdefault(
+                    "429", {"description": "too many failed authentications (Retry-After)"}
+                )
+                _limit_path_parameters(op)
             responses.setdefault("500", {"description": "unexpected error"})
             for code, response in responses.items():
                 if str(code)[0] in "45":
@@ -82,7 +100,8 @@ def create_app(settings: Settings) -> APIFlask:
     app.extensions["auditor_cursor"] = CursorCodec(settings.api.require_secret())
     app.extensions["auditor_heads"] = ops.migration_heads()
     errors.install(app)
-    audit.install(app, metrics)
+    redact_logger(logging.getLogger("auditor.api"))
+    audit.install(app, metrics, settings.api)
     app.register_blueprint(ops.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(export.bp)

@@ -1,11 +1,15 @@
 """Around every request: bearer-token auth with roles, the access log, metrics, timing.
 
 Every request under /api/ is written to access_log (token name, role, method, path, query
-parameters as given, status, rows returned), the refused ones included. If the record cannot
-be written the answer is a 503: nothing is read without leaving a trace."""
+parameters as given with credentials redacted, client address, status, rows returned), the
+refused ones included, HEAD included (refused with 405). An export writes a second row when
+its stream ends (completed, cut or failed). If the record cannot be written the answer is a
+503: nothing is read without leaving a trace. Rows go through auditor_log_access, which stamps
+the time and takes the token's name from its hash (migration 2026_12_01_access_log)."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -14,22 +18,22 @@ from typing import Any, TypeVar
 
 import psycopg
 from flask import Flask, Response, current_app, g, request
-from psycopg.types.json import Jsonb
 
 from auditor import tokens
+from auditor.config import ApiSettings
+from auditor.store.access_queries import AccessRecord, append
+from web import headers, strict
+from web.client import client_address, endpoint_for_log, filters_for_log
 from web.db import Database
 from web.errors import problem_response
 from web.metrics import Metrics
+from web.ratelimit import FailureLimiter
 
 F = TypeVar("F", bound=Callable[..., Any])
 ROLE_ATTR = "_auditor_role"
 API_PREFIX = "/api/"
+METRICS_PATH = "/metrics"
 log = logging.getLogger("auditor.api")
-
-_INSERT_LOG = (
-    "INSERT INTO access_log (token_name, role, method, endpoint, filters, status,"
-    " rows_returned) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-)
 
 
 def requires(role: str) -> Callable[[F], F]:
@@ -60,40 +64,18 @@ def set_rows(count: int) -> None:
     g.rows = count
 
 
-def _printable(text: str) -> str:
-    # PostgreSQL text and jsonb cannot hold NUL; keep it visible instead of failing the log.
-    return text.replace("\x00", "\\x00")
-
-
-def filters_as_given() -> dict[str, Any]:
-    """The query parameters exactly as the client sent them (NUL shown as \\x00)."""
-    found: dict[str, Any] = {}
-    for key, values in request.args.to_dict(flat=False).items():
-        cleaned = [_printable(v) for v in values]
-        found[_printable(key)] = cleaned[0] if len(cleaned) == 1 else cleaned
-    return found
-
-
-def write_access_log(
-    connection: psycopg.Connection[Any],
-    token: tokens.Token | None,
-    method: str,
-    path: str,
-    filters: dict[str, Any],
-    status: int,
-    rows: int | None,
-) -> None:
-    connection.execute(
-        _INSERT_LOG,
-        (
-            token.name if token else None,
-            token.role if token else None,
-            method,
-            _printable(path),
-            Jsonb(filters),
-            status,
-            rows,
-        ),
+def request_record(status: int, **fields: Any) -> AccessRecord:
+    """The access-log row of the current request (bounded when it is unauthenticated)."""
+    token_hash = g.get("token_hash")
+    anonymous = token_hash is None
+    return AccessRecord(
+        token_hash=token_hash,
+        method=strict.CONTROL.sub("?", request.method)[:16],
+        endpoint=endpoint_for_log(request.path, bounded=anonymous),
+        filters=filters_for_log(request.args.items(multi=True), bounded=anonymous),
+        status=status,
+        client=g.get("client"),
+        **fields,
     )
 
 
@@ -117,50 +99,79 @@ def _unauthorized(detail: str) -> Response:
     return problem_response(401, detail, headers={"WWW-Authenticate": 'Bearer realm="auditor"'})
 
 
-def install(app: Flask, metrics: Metrics) -> None:
+def _too_many(retry_after: int) -> Response:
+    return problem_response(
+        429,
+        "too many failed authentications from this address; try again later",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def _metrics_refusal(settings: ApiSettings, limiter: FailureLimiter) -> Response | None:
+    if settings.metrics_address is not None:  # served there by gunicorn's master, not here
+        return problem_response(404, "no such resource; see /openapi.json for the API's routes")
+    if settings.metrics_token is None:
+        return None
+    retry = limiter.retry_after(g.client)
+    if retry is not None:
+        return _too_many(retry)
+    given = _bearer() or ""
+    if hmac.compare_digest(given.encode(), settings.metrics_token.encode()):
+        return None
+    limiter.failed(g.client)
+    return _unauthorized("/metrics needs `Authorization: Bearer <AUDITOR_API_METRICS_TOKEN>`")
+
+
+def install(app: Flask, metrics: Metrics, settings: ApiSettings) -> None:
+    limiter = FailureLimiter(settings.auth_failures_per_minute)
+    app.extensions["auditor_auth_limiter"] = limiter
+
     @app.before_request
     def _authenticate() -> Response | None:
         g.t0 = time.perf_counter()
         g.token = None
+        g.token_hash = None
         g.rows = None
+        g.client = client_address(
+            request.remote_addr,
+            request.headers.get("X-Forwarded-For"),
+            settings.trusted_proxies,
+        )
         g.audit = request.path.startswith(API_PREFIX)
-        g.audit_deferred = False
+        if request.path == METRICS_PATH:
+            return _metrics_refusal(settings, limiter)
         if not g.audit:
             return None
+        retry = limiter.retry_after(g.client)
+        if retry is not None:
+            return _too_many(retry)
         secret = _bearer()
         if secret is None:
+            limiter.failed(g.client)
             return _unauthorized("this API needs `Authorization: Bearer <token>`")
         token = tokens.verify(conn(), secret)
         if token is None:
+            limiter.failed(g.client)
             return _unauthorized("the token is unknown or revoked")
         g.token = token
+        g.token_hash = tokens.token_hash(secret)
+        if request.method == "HEAD":
+            raise strict.refuse_head()
         view = app.view_functions.get(request.endpoint or "")
         needed = getattr(view, ROLE_ATTR, None) if view is not None else None
         if needed is not None and not tokens.role_allows(token.role, needed):
             return problem_response(
                 403, f"this needs the role {needed!r}; the token has {token.role!r}"
             )
+        strict.check(request)
         return None
 
     @app.after_request
     def _record(response: Response) -> Response:
-        if g.get("audit") and not g.get("audit_deferred"):
-            try:
-                write_access_log(
-                    conn(),
-                    g.get("token"),
-                    request.method,
-                    request.path,
-                    filters_as_given(),
-                    response.status_code,
-                    g.get("rows"),
-                )
-            except (psycopg.Error, OSError):
-                log.exception("could not write the access log; refusing the answer")
-                response = problem_response(503, "the access log cannot be written; try again")
-        # Server time includes the access-log write (a commit): it is part of every answer.
+        if g.get("audit"):
+            response = _write_row(response)
         elapsed = time.perf_counter() - g.get("t0", time.perf_counter())
-        response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.3f}"
+        headers.secure(response, request.path, elapsed)
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         metrics.observe(rule, request.method, response.status_code, elapsed)
         return response
@@ -172,3 +183,20 @@ def install(app: Flask, metrics: Metrics) -> None:
         if ctx is not None:
             with _ignore_closed():
                 ctx.__exit__(None, None, None)
+
+
+def _write_row(response: Response) -> Response:
+    stream = g.get("export_stream")
+    try:
+        outcome = "started" if stream is not None and response.status_code == 200 else "answered"
+        row_id = append(
+            conn(), request_record(response.status_code, rows=g.get("rows"), outcome=outcome)
+        )
+    except (psycopg.Error, OSError):
+        log.exception("could not write the access log; refusing the answer")
+        if stream is not None:
+            stream.close()  # the export's connection and slot go back now
+        return problem_response(503, "the access log cannot be written; try again")
+    if stream is not None:
+        stream.started_row = row_id
+    return response

@@ -52,12 +52,17 @@ class CursorCodec:
             raise BadCursor("is too long to be a cursor this API issued")
         try:
             raw = _unb64(cursor)
-        except (binascii.Error, ValueError):
+        except (binascii.Error, ValueError, UnicodeEncodeError):
             raise BadCursor("is not a cursor this API issued") from None
         body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
         if len(raw) <= _MAC_BYTES or not hmac.compare_digest(mac, self._mac(body)):
             raise BadCursor("is not a cursor this API issued (or was altered)")
-        data = json.loads(body)
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise BadCursor("is not a cursor this API issued") from None
+        if not isinstance(data, dict):
+            raise BadCursor("is not a cursor this API issued")
         if data.get("q") != digest:
             raise BadCursor("was made for other filters or another sort order; start without it")
         position = data.get("k")

@@ -5,6 +5,8 @@ networks) has no internet, so the page is plain HTML made here, with no scripts.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from html import escape
 from typing import Any
 
@@ -14,6 +16,8 @@ h2{border-bottom:1px solid #ccc;margin-top:2rem}.m{font-weight:700;color:#05a}
 table{border-collapse:collapse;width:100%}td,th{border:1px solid #ddd;padding:.25rem .5rem;
 text-align:left;vertical-align:top}code{background:#f4f4f4;padding:0 .2rem}
 """
+# The Content-Security-Policy allows exactly this inline style (web/headers.py).
+STYLE_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
 
 
 def _schema_text(schema: dict[str, Any]) -> str:

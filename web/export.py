@@ -3,31 +3,44 @@ cursor in constant memory, ending with a summary that lets an auditor check comp
 
 ndjson: one event per line; the last line is {"_summary": {...}}.
 csv: a header record, one record per event; the last record starts with the field `_summary`
-followed by the row count, the sha256 and the coverage as JSON.
-sha256 is over every byte sent before the summary (the csv header included)."""
+followed by the row count, the sha256 and the coverage as JSON. Cells a spreadsheet would
+read as a formula are neutralised (auditor.store.queries: OWASP's CSV injection rule).
+sha256 is over every byte sent before the summary (the csv header included).
+
+The access log gets two rows: `started` when the answer begins, and how it ended when the
+stream closes: `completed` (rows, sha256), `cut` (the client went away; rows the server had
+fully handed on) or `failed` (the error's class). At most AUDITOR_API_EXPORTS_PER_TOKEN
+exports run at once per token (PostgreSQL advisory locks, so across every worker)."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
+from contextlib import ExitStack
 from datetime import datetime
 from typing import Any
 
-from apiflask import APIBlueprint
-from flask import Response, current_app, g, request, stream_with_context
+import psycopg
+from apiflask import APIBlueprint, HTTPError
+from flask import Response, current_app, g
 from marshmallow import RAISE
 
 from auditor.store import queries
+from auditor.store.access_queries import AccessRecord, append
 from web import schemas
-from web.audit import database, filters_as_given, requires, write_access_log
+from web.audit import database, request_record, requires
+from web.db import Database
 from web.metrics import Metrics
 from web.paging import coverage_summary, dumps
 
 bp = APIBlueprint("export", __name__, url_prefix="/api/v1", tag="API")
 FETCH_ROWS = 5000
+EXPORT_LOCK_SPACE = 0x61756478  # "audx": the first key of every export slot's advisory lock
+RETRY_EXPORT_SECONDS = 10
 log = logging.getLogger("auditor.api")
 
 _CONTENT = {
@@ -40,6 +53,7 @@ _RESPONSES: dict[int | str, dict[str, str | dict[str, dict[str, Any]]]] = {
     400: {"description": "bad parameter"},
     401: {"description": "no, unknown or revoked token"},
     403: {"description": "the token's role is not exporter or admin"},
+    429: {"description": "this token already runs as many exports as allowed"},
 }
 
 
@@ -57,17 +71,130 @@ def export_events(query: dict[str, Any]) -> Response:
         start=query.get("from_"),
         end=query.get("to"),
     )
-    g.audit_deferred = True  # written when the stream ends, with the rows actually sent
-    audit = (g.token, "GET", request.path, filters_as_given())
-    metrics: Metrics = current_app.extensions["auditor_metrics"]
-    stream = _stream(flt, as_csv, query.get("account"), audit, metrics)
+    db = database()
+    limit: int = current_app.config["AUDITOR_SETTINGS"].api.exports_per_token
+    record = request_record(200)
+    metrics = current_app.extensions["auditor_metrics"]
+    stack, connection = _take_slot(db, g.token.id, limit)  # nothing may fail after this
+    stream = ExportStream(
+        stack, db, _body(connection, flt, as_csv, query.get("account")), metrics, record
+    )
+    g.export_stream = stream  # web.audit writes the `started` row and hands its id over
     mimetype = "text/csv" if as_csv else "application/x-ndjson"
-    response = Response(stream_with_context(stream), mimetype=mimetype)
+    response = Response(stream, mimetype=mimetype)
     response.headers["Content-Disposition"] = (
         f'attachment; filename="events.{"csv" if as_csv else "ndjson"}"'
     )
-    response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _take_slot(
+    db: Database, token_id: int, limit: int
+) -> tuple[ExitStack, psycopg.Connection[Any]]:
+    """The export's own connection in a transaction holding one of the token's slots (a
+    transaction-level advisory lock, released when the stream closes); 429 when all are
+    taken."""
+    stack = ExitStack()
+    try:
+        connection = stack.enter_context(db.connection())
+        stack.enter_context(connection.transaction())
+        for slot in range(limit):
+            key = (token_id % 30_000_000) * 64 + slot  # fits PostgreSQL's int4
+            row = connection.execute(
+                "SELECT pg_try_advisory_xact_lock(%s::int4, %s::int4)", (EXPORT_LOCK_SPACE, key)
+            ).fetchone()
+            if row is not None and row[0]:
+                return stack, connection
+    except BaseException:
+        stack.close()
+        raise
+    stack.close()
+    raise HTTPError(
+        429,
+        f"this token already runs {limit} export(s) at once; wait for one to end",
+        headers={"Retry-After": str(RETRY_EXPORT_SECONDS)},
+    )
+
+
+class ExportStream:
+    """The WSGI body of one export. The server calls close() whatever happened (PEP 3333),
+    so the ending row is written and the connection released even when the client vanished
+    before the first byte."""
+
+    def __init__(
+        self,
+        stack: ExitStack,
+        db: Database,
+        body: Generator[tuple[str, int]],
+        metrics: Metrics,
+        record: AccessRecord,
+    ) -> None:
+        self.started_row: int | None = None
+        self._stack = stack
+        self._db = db
+        self._body = body
+        self._metrics = metrics
+        self._record = record
+        self._handed_on = 0  # rows in chunks the server came back for: fully written
+        self._in_flight = 0
+        self._sha256: str | None = None
+        self._error: str | None = None
+        self._finished = False
+        self._closed = False
+
+    def __iter__(self) -> ExportStream:
+        return self
+
+    def __next__(self) -> str:
+        self._handed_on += self._in_flight
+        self._in_flight = 0
+        try:
+            chunk, rows = next(self._body)
+        except StopIteration:
+            self._finished = True
+            self.close()  # the common end: the row is written now, not when the server says
+            raise
+        except Exception as exc:
+            self._error = type(exc).__name__
+            log.exception("an export failed after %d rows", self._handed_on)
+            self.close()
+            raise
+        if rows < 0:  # the summary: the hash it carries goes into the log
+            self._sha256 = chunk
+            return self.__next__()
+        self._in_flight = rows
+        self._metrics.export_rows.inc(rows)
+        return chunk
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._body.close()
+        try:
+            self._stack.close()
+        except psycopg.Error:
+            log.exception("could not end an export's transaction")
+        if self.started_row is None:
+            return  # the answer never began (its `started` row could not be written)
+        outcome, sha256, error = "cut", None, None
+        if self._finished:
+            outcome, sha256 = "completed", self._sha256
+        elif self._error is not None:
+            outcome, error = "failed", self._error
+        record = dataclasses.replace(
+            self._record,
+            rows=self._handed_on,
+            follows=self.started_row,
+            outcome=outcome,
+            sha256=sha256,
+            error=error,
+        )
+        try:
+            with self._db.connection() as connection:
+                append(connection, record)
+        except Exception:
+            log.exception("could not write how an export ended")
 
 
 def _csv_chunk(rows: list[tuple[Any, ...]]) -> str:
@@ -81,47 +208,37 @@ def _lines(rows: list[tuple[Any, ...]]) -> str:
     return "\n".join(row[2] for row in rows) + "\n"
 
 
-def _stream(
+def _body(
+    connection: psycopg.Connection[Any],
     flt: queries.EventFilter,
     as_csv: bool,
     account: str | None,
-    audit: tuple[Any, str, str, dict[str, Any]],
-    metrics: Metrics,
-) -> Iterator[str]:
-    db = database()
+) -> Generator[tuple[str, int]]:
+    """(chunk, rows in it); the summary is preceded by (its sha256, -1) for the log."""
+    digest = hashlib.sha256()
+    accounts: set[str] = set()
+    earliest: datetime | None = None
     sent = 0
-    try:
-        digest = hashlib.sha256()
-        accounts: set[str] = set()
-        earliest: datetime | None = None
-        with db.connection() as connection, connection.transaction():
-            statement, params = queries.export_events_query(flt, csv=as_csv)
-            with connection.cursor(name="auditor_export") as cur:
-                cur.execute(statement, params)
-                if as_csv:
-                    header = ",".join(queries.EVENT_CSV_COLUMNS) + "\n"
-                    digest.update(header.encode())
-                    yield header
-                while rows := cur.fetchmany(FETCH_ROWS):
-                    chunk = _lines(rows)
-                    digest.update(chunk.encode())
-                    first = min(row[0] for row in rows)
-                    earliest = first if earliest is None else min(earliest, first)
-                    accounts.update(row[1] for row in rows)
-                    sent += len(rows)
-                    metrics.export_rows.inc(len(rows))
-                    yield chunk
-            seen = [earliest] if earliest is not None else []
-            coverage = coverage_summary(connection, flt.start, flt.end, seen, account, accounts)
-        summary = {"rows": sent, "sha256": digest.hexdigest(), "coverage": coverage}
+    statement, params = queries.export_events_query(flt, csv=as_csv)
+    with connection.cursor(name="auditor_export") as cur:
+        cur.execute(statement, params)
         if as_csv:
-            yield _csv_chunk([(None, None, "_summary", sent, summary["sha256"], dumps(coverage))])
-        else:
-            yield dumps({"_summary": summary}) + "\n"
-    finally:
-        token, method, path, filters = audit
-        try:
-            with db.connection() as connection:
-                write_access_log(connection, token, method, path, filters, 200, sent)
-        except Exception:
-            log.exception("could not write the access log of an export")
+            header = ",".join(queries.EVENT_CSV_COLUMNS) + "\n"
+            digest.update(header.encode())
+            yield header, 0
+        while rows := cur.fetchmany(FETCH_ROWS):
+            chunk = _lines(rows)
+            digest.update(chunk.encode())
+            first = min(row[0] for row in rows)
+            earliest = first if earliest is None else min(earliest, first)
+            accounts.update(row[1] for row in rows)
+            sent += len(rows)
+            yield chunk, len(rows)
+    seen = [earliest] if earliest is not None else []
+    coverage = coverage_summary(connection, flt.start, flt.end, seen, account, accounts)
+    summary = {"rows": sent, "sha256": digest.hexdigest(), "coverage": coverage}
+    yield digest.hexdigest(), -1
+    if as_csv:
+        yield _csv_chunk([(None, None, "_summary", sent, summary["sha256"], dumps(coverage))]), 0
+    else:
+        yield dumps({"_summary": summary}) + "\n", 0

@@ -13,8 +13,10 @@ from flask import Response, current_app
 from auditor.store import coverage_queries
 from web.cursor import BadCursor, CursorCodec, query_digest
 from web.errors import bad_params
+from web.strict import CONTROL
 
 JSON = "application/json"
+BIGINT_MAX = 2**63 - 1
 
 
 def codec() -> CursorCodec:
@@ -76,13 +78,29 @@ def id_position(query: dict[str, Any], bound_to: str) -> int | None:
     after = position(query, bound_to)
     if after is None:
         return None
-    if len(after) != 1 or not isinstance(after[0], int):
-        raise HTTPError(400, detail={"query": {"cursor": ["is malformed"]}})
+    if len(after) != 1 or type(after[0]) is not int or not 0 <= after[0] <= BIGINT_MAX:
+        raise malformed_cursor()
     return after[0]
 
 
-def bad_cursor() -> HTTPError:
-    return bad_params(cursor="is not a cursor this API issued")
+def time_and_text_position(query: dict[str, Any], bound_to: str) -> tuple[datetime, str] | None:
+    """The (time with offset, text) key a cursor of a listing keyed that way stands at."""
+    after = position(query, bound_to)
+    if after is None:
+        return None
+    if len(after) != 2 or not all(isinstance(v, str) for v in after):
+        raise malformed_cursor()
+    try:
+        at = datetime.fromisoformat(after[0])
+    except ValueError:
+        raise malformed_cursor() from None
+    if at.tzinfo is None or CONTROL.search(after[1]) or len(after[1]) > 256:
+        raise malformed_cursor()
+    return at, after[1]
+
+
+def malformed_cursor() -> HTTPError:
+    return bad_params(cursor="is malformed")
 
 
 def coverage_summary(

@@ -3,24 +3,40 @@ OpenAPI document from them."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from apiflask import Schema, fields, validators
 from marshmallow import ValidationError, validates_schema
 
+from web.strict import NO_CONTROL_PATTERN
+
 ISO = "ISO 8601 date-time with an offset, e.g. 2026-11-02T09:00:00+00:00"
-_TEXT = {"validate": validators.Length(1, 256), "metadata": {"description": "exact match"}}
+MIN_YEAR, MAX_YEAR = 1900, 9000
+# Years 1900..9000, then the rest of an RFC 3339 date-time (the `format` checks the rest).
+YEAR_PATTERN = "^(19[0-9]{2}|[2-8][0-9]{3}|9000)-"
+MAX_TEXT = 256
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
-def _no_nul(value: str) -> None:
-    if "\x00" in value:
-        raise ValidationError("must not contain NUL characters")
+class Digits(fields.Integer):
+    """An integer written in ASCII digits only: no sign, no `_`, no other scripts' digits."""
+
+    default_error_messages = {"invalid": "must be ASCII digits only, e.g. 100"}  # noqa: RUF012
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, str) and not _DIGITS.fullmatch(value):
+            raise self.make_error("invalid")
+        result: int = super()._deserialize(value, attr, data, **kwargs)
+        return result
 
 
 def _text(description: str = "exact match") -> fields.String:
+    # Control characters are refused before validation (web/strict.py); the pattern says so.
     return fields.String(
-        validate=[validators.Length(1, 256), _no_nul], metadata={"description": description}
+        validate=validators.Length(1, MAX_TEXT),
+        metadata={"description": description, "pattern": NO_CONTROL_PATTERN},
     )
 
 
@@ -32,12 +48,15 @@ def _instant(name: str, description: str) -> fields.AwareDateTime:
             "invalid": f"expected {ISO}",
             "invalid_awareness": f"has no offset; expected {ISO}",
         },
-        metadata={"description": description},
+        metadata={
+            "description": f"{description}; years {MIN_YEAR}..{MAX_YEAR}",
+            "pattern": YEAR_PATTERN,
+        },
     )
 
 
 class _Range(Schema):
-    from_ = _instant("from", "start of the range (inclusive), " + ISO)
+    from_ = _instant("from", "start of the range (inclusive), not after `to`, " + ISO)
     to = _instant("to", "end of the range (exclusive), " + ISO)
 
     @validates_schema
@@ -50,8 +69,8 @@ class _Range(Schema):
                 value.astimezone(UTC)
             except OverflowError:
                 raise ValidationError("is out of range", name) from None
-            if not 1900 <= value.year <= 9000:
-                raise ValidationError("year must be between 1900 and 9000", name)
+            if not MIN_YEAR <= value.year <= MAX_YEAR:
+                raise ValidationError(f"year must be between {MIN_YEAR} and {MAX_YEAR}", name)
         start, end = data.get("from_"), data.get("to")
         if start is not None and end is not None and start > end:
             raise ValidationError("must not be after `to` (an impossible range)", "from")
@@ -63,14 +82,18 @@ class _Paging(_Range):
         validate=validators.OneOf(["newest", "oldest"]),
         metadata={"description": "newest first (default) or oldest first"},
     )
-    limit = fields.Integer(
+    limit = Digits(
         load_default=100,
         validate=validators.Range(1, 1000),
         metadata={"description": "page size, 1..1000 (default 100)"},
     )
     cursor = fields.String(
         validate=validators.Length(1, 512),
-        metadata={"description": "next_cursor of the previous page (same filters and order)"},
+        metadata={
+            "description": "next_cursor of the previous page (same filters and order); "
+            "anything else is a 400",
+            "pattern": "^[A-Za-z0-9_-]*$",
+        },
     )
 
 
@@ -110,7 +133,7 @@ class AccessLogQuery(_Paging):
     token = _text("name of the token that made the request")
     role = fields.String(validate=validators.OneOf(["reader", "exporter", "admin"]))
     endpoint = _text("request path, e.g. /api/v1/events")
-    status = fields.Integer(
+    status = Digits(
         validate=validators.Range(100, 599), metadata={"description": "HTTP status answered"}
     )
 
@@ -200,6 +223,23 @@ class AccessEntry(Schema):
     filters = fields.Dict(required=True, metadata={"description": "query parameters as sent"})
     status = fields.Integer(required=True)
     rows_returned = fields.Integer(required=True, allow_none=True)
+    client = fields.String(
+        required=True, allow_none=True, metadata={"description": "the client's IP address"}
+    )
+    outcome = fields.String(
+        required=True,
+        metadata={
+            "description": "answered; for an export: started, then completed, cut or failed "
+            "in a second row that `follows` the first"
+        },
+    )
+    follows = fields.Integer(required=True, allow_none=True)
+    sha256 = fields.String(
+        required=True, allow_none=True, metadata={"description": "a completed export's hash"}
+    )
+    error = fields.String(
+        required=True, allow_none=True, metadata={"description": "a failed export's error class"}
+    )
 
 
 class AccessLogPage(Schema):

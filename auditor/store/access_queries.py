@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from auditor.store.queries import equals_and_range, where
 
@@ -16,7 +17,8 @@ ACCESS_EQUALS = {"token": "token_name", "role": "role", "endpoint": "endpoint"}
 ACCESS_JSON = """json_build_object(
     'id', id, 'at', at, 'token', token_name, 'role', role, 'method', method,
     'endpoint', endpoint, 'filters', filters, 'status', status,
-    'rows_returned', rows_returned)::text"""
+    'rows_returned', rows_returned, 'client', host(client), 'outcome', outcome,
+    'follows', follows, 'sha256', sha256, 'error', error)::text"""
 
 
 @dataclass(frozen=True)
@@ -54,3 +56,46 @@ def search_access_log(
     with conn.cursor() as cur:
         cur.execute(query, [*params, limit])
         return cur.fetchall()
+
+
+@dataclass(frozen=True)
+class AccessRecord:
+    """One row to append. The database stamps the time and derives the token's name and role
+    from ``token_hash`` (None: the request was not authenticated)."""
+
+    token_hash: str | None
+    method: str
+    endpoint: str
+    filters: dict[str, Any]
+    status: int
+    rows: int | None = None
+    client: str | None = None
+    outcome: str = "answered"  # answered | started | completed | cut | failed
+    follows: int | None = None  # an export's ending row: the id of its `started` row
+    sha256: str | None = None
+    error: str | None = None
+
+
+def append(conn: psycopg.Connection[Any], record: AccessRecord) -> int:
+    """Append a row through auditor_log_access (the API role has no INSERT); its id."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT auditor_log_access(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                record.token_hash,
+                record.method,
+                record.endpoint,
+                Jsonb(record.filters),
+                record.status,
+                record.rows,
+                record.client,
+                record.outcome,
+                record.follows,
+                record.sha256,
+                record.error,
+            ),
+        )
+        row = cur.fetchone()
+    assert row is not None
+    found: int = row[0]
+    return found

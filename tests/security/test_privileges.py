@@ -44,8 +44,8 @@ quarantine          I----  ----S  ----- I!!!S
 coverage_intervals  Iu--S  ----S  ----S IUDTS
 session_log         I----  ----S  ----- I!!!S
 account_leases      IUD-S  ----S  ----- IUDTS
-api_tokens          -----  -----  -u--S IUDTS
-access_log          -----  -----  I---S I!!!S
+api_tokens          -----  -----  ----- IUDTS
+access_log          -----  -----  ----S I!!!S
 alembic_version     -----  -----  ----S IUDTS
 """
 
@@ -118,6 +118,19 @@ OBJECTS: list[tuple[str, str, LiteralString, str]] = [
         "EXECUTE",
         "SELECT auditor_ensure_event_partition('1999-01-01')",
         "yes no no yes",
+    ),
+    (
+        "function auditor_authenticate(text) (SECURITY DEFINER)",
+        "EXECUTE",
+        "SELECT * FROM auditor_authenticate('probe')",
+        "no no yes yes",
+    ),
+    (
+        "function auditor_log_access(...) (SECURITY DEFINER)",
+        "EXECUTE",
+        "SELECT auditor_log_access(NULL, 'GET', '/api/v1/probe', '{}'::jsonb, 401,"
+        " NULL, '127.0.0.1'::inet, 'answered', NULL, NULL, NULL)",
+        "no no yes yes",
     ),
     ("schema public", "CREATE", "CREATE TABLE auditor_probe (i int)", "no no no yes"),
 ]
