@@ -24,6 +24,7 @@ from auditor.config import libpq_conninfo
 from auditor.store.writer import store_batch
 from tests.conftest import _admin, _create_from
 from tests.helpers import om_message, receipt
+from tests.logins import as_login
 
 IDLE_CONNECTIONS = 50
 WORKERS, THREADS = 2, 4  # 8 threads: far fewer than the idle connections
@@ -92,7 +93,8 @@ def served(
     port, metrics_port = _free_port(), _free_port()
     env = {
         **os.environ,
-        "AUDITOR_DATABASE_URL": fresh_db.render_as_string(hide_password=False),
+        # as the API's login, never the owner (auditor serve refuses the owner)
+        "AUDITOR_DATABASE_URL": as_login(fresh_db, "api").render_as_string(hide_password=False),
         "AUDITOR_API_SECRET": secrets.token_urlsafe(32),
         "AUDITOR_API_IO_TIMEOUT": str(IO_TIMEOUT),
         "AUDITOR_API_HEADER_TIMEOUT": "30",
