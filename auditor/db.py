@@ -226,6 +226,21 @@ access_log = Table(
 Index("ix_events_account_received_at_id", events.c.account, events.c.received_at, events.c.id)
 
 
+# --- BI (migration 2026_12_01_bi) ---------------------------------------------------------------
+# The setting behind bi_v1.events' user-data columns; editing it rebuilds the view (a trigger).
+bi_user_data_columns = Table(
+    "bi_user_data_columns",
+    metadata,
+    Column("column_name", Text, nullable=False),
+    Column("user_data_key", Text, nullable=False),
+    Column("position", Integer, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("column_name"),
+    CheckConstraint("column_name ~ '^[a-z][a-z0-9_]{0,59}$'", name="column_name"),
+    comment="Setting: the user-data keys shown as text columns ud_<column_name> of bi.events."
+    " Editing it rebuilds the view.",
+)
+
+
 def _unreachable(url: URL, exc: BaseException) -> ConfigError:
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     reason = detail[0] if detail else type(exc).__name__
