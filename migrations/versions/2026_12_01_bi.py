@@ -93,8 +93,8 @@ EVENTS_COLUMNS = f"""
     e.openmedia_type, e.state, e.error_code, e.error_message,
     (e.received_at AT TIME ZONE 'UTC')::date AS day,
     CASE WHEN jsonb_typeof({_OPENMEDIA}->'capabilities') = 'array'
-         THEN (SELECT string_agg(c, ',') FROM jsonb_array_elements_text(
-                   {_OPENMEDIA}->'capabilities') AS c)
+         THEN coalesce((SELECT string_agg(c, ',') FROM jsonb_array_elements_text(
+                   {_OPENMEDIA}->'capabilities') AS c), '')
     END AS capabilities"""
 
 
@@ -390,7 +390,8 @@ COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
             "error_code": "data.errorCode of an Error notification.",
             "error_message": "data.errorMessage of an Error notification.",
             "day": "received_at's date in UTC.",
-            "capabilities": "openmedia.capabilities joined with commas (empty string: none).",
+            "capabilities": "openmedia.capabilities joined with commas (empty string: an empty"
+            " list; null: none sent).",
         },
     ),
     "agent_segments": (
