@@ -97,17 +97,24 @@ start in `Processing`. The rules, with their stable codes:
 """
 
 PERFORMANCE = """\
-## Performance
+## Performance and the summaries
 
-`events`, `daily_volumes` and `coverage` read the tables directly. `interactions` reads the
-projection and, per interaction, its events through the index on `interaction_id`: a filter on
-`interaction_id`, `media_type` or a time column of the projection stays cheap, a whole-store
-aggregate does not. `agent_segments`, `user_data_changes` and `lifecycle_findings` use window
-functions over each interaction's events: filters on `interaction_id` (and `account` for
-findings) are pushed down to the index; a time filter is applied after the window, so a time
-range over a large store reads all its events. bench/bi.py measures the sample queries over
-5,000,000 events (docs/bi.md is generated, the numbers are in the closing notes of the change
-that added them).
+`events`, `daily_volumes` and `coverage` read the tables directly. `agent_segments`,
+`user_data_changes` and `lifecycle_findings` need each session's events in order (window
+functions), which over a whole store takes far longer than a dashboard may wait. They are
+therefore backed by summary tables (`bi_segments`, `bi_user_data_changes`, `bi_findings`)
+that `auditor_bi_refresh(max_events)` keeps up with the events: it takes the events past its
+watermark (`bi_refresh_state`), recomputes every interaction they touch and moves the
+watermark, in one transaction, with row-level deletes and inserts (no `REFRESH`, no lock a
+reader waits for). Run it with `auditor bi refresh --follow 5` beside the worker, or call
+`SELECT auditor_bi_refresh()` from the worker's role (`auditor_writer` may execute it).
+
+The views stay exact whether or not the refresh keeps up: rows of interactions with events
+past the watermark come from the live computation, the rest from the summaries. A refresh
+that falls behind makes them slower, never wrong. `interactions` reads the projection and
+each interaction's `agent_segments` rows by index. Filters on `interaction_id` (and `account`
+for findings) reach the indexes in every view. bench/bi.py measures the sample queries over
+5,000,000 events; the numbers are in the closing notes of the change that added it.
 """
 
 

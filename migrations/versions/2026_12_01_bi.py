@@ -21,6 +21,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BI = "auditor_bi"
+WRITER = "auditor_writer"
 READER = "auditor_reader"
 VERSION = "bi_v1"
 
@@ -35,6 +36,36 @@ _END = "coalesce({t}.ended_at, CASE WHEN " + _LIVE + " THEN now() ELSE {t}.heart
 
 def _end(alias: str) -> str:
     return _END.format(t=alias)
+
+
+# Interactions with events newer than the last summary refresh (auditor_bi_refresh): the
+# views compute those live and read the rest from the summary tables, so they are exact
+# whether or not the refresh keeps up. A function, so that the watermark reaches the planner
+# as a value (an index range over the newest ids), not as an unknown parameter (a third of
+# the table by the planner's default guess).
+PENDING_FUNCTION = """
+CREATE FUNCTION auditor_bi_pending() RETURNS text[]
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    watermark bigint := (SELECT last_event_id FROM bi_refresh_state WHERE id = 1);
+    found     text[];
+BEGIN
+    EXECUTE format('SELECT coalesce(array_agg(DISTINCT interaction_id), ''{}'') FROM events'
+                   ' WHERE id > %s AND interaction_id IS NOT NULL', watermark)
+        INTO found;
+    RETURN found;
+END
+$$
+"""
+PENDING = "auditor_bi_pending()"
+
+
+def _refreshed(alias: str) -> str:
+    """The summary row's interaction has no event past the watermark."""
+    return (
+        f"NOT EXISTS (SELECT 1 FROM unnest({PENDING}) AS q(interaction_id)"
+        f" WHERE q.interaction_id = {alias}.interaction_id)"
+    )
 
 
 # The newest non-null value of `expr` by event id over a window frame (PostgreSQL has no
@@ -109,7 +140,7 @@ DEFAULT_USER_DATA_COLUMNS = [
 ]
 
 # One row per (interaction, account): what that agent's session saw of the interaction.
-AGENT_SEGMENTS = """
+LIVE_SEGMENTS = """
 SELECT g.interaction_id, g.account, g.media_type, g.openmedia_type,
        g.first_seen_at, g.last_seen_at, g.invited_at, g.accepted_at, g.completed_at,
        g.last_state,
@@ -181,6 +212,11 @@ SELECT i.interaction_id, i.media_type, i.openmedia_type, i.state AS final_state,
 }
        ) AS has_coverage_gap
 FROM interactions AS i
+-- The projection moves with the events: an interaction is past the summaries' watermark
+-- exactly when its last event is.
+CROSS JOIN LATERAL (
+    SELECT i.last_event_id > (SELECT r.last_event_id FROM bi_refresh_state AS r) AS pending
+) AS w
 CROSS JOIN LATERAL (
     SELECT min(a.invited_at) AS first_invited_at,
            min(a.accepted_at) AS accepted_at,
@@ -191,12 +227,17 @@ CROSS JOIN LATERAL (
            (array_agg(a.account ORDER BY a.completed_at DESC)
                 FILTER (WHERE a.outcome = 'completed'))[1] AS completed_by,
            coalesce(sum(a.error_count), 0)::bigint AS error_count
-    FROM {VERSION}.agent_segments AS a
-    WHERE a.interaction_id = i.interaction_id
+    FROM (
+        SELECT t.* FROM bi_segments AS t
+        WHERE t.interaction_id = i.interaction_id AND NOT w.pending
+        UNION ALL
+        SELECT l.* FROM bi_live_segments AS l
+        WHERE l.interaction_id = i.interaction_id AND w.pending
+    ) AS a
 ) AS s
 """
 
-USER_DATA_CHANGES = f"""
+LIVE_USER_DATA_CHANGES = f"""
 SELECT c.event_id, c.received_at, c.account, c.interaction_id, c.kind, c.notification_type,
        c.reference_id, d.key,
        CASE WHEN d.old_key IS NULL THEN 'added'
@@ -229,6 +270,30 @@ CROSS JOIN LATERAL (
 ) AS d
 """
 
+_SEGMENT_COLUMNS = (
+    "interaction_id, account, media_type, openmedia_type, first_seen_at, last_seen_at,"
+    " invited_at, accepted_at, completed_at, last_state, outcome, time_to_accept_seconds,"
+    " handle_time_seconds, event_count, error_count"
+)
+
+AGENT_SEGMENTS = f"""
+SELECT {_SEGMENT_COLUMNS} FROM bi_segments AS t WHERE {_refreshed("t")}
+UNION ALL
+SELECT {_SEGMENT_COLUMNS} FROM bi_live_segments WHERE interaction_id = ANY ({PENDING})
+"""
+
+_CHANGE_COLUMNS = (
+    "event_id, received_at, account, interaction_id, kind, notification_type, reference_id,"
+    " key, change, old_value, new_value, old_type, new_type, is_initial"
+)
+
+USER_DATA_CHANGES = f"""
+SELECT {_CHANGE_COLUMNS} FROM bi_user_data_changes AS t WHERE {_refreshed("t")}
+UNION ALL
+SELECT {_CHANGE_COLUMNS} FROM bi_live_user_data_changes
+WHERE interaction_id = ANY ({PENDING})
+"""
+
 _STEP = (
     "(PARTITION BY e.interaction_id, e.account ORDER BY e.id"
     " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
@@ -253,58 +318,72 @@ _FIRST_PROCESSING_UNINVITED = (
 # Each session's events in id order with what came before them on that session; then every
 # rule of FINDING_CODES on each step. Errors without an openmedia resource (so without an
 # interaction id) come from the second branch.
+LIVE_FINDINGS = f"""
+SELECT r.code, r.detail, s.interaction_id, s.account, s.event_id, s.received_at, s.kind,
+       s.notification_type, s.reference_id, s.previous_state, s.state, s.media_type,
+       s.error_code, s.error_message
+FROM (
+    SELECT e.id AS event_id, e.received_at, e.kind, e.account, e.interaction_id,
+           e.notification_type, e.reference_id, e.state, e.media_type, e.openmedia_type,
+           e.error_code, e.error_message,
+           {_last_by_id("e.state", _STEP)} AS previous_state,
+           coalesce(bool_or(e.state = 'Invited') OVER {_STEP}, false) AS invited_before,
+           coalesce(bool_or(e.state = 'Processing') OVER {_STEP}, false)
+               AS processing_before,
+           bool_or(e.kind = 'snapshot') OVER {_UPTO} AS snapshot_so_far,
+           coalesce(bool_or(e.state = 'Invited') OVER {_WHOLE}, false) AS ever_invited,
+           bool_or(e.kind = 'snapshot') OVER {_WHOLE} AS ever_snapshot,
+           row_number() OVER (PARTITION BY e.interaction_id, e.account ORDER BY e.id)
+               AS nth
+    FROM events AS e
+    WHERE e.interaction_id IS NOT NULL
+) AS s
+CROSS JOIN LATERAL (VALUES
+    ('EVENT_AFTER_COMPLETED',
+     s.kind = 'notification' AND s.previous_state = 'Completed'
+         AND s.state IS DISTINCT FROM 'Invited',
+     format('%s %s after Completed', s.notification_type, coalesce(s.state, '-'))),
+    ('PROCESSING_WITHOUT_INVITE',
+     {_FIRST_PROCESSING_UNINVITED} AND NOT {_ACCEPT},
+     format('%s to Processing, no Invited before on this session',
+            s.notification_type)),
+    ('ACCEPT_WITHOUT_INVITE',
+     {_FIRST_PROCESSING_UNINVITED} AND {_ACCEPT},
+     format('Processing for referenceId %s, no Invited before on this session',
+            s.reference_id)),
+    ('SEEN_WITHOUT_INVITE',
+     s.nth = 1 AND NOT s.ever_invited AND NOT s.ever_snapshot AND {_INBOUND},
+     format('first seen as %s %s, never Invited on this session',
+            s.notification_type, coalesce(s.state, '-'))),
+    ('OPERATION_FAILED',
+     s.notification_type = 'Error',
+     format('referenceId %s: %s %s', coalesce(s.reference_id, '-'),
+            coalesce(s.error_code, '-'), coalesce(s.error_message, '-'))),
+    ('STATE_OUT_OF_ORDER',
+     s.kind = 'notification' AND s.previous_state IN {_DOCUMENTED_STATES}
+         AND s.state IN {_DOCUMENTED_STATES} AND s.state <> s.previous_state
+         AND (s.previous_state, s.state) NOT IN {_DOCUMENTED_MOVES},
+     format('%s -> %s', s.previous_state, s.state))
+) AS r(code, fired, detail)
+WHERE r.fired
+"""
+
+_FINDING_COLUMNS = (
+    "code, detail, interaction_id, account, event_id, received_at, kind, notification_type,"
+    " reference_id, previous_state, state, media_type, error_code, error_message"
+)
+
+# Stored findings of the interactions refreshed, the live ones of those with newer events,
+# and Errors without an openmedia resource (no interaction to refresh; read by index).
 LIFECYCLE_FINDINGS = f"""
 SELECT f.code, k.explanation, f.detail, f.interaction_id, f.account, f.event_id,
        f.received_at, f.kind, f.notification_type, f.reference_id, f.previous_state, f.state,
        f.media_type, f.error_code, f.error_message
 FROM (
-    SELECT r.code, r.detail, s.interaction_id, s.account, s.event_id, s.received_at, s.kind,
-           s.notification_type, s.reference_id, s.previous_state, s.state, s.media_type,
-           s.error_code, s.error_message
-    FROM (
-        SELECT e.id AS event_id, e.received_at, e.kind, e.account, e.interaction_id,
-               e.notification_type, e.reference_id, e.state, e.media_type, e.openmedia_type,
-               e.error_code, e.error_message,
-               {_last_by_id("e.state", _STEP)} AS previous_state,
-               coalesce(bool_or(e.state = 'Invited') OVER {_STEP}, false) AS invited_before,
-               coalesce(bool_or(e.state = 'Processing') OVER {_STEP}, false)
-                   AS processing_before,
-               bool_or(e.kind = 'snapshot') OVER {_UPTO} AS snapshot_so_far,
-               coalesce(bool_or(e.state = 'Invited') OVER {_WHOLE}, false) AS ever_invited,
-               bool_or(e.kind = 'snapshot') OVER {_WHOLE} AS ever_snapshot,
-               row_number() OVER (PARTITION BY e.interaction_id, e.account ORDER BY e.id)
-                   AS nth
-        FROM events AS e
-        WHERE e.interaction_id IS NOT NULL
-    ) AS s
-    CROSS JOIN LATERAL (VALUES
-        ('EVENT_AFTER_COMPLETED',
-         s.kind = 'notification' AND s.previous_state = 'Completed'
-             AND s.state IS DISTINCT FROM 'Invited',
-         format('%s %s after Completed', s.notification_type, coalesce(s.state, '-'))),
-        ('PROCESSING_WITHOUT_INVITE',
-         {_FIRST_PROCESSING_UNINVITED} AND NOT {_ACCEPT},
-         format('%s to Processing, no Invited before on this session',
-                s.notification_type)),
-        ('ACCEPT_WITHOUT_INVITE',
-         {_FIRST_PROCESSING_UNINVITED} AND {_ACCEPT},
-         format('Processing for referenceId %s, no Invited before on this session',
-                s.reference_id)),
-        ('SEEN_WITHOUT_INVITE',
-         s.nth = 1 AND NOT s.ever_invited AND NOT s.ever_snapshot AND {_INBOUND},
-         format('first seen as %s %s, never Invited on this session',
-                s.notification_type, coalesce(s.state, '-'))),
-        ('OPERATION_FAILED',
-         s.notification_type = 'Error',
-         format('referenceId %s: %s %s', coalesce(s.reference_id, '-'),
-                coalesce(s.error_code, '-'), coalesce(s.error_message, '-'))),
-        ('STATE_OUT_OF_ORDER',
-         s.kind = 'notification' AND s.previous_state IN {_DOCUMENTED_STATES}
-             AND s.state IN {_DOCUMENTED_STATES} AND s.state <> s.previous_state
-             AND (s.previous_state, s.state) NOT IN {_DOCUMENTED_MOVES},
-         format('%s -> %s', s.previous_state, s.state))
-    ) AS r(code, fired, detail)
-    WHERE r.fired
+    SELECT {_FINDING_COLUMNS} FROM bi_findings AS t WHERE {_refreshed("t")}
+    UNION ALL
+    SELECT {_FINDING_COLUMNS} FROM bi_live_findings
+    WHERE interaction_id = ANY ({PENDING})
     UNION ALL
     SELECT 'OPERATION_FAILED', format('referenceId %s: %s %s', coalesce(e.reference_id, '-'),
                                       coalesce(e.error_code, '-'),
@@ -573,6 +652,126 @@ def _comment_statements(name: str) -> list[str]:
     return statements
 
 
+# The summaries behind agent_segments, user_data_changes and lifecycle_findings: the live
+# views' rows, recomputed per interaction by auditor_bi_refresh() for every interaction with
+# events past the watermark. Row-level DELETE + INSERT in the caller's transaction: readers
+# see the old rows or the new ones, never wait.
+SUMMARY_TABLES = [
+    """CREATE TABLE bi_refresh_state (
+        id            integer     NOT NULL DEFAULT 1,
+        last_event_id bigint      NOT NULL DEFAULT 0,
+        refreshed_at  timestamptz,
+        CONSTRAINT pk_bi_refresh_state PRIMARY KEY (id),
+        CONSTRAINT ck_bi_refresh_state_one_row CHECK (id = 1)
+    )""",
+    "INSERT INTO bi_refresh_state (id, last_event_id) VALUES (1, 0)",
+    """CREATE TABLE bi_segments (
+        interaction_id         text        NOT NULL,
+        account                text        NOT NULL,
+        media_type             text,
+        openmedia_type         text,
+        first_seen_at          timestamptz NOT NULL,
+        last_seen_at           timestamptz NOT NULL,
+        invited_at             timestamptz,
+        accepted_at            timestamptz,
+        completed_at           timestamptz,
+        last_state             text,
+        outcome                text        NOT NULL,
+        time_to_accept_seconds numeric,
+        handle_time_seconds    numeric,
+        event_count            bigint      NOT NULL,
+        error_count            bigint      NOT NULL,
+        CONSTRAINT pk_bi_segments PRIMARY KEY (interaction_id, account)
+    )""",
+    "CREATE INDEX ix_bi_segments_first_seen_at ON bi_segments (first_seen_at)",
+    """CREATE TABLE bi_user_data_changes (
+        event_id          bigint      NOT NULL,
+        received_at       timestamptz NOT NULL,
+        account           text        NOT NULL,
+        interaction_id    text        NOT NULL,
+        kind              text        NOT NULL,
+        notification_type text,
+        reference_id      text,
+        key               text        NOT NULL,
+        change            text        NOT NULL,
+        old_value         text,
+        new_value         text,
+        old_type          text,
+        new_type          text,
+        is_initial        boolean     NOT NULL,
+        CONSTRAINT pk_bi_user_data_changes PRIMARY KEY (event_id, key)
+    )""",
+    "CREATE INDEX ix_bi_user_data_changes_interaction_id ON bi_user_data_changes (interaction_id)",
+    "CREATE INDEX ix_bi_user_data_changes_received_at ON bi_user_data_changes (received_at)",
+    """CREATE TABLE bi_findings (
+        code              text        NOT NULL,
+        detail            text        NOT NULL,
+        interaction_id    text        NOT NULL,
+        account           text        NOT NULL,
+        event_id          bigint      NOT NULL,
+        received_at       timestamptz NOT NULL,
+        kind              text        NOT NULL,
+        notification_type text,
+        reference_id      text,
+        previous_state    text,
+        state             text,
+        media_type        text,
+        error_code        text,
+        error_message     text,
+        CONSTRAINT pk_bi_findings PRIMARY KEY (event_id, code)
+    )""",
+    "CREATE INDEX ix_bi_findings_interaction_id ON bi_findings (interaction_id)",
+    "CREATE INDEX ix_bi_findings_received_at ON bi_findings (received_at)",
+    "CREATE INDEX ix_bi_findings_account_event_id ON bi_findings (account, event_id)",
+]
+
+# Summary table -> the live view it stores.
+SUMMARIES = {
+    "bi_segments": "bi_live_segments",
+    "bi_user_data_changes": "bi_live_user_data_changes",
+    "bi_findings": "bi_live_findings",
+}
+
+# pg_advisory_xact_lock key for the refresh: 'birefr' in ASCII.
+REFRESH_LOCK_KEY = 0x626972656672
+
+_REFRESH_STEPS = "\n    ".join(
+    f"DELETE FROM {table} WHERE interaction_id = ANY(affected);\n"
+    f"    INSERT INTO {table} SELECT * FROM {live} WHERE interaction_id = ANY(affected);"
+    for table, live in SUMMARIES.items()
+)
+
+# SECURITY DEFINER: the worker's role (auditor_writer) may run it without any right on the
+# summary tables. Returns the number of events consumed (0: caught up, or another refresh
+# is running).
+REFRESH_FUNCTION = f"""
+CREATE FUNCTION auditor_bi_refresh(p_max_events integer DEFAULT 20000) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    watermark bigint;
+    high      bigint;
+    consumed  integer;
+    affected  text[];
+BEGIN
+    IF NOT pg_try_advisory_xact_lock({REFRESH_LOCK_KEY}) THEN
+        RETURN 0;
+    END IF;
+    SELECT last_event_id INTO watermark FROM bi_refresh_state WHERE id = 1;
+    SELECT max(id), count(*) INTO high, consumed
+    FROM (SELECT id FROM events WHERE id > watermark ORDER BY id LIMIT p_max_events) AS n;
+    IF consumed = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT coalesce(array_agg(DISTINCT interaction_id), '{{}}') INTO affected
+    FROM events WHERE id > watermark AND id <= high AND interaction_id IS NOT NULL;
+    {_REFRESH_STEPS}
+    UPDATE bi_refresh_state SET last_event_id = high, refreshed_at = now() WHERE id = 1;
+    RETURN consumed;
+END
+$$
+"""
+
+
 # bi.<view> = SELECT * FROM <version>.<view>, with the same comments and grants.
 ALIAS_FUNCTION = f"""
 CREATE FUNCTION auditor_bi_alias(p_version text, p_view text) RETURNS void
@@ -688,6 +887,21 @@ def upgrade() -> None:
         $$
         """
     )
+    for statement in SUMMARY_TABLES:
+        op.execute(statement)
+    for name, sql in (
+        ("bi_live_segments", LIVE_SEGMENTS),
+        ("bi_live_user_data_changes", LIVE_USER_DATA_CHANGES),
+        ("bi_live_findings", LIVE_FINDINGS),
+    ):
+        op.execute(f"CREATE VIEW {name} AS {sql}")
+    op.execute(REFRESH_FUNCTION)
+    op.execute(PENDING_FUNCTION)
+    op.execute("REVOKE ALL ON FUNCTION auditor_bi_pending() FROM PUBLIC")
+    # Called by the views, so by whoever reads them: it reveals only interaction ids.
+    op.execute(f"GRANT EXECUTE ON FUNCTION auditor_bi_pending() TO {BI}, {READER}")
+    op.execute("REVOKE ALL ON FUNCTION auditor_bi_refresh(integer) FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION auditor_bi_refresh(integer) TO {WRITER}")
     for name in VIEWS:
         op.execute(f"CREATE VIEW {VERSION}.{name} AS {_view_sql(name)}")
         for statement in _comment_statements(name):
@@ -712,6 +926,12 @@ def downgrade() -> None:
     op.execute("DROP SCHEMA bi CASCADE")
     op.execute(f"DROP SCHEMA {VERSION} CASCADE")
     op.execute("DROP TABLE bi_user_data_columns")
+    op.execute("DROP FUNCTION auditor_bi_refresh(integer)")
+    op.execute("DROP FUNCTION auditor_bi_pending()")
+    for view in ("bi_live_findings", "bi_live_user_data_changes", "bi_live_segments"):
+        op.execute(f"DROP VIEW {view}")
+    for table in ("bi_findings", "bi_user_data_changes", "bi_segments", "bi_refresh_state"):
+        op.execute(f"DROP TABLE {table}")
     op.execute("DROP FUNCTION auditor_bi_user_data_columns_changed()")
     op.execute("DROP FUNCTION auditor_bi_build_events()")
     op.execute("DROP FUNCTION auditor_bi_alias(text, text)")
