@@ -8,7 +8,8 @@ has no Invited/Accept/transfer lifecycle, so it cannot exercise these views): pe
 6 in 10 handled (5 events), 2 in 10 transferred to another agent (8), 1 in 10 rejected and
 re-routed (6), 1 in 10 with an Error (5); 200 agents, 4 media types, userData with a changing
 Priority; every account covered, with a 10-minute gap each month. Then the interactions
-projection in one statement (bench/api.py's), VACUUM ANALYZE.
+projection in one statement (bench/api.py's), VACUUM ANALYZE, and the BI summaries brought
+up to date by auditor_bi_refresh() (its rate is printed).
 
     python bench/bi.py [--events N] [--runs 5] [--data-dir /tmp/auditor-bench-bi]
 
@@ -32,6 +33,7 @@ from sqlalchemy.engine import URL
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api import PROJECT
 
+from auditor.bi import refresh
 from auditor.bi.samples import SAMPLE_QUERIES, for_psycopg
 from auditor.config import libpq_conninfo, parse_database_url
 from auditor.db import sa_connection
@@ -206,8 +208,30 @@ def measure(
     )
 
 
-def run(url: URL, total: int, runs: int) -> None:
+def refresh_summaries(url: URL, batch: int) -> None:
+    """Bring the summaries up to the events, as `auditor bi refresh` does; prints the rate."""
+    with psycopg.connect(libpq_conninfo(url)) as conn:
+        pending = refresh.pending_events(conn)
+        t0 = time.perf_counter()
+        done = 0
+        while consumed := refresh.refresh_once(conn, batch):
+            conn.commit()
+            done += consumed
+        conn.commit()
+        elapsed = time.perf_counter() - t0
+    if done:
+        print(
+            f"summary refresh: {done:,} of {pending:,} pending events in {elapsed:.0f} s"
+            f" ({done / elapsed:,.0f} events/s, batches of {batch:,})",
+            flush=True,
+        )
+    else:
+        print("summaries up to date", flush=True)
+
+
+def run(url: URL, total: int, runs: int, batch: int) -> None:
     load(url, total)
+    refresh_summaries(url, batch)
     login = _bi_login(url)
     print(f"load average before: {os.getloadavg()}", flush=True)
     with psycopg.connect(libpq_conninfo(login), autocommit=True) as conn:
@@ -252,13 +276,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=5_000_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--refresh-batch", type=int, default=50_000)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/auditor-bench-bi"))
     args = parser.parse_args()
     if os.environ.get("AUDITOR_DATABASE_URL"):
         url = parse_database_url(os.environ["AUDITOR_DATABASE_URL"])
         with sa_connection(url) as connection:
             schema.upgrade(connection)
-        run(url, args.events, args.runs)
+        run(url, args.events, args.runs, args.refresh_batch)
         return
     data_dir = args.data_dir / f"{args.events}"
     server = EmbeddedPostgres(data_dir, durable=True).start()
@@ -266,7 +291,7 @@ def main() -> None:
         url = parse_database_url(server.url("postgres"))
         with sa_connection(url) as connection:
             schema.upgrade(connection)
-        run(url, args.events, args.runs)
+        run(url, args.events, args.runs, args.refresh_batch)
     finally:
         server.stop()
 
