@@ -239,10 +239,7 @@ CROSS JOIN LATERAL (
 
 LIVE_USER_DATA_CHANGES = f"""
 SELECT c.event_id, c.received_at, c.account, c.interaction_id, c.kind, c.notification_type,
-       c.reference_id, d.key,
-       CASE WHEN d.old_key IS NULL THEN 'added'
-            WHEN d.new_key IS NULL THEN 'removed'
-            ELSE 'changed' END AS change,
+       c.reference_id, d.key, d.change,
        d.old_value #>> '{{}}' AS old_value,
        d.new_value #>> '{{}}' AS new_value,
        jsonb_typeof(d.old_value) AS old_type,
@@ -261,13 +258,19 @@ FROM (
     ) AS u
     WHERE jsonb_typeof(u.user_data) = 'object'
 ) AS c
+-- Most events repeat the previous map unchanged: one jsonb comparison skips them.
 CROSS JOIN LATERAL (
-    SELECT coalesce(n.key, o.key) AS key, o.key AS old_key, n.key AS new_key,
-           o.value AS old_value, n.value AS new_value
+    SELECT n.key,
+           CASE WHEN c.previous_user_data ? n.key THEN 'changed' ELSE 'added' END AS change,
+           c.previous_user_data -> n.key AS old_value, n.value AS new_value
     FROM jsonb_each(c.user_data) AS n
-    FULL JOIN jsonb_each(coalesce(c.previous_user_data, '{{}}'::jsonb)) AS o ON n.key = o.key
-    WHERE n.value IS DISTINCT FROM o.value
+    WHERE (c.previous_user_data -> n.key) IS DISTINCT FROM n.value
+    UNION ALL
+    SELECT o.key, 'removed', o.value, NULL
+    FROM jsonb_each(c.previous_user_data) AS o
+    WHERE NOT c.user_data ? o.key
 ) AS d
+WHERE c.previous_user_data IS DISTINCT FROM c.user_data
 """
 
 _SEGMENT_COLUMNS = (
@@ -319,7 +322,26 @@ _FIRST_PROCESSING_UNINVITED = (
 # rule of FINDING_CODES on each step. Errors without an openmedia resource (so without an
 # interaction id) come from the second branch.
 LIVE_FINDINGS = f"""
-SELECT r.code, r.detail, s.interaction_id, s.account, s.event_id, s.received_at, s.kind,
+SELECT r.code,
+       -- Worded only for the rules that fired: most steps fire none.
+       CASE r.code
+           WHEN 'EVENT_AFTER_COMPLETED' THEN
+               format('%s %s after Completed', s.notification_type, coalesce(s.state, '-'))
+           WHEN 'PROCESSING_WITHOUT_INVITE' THEN
+               format('%s to Processing, no Invited before on this session',
+                      s.notification_type)
+           WHEN 'ACCEPT_WITHOUT_INVITE' THEN
+               format('Processing for referenceId %s, no Invited before on this session',
+                      s.reference_id)
+           WHEN 'SEEN_WITHOUT_INVITE' THEN
+               format('first seen as %s %s, never Invited on this session',
+                      s.notification_type, coalesce(s.state, '-'))
+           WHEN 'OPERATION_FAILED' THEN
+               format('referenceId %s: %s %s', coalesce(s.reference_id, '-'),
+                      coalesce(s.error_code, '-'), coalesce(s.error_message, '-'))
+           ELSE format('%s -> %s', s.previous_state, s.state)
+       END AS detail,
+       s.interaction_id, s.account, s.event_id, s.received_at, s.kind,
        s.notification_type, s.reference_id, s.previous_state, s.state, s.media_type,
        s.error_code, s.error_message
 FROM (
@@ -341,30 +363,17 @@ FROM (
 CROSS JOIN LATERAL (VALUES
     ('EVENT_AFTER_COMPLETED',
      s.kind = 'notification' AND s.previous_state = 'Completed'
-         AND s.state IS DISTINCT FROM 'Invited',
-     format('%s %s after Completed', s.notification_type, coalesce(s.state, '-'))),
-    ('PROCESSING_WITHOUT_INVITE',
-     {_FIRST_PROCESSING_UNINVITED} AND NOT {_ACCEPT},
-     format('%s to Processing, no Invited before on this session',
-            s.notification_type)),
-    ('ACCEPT_WITHOUT_INVITE',
-     {_FIRST_PROCESSING_UNINVITED} AND {_ACCEPT},
-     format('Processing for referenceId %s, no Invited before on this session',
-            s.reference_id)),
+         AND s.state IS DISTINCT FROM 'Invited'),
+    ('PROCESSING_WITHOUT_INVITE', {_FIRST_PROCESSING_UNINVITED} AND NOT {_ACCEPT}),
+    ('ACCEPT_WITHOUT_INVITE', {_FIRST_PROCESSING_UNINVITED} AND {_ACCEPT}),
     ('SEEN_WITHOUT_INVITE',
-     s.nth = 1 AND NOT s.ever_invited AND NOT s.ever_snapshot AND {_INBOUND},
-     format('first seen as %s %s, never Invited on this session',
-            s.notification_type, coalesce(s.state, '-'))),
-    ('OPERATION_FAILED',
-     s.notification_type = 'Error',
-     format('referenceId %s: %s %s', coalesce(s.reference_id, '-'),
-            coalesce(s.error_code, '-'), coalesce(s.error_message, '-'))),
+     s.nth = 1 AND NOT s.ever_invited AND NOT s.ever_snapshot AND {_INBOUND}),
+    ('OPERATION_FAILED', s.notification_type = 'Error'),
     ('STATE_OUT_OF_ORDER',
      s.kind = 'notification' AND s.previous_state IN {_DOCUMENTED_STATES}
          AND s.state IN {_DOCUMENTED_STATES} AND s.state <> s.previous_state
-         AND (s.previous_state, s.state) NOT IN {_DOCUMENTED_MOVES},
-     format('%s -> %s', s.previous_state, s.state))
-) AS r(code, fired, detail)
+         AND (s.previous_state, s.state) NOT IN {_DOCUMENTED_MOVES})
+) AS r(code, fired)
 WHERE r.fired
 """
 
