@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 from sqlalchemy.engine import URL
 
+from auditor.config import libpq_conninfo
+from auditor.store.writer import store_batch
+from tests.bi import fixture
 from tests.integration.test_cli import assert_one_line_error, run
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "bi.md"
@@ -35,3 +39,13 @@ def test_bad_settings_and_paths_are_one_line(session_db: URL, tmp_path: Path) ->
     assert_one_line_error(
         run("bi", "docs", "--output", str(missing), url=session_db), "cannot write"
     )
+
+
+def test_refresh_brings_the_summaries_up_to_date(fresh_db: URL) -> None:
+    with psycopg.connect(libpq_conninfo(fresh_db)) as conn:
+        store_batch(conn, fixture.receipts())
+    first = run("bi", "refresh", "--batch", "10", url=fresh_db)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"refreshed {len(fixture.receipts())} events")
+    again = run("bi", "refresh", url=fresh_db)
+    assert again.stdout.startswith("refreshed 0 events")
