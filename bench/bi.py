@@ -267,8 +267,18 @@ def run(url: URL, total: int, runs: int, batch: int) -> None:
                 "findings of one account",
                 "SELECT * FROM bi.lifecycle_findings WHERE account = 'agent007'",
             ),
+            (
+                "newest 101 findings (the API's first page)",
+                "SELECT * FROM bi_v1.lifecycle_findings ORDER BY event_id DESC, code DESC"
+                " LIMIT 101",
+            ),
+            (
+                "findings of the last day, newest 101",
+                "SELECT * FROM bi_v1.lifecycle_findings WHERE received_at >= %(day)s"
+                " ORDER BY event_id DESC, code DESC LIMIT 101",
+            ),
         ):
-            measure(conn, name, sql, {"iid": iid}, runs, 1.0)
+            measure(conn, name, sql, {"iid": iid, "day": END - timedelta(days=1)}, runs, 1.0)
     print(f"load average after: {os.getloadavg()}", flush=True)
 
 
