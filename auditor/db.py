@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Identity,
     Index,
@@ -320,6 +321,20 @@ bi_findings = Table(
     Index(None, "interaction_id"),
     Index(None, "received_at"),
     Index(None, "account", "event_id"),
+)
+
+
+# Per UTC day, counted again by the refresh for the days its events fall on.
+bi_daily_volumes = Table(
+    "bi_daily_volumes",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("media_type", Text),
+    Column("state", Text),
+    Column("notification_type", Text),
+    Column("account", Text, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Index(None, "day"),
 )
 
 

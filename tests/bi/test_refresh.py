@@ -22,6 +22,7 @@ VIEWS = {
     "user_data_changes": "event_id, key",
     "lifecycle_findings": "event_id, code",
     "interactions": "interaction_id",
+    "daily_volumes": "day, media_type, state, notification_type, account",
 }
 
 

@@ -28,6 +28,7 @@ PRIVATE = (
     "bi_segments",
     "bi_user_data_changes",
     "bi_findings",
+    "bi_daily_volumes",
     "bi_live_segments",
     "bi_live_user_data_changes",
     "bi_live_findings",
