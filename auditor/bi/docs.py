@@ -30,9 +30,13 @@ NAME` once that command exists; until then `CREATE ROLE name LOGIN PASSWORD '...
 auditor_bi`). A member can:
 
 * use the schemas `bi` and `bi_v1` and `SELECT` from their views;
-* nothing else: no base table (`events`, `interactions`, `quarantine`, coverage, session log),
-  not the access log, not the API tokens, not the evidence record; no `INSERT`, `UPDATE`,
-  `DELETE`, DDL, nor the partition function.
+* execute `auditor_bi_pending()` and `auditor_bi_pending_days()`, which the views call (they
+  return the interaction ids and days with events past the summaries' watermark);
+* nothing else: no base table (`events`, `interactions`, `quarantine`, coverage, session log,
+  the BI summaries and their setting), not the access log, not the API tokens, not the
+  evidence record; no `INSERT`, `UPDATE`, `DELETE`, DDL, nor the partition, refresh or
+  rebuild functions. (Like every role, it may create temporary tables unless `TEMP` on the
+  database is revoked from `PUBLIC`.)
 
 The views run with their owner's rights (PostgreSQL's default for views), which is how a member
 reads them without any right on the tables below. Give BI logins a `statement_timeout`
