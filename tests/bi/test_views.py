@@ -285,3 +285,39 @@ def test_interaction_view_agrees_with_its_segments(bi_conn: Conn, interaction_id
     )
     assert row["agents_involved"] == len(segments)
     assert row["event_count"] == sum(s["event_count"] for s in segments)
+
+
+@pytest.mark.parametrize("error_includes_openmedia", [True, False])
+def test_the_simulators_lifecycles_raise_no_findings_but_their_errors(
+    conn: Conn, error_includes_openmedia: bool
+) -> None:
+    """Thousands of operations as the simulator's agents do them (accept, reject, transfer,
+    user data, create, errors): only the Errors are findings."""
+    import json
+    import uuid
+    from datetime import timedelta
+
+    from auditor.simulator.config import SimConfig
+    from auditor.simulator.lifecycle import Engine
+    from auditor.store.receipts import Receipt
+
+    sent: list[Receipt] = []
+
+    def emit(agent: str, message: dict[str, Any]) -> None:
+        at = T0 + timedelta(milliseconds=10 * len(sent))
+        sent.append(Receipt(uuid.uuid4(), at, agent, "/v2/me/openmedia", json.dumps(message)))
+
+    engine = Engine(
+        SimConfig(
+            agents=6, seed=3, error_rate=0.05, error_includes_openmedia=error_includes_openmedia
+        ),
+        emit,
+        "http://gws.example:8080",
+    )
+    while len(sent) < 3000:
+        engine.step()
+    store_batch(conn, sent)
+    codes = _rows(conn, "SELECT code, count(*) AS n FROM bi.lifecycle_findings GROUP BY code")
+    errors = _rows(conn, "SELECT count(*) AS n FROM events WHERE notification_type = 'Error'")
+    assert errors[0]["n"] > 0
+    assert codes == [{"code": "OPERATION_FAILED", "n": errors[0]["n"]}]
