@@ -57,7 +57,10 @@ BEGIN
 END
 $$
 """
-PENDING = "auditor_bi_pending()"
+# A scalar subquery: computed once per query (an InitPlan), where a bare STABLE call in a
+# filter would run again for every row. The cast keeps `= ANY (...)` an array comparison.
+PENDING = "(SELECT auditor_bi_pending())::text[]"
+PENDING_DAYS = "(SELECT auditor_bi_pending_days())::date[]"
 
 
 def _refreshed(alias: str) -> str:
@@ -176,21 +179,29 @@ FROM (
 """
 
 
+def _covered(account: str, point: str, start_op: str, end_op: str) -> str:
+    """Whether `point` lies in one of the account's intervals (started_at start_op point,
+    effective end end_op point). Newest start first, so the scan stops at once in the usual
+    case (the latest interval that started holds the point) whatever the account's history."""
+    return f"""EXISTS (
+            SELECT 1 FROM (
+                SELECT {_end("c")} AS end_at FROM coverage_intervals AS c
+                WHERE c.account = {account} AND c.started_at {start_op} {point}
+                ORDER BY c.started_at DESC OFFSET 0) AS x
+            WHERE x.end_at {end_op} {point})"""
+
+
 def _gap_for(account: str, lo: str, hi: str) -> str:
-    """True when [lo, hi] is not wholly covered by the account's intervals: lo is not inside
-    any interval, or some interval ends inside the range where no other interval goes on."""
+    """True when [lo, hi] is not wholly covered by the account's intervals. A gap inside the
+    range either holds lo or hi, or ends where an interval starts: so the range is covered
+    when lo and hi are, and so is the moment before every start inside the range."""
     return f"""(
-        NOT EXISTS (
-            SELECT 1 FROM coverage_intervals AS c
-            WHERE c.account = {account} AND c.started_at <= {lo} AND {_end("c")} > {lo})
+        NOT {_covered(account, lo, "<=", ">")}
+        OR NOT {_covered(account, hi, "<=", ">=")}
         OR EXISTS (
-            SELECT 1 FROM coverage_intervals AS c
-            WHERE c.account = {account} AND c.started_at < {hi}
-              AND {_end("c")} >= {lo} AND {_end("c")} < {hi}
-              AND NOT EXISTS (
-                  SELECT 1 FROM coverage_intervals AS d
-                  WHERE d.account = {account} AND d.started_at <= {_end("c")}
-                    AND {_end("d")} > {_end("c")})))"""
+            SELECT 1 FROM coverage_intervals AS s
+            WHERE s.account = {account} AND s.started_at > {lo} AND s.started_at <= {hi}
+              AND NOT {_covered(account, "s.started_at", "<", ">=")}))"""
 
 
 INTERACTIONS = f"""
@@ -480,9 +491,9 @@ GROUP BY 1, 2, 3, 4, 5"""
 DAILY_VOLUMES = f"""
 SELECT day, media_type, state, notification_type, account, events
 FROM bi_daily_volumes
-WHERE NOT (day = ANY (auditor_bi_pending_days()))
+WHERE NOT (day = ANY ({PENDING_DAYS}))
 UNION ALL
-{_count_days("auditor_bi_pending_days()")}
+{_count_days(PENDING_DAYS)}
 """
 
 FINDING_CODES_VIEW = (
