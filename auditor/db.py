@@ -324,6 +324,34 @@ bi_findings = Table(
 )
 
 
+bi_interaction_facts = Table(
+    "bi_interaction_facts",
+    metadata,
+    Column("interaction_id", Text, nullable=False),
+    Column("media_type", Text),
+    Column("openmedia_type", Text),
+    Column("final_state", Text),
+    Column("first_seen_at", TZ, nullable=False),
+    Column("last_seen_at", TZ, nullable=False),
+    Column("first_invited_at", TZ),
+    Column("accepted_at", TZ),
+    Column("completed_at", TZ),
+    Column("time_to_accept_seconds", Numeric),
+    Column("handle_time_seconds", Numeric),
+    Column("lifetime_seconds", Numeric),
+    Column("transfers", BigInteger, nullable=False),
+    Column("rejects", BigInteger, nullable=False),
+    Column("agents_involved", BigInteger, nullable=False),
+    Column("agents", Text),
+    Column("completed_by", Text),
+    Column("event_count", BigInteger, nullable=False),
+    Column("error_count", BigInteger, nullable=False),
+    Column("accounts", ARRAY(Text), nullable=False),
+    PrimaryKeyConstraint("interaction_id"),
+    Index(None, "first_seen_at"),
+    Index(None, "completed_at"),
+)
+
 # Per UTC day, counted again by the refresh for the days its events fall on.
 bi_daily_volumes = Table(
     "bi_daily_volumes",

@@ -187,8 +187,8 @@ def _covered(account: str, point: str, start_op: str, end_op: str) -> str:
             SELECT 1 FROM (
                 SELECT {_end("c")} AS end_at FROM coverage_intervals AS c
                 WHERE c.account = {account} AND c.started_at {start_op} {point}
-                ORDER BY c.started_at DESC OFFSET 0) AS x
-            WHERE x.end_at {end_op} {point})"""
+                ORDER BY c.started_at DESC OFFSET 0) AS newest_first
+            WHERE newest_first.end_at {end_op} {point})"""
 
 
 def _gap_for(account: str, lo: str, hi: str) -> str:
@@ -204,30 +204,17 @@ def _gap_for(account: str, lo: str, hi: str) -> str:
               AND NOT {_covered(account, "s.started_at", "<", ">=")}))"""
 
 
-INTERACTIONS = f"""
+# One interaction's facts from the projection and its agents' segments, computed live (the
+# refresh stores them in bi_interaction_facts; the view reads those of refreshed interactions).
+LIVE_INTERACTION_FACTS = """
 SELECT i.interaction_id, i.media_type, i.openmedia_type, i.state AS final_state,
        i.first_seen_at, i.last_seen_at, s.first_invited_at, s.accepted_at, i.completed_at,
        extract(epoch FROM s.accepted_at - s.first_invited_at) AS time_to_accept_seconds,
        extract(epoch FROM i.completed_at - s.accepted_at) AS handle_time_seconds,
        extract(epoch FROM i.completed_at - i.first_seen_at) AS lifetime_seconds,
        s.transfers, s.rejects, s.agents_involved, s.agents, s.completed_by,
-       i.event_count, s.error_count,
-       EXISTS (
-           SELECT 1 FROM unnest(i.accounts) AS acc(account)
-           WHERE {
-    _gap_for(
-        "acc.account",
-        "i.first_seen_at",
-        "CASE WHEN i.completed_at IS NOT NULL THEN i.last_seen_at ELSE now() END",
-    )
-}
-       ) AS has_coverage_gap
+       i.event_count, s.error_count, i.accounts
 FROM interactions AS i
--- The projection moves with the events: an interaction is past the summaries' watermark
--- exactly when its last event is.
-CROSS JOIN LATERAL (
-    SELECT i.last_event_id > (SELECT r.last_event_id FROM bi_refresh_state AS r) AS pending
-) AS w
 CROSS JOIN LATERAL (
     SELECT min(a.invited_at) AS first_invited_at,
            min(a.accepted_at) AS accepted_at,
@@ -238,14 +225,41 @@ CROSS JOIN LATERAL (
            (array_agg(a.account ORDER BY a.completed_at DESC)
                 FILTER (WHERE a.outcome = 'completed'))[1] AS completed_by,
            coalesce(sum(a.error_count), 0)::bigint AS error_count
-    FROM (
-        SELECT t.* FROM bi_segments AS t
-        WHERE t.interaction_id = i.interaction_id AND NOT w.pending
-        UNION ALL
-        SELECT l.* FROM bi_live_segments AS l
-        WHERE l.interaction_id = i.interaction_id AND w.pending
-    ) AS a
+    FROM bi_live_segments AS a
+    WHERE a.interaction_id = i.interaction_id
 ) AS s
+"""
+
+_FACT_COLUMNS = (
+    "interaction_id, media_type, openmedia_type, final_state, first_seen_at, last_seen_at,"
+    " first_invited_at, accepted_at, completed_at, time_to_accept_seconds,"
+    " handle_time_seconds, lifetime_seconds, transfers, rejects, agents_involved, agents,"
+    " completed_by, event_count, error_count, accounts"
+)
+
+# Coverage changes after the refresh (a session's interval grows or ends), so the gap flag is
+# always computed at query time.
+INTERACTIONS = f"""
+SELECT x.interaction_id, x.media_type, x.openmedia_type, x.final_state, x.first_seen_at,
+       x.last_seen_at, x.first_invited_at, x.accepted_at, x.completed_at,
+       x.time_to_accept_seconds, x.handle_time_seconds, x.lifetime_seconds, x.transfers,
+       x.rejects, x.agents_involved, x.agents, x.completed_by, x.event_count, x.error_count,
+       EXISTS (
+           SELECT 1 FROM unnest(x.accounts) AS acc(account)
+           WHERE {
+    _gap_for(
+        "acc.account",
+        "x.first_seen_at",
+        "CASE WHEN x.completed_at IS NOT NULL THEN x.last_seen_at ELSE now() END",
+    )
+}
+       ) AS has_coverage_gap
+FROM (
+    SELECT {_FACT_COLUMNS} FROM bi_interaction_facts AS t WHERE {_refreshed("t")}
+    UNION ALL
+    SELECT {_FACT_COLUMNS} FROM bi_live_interaction_facts
+    WHERE interaction_id = ANY ({PENDING})
+) AS x
 """
 
 LIVE_USER_DATA_CHANGES = f"""
@@ -779,6 +793,31 @@ SUMMARY_TABLES = [
     "CREATE INDEX ix_bi_findings_interaction_id ON bi_findings (interaction_id)",
     "CREATE INDEX ix_bi_findings_received_at ON bi_findings (received_at)",
     "CREATE INDEX ix_bi_findings_account_event_id ON bi_findings (account, event_id)",
+    """CREATE TABLE bi_interaction_facts (
+        interaction_id         text        NOT NULL,
+        media_type             text,
+        openmedia_type         text,
+        final_state            text,
+        first_seen_at          timestamptz NOT NULL,
+        last_seen_at           timestamptz NOT NULL,
+        first_invited_at       timestamptz,
+        accepted_at            timestamptz,
+        completed_at           timestamptz,
+        time_to_accept_seconds numeric,
+        handle_time_seconds    numeric,
+        lifetime_seconds       numeric,
+        transfers              bigint      NOT NULL,
+        rejects                bigint      NOT NULL,
+        agents_involved        bigint      NOT NULL,
+        agents                 text,
+        completed_by           text,
+        event_count            bigint      NOT NULL,
+        error_count            bigint      NOT NULL,
+        accounts               text[]      NOT NULL,
+        CONSTRAINT pk_bi_interaction_facts PRIMARY KEY (interaction_id)
+    )""",
+    "CREATE INDEX ix_bi_interaction_facts_first_seen_at ON bi_interaction_facts (first_seen_at)",
+    "CREATE INDEX ix_bi_interaction_facts_completed_at ON bi_interaction_facts (completed_at)",
     """CREATE TABLE bi_daily_volumes (
         day               date   NOT NULL,
         media_type        text,
@@ -793,6 +832,7 @@ SUMMARY_TABLES = [
 # Summary table -> the live view it stores.
 SUMMARIES = {
     "bi_segments": "bi_live_segments",
+    "bi_interaction_facts": "bi_live_interaction_facts",
     "bi_user_data_changes": "bi_live_user_data_changes",
     "bi_findings": "bi_live_findings",
 }
@@ -963,6 +1003,7 @@ def upgrade() -> None:
         ("bi_live_segments", LIVE_SEGMENTS),
         ("bi_live_user_data_changes", LIVE_USER_DATA_CHANGES),
         ("bi_live_findings", LIVE_FINDINGS),
+        ("bi_live_interaction_facts", LIVE_INTERACTION_FACTS),
     ):
         op.execute(f"CREATE VIEW {name} AS {sql}")
     op.execute(REFRESH_FUNCTION)
@@ -1002,10 +1043,16 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION auditor_bi_refresh(integer)")
     op.execute("DROP FUNCTION auditor_bi_pending()")
     op.execute("DROP FUNCTION auditor_bi_pending_days()")
-    for view in ("bi_live_findings", "bi_live_user_data_changes", "bi_live_segments"):
+    for view in (
+        "bi_live_interaction_facts",
+        "bi_live_findings",
+        "bi_live_user_data_changes",
+        "bi_live_segments",
+    ):
         op.execute(f"DROP VIEW {view}")
     for table in (
         "bi_daily_volumes",
+        "bi_interaction_facts",
         "bi_findings",
         "bi_user_data_changes",
         "bi_segments",

@@ -29,6 +29,8 @@ PRIVATE = (
     "bi_user_data_changes",
     "bi_findings",
     "bi_daily_volumes",
+    "bi_interaction_facts",
+    "bi_live_interaction_facts",
     "bi_live_segments",
     "bi_live_user_data_changes",
     "bi_live_findings",
