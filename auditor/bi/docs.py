@@ -103,24 +103,26 @@ start in `Processing`. The rules, with their stable codes:
 PERFORMANCE = """\
 ## Performance and the summaries
 
-`events` and `coverage` read the tables directly. `agent_segments`, `user_data_changes` and
-`lifecycle_findings` need each session's events in order (window functions), and
-`daily_volumes` counts every event: over a whole store that takes far longer than a dashboard
-may wait. They are therefore backed by summary tables (`bi_segments`, `bi_user_data_changes`,
-`bi_findings`, `bi_daily_volumes`) that `auditor_bi_refresh(max_events)` keeps up with the
-events: it takes the events past its watermark (`bi_refresh_state`), recomputes every
-interaction they touch and recounts the days they fall on, then moves the watermark, in one
-transaction, with row-level deletes and inserts (no `REFRESH`, no lock a reader waits for).
+`events` and `coverage` read the tables directly. `agent_segments`, `interactions`,
+`user_data_changes` and `lifecycle_findings` need each session's events in order (window
+functions), and `daily_volumes` counts every event: over a whole store that takes far longer
+than a dashboard may wait. They are therefore backed by summary tables (`bi_segments`,
+`bi_interaction_facts`, `bi_user_data_changes`, `bi_findings`, `bi_daily_volumes`) that
+`auditor_bi_refresh(max_events)` keeps up with the events: it takes the events past its
+watermark (`bi_refresh_state`), recomputes every interaction they touch and recounts the days
+they fall on, then moves the watermark, in one transaction, with row-level deletes and
+inserts (no `REFRESH`, no lock a reader waits for).
 Run it with `auditor bi refresh --follow 5` beside the worker, or call
 `SELECT auditor_bi_refresh()` as the worker's role (`auditor_writer` may execute it). The
 writer itself does no BI work: its rate does not depend on the summaries.
 
 The views stay exact whether or not the refresh keeps up: interactions (and days) with events
 past the watermark are computed live, the rest read from the summaries. A refresh that falls
-behind makes the views slower, never wrong. `interactions` reads the projection and each
-interaction's segments by index. Filters on `interaction_id` (and `account` for findings)
-reach the indexes in every view. bench/bi.py measures the sample queries over 5,000,000
-events; the numbers are in the closing notes of the change that added it.
+behind makes the views slower, never wrong. `interactions.has_coverage_gap` is always
+computed at query time (coverage keeps changing), newest interval first. Filters on
+`interaction_id` (and `account` for findings) reach the indexes in every view. bench/bi.py
+measures the sample queries over 5,000,000 events; the numbers are in the closing notes of
+the change that added it.
 """
 
 
