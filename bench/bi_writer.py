@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--notifications", type=int, default=200_000)
     parser.add_argument("--interactions", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=2_000)
+    parser.add_argument("--follow", default="5", help="seconds between refresh passes")
+    parser.add_argument("--refresh-batch", default="50000", help="events per refresh")
     args = parser.parse_args()
     receipts = make_receipts(args.notifications, args.interactions)
     gc.freeze()
@@ -78,7 +80,10 @@ def main() -> None:
         return len(receipts) / (time.perf_counter() - t0)
 
     try:
-        print(f"{len(receipts):,} notifications, batches of {args.batch:,}; load {os.getloadavg()}")
+        print(
+            f"{len(receipts):,} notifications, batches of {args.batch:,}; refresh every"
+            f" {args.follow} s, {args.refresh_batch} events a pass; load {os.getloadavg()}"
+        )
         alone, beside = [], []
         for round_ in (1, 2):
             alone.append(timed(fresh(f"alone_{round_}")))
@@ -86,7 +91,7 @@ def main() -> None:
             dsn = fresh(f"beside_{round_}")
             env = {**os.environ, "AUDITOR_DATABASE_URL": dsn}
             follower = subprocess.Popen(
-                [AUDITOR, "bi", "refresh", "--follow", "0.2", "--batch", "5000"],
+                [AUDITOR, "bi", "refresh", "--follow", args.follow, "--batch", args.refresh_batch],
                 env=env,
                 stdout=subprocess.DEVNULL,
             )
