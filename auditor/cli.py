@@ -11,6 +11,7 @@ import click
 import psycopg
 from rich.console import Console
 
+from auditor.bi.cli import bi
 from auditor.cli_api import serve, token
 from auditor.config import Settings
 from auditor.db import connect, sa_connection
@@ -180,7 +181,7 @@ def timeline_command(interaction_id: str) -> None:
 
 cli.add_command(demo)
 cli.add_command(simulate)
-for _command in (serve, token, ingest):
+for _command in (serve, token, ingest, bi):
     cli.add_command(_command)
 
 

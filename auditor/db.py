@@ -15,8 +15,10 @@ from typing import Any
 import psycopg
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKeyConstraint,
     Identity,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     PrimaryKeyConstraint,
     Table,
     Text,
@@ -235,6 +238,143 @@ access_log = Table(
 # from this index alone, so only the rows returned are read from the table. It replaces the
 # storage core's (account, received_at), its prefix (migration 2026_11_25_one_account_index).
 Index("ix_events_account_received_at_id", events.c.account, events.c.received_at, events.c.id)
+
+
+# --- BI (migration 2026_12_01_bi) ---------------------------------------------------------------
+# The setting behind bi_v1.events' user-data columns; editing it rebuilds the view (a trigger).
+bi_user_data_columns = Table(
+    "bi_user_data_columns",
+    metadata,
+    Column("column_name", Text, nullable=False),
+    Column("user_data_key", Text, nullable=False),
+    Column("position", Integer, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("column_name"),
+    CheckConstraint("column_name ~ '^[a-z][a-z0-9_]{0,59}$'", name="column_name"),
+    comment="Setting: the user-data keys shown as text columns ud_<column_name> of bi.events."
+    " Editing it rebuilds the view.",
+)
+
+
+# Summaries behind bi_v1.agent_segments, user_data_changes and lifecycle_findings, refreshed
+# per interaction by auditor_bi_refresh() past the watermark in bi_refresh_state.
+bi_refresh_state = Table(
+    "bi_refresh_state",
+    metadata,
+    Column("id", Integer, nullable=False, server_default=text("1")),
+    Column("last_event_id", BigInteger, nullable=False, server_default=text("0")),
+    Column("refreshed_at", TZ),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("id = 1", name="one_row"),
+)
+
+bi_segments = Table(
+    "bi_segments",
+    metadata,
+    Column("interaction_id", Text, nullable=False),
+    Column("account", Text, nullable=False),
+    Column("media_type", Text),
+    Column("openmedia_type", Text),
+    Column("first_seen_at", TZ, nullable=False),
+    Column("last_seen_at", TZ, nullable=False),
+    Column("invited_at", TZ),
+    Column("accepted_at", TZ),
+    Column("completed_at", TZ),
+    Column("last_state", Text),
+    Column("outcome", Text, nullable=False),
+    Column("time_to_accept_seconds", Numeric),
+    Column("handle_time_seconds", Numeric),
+    Column("event_count", BigInteger, nullable=False),
+    Column("error_count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("interaction_id", "account"),
+    Index(None, "first_seen_at"),
+)
+
+bi_user_data_changes = Table(
+    "bi_user_data_changes",
+    metadata,
+    Column("event_id", BigInteger, nullable=False),
+    Column("received_at", TZ, nullable=False),
+    Column("account", Text, nullable=False),
+    Column("interaction_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("notification_type", Text),
+    Column("reference_id", Text),
+    Column("key", Text, nullable=False),
+    Column("change", Text, nullable=False),
+    Column("old_value", Text),
+    Column("new_value", Text),
+    Column("old_type", Text),
+    Column("new_type", Text),
+    Column("is_initial", Boolean, nullable=False),
+    PrimaryKeyConstraint("event_id", "key"),
+    Index(None, "interaction_id"),
+    Index(None, "received_at"),
+)
+
+bi_findings = Table(
+    "bi_findings",
+    metadata,
+    Column("code", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("interaction_id", Text, nullable=False),
+    Column("account", Text, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("received_at", TZ, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("notification_type", Text),
+    Column("reference_id", Text),
+    Column("previous_state", Text),
+    Column("state", Text),
+    Column("media_type", Text),
+    Column("error_code", Text),
+    Column("error_message", Text),
+    PrimaryKeyConstraint("event_id", "code"),
+    Index(None, "interaction_id"),
+    Index(None, "received_at"),
+    Index(None, "account", "event_id"),
+)
+
+
+bi_interaction_facts = Table(
+    "bi_interaction_facts",
+    metadata,
+    Column("interaction_id", Text, nullable=False),
+    Column("media_type", Text),
+    Column("openmedia_type", Text),
+    Column("final_state", Text),
+    Column("first_seen_at", TZ, nullable=False),
+    Column("last_seen_at", TZ, nullable=False),
+    Column("first_invited_at", TZ),
+    Column("accepted_at", TZ),
+    Column("completed_at", TZ),
+    Column("time_to_accept_seconds", Numeric),
+    Column("handle_time_seconds", Numeric),
+    Column("lifetime_seconds", Numeric),
+    Column("transfers", BigInteger, nullable=False),
+    Column("rejects", BigInteger, nullable=False),
+    Column("agents_involved", BigInteger, nullable=False),
+    Column("agents", Text),
+    Column("completed_by", Text),
+    Column("event_count", BigInteger, nullable=False),
+    Column("error_count", BigInteger, nullable=False),
+    Column("accounts", ARRAY(Text), nullable=False),
+    PrimaryKeyConstraint("interaction_id"),
+    Index(None, "first_seen_at"),
+    Index(None, "completed_at"),
+)
+
+# Per UTC day, counted again by the refresh for the days its events fall on.
+bi_daily_volumes = Table(
+    "bi_daily_volumes",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("media_type", Text),
+    Column("state", Text),
+    Column("notification_type", Text),
+    Column("account", Text, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Index(None, "day"),
+)
 
 
 def _unreachable(url: URL, exc: BaseException) -> ConfigError:

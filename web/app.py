@@ -8,7 +8,7 @@ from typing import Any
 from apiflask import APIFlask
 
 from auditor.config import Settings
-from web import admin, api, audit, errors, export, ops, strict
+from web import admin, api, audit, errors, export, findings, ops, strict
 from web.client import redact_logger
 from web.cursor import CursorCodec
 from web.db import Database
@@ -106,5 +106,6 @@ def create_app(settings: Settings) -> APIFlask:
     app.register_blueprint(api.bp)
     app.register_blueprint(export.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(findings.bp)
     app.spec_processor(_finish_spec)
     return app
