@@ -40,7 +40,12 @@ DEMO_DATABASE = "auditor"
 AGENTS = 8
 MEDIA_TYPES = ("email", "workitem")
 GWS_PASSWORD = "secret"  # noqa: S105 (the simulator's demo agents' password)
-DEMO_LOGINS = {"writer": "demo_worker", "api": "demo_api", "reader": "demo_bi"}
+DEMO_LOGINS = {
+    "writer": "demo_worker",
+    "api": "demo_api",
+    "reader": "demo_reader",
+    "bi": "demo_bi",
+}
 
 
 def sample_path() -> Path:
@@ -186,10 +191,11 @@ def demo(data_dir: Path, seconds: int | None) -> None:
             schema.upgrade(connection)
             schema.ensure_partitions_ahead(connection)
         logins = _service_logins(settings)
-        reader_file = data_dir / "reader.url"
-        reader_file.touch(mode=0o600)
-        reader_file.chmod(0o600)
-        reader_file.write_text(libpq_conninfo(logins["reader"]) + "\n")
+        reader_file, bi_file = data_dir / "reader.url", data_dir / "bi.url"
+        for role, path in (("reader", reader_file), ("bi", bi_file)):
+            path.touch(mode=0o600)
+            path.chmod(0o600)
+            path.write_text(libpq_conninfo(logins[role]) + "\n")
         console.print(
             f"database ready: {server.url(DEMO_DATABASE)} (owner: migrations, tokens); logins "
             + ", ".join(f"{u} ({GROUPS[r]})" for r, u in DEMO_LOGINS.items())
@@ -261,6 +267,7 @@ def demo(data_dir: Path, seconds: int | None) -> None:
                 f"\nquery API      {api_url}/docs   (admin token {name!r} below)"
                 f"\n\n  export TOKEN={token}"
                 f'\n  export AUDITOR_DATABASE_URL="$(cat {reader_file})"   # a read-only login'
+                f"\n  # BI tools: connect with the URL in {bi_file} (schema bi, docs/bi.md)"
                 f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/events?limit=5"'
                 f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/access-log?limit=5"'
             )

@@ -22,11 +22,12 @@ from auditor.errors import ConfigError, UserError
 GROUPS = {
     "writer": "auditor_writer",  # the ingestion worker, `auditor import`
     "api": "auditor_api",  # the query API
-    "reader": "auditor_reader",  # BI and ad-hoc SQL: read-only, no access log, no tokens
+    "reader": "auditor_reader",  # ad-hoc SQL: read-only, no access log, no tokens
+    "bi": "auditor_bi",  # BI tools: the bi schemas' views only (docs/bi.md)
 }
 # Connections one login may hold at once. A worker holds about five (drain, coverage, leases,
 # snapshots, active items); an API worker process holds up to twice its pool size.
-DEFAULT_CONNECTION_LIMIT = {"writer": 32, "api": 64, "reader": 16}
+DEFAULT_CONNECTION_LIMIT = {"writer": 32, "api": 64, "reader": 16, "bi": 16}
 AUDITED_TABLE = "events"  # its owner is the schema's owner
 _SCRAM = b"scram-sha-256"
 

@@ -14,7 +14,12 @@ from sqlalchemy.engine import URL
 from auditor.config import libpq_conninfo
 from auditor.roles import grant_login
 
-LOGINS = {"writer": "auditor_test_worker", "api": "auditor_test_api", "reader": "auditor_test_bi"}
+LOGINS = {
+    "writer": "auditor_test_worker",
+    "api": "auditor_test_api",
+    "reader": "auditor_test_reader",
+    "bi": "auditor_test_bi",
+}
 # New each test session; grant_login updates the logins if they exist already.
 PASSWORDS = {role: secrets.token_urlsafe(16) for role in LOGINS}
 

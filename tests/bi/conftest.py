@@ -4,7 +4,7 @@ over its own connections), and a login role in auditor_bi."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -40,14 +40,9 @@ def bi_db(server_url: URL, template_db: str) -> Iterator[URL]:
 
 
 @pytest.fixture(scope="session")
-def bi_login(bi_db: URL) -> Iterator[URL]:
-    """A login in auditor_bi, made with SQL (as `auditor db grant-login` will)."""
-    name = f"t_bi_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(libpq_conninfo(bi_db), autocommit=True) as admin:
-        admin.execute(f'CREATE ROLE "{name}" LOGIN IN ROLE auditor_bi')  # type: ignore[arg-type]
-    yield bi_db.set(username=name)
-    with psycopg.connect(libpq_conninfo(bi_db), autocommit=True) as admin:
-        admin.execute(f'DROP ROLE "{name}"')  # type: ignore[arg-type]
+def bi_login(bi_db: URL, login_url: Callable[[URL, str], URL]) -> URL:
+    """The session's login in auditor_bi (made by `auditor db grant-login bi`)."""
+    return login_url(bi_db, "bi")
 
 
 @pytest.fixture

@@ -47,6 +47,13 @@ account_leases      IUD-S  ----S  ----- IUDTS
 api_tokens          -----  -----  ----- IUDTS
 access_log          -----  -----  ----S I!!!S
 alembic_version     -----  -----  ----S IUDTS
+bi_refresh_state    -----  -----  ----- IUDTS
+bi_segments         -----  -----  ----- IUDTS
+bi_interaction_facts -----  -----  ----- IUDTS
+bi_user_data_changes -----  -----  ----- IUDTS
+bi_findings         -----  -----  ----- IUDTS
+bi_daily_volumes    -----  -----  ----- IUDTS
+bi_user_data_columns -----  -----  ----- IUDTS
 """
 
 
@@ -104,6 +111,45 @@ SAMPLES = {
     "access_log": Sample(
         "INSERT INTO access_log (method, endpoint, status) VALUES ('GET', '/api/v1/events', 200)",
         "status",
+    ),
+    # BI summaries: kept by auditor_bi_refresh() (SECURITY DEFINER, EXECUTE for the writer);
+    # BI logins read them only through the bi views (tests/bi/test_role.py).
+    "bi_refresh_state": Sample(
+        "INSERT INTO bi_refresh_state (id, last_event_id) VALUES (1, 0) ON CONFLICT DO NOTHING",
+        "last_event_id",
+    ),
+    "bi_segments": Sample(
+        "INSERT INTO bi_segments (interaction_id, account, first_seen_at, last_seen_at, outcome,"
+        " event_count, error_count) VALUES (gen_random_uuid()::text, 'agent001', now(), now(),"
+        " 'open', 1, 0)",
+        "outcome",
+    ),
+    "bi_interaction_facts": Sample(
+        "INSERT INTO bi_interaction_facts (interaction_id, first_seen_at, last_seen_at,"
+        " transfers, rejects, agents_involved, event_count, error_count, accounts)"
+        " VALUES (gen_random_uuid()::text, now(), now(), 0, 0, 1, 1, 0, '{agent001}')",
+        "final_state",
+    ),
+    "bi_user_data_changes": Sample(
+        "INSERT INTO bi_user_data_changes (event_id, received_at, account, interaction_id, kind,"
+        " key, change, is_initial) VALUES ((random() * 1e9)::bigint, now(), 'agent001', 'i1',"
+        " 'notification', 'k', 'added', true)",
+        "new_value",
+    ),
+    "bi_findings": Sample(
+        "INSERT INTO bi_findings (code, detail, interaction_id, account, event_id, received_at,"
+        " kind) VALUES ('PROBE', 'probe', 'i1', 'agent001', (random() * 1e9)::bigint, now(),"
+        " 'notification')",
+        "detail",
+    ),
+    "bi_daily_volumes": Sample(
+        "INSERT INTO bi_daily_volumes (day, account, events) VALUES (current_date, 'agent001', 1)",
+        "events",
+    ),
+    "bi_user_data_columns": Sample(
+        "INSERT INTO bi_user_data_columns (column_name, user_data_key)"
+        " VALUES ('probe_' || (random() * 1e6)::int, 'Probe')",
+        "position",
     ),
     "alembic_version": Sample(
         "INSERT INTO alembic_version VALUES (left(md5(random()::text), 32))", "version_num"
