@@ -219,6 +219,43 @@ access_log = Table(
 )
 
 
+# --- Evidence (migration 2026_12_01_evidence; docs/evidence.md) -------------------------------
+# The hash-chained record: one row per covered row, gapless positions in commit order.
+# leaf_hash = SHA-256(0x00 || canonical bytes of the row), chain_hash = SHA-256(previous
+# chain_hash || leaf_hash). Append-only; a statement trigger keeps positions gapless.
+record = Table(
+    "record",
+    metadata,
+    Column("position", BigInteger, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("source_id", BigInteger, nullable=False),
+    Column("leaf_hash", LargeBinary, nullable=False),
+    Column("chain_hash", LargeBinary, nullable=False),
+    Column("sealed_at", TZ, nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("position"),
+    UniqueConstraint("source", "source_id"),
+    CheckConstraint("position >= 1", name="position_from_one"),
+    CheckConstraint(
+        "source IN ('event', 'quarantine', 'coverage', 'access', 'checkpoint', 'hold', 'purge')",
+        name="source",
+    ),
+    CheckConstraint("octet_length(leaf_hash) = 32", name="leaf_hash_sha256"),
+    CheckConstraint("octet_length(chain_hash) = 32", name="chain_hash_sha256"),
+)
+
+# Per account, the receipt time before which everything received is stored in PostgreSQL
+# (the worker's spool is drained up to it): coverage counts as complete only up to it.
+drain_progress = Table(
+    "drain_progress",
+    metadata,
+    Column("account", Text, nullable=False),
+    Column("worker_id", Text, nullable=False),
+    Column("stored_through", TZ, nullable=False),
+    Column("updated_at", TZ, nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("account"),
+)
+
+
 # --- Query API (migration 2026_11_25_api) -----------------------------------------------------
 # An account's events over a time range, newest or oldest first by id: the ids of a page come
 # from this index alone, so only the rows returned are read from the table. It replaces the
