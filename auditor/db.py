@@ -24,6 +24,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -261,6 +262,41 @@ drain_progress = Table(
 # from this index alone, so only the rows returned are read from the table. It replaces the
 # storage core's (account, received_at), its prefix (migration 2026_11_25_one_account_index).
 Index("ix_events_account_received_at_id", events.c.account, events.c.received_at, events.c.id)
+
+
+# --- Checkpoints and Merkle tiles (migration 2026_12_01_checkpoints; owned by the `proofs`
+# part of docs/evidence.md). A checkpoint signs the Merkle root over positions 1..tree_size;
+# record_tree holds the full subtrees at levels 4, 8, 12... that proofs are read from.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("chain_head", LargeBinary, nullable=False),
+    Column("counts", JSONB, nullable=False),
+    Column("made_at", TZ, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("tree_size"),
+    CheckConstraint("tree_size >= 1", name="tree_size_positive"),
+    CheckConstraint("octet_length(root) = 32", name="root_sha256"),
+    CheckConstraint("octet_length(chain_head) = 32", name="chain_head_sha256"),
+    CheckConstraint("octet_length(signature) = 64", name="signature_ed25519"),
+)
+
+record_tree = Table(
+    "record_tree",
+    metadata,
+    Column("level", SmallInteger, nullable=False),
+    Column("index", BigInteger, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("level", "index"),
+    CheckConstraint("level > 0 AND level % 4 = 0", name="stored_level"),
+    CheckConstraint("octet_length(hash) = 32", name="hash_sha256"),
+)
+# --- end of checkpoints and Merkle tiles ----------------------------------------------------
 
 
 def _unreachable(url: URL, exc: BaseException) -> ConfigError:
