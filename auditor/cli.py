@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from auditor.cli_api import serve, token
+from auditor.cli_evidence import seal_command, verify_command
 from auditor.config import Settings
 from auditor.db import connect, sa_connection
 from auditor.demo import demo
@@ -112,7 +113,7 @@ def timeline_command(interaction_id: str) -> None:
 
 cli.add_command(demo)
 cli.add_command(simulate)
-for _command in (serve, token, ingest):
+for _command in (serve, token, ingest, seal_command, verify_command):
     cli.add_command(_command)
 
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -49,7 +49,8 @@ class LeafSource:
     @property
     def fields(self) -> tuple[str, ...]:
         """The audited columns, in canonical (sorted) order."""
-        return tuple(sorted(c.name for c in self.table.columns if c.name not in self.excluded))
+        # str(): SQLAlchemy's names are a str subclass, and orjson takes only str keys.
+        return tuple(sorted(str(c.name) for c in self.table.columns if c.name not in self.excluded))
 
     @property
     def kinds(self) -> dict[str, str]:
@@ -65,6 +66,7 @@ SOURCES: dict[str, LeafSource] = {
         LeafSource("quarantine", db.quarantine, {"stored_at": _STAMPED}),
         LeafSource("coverage", db.coverage_intervals, {}),
         LeafSource("access", db.access_log, {}),
+        LeafSource("checkpoint", db.checkpoints, {}),
     )
 }
 
@@ -89,11 +91,13 @@ def _kind(sql_type: Any) -> str:
 
 def timestamp(value: datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, six fraction digits)."""
-    if value.tzinfo is None:
+    offset = value.utcoffset()
+    if offset is None:
         raise ValueError("a leaf timestamp must carry its time zone")
-    if value.utcoffset():
+    if offset:
         value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # isoformat ends in +00:00 (6 characters) for an instant in UTC.
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _plain(kind: str, value: Any) -> Any:
@@ -167,48 +171,72 @@ def load_json(text: str | bytes) -> Any:
     return json.loads(text, parse_float=_number)
 
 
-def canonical_json(text: str | bytes) -> bytes:
+class Parsed(NamedTuple):
+    """A JSON text with the value a JSON parser already made of it (to skip decoding)."""
+
+    text: str
+    value: Any
+
+
+def canonical_json(text: str | bytes | Parsed) -> bytes:
     """canonical_bytes(load_json(text)), via orjson whenever that is the same bytes: when
     the value holds no float (orjson writes 1.0 and 1e16; RFC 8785 writes 1 and
     10000000000000000) and no character beyond U+FFFF."""
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:  # e.g. 1e400, which the exact reading takes
-        return canonical_bytes(load_json(text))
+    if isinstance(text, Parsed):
+        text, value = text
+    else:
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:  # e.g. 1e400, which the exact reading takes
+            return canonical_bytes(load_json(text))
     if _has_float(value):
         return canonical_bytes(load_json(text))
-    encoded = orjson.dumps(value, option=_SORT)
+    try:
+        encoded = orjson.dumps(value, option=_SORT)
+    except orjson.JSONEncodeError:  # an exact integer beyond 64 bits
+        return canonical_bytes(value)
     if not encoded.isascii() and _ASTRAL.search(encoded):
         return canonical_bytes(value)
     return encoded
 
 
+def _fragment(text: str | bytes | Parsed) -> orjson.Fragment:
+    return orjson.Fragment(canonical_json(text))
+
+
+def _uuid(value: Any) -> str:
+    return str(value) if type(value) is UUID else str(UUID(str(value)))
+
+
+_CONVERT: dict[str, Callable[[Any], Any] | None] = {
+    "text": None,
+    "integer": None,
+    "timestamp": timestamp,
+    "json": _fragment,
+    "uuid": _uuid,
+    "bytes": lambda value: _plain("bytes", value),
+    "array": list,
+}
+
+
 class LeafEncoder:
     """Leaf bytes of many rows of one source, given as tuples in ``fields`` order with jsonb
-    values as JSON text. Same bytes as leaf_bytes of the row with those texts loaded by
-    load_json."""
+    values as JSON text (or Parsed). Same bytes as leaf_bytes of the row with those texts
+    loaded by load_json."""
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.spec = SOURCES[source]
         self.fields = self.spec.fields
         kinds = self.spec.kinds
-        self._kinds = [kinds[name] for name in self.fields]
-        self._json = [i for i, k in enumerate(self._kinds) if k == "json"]
+        self._convert = [_CONVERT[kinds[name]] for name in self.fields]
+        self._json = [i for i, name in enumerate(self.fields) if kinds[name] == "json"]
 
     def encode(self, values: Sequence[Any]) -> bytes:
         leaf: dict[str, Any] = {"source": self.source}
-        for name, kind, value in zip(self.fields, self._kinds, values, strict=True):
-            if value is None:
-                continue
-            if kind == "text" or kind == "integer":
-                leaf[name] = value
-            elif kind == "timestamp":
-                leaf[name] = timestamp(value)
-            elif kind == "json":
-                leaf[name] = orjson.Fragment(canonical_json(value))
-            else:
-                leaf[name] = _plain(kind, value)
+        for name, convert, value in zip(self.fields, self._convert, values, strict=True):
+            if value is not None:
+                leaf[name] = value if convert is None else convert(value)
         # The keys are column names (ASCII), so orjson's order is RFC 8785's.
         try:
             return orjson.dumps(leaf, option=_SORT)
@@ -216,5 +244,8 @@ class LeafEncoder:
             row = dict(zip(self.fields, values, strict=True))
             for index in self._json:
                 name = self.fields[index]
-                row[name] = None if row[name] is None else load_json(row[name])
+                text = row[name]
+                if isinstance(text, Parsed):
+                    text = text.text
+                row[name] = None if text is None else load_json(text)
             return leaf_bytes(self.source, row)

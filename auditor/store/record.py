@@ -21,10 +21,15 @@ from auditor.evidence.canonical import ZERO_HASH, chain_next
 WRITER_LOCK_KEY = 0x6175646974
 
 _HEAD = "SELECT position, chain_hash FROM record ORDER BY position DESC LIMIT 1"
-_COPY = (
-    "COPY record (position, source, source_id, leaf_hash, chain_hash) FROM STDIN (FORMAT BINARY)"
-)
-_TYPES = ("int8", "text", "int8", "bytea", "bytea")
+# The hashes travel as two concatenated byte strings, cut in 32-byte pieces by PostgreSQL:
+# one parameter each instead of a Python object per row and column.
+_INSERT = """
+INSERT INTO record (position, source, source_id, leaf_hash, chain_hash)
+SELECT %(at)s + n, source, source_id,
+       substring(%(leaves)s::bytea FROM ((n - 1) * 32 + 1)::int FOR 32),
+       substring(%(chains)s::bytea FROM ((n - 1) * 32 + 1)::int FOR 32)
+FROM unnest(%(sources)s::text[], %(ids)s::int8[]) WITH ORDINALITY AS t(source, source_id, n)
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +61,20 @@ def append(conn: psycopg.Connection[Any], leaves: Sequence[Leaf], at: Head | Non
         at = head(conn)
     if not leaves:
         return at
-    position, chain = at.position, at.chain_hash
-    with conn.cursor() as cur, cur.copy(_COPY) as copy:
-        copy.set_types(list(_TYPES))
-        for source, source_id, leaf in leaves:
-            position += 1
-            chain = chain_next(chain, leaf)
-            copy.write_row((position, source, source_id, leaf, chain))
-    return Head(position, chain)
+    chain = at.chain_hash
+    chains = []
+    for _, _, leaf in leaves:
+        chain = chain_next(chain, leaf)
+        chains.append(chain)
+    with conn.cursor(binary=True) as cur:
+        cur.execute(
+            _INSERT,
+            {
+                "at": at.position,
+                "leaves": b"".join(leaf for _, _, leaf in leaves),
+                "chains": b"".join(chains),
+                "sources": [source for source, _, _ in leaves],
+                "ids": [source_id for _, source_id, _ in leaves],
+            },
+        )
+    return Head(at.position + len(leaves), chain)

@@ -27,7 +27,7 @@ import psycopg
 
 from auditor import db
 from auditor.evidence.canonical import leaf_hash
-from auditor.evidence.leaves import LeafEncoder
+from auditor.evidence.leaves import LeafEncoder, Parsed
 from auditor.notifications import Record, Rejected, parse
 from auditor.store import projection
 from auditor.store import record as ledger
@@ -42,7 +42,9 @@ _COPY_COLUMNS = (
     "state", "error_code", "error_message", "payload",
 )  # fmt: skip
 _ASSIGNED = ("id", "stored_at")
-if set(_COPY_COLUMNS) | set(_ASSIGNED) != {c.name for c in db.events.columns}:
+if _COPY_COLUMNS[-1] != "payload" or set(_COPY_COLUMNS) | set(_ASSIGNED) != {
+    c.name for c in db.events.columns
+}:
     raise RuntimeError("the writer's COPY columns no longer match db.events")
 _COPY_EVENTS = f"COPY events ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
 _EVENT_LEAF = LeafEncoder("event")
@@ -147,7 +149,8 @@ def _leaf(event_id: int, receipt: Receipt, record: Record) -> tuple[tuple[object
     """The COPY row and the leaf hash of one event. Raises ValueError when the payload has
     no canonical form (docs/evidence.md), which sends the receipt to quarantine."""
     row = _copy_row(receipt, record)
-    full = (event_id, *row)
+    # The payload with the value parse() decoded, not decoded a second time.
+    full = (event_id, *row[:-1], Parsed(record.payload_text, record.payload))
     return row, leaf_hash(_EVENT_LEAF.encode([full[i] for i in _EVENT_LEAF_INDEX]))
 
 

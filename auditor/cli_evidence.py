@@ -1,0 +1,87 @@
+"""`auditor seal` and `auditor verify`: the hash-chained record from the command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from auditor.config import Settings
+from auditor.db import connect
+from auditor.errors import UserError
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+@click.command("seal")
+@click.option(
+    "--backfill",
+    is_flag=True,
+    help="also seal events and quarantine entries stored before the record existed",
+)
+def seal_command(backfill: bool) -> None:
+    """Give unsealed rows their place in the record (the worker does this every 30 s).
+
+    Closed coverage intervals and access-log rows are sealed in batches shortly after they
+    are written; `--backfill` also seals the rows stored before migration 2026_12_01_evidence,
+    oldest first, in one transaction.
+    """
+    from auditor.store import sealer
+
+    sources = sealer.BACKFILL_SOURCES if backfill else sealer.PERIODIC_SOURCES
+    console = Console(stderr=True)
+    with connect(Settings.from_env(os.environ).database_url) as conn, conn.transaction():
+        counts = sealer.unsealed_counts(conn, sources)
+        with _progress(console) as bar:
+            task = bar.add_task("seal", total=sum(counts.values()))
+            result = sealer.seal(conn, sources, lambda _s, n: bar.advance(task, n))
+    sealed = ", ".join(f"{n} {source}" for source, n in result.sealed.items())
+    click.echo(f"sealed {result.total} rows ({sealed}); the record ends at {result.head}")
+
+
+@click.command("verify")
+@click.option("--from", "start", type=click.IntRange(min=1), help="first position to check")
+@click.option("--to", "end", type=click.IntRange(min=1), help="last position to check")
+def verify_command(start: int | None, end: int | None) -> None:
+    """Recompute every leaf from the stored rows and the hash chain; exit 1 if broken.
+
+    Prints the first broken position and what is wrong with it (altered, missing,
+    reordered, inserted), and how many rows are not sealed yet.
+    """
+    from auditor.store import integrity
+
+    console = Console(stderr=True)
+    with connect(Settings.from_env(os.environ).database_url) as conn:
+        last = int(conn.execute("SELECT coalesce(max(position), 0) FROM record").fetchone()[0])  # type: ignore[index]
+        first = start or 1
+        total = max(0, (end or last) - first + 1)
+        began = time.perf_counter()
+        with _progress(console) as bar:
+            task = bar.add_task("verify", total=total)
+            try:
+                report = integrity.verify(conn, start, end, lambda n: bar.advance(task, n))
+            except integrity.BadRange as exc:
+                raise UserError(f"--from/--to: {exc}") from None
+        seconds = time.perf_counter() - began
+        conn.rollback()
+    rate = f", {report.checked / seconds:,.0f} rows/s" if seconds > 0 and report.checked else ""
+    click.echo(f"checked positions {report.start}..{report.end}: {report.checked} rows{rate}")
+    for source, count in report.unsealed.items():
+        click.echo(f"not sealed yet: {count} {source} rows")
+    if report.problem is not None:
+        problem = report.problem
+        click.echo(f"BROKEN at position {problem.position}: {problem.kind}: {problem.detail}")
+        sys.exit(1)
+    click.echo("record intact")
