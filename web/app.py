@@ -7,7 +7,7 @@ from typing import Any
 from apiflask import APIFlask
 
 from auditor.config import Settings
-from web import admin, api, audit, errors, export, integrity, ops
+from web import admin, api, audit, errors, evidence, export, integrity, ops
 from web.cursor import CursorCodec
 from web.db import Database
 from web.metrics import Metrics
@@ -88,5 +88,6 @@ def create_app(settings: Settings) -> APIFlask:
     app.register_blueprint(export.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(integrity.bp)
+    app.register_blueprint(evidence.bp)
     app.spec_processor(_finish_spec)
     return app

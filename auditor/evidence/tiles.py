@@ -70,23 +70,30 @@ class TreeView:
         self.store = store
         self.size = size
         self._groups: dict[tuple[int, int], list[bytes]] = {}
+        self._nodes: dict[tuple[int, int], bytes] = {}
 
     # reading
     def node(self, level: int, index: int) -> bytes:
-        """Hash of the full subtree (level, index), which must lie within size."""
+        """Hash of the full subtree (level, index), which must lie within size. Memoised,
+        and built from its two halves, so proofs of neighbouring rows share the work."""
+        key = (level, index)
+        found = self._nodes.get(key)
+        if found is not None:
+            return found
         if (index + 1) << level > self.size:
             raise ValueError(f"subtree ({level}, {index}) is not full in a tree of {self.size}")
-        stored = level - level % TILE_STEP
-        span = level - stored
-        first = index << span
-        group, offset = divmod(first, GROUP)
-        nodes = self._group(stored, group)
-        if offset + (1 << span) > len(nodes):
-            raise MissingTile(f"level {stored} node {first + (1 << span) - 1} is not stored")
-        row = nodes[offset : offset + (1 << span)]
-        while len(row) > 1:
-            row = [merkle.node_hash(row[i], row[i + 1]) for i in range(0, len(row), 2)]
-        return row[0]
+        if level % TILE_STEP:
+            found = merkle.node_hash(
+                self.node(level - 1, 2 * index), self.node(level - 1, 2 * index + 1)
+            )
+        else:
+            group, offset = divmod(index, GROUP)
+            nodes = self._group(level, group)
+            if offset >= len(nodes):
+                raise MissingTile(f"level {level} node {index} is not stored")
+            found = nodes[offset]
+        self._nodes[key] = found
+        return found
 
     def _group(self, level: int, group: int) -> list[bytes]:
         key = (level, group)
@@ -120,13 +127,46 @@ class TreeView:
         return self.fold(parts)
 
     def inclusion_proof(self, index: int) -> list[bytes]:
-        return [self.fold(parts) for parts in merkle.inclusion_path_nodes(index, self.size)]
+        return self.inclusion_proofs([index])[0]
 
     def inclusion_proofs(self, indexes: Sequence[int]) -> list[list[bytes]]:
-        """Proofs for many leaves, their groups fetched together first."""
-        paths = [merkle.inclusion_path_nodes(index, self.size) for index in indexes]
-        self.prefetch(sub for path in paths for parts in path for sub in parts)
-        return [[self.fold(parts) for parts in path] for path in paths]
+        """Audit paths (RFC 9162 2.1.3.1, bottom up) for many leaves. First the groups every
+        path needs are fetched, one query per stored level: the siblings of leaf i's
+        ancestors at levels t..t+3 all lie in group (i >> t) >> 4 of stored level t."""
+        size = self.size
+        depth = (size - 1).bit_length()
+        for stored in range(0, depth, TILE_STEP):
+            groups = {(index >> stored) >> TILE_STEP for index in indexes}
+            groups -= {g for (level, g) in self._groups if level == stored}
+            if groups:
+                found = self.store.read_groups(stored, sorted(groups))
+                for group in groups:
+                    self._groups[(stored, group)] = found.get(group, [])
+        node = self.node
+        cached = self._nodes.get
+        partial: dict[tuple[int, int], bytes] = {}
+        paths = []
+        for index in indexes:
+            if not 0 <= index < size:
+                raise ValueError(f"leaf index {index} is not in a tree of {size}")
+            path = []
+            for level in range(depth):
+                sibling = (index >> level) ^ 1
+                if sibling & 1 == 0:  # to the left: always full
+                    path.append(cached((level, sibling)) or node(level, sibling))
+                    continue
+                start = sibling << level
+                if start >= size:
+                    continue  # no right sibling: the node is carried up unchanged
+                if start + (1 << level) <= size:
+                    path.append(node(level, sibling))
+                else:  # the ragged right edge: the same for every leaf left of it
+                    key = (level, sibling)
+                    if key not in partial:
+                        partial[key] = self.fold(merkle.decompose(start, size))
+                    path.append(partial[key])
+            paths.append(path)
+        return paths
 
     def consistency_proof(self, old_size: int) -> list[bytes]:
         path = merkle.consistency_path_nodes(old_size, self.size)
