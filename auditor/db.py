@@ -244,16 +244,15 @@ record = Table(
     CheckConstraint("octet_length(chain_hash) = 32", name="chain_hash_sha256"),
 )
 
-# Per account, the receipt time before which everything received is stored in PostgreSQL
-# (the worker's spool is drained up to it): coverage counts as complete only up to it.
+# Per worker, the receipt time before which everything it received is stored in PostgreSQL
+# (its spool is drained up to it): its coverage counts as complete only up to it.
 drain_progress = Table(
     "drain_progress",
     metadata,
-    Column("account", Text, nullable=False),
     Column("worker_id", Text, nullable=False),
     Column("stored_through", TZ, nullable=False),
     Column("updated_at", TZ, nullable=False, server_default=text("now()")),
-    PrimaryKeyConstraint("account"),
+    PrimaryKeyConstraint("worker_id"),
 )
 
 

@@ -12,8 +12,8 @@ Written by hand. Constraint names follow auditor.db.NAMING_CONVENTION. See docs/
   computed by the writer and the sealer, never by a trigger; the database only enforces that
   positions are gapless and that nothing is changed.
 - Closed coverage intervals are immutable: an interval may change only while it is open.
-- `drain_progress`: per account, the receipt time before which everything received is stored
-  in PostgreSQL (the worker's spool is drained up to it); coverage is clipped to it.
+- `drain_progress`: per worker, the receipt time before which everything it received is stored
+  in PostgreSQL (its spool is drained up to it); its coverage intervals are clipped to it.
 - Every append-only trigger fires in every session_replication_role (ENABLE ALWAYS), and an
   event trigger refuses DISABLE TRIGGER, DROP TRIGGER, DETACH PARTITION and DROP TABLE on the
   audited tables, except on the retention path (see auditor_retention_path()). Creating event
@@ -262,11 +262,10 @@ def upgrade() -> None:
     op.execute(
         """
         CREATE TABLE drain_progress (
-            account        text        NOT NULL,
             worker_id      text        NOT NULL,
             stored_through timestamptz NOT NULL,
             updated_at     timestamptz NOT NULL DEFAULT now(),
-            CONSTRAINT pk_drain_progress PRIMARY KEY (account)
+            CONSTRAINT pk_drain_progress PRIMARY KEY (worker_id)
         )
         """
     )
