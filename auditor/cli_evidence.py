@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import click
+import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from auditor.config import Settings
 from auditor.db import connect
-from auditor.errors import UserError
+from auditor.errors import ConfigError, UserError
 
 
 def _progress(console: Console) -> Progress:
@@ -51,19 +55,57 @@ def seal_command(backfill: bool) -> None:
     click.echo(f"sealed {result.total} rows ({sealed}); the record ends at {result.head}")
 
 
+def _checkpoint_problems(
+    conn: psycopg.Connection[Any], against: Path, public_key: Path | None
+) -> tuple[int, list[str]]:
+    """The kept checkpoint's tree size, and what does not match it (signature, Merkle root,
+    chain head): a consistent rewrite of the record that verify alone cannot see."""
+    from auditor.cli_proofs import load_public_option
+    from auditor.evidence.checkpoints import verify_against
+
+    try:
+        kept = json.loads(against.read_text(encoding="utf-8"))
+        size = int(kept["tree_size"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError("--against", f"not a checkpoint JSON file ({exc})") from None
+    public = None if public_key is None else load_public_option(public_key)
+    return size, verify_against(conn, kept, public)
+
+
 @click.command("verify")
 @click.option("--from", "start", type=click.IntRange(min=1), help="first position to check")
 @click.option("--to", "end", type=click.IntRange(min=1), help="last position to check")
-def verify_command(start: int | None, end: int | None) -> None:
+@click.option(
+    "--against",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="a checkpoint kept outside the database (auditor checkpoint latest --json)",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="the public key that must have signed the --against checkpoint",
+)
+def verify_command(
+    start: int | None, end: int | None, against: Path | None, public_key: Path | None
+) -> None:
     """Recompute every leaf from the stored rows and the hash chain; exit 1 if broken.
 
     Prints the first broken position and what is wrong with it (altered, missing,
-    reordered, inserted), and how many rows are not sealed yet.
+    reordered, inserted), and how many rows are not sealed yet. With --against, also proves
+    the record up to that checkpoint is the one it signed (a rewrite of the whole tail, which
+    the chain alone cannot show, fails here).
     """
     from auditor.store import integrity
 
     console = Console(stderr=True)
     with connect(Settings.from_env(os.environ).database_url) as conn:
+        kept_problems: list[str] = []
+        if against is not None:
+            size, kept_problems = _checkpoint_problems(conn, against, public_key)
+            for line in kept_problems:
+                click.echo(f"checkpoint {against}: {line}")
+            if not kept_problems:
+                click.echo(f"checkpoint {against}: positions 1..{size} are the ones it signed")
         last = int(conn.execute("SELECT coalesce(max(position), 0) FROM record").fetchone()[0])  # type: ignore[index]
         first = start or 1
         total = max(0, (end or last) - first + 1)
@@ -83,5 +125,8 @@ def verify_command(start: int | None, end: int | None) -> None:
     if report.problem is not None:
         problem = report.problem
         click.echo(f"BROKEN at position {problem.position}: {problem.kind}: {problem.detail}")
+        sys.exit(1)
+    if kept_problems:
+        click.echo("BROKEN: the record differs from the kept checkpoint")
         sys.exit(1)
     click.echo("record intact")

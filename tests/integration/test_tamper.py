@@ -12,10 +12,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from auditor.evidence import checkpoints, keys
 from auditor.evidence.canonical import chain_next, leaf_hash
 from auditor.evidence.leaves import leaf_bytes, load_json
 from auditor.store import integrity
+from auditor.store.sources import Hasher, rows_by_id
 from auditor.store.writer import store_batch
 from tests.helpers import om_message, receipt
 
@@ -175,13 +178,8 @@ def test_an_event_slipped_in_without_a_place_in_the_record_is_reported_unsealed(
     assert report.unsealed == {"event": 1}
 
 
-def test_a_consistently_rewritten_tail_passes_verify_alone(
-    conn: Conn, sealed: list[tuple[int, str, int]]
-) -> None:
-    """The limit of a chain checked against itself: whoever can rewrite every hash from a
-    position on can make a changed history look whole. Only a checkpoint kept outside the
-    database (auditor checkpoint latest --json; auditor verify --against) catches this."""
-    position, _, event_id = sealed[5]
+def _rewrite_tail_from(conn: Conn, position: int, event_id: int) -> None:
+    """Change one event, then recompute every leaf and chain hash from its position on."""
     _bypass(conn)
     conn.execute(
         "UPDATE events SET payload = jsonb_set(payload, '{data,referenceId}', '2') WHERE id = %s",
@@ -189,14 +187,40 @@ def test_a_consistently_rewritten_tail_passes_verify_alone(
     )
     chain = _chain_at(conn, position - 1)
     rows = conn.execute(
-        "SELECT position, source_id FROM record WHERE position >= %s ORDER BY position",
+        "SELECT position, source, source_id FROM record WHERE position >= %s ORDER BY position",
         (position,),
     ).fetchall()
-    for at, source_id in rows:
-        leaf = _forged_leaf(conn, source_id)
+    for at, source, source_id in rows:
+        row = rows_by_id(conn, source, source_id, source_id)[source_id]
+        leaf = Hasher(source).leaf(row)
         chain = chain_next(chain, leaf)
         conn.execute(
             "UPDATE record SET leaf_hash = %s, chain_hash = %s WHERE position = %s",
             (leaf, chain, at),
         )
+
+
+def test_a_consistently_rewritten_tail_passes_verify_alone(
+    conn: Conn, sealed: list[tuple[int, str, int]]
+) -> None:
+    """The limit of a chain checked against itself: whoever can rewrite every hash from a
+    position on can make a changed history look whole."""
+    position, _, event_id = sealed[5]
+    _rewrite_tail_from(conn, position, event_id)
     assert integrity.verify(conn).ok
+
+
+def test_a_consistently_rewritten_tail_fails_against_a_kept_checkpoint(
+    conn: Conn, sealed: list[tuple[int, str, int]]
+) -> None:
+    """What verify alone cannot see, a checkpoint kept outside the database shows
+    (`auditor checkpoint latest --json`, later `auditor verify --against FILE`)."""
+    signer = keys.Signer(Ed25519PrivateKey.generate())
+    made = checkpoints.make(conn, signer)
+    assert made is not None
+    kept = made.to_json()
+    assert checkpoints.verify_against(conn, kept, signer.public) == []
+    position, _, event_id = sealed[5]
+    _rewrite_tail_from(conn, position, event_id)
+    assert integrity.verify(conn).ok
+    assert checkpoints.verify_against(conn, kept, signer.public) != []
