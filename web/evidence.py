@@ -27,11 +27,14 @@ bp = APIBlueprint("evidence", __name__, url_prefix="/api/v1", tag="Evidence")
 
 class CheckpointsQuery(Schema):
     before = fields.Integer(
-        strict=True,
         validate=validators.Range(1, 2**63 - 1),
         metadata={"description": "only checkpoints of a smaller tree_size (paging)"},
     )
-    limit = fields.Integer(strict=True, load_default=100, validate=validators.Range(1, 1000))
+    limit = fields.Integer(
+        load_default=100,
+        validate=validators.Range(1, 1000),
+        metadata={"description": "page size, 1..1000 (default 100)"},
+    )
 
 
 class EvidenceQuery(Schema):
@@ -42,9 +45,33 @@ class EvidenceQuery(Schema):
     to = _instant("to", "end (exclusive), with account")
 
 
+class CheckpointOut(Schema):
+    format = fields.String(required=True, metadata={"description": "auditor-checkpoint/1"})
+    id = fields.Integer(required=True)
+    tree_size = fields.Integer(
+        required=True, metadata={"description": "the root covers positions 1..tree_size"}
+    )
+    root = fields.String(required=True, metadata={"description": "Merkle root, base64"})
+    chain_head = fields.String(
+        required=True, metadata={"description": "chain hash at tree_size, base64"}
+    )
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    made_at = fields.String(required=True)
+    key_id = fields.String(required=True)
+    signature = fields.String(
+        required=True, metadata={"description": "Ed25519 over the RFC 8785 bytes of the rest"}
+    )
+
+
+class CheckpointList(Schema):
+    checkpoints = fields.List(fields.Nested(CheckpointOut), required=True)
+    next_before = fields.Integer(metadata={"description": "pass as before= for the next page"})
+
+
 @bp.get("/checkpoints")
 @requires("reader")
 @bp.input(CheckpointsQuery, location="query", arg_name="query", unknown=RAISE)
+@bp.output(CheckpointList)
 @bp.doc(summary="Signed checkpoints of the record, newest first", responses=[400, 401])
 def list_checkpoints(query: dict[str, Any]) -> Response:
     found = checkpoints.listing(conn(), before=query.get("before"), limit=query["limit"])
@@ -99,7 +126,8 @@ def export_pack(query: dict[str, Any]) -> Response:
     token = getattr(g, "token", None)
     who = f"api token {token.name}" if token is not None else "api"
     try:
-        built = pack.export(db, wanted, signer, made_by=who)
+        with db.transaction():  # one transaction: SET LOCAL and the reads hold together
+            built = pack.export(db, wanted, signer, made_by=who)
     except pack.NothingToProve as exc:
         raise HTTPError(409, str(exc)) from None
     set_rows(built.manifest["counts"]["events"])
