@@ -106,16 +106,14 @@ def verify_command(
                 click.echo(f"checkpoint {against}: {line}")
             if not kept_problems:
                 click.echo(f"checkpoint {against}: positions 1..{size} are the ones it signed")
-        last = int(conn.execute("SELECT coalesce(max(position), 0) FROM record").fetchone()[0])  # type: ignore[index]
-        first = start or 1
-        total = max(0, (end or last) - first + 1)
+        try:
+            first, stop = integrity.resolve_range(conn, start, end)
+        except integrity.BadRange as exc:
+            raise UserError(f"--from/--to: {exc}") from None
         began = time.perf_counter()
         with _progress(console) as bar:
-            task = bar.add_task("verify", total=total)
-            try:
-                report = integrity.verify(conn, start, end, lambda n: bar.advance(task, n))
-            except integrity.BadRange as exc:
-                raise UserError(f"--from/--to: {exc}") from None
+            task = bar.add_task("verify", total=stop - first + 1)
+            report = integrity.verify(conn, start, end, lambda n: bar.advance(task, n))
         seconds = time.perf_counter() - began
         conn.rollback()
     rate = f", {report.checked / seconds:,.0f} rows/s" if seconds > 0 and report.checked else ""

@@ -22,7 +22,6 @@ MAX_POSITIONS = 1_000_000
 def _position(name: str, description: str) -> fields.Integer:
     return fields.Integer(
         data_key=name,
-        strict=True,
         validate=validators.Range(1, 2**63 - 1),
         metadata={"description": description},
     )
@@ -71,7 +70,9 @@ def check_integrity(query: dict[str, Any]) -> Response:
     if (end if end is not None else last) - (start or 1) + 1 > MAX_POSITIONS:
         raise bad_params(to=f"at most {MAX_POSITIONS:,} positions per request; use auditor verify")
     try:
-        report = integrity.verify(db, start, end)
+        # One snapshot for the whole range (the API's connections are in autocommit).
+        with db.transaction():
+            report = integrity.verify(db, start, end)
     except integrity.BadRange as exc:
         raise bad_params(**{"from": str(exc)}) from None
     set_rows(report.checked)

@@ -144,6 +144,22 @@ class _Checker:
         )
 
 
+def resolve_range(
+    conn: psycopg.Connection[Any], start: int | None, end: int | None
+) -> tuple[int, int]:
+    """[first, last] positions to check; the whole record by default. Raises BadRange."""
+    last = int(conn.execute(_BOUNDS).fetchone()[0])  # type: ignore[index]
+    first = 1 if start is None else start
+    stop = last if end is None else end
+    if first < 1:
+        raise BadRange("positions start at 1")
+    if first > stop and not (last == 0 and start is None):
+        raise BadRange(f"the range {first}..{stop} is empty (the record holds 1..{last})")
+    if stop > last:
+        raise BadRange(f"the record ends at position {last}")
+    return first, stop
+
+
 def verify(
     conn: psycopg.Connection[Any],
     start: int | None = None,
@@ -153,16 +169,8 @@ def verify(
 ) -> Report:
     """Check positions [start, end] (default: the whole record) in the caller's
     transaction. A range that starts after 1 trusts the stored chain hash before it."""
-    last = int(conn.execute(_BOUNDS).fetchone()[0])  # type: ignore[index]
-    first = 1 if start is None else start
-    stop = last if end is None else end
-    if first < 1 or stop < 0:
-        raise BadRange("positions start at 1")
-    if first > stop and not (last == 0 and start is None):
-        raise BadRange(f"the range {first}..{stop} is empty (the record holds 1..{last})")
-    if stop > last:
-        raise BadRange(f"the record ends at position {last}")
-    report = Report(first, min(stop, last))
+    first, stop = resolve_range(conn, start, end)
+    report = Report(first, stop)
     previous = ZERO_HASH
     if first > 1:
         row = conn.execute(_CHAIN_AT, (first - 1,)).fetchone()
