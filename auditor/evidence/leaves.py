@@ -219,17 +219,26 @@ _CONVERT: dict[str, Callable[[Any], Any] | None] = {
 }
 
 
+_PREFORMATTED = ("timestamp", "uuid", "bytes")
+
+
 class LeafEncoder:
     """Leaf bytes of many rows of one source, given as tuples in ``fields`` order with jsonb
     values as JSON text (or Parsed). Same bytes as leaf_bytes of the row with those texts
     loaded by load_json."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, formatted: bool = False) -> None:
+        """``formatted``: timestamps, UUIDs and bytea come as the leaf's strings already
+        (auditor.store.sources has PostgreSQL write them)."""
         self.source = source
         self.spec = SOURCES[source]
         self.fields = self.spec.fields
         kinds = self.spec.kinds
-        self._convert = [_CONVERT[kinds[name]] for name in self.fields]
+        self.formatted = formatted
+        self._convert = [
+            None if formatted and kinds[name] in _PREFORMATTED else _CONVERT[kinds[name]]
+            for name in self.fields
+        ]
         self._json = [i for i, name in enumerate(self.fields) if kinds[name] == "json"]
 
     def encode(self, values: Sequence[Any]) -> bytes:
@@ -241,6 +250,8 @@ class LeafEncoder:
         try:
             return orjson.dumps(leaf, option=_SORT)
         except orjson.JSONEncodeError:  # a lone surrogate in a text column: the reference
+            if self.formatted:
+                raise  # PostgreSQL's text holds no lone surrogate
             row = dict(zip(self.fields, values, strict=True))
             for index in self._json:
                 name = self.fields[index]

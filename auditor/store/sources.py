@@ -1,5 +1,6 @@
 """Reading covered rows back for their leaves: one query shape per source, derived from the
-leaf fields (auditor.evidence.leaves), never a column list written by hand."""
+leaf fields (auditor.evidence.leaves), never a column list written by hand. Timestamps,
+UUIDs and bytea come back already written as the leaf writes them (LeafEncoder formatted)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,22 @@ from auditor.evidence.leaves import SOURCES, LeafEncoder
 _COVERED = {"coverage": sql.SQL("ended_at IS NOT NULL")}
 
 
+# Columns as the leaf writes them, formatted by PostgreSQL: turning text into datetimes and
+# UUIDs in Python only to format them back costs verify more than everything else together.
+_FORMATTED = {
+    # jsonb as text: its leaf is the value parsed from it (leaves.canonical_json).
+    "json": "{}::text",
+    "timestamp": """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""",
+    "uuid": "{}::text",
+    "bytes": "translate(encode({}, 'base64'), E'\\n', '')",
+}
+
+
 def _columns(source: str) -> sql.Composable:
-    spec = SOURCES[source]
-    kinds = spec.kinds
+    kinds = SOURCES[source].kinds
     return sql.SQL(", ").join(
-        # jsonb as text: its leaf is the value parsed from it (leaves.canonical_json).
-        sql.SQL("{}::text").format(sql.Identifier(name))
-        if kinds[name] == "json"
-        else sql.Identifier(name)
-        for name in spec.fields
+        sql.SQL(_FORMATTED.get(kind, "{}")).format(sql.Identifier(name))
+        for name, kind in kinds.items()
     )
 
 
@@ -65,7 +73,7 @@ class Hasher:
     """Leaf hashes of rows of one source as select_* return them."""
 
     def __init__(self, source: str) -> None:
-        self.encoder = LeafEncoder(source)
+        self.encoder = LeafEncoder(source, formatted=True)
         self.id_index = self.encoder.fields.index("id")
 
     def leaf(self, row: tuple[Any, ...]) -> bytes:
