@@ -128,3 +128,14 @@ def test_a_closed_coverage_interval_cannot_change(conn: Conn) -> None:
     ):
         with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
             conn.execute(statement)
+
+
+def test_the_writer_role_stores_seals_and_records_progress_with_its_grants(conn: Conn) -> None:
+    conn.execute("INSERT INTO access_log (method, endpoint, status) VALUES ('GET', '/y', 200)")
+    conn.execute("SET LOCAL ROLE auditor_writer")
+    result = store_batch(conn, [receipt(om_message("W-1", "Invited")), receipt("[")])
+    assert (result.stored, result.quarantined) == (1, 1)
+    assert sealer.seal(conn).sealed["access"] >= 1
+    conn.execute("INSERT INTO drain_progress (worker_id, stored_through) VALUES ('w', now())")
+    with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
+        conn.execute("SELECT nextval('events_id_seq')")
