@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from auditor import evidence_verify
 from auditor.evidence import checkpoints, keys, merkle, pack, tiles
 from auditor.evidence.pgtiles import PgTileStore
-from auditor.store import sealer
+from auditor.store import integrity, sealer
 from auditor.store.writer import store_batch
 from tests.helpers import T0, om_message, receipt
 
@@ -76,6 +76,9 @@ def test_a_checkpoint_signs_the_merkle_root_and_enters_the_record(
     assert source.fetchone() == ("checkpoint", made.id)
     checkpoints.check_signature(made.to_json(), signer.public)
     assert checkpoints.verify_against(conn, made.to_json(), signer.public) == []
+    # the checkpoint's own leaf is what verify recomputes from its stored row
+    report = integrity.verify(conn, made.tree_size + 1, made.tree_size + 1, with_unsealed=False)
+    assert report.problem is None
     # nothing new but the checkpoint itself: no second checkpoint
     assert checkpoints.make(conn, signer) is None
     _store(conn, "CP-1", "cp-agent", 100, 3)
