@@ -46,10 +46,11 @@ def seal_interval_from_env(environ: Mapping[str, str]) -> float:
     return seconds
 
 
-def stored_through(spool: Spool) -> datetime:
+def stored_through(spool: Spool, margin: float = _STAMP_MARGIN_SECONDS) -> datetime:
     """The instant before which everything this worker received is stored in PostgreSQL: the
-    drain deletes rows from the spool only after their commit."""
-    through = datetime.fromtimestamp(spool.durable_through - _STAMP_MARGIN_SECONDS, UTC)
+    drain deletes rows from the spool only after their commit. ``margin`` 0 once nothing
+    is received any more (at shutdown)."""
+    through = datetime.fromtimestamp(spool.durable_through - margin, UTC)
     oldest = spool.oldest_received_at()
     if oldest is not None:
         through = min(through, datetime.fromisoformat(oldest))
@@ -80,12 +81,18 @@ class EvidenceTask:
             self._conn = psycopg.connect(self.conninfo, connect_timeout=5)
         return self._conn
 
-    def tick(self, *, seal: bool | None = None) -> None:
+    def final(self) -> None:
+        """At shutdown, after the final drain, with every session stopped: record progress
+        without the margin and seal. Raises psycopg.Error."""
+        self.tick(seal=True, margin=0.0)
+
+    def tick(self, *, seal: bool | None = None, margin: float = _STAMP_MARGIN_SECONDS) -> None:
         """Record drain progress; seal when due (or when told). Raises psycopg.Error."""
         try:
             conn = self._connection()
             with conn.transaction():
-                drain_progress.record(conn, self.worker_id, stored_through(self.spool))
+                through = stored_through(self.spool, margin)
+                drain_progress.record(conn, self.worker_id, through)
             due = time.monotonic() - self._sealed_at >= self.seal_seconds
             if seal or (seal is None and due):
                 with conn.transaction():

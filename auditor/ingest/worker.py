@@ -217,7 +217,7 @@ class Worker:
         except psycopg.Error:
             log.error("PostgreSQL unreachable at shutdown; coverage updates not written")
         try:
-            self.evidence.tick(seal=True)
+            self.evidence.final()
         except psycopg.Error:
             log.error("PostgreSQL unreachable at shutdown; drain progress not recorded")
         self.evidence.close()
