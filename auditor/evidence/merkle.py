@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 NODE_PREFIX = b"\x01"
+HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 

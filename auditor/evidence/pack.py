@@ -189,11 +189,11 @@ def export(
             else:
                 proven.append((name, line, position))
     view = tiles.TreeView(PgTileStore(conn), size)
-    paths = view.inclusion_proofs([position - 1 for _, _, position in proven])
+    paths = view.joined_paths([position - 1 for _, _, position in proven])
     # file names are fixed ASCII and the rest numbers and base64: no escaping needed
     proof_lines = [
         b'{"file":"%s","line":%d,"position":%d,"path":"%s"}\n'
-        % (name.encode(), line, position, base64.b64encode(b"".join(path)))
+        % (name.encode(), line, position, base64.b64encode(path))
         for (name, line, position), path in zip(proven, paths, strict=True)
     ]
     files = {

@@ -130,9 +130,17 @@ class TreeView:
         return self.inclusion_proofs([index])[0]
 
     def inclusion_proofs(self, indexes: Sequence[int]) -> list[list[bytes]]:
-        """Audit paths (RFC 9162 2.1.3.1, bottom up) for many leaves. First the groups every
-        path needs are fetched, one query per stored level: the siblings of leaf i's
-        ancestors at levels t..t+3 all lie in group (i >> t) >> 4 of stored level t."""
+        """Audit paths (RFC 9162 2.1.3.1, bottom up) for many leaves."""
+        return [
+            [joined[i : i + merkle.HASH_SIZE] for i in range(0, len(joined), merkle.HASH_SIZE)]
+            for joined in self.joined_paths(indexes)
+        ]
+
+    def joined_paths(self, indexes: Sequence[int]) -> list[bytes]:
+        """Audit paths as concatenated hashes. First the groups every path needs are fetched,
+        one query per stored level: the siblings of leaf i's ancestors at levels t..t+3 all
+        lie in group (i >> t) >> 4 of stored level t. The part of a path above level 4
+        depends only on i >> 4, so the leaves of one group of 16 share it."""
         size = self.size
         depth = (size - 1).bit_length()
         for stored in range(0, depth, TILE_STEP):
@@ -142,31 +150,41 @@ class TreeView:
                 found = self.store.read_groups(stored, sorted(groups))
                 for group in groups:
                     self._groups[(stored, group)] = found.get(group, [])
-        node = self.node
-        cached = self._nodes.get
-        partial: dict[tuple[int, int], bytes] = {}
+        low = min(TILE_STEP, depth)
+        upper: dict[int, bytes] = {}
         paths = []
         for index in indexes:
             if not 0 <= index < size:
                 raise ValueError(f"leaf index {index} is not in a tree of {size}")
-            path = []
-            for level in range(depth):
-                sibling = (index >> level) ^ 1
-                if sibling & 1 == 0:  # to the left: always full
-                    path.append(cached((level, sibling)) or node(level, sibling))
-                    continue
-                start = sibling << level
-                if start >= size:
-                    continue  # no right sibling: the node is carried up unchanged
-                if start + (1 << level) <= size:
-                    path.append(node(level, sibling))
-                else:  # the ragged right edge: the same for every leaf left of it
-                    key = (level, sibling)
-                    if key not in partial:
-                        partial[key] = self.fold(merkle.decompose(start, size))
-                    path.append(partial[key])
-            paths.append(path)
+            above = upper.get(index >> low)
+            if above is None:
+                above = b"".join(self._path(index, low, depth))
+                upper[index >> low] = above
+            paths.append(b"".join(self._path(index, 0, low)) + above)
         return paths
+
+    def _path(self, index: int, first: int, stop: int) -> list[bytes]:
+        """The audit path's elements for levels first..stop-1."""
+        size = self.size
+        path = []
+        for level in range(first, stop):
+            sibling = (index >> level) ^ 1
+            if sibling & 1 == 0:  # to the left: always full
+                path.append(self._nodes.get((level, sibling)) or self.node(level, sibling))
+                continue
+            start = sibling << level
+            if start >= size:
+                continue  # no right sibling: the node is carried up unchanged
+            if start + (1 << level) <= size:
+                path.append(self.node(level, sibling))
+            else:  # the ragged right edge: the same for every leaf left of it
+                key = (-level - 1, sibling)  # apart from the full nodes' keys
+                edge = self._nodes.get(key)
+                if edge is None:
+                    edge = self.fold(merkle.decompose(start, size))
+                    self._nodes[key] = edge
+                path.append(edge)
+        return path
 
     def consistency_proof(self, old_size: int) -> list[bytes]:
         path = merkle.consistency_path_nodes(old_size, self.size)
