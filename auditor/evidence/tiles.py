@@ -152,16 +152,38 @@ class TreeView:
                     self._groups[(stored, group)] = found.get(group, [])
         low = min(TILE_STEP, depth)
         upper: dict[int, bytes] = {}
+        lower: dict[int, list[bytes]] = {}
         paths = []
         for index in indexes:
             if not 0 <= index < size:
                 raise ValueError(f"leaf index {index} is not in a tree of {size}")
-            above = upper.get(index >> low)
+            group = index >> low
+            above = upper.get(group)
             if above is None:
                 above = b"".join(self._path(index, low, depth))
-                upper[index >> low] = above
-            paths.append(b"".join(self._path(index, 0, low)) + above)
+                upper[group] = above
+            if low == TILE_STEP and (group + 1) << TILE_STEP <= size:
+                below = lower.get(group)
+                if below is None:
+                    below = lower[group] = self._group_paths(group)
+                paths.append(below[index & (GROUP - 1)] + above)
+            else:  # a tree of less than 16 leaves, or the ragged last group
+                paths.append(b"".join(self._path(index, 0, low)) + above)
         return paths
+
+    def _group_paths(self, group: int) -> list[bytes]:
+        """The levels 0..3 of the paths of the 16 leaves of a full group, built from its
+        leaves with 15 hashes."""
+        rows = [self._group(0, group)]
+        if len(rows[0]) != GROUP:
+            raise MissingTile(f"leaf group {group} is incomplete")
+        while len(rows[-1]) > 2:
+            below = rows[-1]
+            rows.append([merkle.node_hash(below[i], below[i + 1]) for i in range(0, len(below), 2)])
+        return [
+            b"".join(row[(offset >> level) ^ 1] for level, row in enumerate(rows))
+            for offset in range(GROUP)
+        ]
 
     def _path(self, index: int, first: int, stop: int) -> list[bytes]:
         """The audit path's elements for levels first..stop-1."""
