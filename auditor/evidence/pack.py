@@ -38,6 +38,7 @@ from auditor.evidence import checkpoints, keys, leaves, tiles
 from auditor.evidence.canonical import canonical_bytes
 from auditor.evidence.pgtiles import PgTileStore
 from auditor.store import coverage_queries
+from auditor.store.sources import _FORMATTED as PG_FORMATTED
 
 FORMAT = "auditor-evidence-pack/1"
 FILES = ("events.ndjson", "events.csv", "coverage.ndjson", "proofs.ndjson", "checkpoint.json")
@@ -115,12 +116,14 @@ class Pack:
 
 
 def _columns(source: str, alias: str) -> sql.Composable:
-    spec = leaves.SOURCES[source]
+    """The audited columns as the leaf writes them, formatted by PostgreSQL (the same
+    formats as verify reads them with: auditor.store.sources)."""
+    kinds = leaves.SOURCES[source].kinds
     return sql.SQL(", ").join(
-        sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(name))
-        if spec.kinds[name] == "json"
-        else sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
-        for name in spec.fields
+        sql.SQL(PG_FORMATTED.get(kind, "{}")).format(
+            sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
+        )
+        for name, kind in kinds.items()
     )
 
 
@@ -228,7 +231,7 @@ def export(
 
 
 def _leaf_lines(source: str, rows: Sequence[tuple[Any, ...]]) -> list[bytes]:
-    encoder = leaves.LeafEncoder(source)
+    encoder = leaves.LeafEncoder(source, formatted=True)
     return [encoder.encode(row[1:]) + b"\n" for row in rows]
 
 
@@ -261,8 +264,10 @@ def _range(query: Query, events: Sequence[tuple[Any, ...]]) -> tuple[datetime, d
     if not events:
         now = datetime.now(UTC)
         return now, now, []
+    # received_at as the leaf writes it: fixed-width UTC, so text order is time order
     times = [row[at] for row in events]
-    return min(times), max(times), sorted({row[acc] for row in events})
+    first, last = datetime.fromisoformat(min(times)), datetime.fromisoformat(max(times))
+    return first, last, sorted({row[acc] for row in events})
 
 
 def _coverage_status(
