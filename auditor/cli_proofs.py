@@ -102,6 +102,51 @@ def checkpoint_latest(as_json: bool) -> None:
         )
 
 
+@checkpoint_group.command("consistency")
+@click.argument("kept", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--public-key", type=click.Path(path_type=Path, exists=True), help="PEM/base64")
+def checkpoint_consistency(kept: Path, public_key: Path | None) -> None:
+    """Prove that the latest checkpoint's tree extends a KEPT checkpoint's (an RFC 6962
+    consistency proof from the stored tiles): exit 1 if history was rewritten since."""
+    from auditor.evidence import merkle, tiles
+    from auditor.evidence.pgtiles import PgTileStore
+
+    try:
+        old = json.loads(kept.read_text(encoding="utf-8"))
+        old_size, old_root = int(old["tree_size"]), _b64(old["root"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{kept}: not a checkpoint JSON file") from None
+    with _connect() as conn:
+        latest = checkpoints.latest(conn)
+        if latest is None or latest.tree_size < old_size:
+            raise UserError(f"no checkpoint at or beyond tree size {old_size} in the database")
+        proof = tiles.TreeView(PgTileStore(conn), latest.tree_size).consistency_proof(old_size)
+        conn.rollback()
+    if public_key is not None:
+        public = load_public_option(public_key)
+        for name, document in (("kept", old), ("latest", latest.to_json())):
+            try:
+                checkpoints.check_signature(document, public)
+            except keys.BadSignature as exc:
+                click.echo(f"INCONSISTENT: the {name} checkpoint: {exc}")
+                sys.exit(1)
+    try:
+        merkle.verify_consistency(old_size, latest.tree_size, old_root, latest.root, proof)
+    except merkle.ProofError as exc:
+        click.echo(f"INCONSISTENT: {exc}: the record was rewritten after tree size {old_size}")
+        sys.exit(1)
+    click.echo(
+        f"consistent: the checkpoint of tree size {latest.tree_size} extends the kept one of"
+        f" {old_size} ({len(proof)}-hash proof)"
+    )
+
+
+def _b64(value: Any) -> bytes:
+    import base64
+
+    return base64.b64decode(str(value), validate=True)
+
+
 @click.group("evidence")
 def evidence_group() -> None:
     """Evidence packs an auditor verifies offline with the public key alone."""

@@ -175,3 +175,42 @@ def test_the_worker_task_signs_checkpoints_into_the_database(fresh_db: URL, tmp_
     finally:
         checkpointer.close()
     assert (tmp_path / "checkpoint-000000000003.json").exists()
+
+
+def test_checkpoint_consistency_proves_the_latest_extends_a_kept_one(
+    fresh_db: URL, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from auditor.cli import cli
+    from auditor.evidence import checkpoints
+
+    signer_path = tmp_path / "k.pem"
+    signer = keys.create(signer_path)
+    public = tmp_path / "public.pem"
+    public.write_text(keys.public_pem(signer.public))
+    conninfo = libpq_conninfo(fresh_db)
+    with psycopg.connect(conninfo) as conn:
+        store_batch(conn, [receipt(om_message("C-1", "Invited"), at=i) for i in range(7)])
+        kept = checkpoints.make(conn, signer)
+        store_batch(conn, [receipt(om_message("C-1", "Processing"), at=100 + i) for i in range(9)])
+        assert checkpoints.make(conn, signer) is not None
+        conn.commit()
+    assert kept is not None
+    kept_file = tmp_path / "kept.json"
+    kept_file.write_text(json.dumps(kept.to_json()))
+    env = {"AUDITOR_DATABASE_URL": fresh_db.render_as_string(hide_password=False)}
+    runner = CliRunner()
+    args = ["checkpoint", "consistency", str(kept_file), "--public-key", str(public)]
+    ok = runner.invoke(cli, args, env=env)
+    assert ok.exit_code == 0, ok.output
+    assert "extends the kept one of 7" in ok.output
+    # a kept checkpoint from another history: the stored tree does not extend it
+    other = {**kept.to_json(), "root": kept.to_json()["chain_head"]}
+    kept_file.write_text(json.dumps(other))
+    unsigned = runner.invoke(cli, args[:3], env=env)
+    assert unsigned.exit_code == 1
+    assert "INCONSISTENT" in unsigned.output
+    signed = runner.invoke(cli, args, env=env)
+    assert signed.exit_code == 1
+    assert "signature" in signed.output
