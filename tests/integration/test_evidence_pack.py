@@ -265,3 +265,26 @@ def test_rows_newer_than_the_checkpoint_are_listed_as_not_proven(
     code, text = _verify(out, _public_file(tmp_path, signer))
     assert code == 1
     assert "NOT PROVEN: 2 rows" in text
+
+
+def test_a_pack_by_reference_id_and_an_empty_pack_verify(
+    conn: Conn, signer: keys.Signer, tmp_path: Path
+) -> None:
+    store_batch(
+        conn,
+        [
+            receipt(om_message("REF-1", "Processing", reference_id=4242), at=7000),
+            receipt(om_message("REF-1", "Processing", reference_id=4243), at=7001),
+        ],
+    )
+    checkpoints.make(conn, signer)
+    public = _public_file(tmp_path, signer)
+    by_ref = _export(conn, signer, tmp_path, "ref", reference_id="4242")
+    code, out = _verify(by_ref, public)
+    assert code == 0, out
+    assert "verified: 1 rows proven" in out
+    empty = _export(conn, signer, tmp_path, "empty", interaction="NO-SUCH-INTERACTION")
+    code, out = _verify(empty, public)
+    assert code == 0, out
+    assert "verified: 0 rows proven" in out
+    assert "coverage: empty" in out
