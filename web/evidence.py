@@ -23,6 +23,9 @@ from web.paging import dumps, json_response
 from web.schemas import _instant, _text
 
 bp = APIBlueprint("evidence", __name__, url_prefix="/api/v1", tag="Evidence")
+# The pack is built in memory (about 3 KB a GWS event): larger ones from `auditor evidence
+# export`, which has no limit.
+MAX_EVENTS = 200_000
 
 
 class CheckpointsQuery(Schema):
@@ -127,7 +130,9 @@ def export_pack(query: dict[str, Any]) -> Response:
     who = f"api token {token.name}" if token is not None else "api"
     try:
         with db.transaction():  # one transaction: SET LOCAL and the reads hold together
-            built = pack.export(db, wanted, signer, made_by=who)
+            built = pack.export(db, wanted, signer, made_by=who, max_events=MAX_EVENTS)
+    except pack.TooLarge as exc:
+        raise bad_params(query=str(exc)) from None
     except pack.NothingToProve as exc:
         raise HTTPError(409, str(exc)) from None
     set_rows(built.manifest["counts"]["events"])

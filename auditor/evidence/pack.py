@@ -44,6 +44,10 @@ FORMAT = "auditor-evidence-pack/1"
 FILES = ("events.ndjson", "events.csv", "coverage.ndjson", "proofs.ndjson", "checkpoint.json")
 
 
+class TooLarge(ValueError):
+    """More events match than one pack may hold here."""
+
+
 class NothingToProve(LookupError):
     """No checkpoint covers any of the rows and none could be made."""
 
@@ -128,14 +132,25 @@ def _columns(source: str, alias: str) -> sql.Composable:
 
 
 def _rows(
-    conn: psycopg.Connection[Any], source: str, table: str, where: sql.Composable, params: list[Any]
+    conn: psycopg.Connection[Any],
+    source: str,
+    table: str,
+    where: sql.Composable,
+    params: list[Any],
+    limit: int | None = None,
 ) -> list[tuple[Any, ...]]:
     """(position or None, *fields) of the matching rows, in record order (unsealed last)."""
     query = sql.SQL(
         "SELECT r.position, {} FROM {} AS e"
         " LEFT JOIN record AS r ON r.source = {} AND r.source_id = e.id"
-        " WHERE {} ORDER BY r.position NULLS LAST, e.id"
-    ).format(_columns(source, "e"), sql.Identifier(table), sql.Literal(source), where)
+        " WHERE {} ORDER BY r.position NULLS LAST, e.id{}"
+    ).format(
+        _columns(source, "e"),
+        sql.Identifier(table),
+        sql.Literal(source),
+        where,
+        sql.SQL("") if limit is None else sql.SQL(" LIMIT {}").format(sql.Literal(limit)),
+    )
     with conn.cursor() as cur:
         cur.execute(query, params)
         return cur.fetchall()
@@ -149,13 +164,18 @@ def export(
     made_by: str,
     checkpoint: checkpoints.Checkpoint | None = None,
     now: datetime | None = None,
+    max_events: int | None = None,
 ) -> Pack:
     """Build a pack in the caller's transaction, proven against checkpoint (default: the
-    latest). Rows the checkpoint does not hold are exported and listed as not proven."""
+    latest). Rows the checkpoint does not hold are exported and listed as not proven. The
+    pack is built in memory (about 3 KB of files a GWS event): max_events refuses more."""
     where, params = query.where()
     # times in UTC, in the CSV as in the leaves
     conn.execute("SET LOCAL timezone = 'UTC'")
-    events = _rows(conn, "event", "events", where, params)
+    limit = None if max_events is None else max_events + 1
+    events = _rows(conn, "event", "events", where, params, limit)
+    if max_events is not None and len(events) > max_events:
+        raise TooLarge(f"more than {max_events:,} events match: narrow the query or use the CLI")
     start, end, accounts = _range(query, events)
     cov = coverage_queries.coverage(conn, start, end, accounts) if accounts else None
     cov_rows: list[tuple[Any, ...]] = []

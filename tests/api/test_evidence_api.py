@@ -88,3 +88,21 @@ def test_without_a_checkpoint_or_a_key_the_export_says_why(
     keyless = api.get("/api/v1/evidence/export", role="exporter", interaction_id="API-3")
     assert keyless.status_code == 503
     assert "AUDITOR_SIGNING_KEY_FILE" in keyless.get_json()["detail"]
+
+
+def test_a_pack_too_large_for_the_api_is_a_400_naming_the_cli(
+    api: Api, signer: keys.Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from web import evidence
+
+    api.store([receipt(om_message("API-4", "Invited"), at=i) for i in range(3)])
+    _checkpoint(api, signer)
+    monkeypatch.setattr(evidence, "MAX_EVENTS", 2)
+    answer = api.get("/api/v1/evidence/export", role="exporter", interaction_id="API-4")
+    assert answer.status_code == 400
+    assert "more than 2 events" in answer.get_data(as_text=True)
+    monkeypatch.setattr(evidence, "MAX_EVENTS", 3)
+    assert (
+        api.get("/api/v1/evidence/export", role="exporter", interaction_id="API-4").status_code
+        == 200
+    )
