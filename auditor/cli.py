@@ -13,6 +13,8 @@ from rich.console import Console
 
 from auditor.bi.cli import bi
 from auditor.cli_api import serve, token
+from auditor.cli_evidence import seal_command, verify_command
+from auditor.cli_proofs import checkpoint_group, evidence_group, keys_group
 from auditor.config import Settings
 from auditor.db import connect, sa_connection
 from auditor.demo import demo
@@ -181,7 +183,17 @@ def timeline_command(interaction_id: str) -> None:
 
 cli.add_command(demo)
 cli.add_command(simulate)
-for _command in (serve, token, ingest, bi):
+for _command in (
+    serve,
+    token,
+    ingest,
+    bi,
+    seal_command,
+    verify_command,
+    keys_group,
+    checkpoint_group,
+    evidence_group,
+):
     cli.add_command(_command)
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -233,6 +234,42 @@ access_log = Table(
 )
 
 
+# --- Evidence (migration 2026_12_01_evidence; docs/evidence.md) -------------------------------
+# The hash-chained record: one row per covered row, gapless positions in commit order.
+# leaf_hash = SHA-256(0x00 || canonical bytes of the row), chain_hash = SHA-256(previous
+# chain_hash || leaf_hash). Append-only; a statement trigger keeps positions gapless.
+record = Table(
+    "record",
+    metadata,
+    Column("position", BigInteger, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("source_id", BigInteger, nullable=False),
+    Column("leaf_hash", LargeBinary, nullable=False),
+    Column("chain_hash", LargeBinary, nullable=False),
+    Column("sealed_at", TZ, nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("position"),
+    UniqueConstraint("source", "source_id"),
+    CheckConstraint("position >= 1", name="position_from_one"),
+    CheckConstraint(
+        "source IN ('event', 'quarantine', 'coverage', 'access', 'checkpoint', 'hold', 'purge')",
+        name="source",
+    ),
+    CheckConstraint("octet_length(leaf_hash) = 32", name="leaf_hash_sha256"),
+    CheckConstraint("octet_length(chain_hash) = 32", name="chain_hash_sha256"),
+)
+
+# Per worker, the receipt time before which everything it received is stored in PostgreSQL
+# (its spool is drained up to it): its coverage counts as complete only up to it.
+drain_progress = Table(
+    "drain_progress",
+    metadata,
+    Column("worker_id", Text, nullable=False),
+    Column("stored_through", TZ, nullable=False),
+    Column("updated_at", TZ, nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("worker_id"),
+)
+
+
 # --- Query API (migration 2026_11_25_api) -----------------------------------------------------
 # An account's events over a time range, newest or oldest first by id: the ids of a page come
 # from this index alone, so only the rows returned are read from the table. It replaces the
@@ -375,6 +412,41 @@ bi_daily_volumes = Table(
     Column("events", BigInteger, nullable=False),
     Index(None, "day"),
 )
+
+
+# --- Checkpoints and Merkle tiles (migration 2026_12_01_checkpoints; owned by the `proofs`
+# part of docs/evidence.md). A checkpoint signs the Merkle root over positions 1..tree_size;
+# record_tree holds the full subtrees at levels 4, 8, 12... that proofs are read from.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("chain_head", LargeBinary, nullable=False),
+    Column("counts", JSONB, nullable=False),
+    Column("made_at", TZ, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("tree_size"),
+    CheckConstraint("tree_size >= 1", name="tree_size_positive"),
+    CheckConstraint("octet_length(root) = 32", name="root_sha256"),
+    CheckConstraint("octet_length(chain_head) = 32", name="chain_head_sha256"),
+    CheckConstraint("octet_length(signature) = 64", name="signature_ed25519"),
+)
+
+record_tree = Table(
+    "record_tree",
+    metadata,
+    Column("level", SmallInteger, nullable=False),
+    Column("index", BigInteger, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("level", "index"),
+    CheckConstraint("level > 0 AND level % 4 = 0", name="stored_level"),
+    CheckConstraint("octet_length(hash) = 32", name="hash_sha256"),
+)
+# --- end of checkpoints and Merkle tiles ----------------------------------------------------
 
 
 def _unreachable(url: URL, exc: BaseException) -> ConfigError:

@@ -40,6 +40,8 @@ class Record:
     uri: str | None
     error_code: str | None
     error_message: str | None
+    # The message as decoded (so the record's leaf need not decode it again).
+    payload: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,4 +227,5 @@ def _extract(
         error_message=inner.get("errorMessage")
         if isinstance(inner.get("errorMessage"), str)
         else None,
+        payload=message,
     )

@@ -4,6 +4,8 @@
 
 Prints notifications/s for each, measured in the same run on a durable embedded PostgreSQL
 (synchronous_commit on, fsync on), each on a fresh database built by the migrations.
+The writer is measured with the hash chain (as shipped) and without it (leaf hashing and
+record rows patched out, here only), so the chain's cost is a ratio of the same run.
 A benchmark that prints numbers; it asserts nothing.
 """
 
@@ -17,10 +19,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import psycopg
 from sqlalchemy import BigInteger, DateTime, Identity, Text, create_engine, pool, select
@@ -32,6 +36,7 @@ from auditor.notifications import Record, parse
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
 from auditor.store import schema
+from auditor.store import writer as batch_writer
 from auditor.store.receipts import Receipt
 from auditor.store.writer import store_batch
 
@@ -64,6 +69,24 @@ def run_writer(dsn: str, receipts: list[Receipt], batch: int) -> int:
             with conn.transaction():
                 store_batch(conn, part)
     return len(receipts)
+
+
+@contextmanager
+def chain_off() -> Iterator[None]:
+    """The writer without the record: no leaf encoding or hashing, no record rows."""
+    no_hash = bytes(32)
+    with (
+        patch.object(
+            batch_writer, "_leaf", lambda _i, r, rec: (batch_writer._copy_row(r, rec), no_hash)
+        ),
+        patch.object(batch_writer.ledger, "append", lambda _c, _l, at=None: at),
+    ):
+        yield
+
+
+def run_writer_without_chain(dsn: str, receipts: list[Receipt], batch: int) -> int:
+    with chain_off():
+        return run_writer(dsn, receipts, batch)
 
 
 # --- the ceiling: COPY pre-extracted rows, one projection upsert per batch -------------------
@@ -249,14 +272,21 @@ def main() -> None:
         )
         # Each measured twice, alternating, on fresh databases; the best of two is reported,
         # so that a checkpoint or a slow fsync in one run does not decide the comparison.
-        writers, ceilings = [], []
+        writers, unchained, ceilings = [], [], []
         for round_ in (1, 2):
             writer_db = fresh(f"bench_writer_{round_}")
+            unchained_db = fresh(f"bench_unchained_{round_}")
             ceiling_db = fresh(f"bench_ceiling_{round_}")
             writers.append(
                 timed(
-                    f"batch writer (parse, COPY, projection), run {round_}",
+                    f"batch writer (parse, COPY, projection, chain), run {round_}",
                     partial(run_writer, writer_db, receipts, args.batch),
+                )
+            )
+            unchained.append(
+                timed(
+                    f"batch writer without the chain, run {round_}",
+                    partial(run_writer_without_chain, unchained_db, receipts, args.batch),
                 )
             )
             ceilings.append(
@@ -265,7 +295,7 @@ def main() -> None:
                     partial(run_ceiling, ceiling_db, rows, args.batch),
                 )
             )
-        writer, ceiling = max(writers), max(ceilings)
+        writer, ceiling, bare = max(writers), max(ceilings), max(unchained)
         orm_db = fresh("bench_orm")
         orm_part = receipts[: args.orm_notifications]
         orm = timed(
@@ -279,7 +309,11 @@ def main() -> None:
         print()
         print("| measure | notifications/s | target |")
         print("|---|---|---|")
-        print(f"| batch writer | {writer:,.0f} | >= 35,000 |")
+        print(f"| batch writer (with the hash chain) | {writer:,.0f} | >= 35,000 |")
+        print(f"| batch writer without the chain | {bare:,.0f} | |")
+        print(f"| cost of the chain (1 - with / without) | {1 - writer / bare:.1%} | <= 10% |")
+        for round_, (w, b) in enumerate(zip(writers, unchained, strict=True), start=1):
+            print(f"| cost of the chain, run {round_} alone | {1 - w / b:.1%} | |")
         print(f"| ceiling (COPY + 1 upsert/batch) | {ceiling:,.0f} | |")
         print(f"| naive ORM baseline | {orm:,.0f} | |")
         print(f"| writer / ceiling | {writer / ceiling:.2f} | >= 0.8 |")

@@ -8,7 +8,18 @@ from typing import Any
 from apiflask import APIFlask
 
 from auditor.config import Settings
-from web import admin, api, audit, errors, export, findings, ops, strict
+from web import (
+    admin,
+    api,
+    audit,
+    errors,
+    evidence,
+    export,
+    findings,
+    integrity,
+    ops,
+    strict,
+)
 from web.client import redact_logger
 from web.cursor import CursorCodec
 from web.db import Database
@@ -107,5 +118,7 @@ def create_app(settings: Settings) -> APIFlask:
     app.register_blueprint(export.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(findings.bp)
+    app.register_blueprint(integrity.bp)
+    app.register_blueprint(evidence.bp)
     app.spec_processor(_finish_spec)
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from datetime import UTC, datetime
@@ -13,10 +14,12 @@ from typing import Any
 
 import psycopg
 
+from auditor.evidence.schedule import Checkpointer
 from auditor.ingest.config import WorkerConfig
 from auditor.ingest.coverage import Coverage
 from auditor.ingest.drain import Drainer, OnCommit
 from auditor.ingest.drain_process import DrainProcess
+from auditor.ingest.evidence_task import EvidenceTask
 from auditor.ingest.metrics import Metrics
 from auditor.ingest.source import Source
 from auditor.ingest.spool import Spool
@@ -51,6 +54,11 @@ class Worker:
         # The final drain at shutdown runs here, after the drain process stopped.
         self.drainer = Drainer(
             config.conninfo, self.spool.reader, config.batch_size, on_commit is not None
+        )
+        # Drain progress every heartbeat and sealing (docs/evidence.md): the worker's one
+        # evidence task besides checkpoints.
+        self.evidence = EvidenceTask(
+            config.conninfo, config.worker_id, self.spool, config.heartbeat_interval
         )
         self.sources: dict[str, Source] = {}
         self.source_tasks: dict[str, asyncio.Task[None]] = {}
@@ -127,6 +135,18 @@ class Worker:
             self.metrics.spool_oldest_age.set(age)
             await asyncio.sleep(1.0)
 
+    async def _checkpoint_loop(self, checkpointer: Checkpointer) -> None:
+        """Signed checkpoints (docs/evidence.md): the one evidence task of the worker."""
+        try:
+            while True:
+                try:
+                    await asyncio.to_thread(checkpointer.tick)
+                except psycopg.Error as exc:
+                    log.warning("checkpoint not made", extra={"error": str(exc).strip()})
+                await asyncio.sleep(checkpointer.poll_seconds)
+        finally:
+            checkpointer.close()
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def run(self) -> int:
@@ -147,7 +167,15 @@ class Worker:
         background = [
             asyncio.create_task(self._coverage_loop(), name="coverage"),
             asyncio.create_task(self._gauges(), name="gauges"),
+            asyncio.create_task(self.evidence.run(), name="evidence"),
         ]
+        checkpointer = Checkpointer.from_env(self.config.conninfo, os.environ)
+        if checkpointer is None:
+            log.warning("no signing key (AUDITOR_SIGNING_KEY_FILE): no checkpoints are made")
+        else:
+            background.append(
+                asyncio.create_task(self._checkpoint_loop(checkpointer), name="checkpoints")
+            )
         leases = None
         if self.config.leases:
             from auditor.ingest.leases import Leases
@@ -188,6 +216,11 @@ class Worker:
             self._flush_coverage()
         except psycopg.Error:
             log.error("PostgreSQL unreachable at shutdown; coverage updates not written")
+        try:
+            self.evidence.final()
+        except psycopg.Error:
+            log.error("PostgreSQL unreachable at shutdown; drain progress not recorded")
+        self.evidence.close()
         left = self.spool.depth()
         self.drainer.close()
         if self._cov_conn is not None:

@@ -1,7 +1,8 @@
 """Read side of the coverage contract: when each account was listened to, and the gaps.
 
 An interval covers [started_at, end) with end = ended_at if set; else now() while its
-heartbeat is fresh (live, within LIVE_WINDOW); else its last heartbeat (the worker died).
+heartbeat is fresh (live, within LIVE_WINDOW); else its last heartbeat (the worker died);
+and never beyond its worker's drain progress (what it received up to then is stored).
 A gap of an account inside [from, to) is every sub-range no interval of that account covers.
 """
 
@@ -16,13 +17,16 @@ import psycopg
 
 LIVE_WINDOW_SECONDS = 15
 
-# Each interval with its liveness and its effective end, computed as the contract says.
-_EFFECTIVE = f"""SELECT account, worker_id, channels, started_at, ended_at, end_reason,
-           heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds' AS live,
-           coalesce(ended_at,
-                    CASE WHEN heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds'
-                         THEN now() ELSE heartbeat_at END) AS end_at
-    FROM coverage_intervals"""
+# Each interval with its liveness and its effective end, computed as the contract says, and
+# clipped to the time up to which its worker had stored everything it received
+# (drain_progress): a spool backlog or a paused drain is not yet coverage of stored rows.
+_FRESH = f"c.heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds'"
+_EFFECTIVE = f"""SELECT c.account, c.worker_id, c.channels, c.started_at, c.ended_at, c.end_reason,
+           {_FRESH} AS live,
+           least(coalesce(c.ended_at, CASE WHEN {_FRESH} THEN now() ELSE c.heartbeat_at END),
+                 coalesce(p.stored_through, 'infinity')) AS end_at
+    FROM coverage_intervals AS c
+    LEFT JOIN drain_progress AS p ON p.worker_id = c.worker_id"""
 
 # Intervals overlapping [from, to).
 _INTERVALS = f"""

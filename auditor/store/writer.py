@@ -1,13 +1,18 @@
 """The batch writer: receipts in, events + projection + quarantine out, in the caller's
 transaction.
 
-One batch: reserve event ids → parse while COPYing straight into events (only when that
-meets receipts stored before, i.e. a replay, look them up and COPY the rest) → fold exactly
-the rows stored into the interactions projection → quarantine what could not be parsed.
+One batch: parse, hash and fold while COPYing straight into events (only when that meets
+receipts stored before, i.e. a replay, look them up and COPY the rest) → fold exactly the
+rows stored into the interactions projection → quarantine what could not be parsed →
+append every new event and quarantine entry to the hash-chained record (auditor.store.record).
 Storing the same batch twice changes nothing. Event batches from all writers of a database
-are serialised by a transaction-scoped advisory lock: event ids become visible in commit
-order (a reader paging by id never skips a row), and no other writer can insert a receipt
-between the duplicate check and the COPY.
+are serialised by a transaction-scoped advisory lock: event ids and record positions become
+visible in commit order (a reader paging by id never skips a row), and no other writer can
+insert a receipt between the duplicate check and the COPY.
+
+Event ids come from the table's identity (the writer may not choose them): under the lock
+they are the sequence's next values in COPY order, read before the COPY so each row's leaf
+(which holds its id) is hashed while PostgreSQL works, and checked after it.
 """
 
 from __future__ import annotations
@@ -20,19 +25,35 @@ from uuid import UUID
 
 import psycopg
 
+from auditor import db
+from auditor.evidence.canonical import leaf_hash
+from auditor.evidence.leaves import LeafEncoder, Parsed
 from auditor.notifications import Record, Rejected, parse
 from auditor.store import projection
+from auditor.store import record as ledger
 from auditor.store.receipts import Receipt
 
-# pg_advisory_xact_lock key: 'audit' in ASCII. Shared with nothing else.
-WRITER_LOCK_KEY = 0x6175646974
+WRITER_LOCK_KEY = ledger.WRITER_LOCK_KEY
 
-# COPY writes given values into an identity column, as INSERT ... OVERRIDING SYSTEM VALUE.
-_COPY_EVENTS = (
-    "COPY events (id, receipt_id, received_at, kind, account, channel, message_type,"
-    " notification_type, interaction_id, reference_id, media_type, openmedia_type, state,"
-    " error_code, error_message, payload) FROM STDIN"
-)
+# Every column of events but the two PostgreSQL assigns (checked against db.events below).
+_COPY_COLUMNS = (
+    "receipt_id", "received_at", "kind", "account", "channel", "message_type",
+    "notification_type", "interaction_id", "reference_id", "media_type", "openmedia_type",
+    "state", "error_code", "error_message", "payload",
+)  # fmt: skip
+_ASSIGNED = ("id", "stored_at")
+if _COPY_COLUMNS[-1] != "payload" or set(_COPY_COLUMNS) | set(_ASSIGNED) != {
+    c.name for c in db.events.columns
+}:
+    raise RuntimeError("the writer's COPY columns no longer match db.events")
+_COPY_EVENTS = f"COPY events ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
+_EVENT_LEAF = LeafEncoder("event")
+# Where each leaf field is in (id, *copy row).
+_EVENT_LEAF_INDEX = tuple(("id", *_COPY_COLUMNS).index(f) for f in _EVENT_LEAF.fields)
+_QUARANTINE_LEAF = LeafEncoder("quarantine")
+
+_NEXT_ID = "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM events_id_seq"
+_LAST_ID = "SELECT currval('events_id_seq')"
 
 # The time bounds let PostgreSQL look only at the partitions the batch can be in.
 _ALREADY_STORED = """
@@ -42,17 +63,12 @@ JOIN unnest(%s::uuid[], %s::timestamptz[]) AS k(receipt_id, received_at)
 WHERE e.received_at >= %s AND e.received_at <= %s
 """
 
-# One array rather than a row per id: fetching 2,000 rows cost more than reserving them.
-_RESERVE_IDS = """
-SELECT array_agg(id ORDER BY id)
-FROM (SELECT nextval('events_id_seq') AS id FROM generate_series(1, %s)) AS reserved
-"""
-
 _QUARANTINE = """
 INSERT INTO quarantine (receipt_id, received_at, account, channel, reason, raw)
 SELECT * FROM unnest(%s::uuid[], %s::timestamptz[], %s::text[], %s::text[], %s::text[],
                      %s::bytea[])
 ON CONFLICT (receipt_id) DO NOTHING
+RETURNING id, receipt_id
 """
 
 # SQLSTATE classes that one bad row can cause (data exception, integrity violation, program
@@ -63,7 +79,7 @@ _UNIQUE_VIOLATION = "23505"
 
 Key = tuple[UUID, datetime]
 Item = tuple[Receipt, Record]
-Event = tuple[int, Receipt, Record]  # with its reserved event id
+Event = tuple[int, Receipt, Record]  # with its event id
 
 
 def _is_row_error(exc: psycopg.Error) -> bool:
@@ -111,12 +127,31 @@ def prepare(receipts: Sequence[Receipt]) -> PreparedBatch:
     return PreparedBatch(receipts, good, bad)
 
 
-def _reserve_ids(conn: psycopg.Connection[Any], count: int) -> list[int]:
-    with conn.cursor(binary=True) as cur:
-        row = cur.execute(_RESERVE_IDS, (count,)).fetchone()
-    assert row is not None  # an aggregate always returns a row
-    ids: list[int] = row[0]
-    return ids
+def _next_id(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(_NEXT_ID).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _check_ids(conn: psycopg.Connection[Any], events: Sequence[Event]) -> None:
+    """The identity gave the rows the ids they were hashed with; under the lock it always
+    does, unless a session that skipped the lock took values meanwhile."""
+    if not events:
+        return
+    row = conn.execute(_LAST_ID).fetchone()
+    if row is None or int(row[0]) != events[-1][0]:
+        raise psycopg.OperationalError(
+            "event ids were taken by another session during the batch; retry it"
+        )
+
+
+def _leaf(event_id: int, receipt: Receipt, record: Record) -> tuple[tuple[object, ...], bytes]:
+    """The COPY row and the leaf hash of one event. Raises ValueError when the payload has
+    no canonical form (docs/evidence.md), which sends the receipt to quarantine."""
+    row = _copy_row(receipt, record)
+    # The payload with the value parse() decoded, not decoded a second time.
+    full = (event_id, *row[:-1], Parsed(record.payload_text, record.payload))
+    return row, leaf_hash(_EVENT_LEAF.encode([full[i] for i in _EVENT_LEAF_INDEX]))
 
 
 def _key(receipt: Receipt) -> Key:
@@ -131,9 +166,11 @@ def _unique(items: Sequence[Item]) -> list[Item]:
     return list(unique.values())
 
 
-def _not_stored(conn: psycopg.Connection[Any], events: Sequence[Event]) -> list[Event]:
-    """The events whose receipts are not in the table yet, in batch order."""
-    keys = [_key(receipt) for _, receipt, _ in events]
+def _not_stored(conn: psycopg.Connection[Any], items: Sequence[Item]) -> list[Item]:
+    """The items whose receipts are not in the table yet, in batch order."""
+    if not items:
+        return []
+    keys = [_key(receipt) for receipt, _ in items]
     times = [k[1] for k in keys]
     found = {
         # PostgreSQL returns the instant in its own zone; aware datetimes compare by instant.
@@ -142,12 +179,11 @@ def _not_stored(conn: psycopg.Connection[Any], events: Sequence[Event]) -> list[
             _ALREADY_STORED, ([k[0] for k in keys], times, min(times), max(times))
         )
     }
-    return [event for event, key in zip(events, keys, strict=True) if key not in found]
+    return [item for item, key in zip(items, keys, strict=True) if key not in found]
 
 
-def _copy_row(event_id: int, receipt: Receipt, record: Record) -> tuple[object, ...]:
+def _copy_row(receipt: Receipt, record: Record) -> tuple[object, ...]:
     return (
-        event_id,
         receipt.receipt_id,
         receipt.received_at,
         receipt.kind,
@@ -166,46 +202,70 @@ def _copy_row(event_id: int, receipt: Receipt, record: Record) -> tuple[object, 
     )
 
 
-def _copy(conn: psycopg.Connection[Any], events: Sequence[Event]) -> None:
-    """COPY in a savepoint: on error nothing of it remains."""
-    with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
-        for event in events:
-            copy.write_row(_copy_row(*event))
-
-
 class _Outcome:
     def __init__(self) -> None:
         self.stored: list[Event] = []
+        self.leaves: list[bytes] = []  # of the stored events, in the same order
         self.refused: list[tuple[Receipt, str]] = []
         self.duplicates = 0
 
 
-def _copy_or_bisect(conn: psycopg.Connection[Any], events: Sequence[Event], out: _Outcome) -> None:
+def _copy(conn: psycopg.Connection[Any], items: Sequence[Item], out: _Outcome) -> None:
+    """COPY in a savepoint: on error nothing of it remains (and out is unchanged)."""
+    events: list[Event] = []
+    leaves: list[bytes] = []
+    refused: list[tuple[Receipt, str]] = []
+    with conn.transaction():
+        next_id = _next_id(conn)
+        with conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
+            for receipt, record in items:
+                try:
+                    row, leaf = _leaf(next_id, receipt, record)
+                except ValueError as exc:
+                    refused.append((receipt, f"no canonical form for the record: {exc}"))
+                    continue
+                copy.write_row(row)
+                events.append((next_id, receipt, record))
+                leaves.append(leaf)
+                next_id += 1
+        _check_ids(conn, events)
+    out.stored.extend(events)
+    out.leaves.extend(leaves)
+    out.refused.extend(refused)
+
+
+def _copy_or_bisect(conn: psycopg.Connection[Any], items: Sequence[Item], out: _Outcome) -> None:
     """COPY events; rows PostgreSQL refuses are bisected out and recorded with the reason."""
-    if not events:
+    if not items:
         return
     try:
-        _copy(conn, events)
-        out.stored.extend(events)
+        _copy(conn, items, out)
         return
     except psycopg.Error as exc:
         if not _is_row_error(exc):
             raise
-        if len(events) == 1:
+        if len(items) == 1:
             if exc.sqlstate == _UNIQUE_VIOLATION:
                 out.duplicates += 1  # stored meanwhile by a writer that skipped the lock
             else:
                 diag = exc.diag.message_primary or str(exc)
-                out.refused.append((events[0][1], f"PostgreSQL refused it: {exc.sqlstate} {diag}"))
+                out.refused.append((items[0][0], f"PostgreSQL refused it: {exc.sqlstate} {diag}"))
             return
-    half = len(events) // 2
-    _copy_or_bisect(conn, events[:half], out)
-    _copy_or_bisect(conn, events[half:], out)
+    half = len(items) // 2
+    _copy_or_bisect(conn, items[:half], out)
+    _copy_or_bisect(conn, items[half:], out)
 
 
-def _quarantine(conn: psycopg.Connection[Any], items: Sequence[tuple[Receipt, str]]) -> int:
+def _quarantine(
+    conn: psycopg.Connection[Any], items: Sequence[tuple[Receipt, str]]
+) -> list[ledger.Leaf]:
+    """Insert the new quarantine entries; their record leaves, in id order."""
     if not items:
-        return 0
+        return []
+    raws = [
+        r.raw if isinstance(r.raw, bytes) else r.raw.encode("utf-8", "surrogatepass")
+        for r, _ in items
+    ]
     with conn.cursor() as cur:
         cur.execute(
             _QUARANTINE,
@@ -215,13 +275,28 @@ def _quarantine(conn: psycopg.Connection[Any], items: Sequence[tuple[Receipt, st
                 [r.account for r, _ in items],
                 [r.channel for r, _ in items],
                 [reason for _, reason in items],
-                [
-                    r.raw if isinstance(r.raw, bytes) else r.raw.encode("utf-8", "surrogatepass")
-                    for r, _ in items
-                ],
+                raws,
             ),
         )
-        return cur.rowcount
+        inserted = {row[1]: int(row[0]) for row in cur.fetchall()}
+    leaves = []
+    for (receipt, reason), raw in zip(items, raws, strict=True):
+        entry_id = inserted.pop(receipt.receipt_id, None)
+        if entry_id is None:
+            continue  # stored before, or twice in this batch
+        values = {
+            "id": entry_id,
+            "receipt_id": receipt.receipt_id,
+            "received_at": receipt.received_at,
+            "account": receipt.account,
+            "channel": receipt.channel,
+            "reason": reason,
+            "raw": raw,
+        }
+        encoded = _QUARANTINE_LEAF.encode([values[f] for f in _QUARANTINE_LEAF.fields])
+        leaves.append(("quarantine", entry_id, leaf_hash(encoded)))
+    leaves.sort(key=lambda leaf: leaf[1])
+    return leaves
 
 
 def _months(receipts: Sequence[Receipt]) -> list[date]:
@@ -246,24 +321,31 @@ def _parse_into(receipt: Receipt, bad: list[tuple[Receipt, str]]) -> Record | No
 def _copy_streaming(
     conn: psycopg.Connection[Any],
     receipts: Sequence[Receipt],
-    ids: Sequence[int],
     bad: list[tuple[Receipt, str]],
     folded: projection.Fold,
-) -> list[Event]:
-    """Parse and fold while copying: PostgreSQL works on the rows already sent while Python
-    parses and folds the next ones. Raises like _copy; then nothing of it remains, and the
-    fold must be thrown away."""
-    events: list[Event] = []
-    next_id = iter(ids)
-    with conn.transaction(), conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
-        for receipt in receipts:
-            record = _parse_into(receipt, bad)
-            if record is not None:
-                event = (next(next_id), receipt, record)
-                copy.write_row(_copy_row(*event))
-                folded.add(*event)
-                events.append(event)
-    return events
+    out: _Outcome,
+) -> None:
+    """Parse, hash and fold while copying: PostgreSQL works on the rows already sent while
+    Python parses, hashes and folds the next ones. Raises like _copy; then nothing of it
+    remains, and the fold, bad and out must be thrown away."""
+    with conn.transaction():
+        next_id = _next_id(conn)
+        with conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
+            for receipt in receipts:
+                record = _parse_into(receipt, bad)
+                if record is None:
+                    continue
+                try:
+                    row, leaf = _leaf(next_id, receipt, record)
+                except ValueError as exc:
+                    bad.append((receipt, f"no canonical form for the record: {exc}"))
+                    continue
+                copy.write_row(row)
+                folded.add(next_id, receipt, record)
+                out.stored.append((next_id, receipt, record))
+                out.leaves.append(leaf)
+                next_id += 1
+        _check_ids(conn, out.stored)
 
 
 def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> BatchResult:
@@ -275,18 +357,18 @@ def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> B
     """
     if not receipts:
         return EMPTY
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITER_LOCK_KEY,))
+    ledger.lock(conn)
     for month in _months(receipts):
         conn.execute("SELECT auditor_ensure_event_partition(%s)", (month,))
-    # Ids are taken under the lock, so they grow in commit order; sorted, they follow arrival
-    # order within the batch. Those of rejected receipts are simply never used.
-    ids = _reserve_ids(conn, len(receipts))
+    # Under the lock ids and positions grow in commit order; within the batch, ids follow
+    # arrival order.
+    at = ledger.head(conn)
     out = _Outcome()
     bad: list[tuple[Receipt, str]] = []
     folded = projection.Fold()
     try:
         # The usual case: all new.
-        out.stored = _copy_streaming(conn, receipts, ids, bad, folded)
+        _copy_streaming(conn, receipts, bad, folded, out)
     except psycopg.Error as exc:
         if not _is_row_error(exc):
             raise
@@ -294,12 +376,14 @@ def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> B
         # row PostgreSQL refuses: sort it out slowly.
         batch = prepare(receipts)
         bad = list(batch.bad)
-        items = _unique(batch.good)
-        events = [(i, r, rec) for i, (r, rec) in zip(ids, items, strict=False)]
-        _copy_or_bisect(conn, _not_stored(conn, events), out)
+        out = _Outcome()
+        _copy_or_bisect(conn, _not_stored(conn, _unique(batch.good)), out)
         folded = projection.Fold(out.stored)
     projection.write(conn, folded.rows())
-    quarantined = _quarantine(conn, bad + out.refused)
+    entries = _quarantine(conn, bad + out.refused)
+    quarantined = len(entries)
+    leaves = [("event", event[0], leaf) for event, leaf in zip(out.stored, out.leaves, strict=True)]
+    ledger.append(conn, leaves + entries, at)
     return BatchResult(
         received=len(receipts),
         stored=len(out.stored),

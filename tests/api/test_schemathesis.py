@@ -12,7 +12,9 @@ work with pytest 9's fixture nodes)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import psycopg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +27,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from auditor.config import libpq_conninfo
+from auditor.evidence import checkpoints, keys
 from tests.api.conftest import Api
 from tests.helpers import T0, om_message, receipt
 
@@ -32,7 +36,9 @@ EXAMPLES_PER_OPERATION = 40
 
 
 @pytest.mark.slow
-def test_api_conforms_to_its_openapi_document(api: Api) -> None:
+def test_api_conforms_to_its_openapi_document(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     api.store(
         [
             receipt(
@@ -44,6 +50,11 @@ def test_api_conforms_to_its_openapi_document(api: Api) -> None:
         ]
     )
     api.cover("agent0", T0, T0 + timedelta(seconds=3))
+    # the evidence export signs with the API's key, against a checkpoint
+    monkeypatch.setenv("AUDITOR_SIGNING_KEY_FILE", str(tmp_path / "signing.pem"))
+    with psycopg.connect(libpq_conninfo(api.url)) as conn:
+        checkpoints.make(conn, keys.create(tmp_path / "signing.pem"))
+        conn.commit()
     schema = schemathesis.openapi.from_wsgi("/openapi.json", api.app)
     headers = {"Authorization": f"Bearer {api.tokens['admin']}"}
     operations = [result.ok() for result in schema.get_all_operations()]

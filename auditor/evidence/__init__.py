@@ -1,0 +1,1 @@
+"""Evidence: canonical encoding, hash chain and Merkle proofs, signed checkpoints, packs."""

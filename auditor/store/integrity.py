@@ -1,0 +1,202 @@
+"""Verification of the record from the stored rows alone (`auditor verify`, the integrity API).
+
+For each position in order: the row it names must exist (else *missing*), its leaf recomputed
+from the row must equal the stored leaf hash (else *altered*, or *reordered* when it is the
+leaf of another position), and the chain hash must be SHA-256(previous chain hash || leaf
+hash) (else *inserted* when skipping the position before mends the chain, *reordered* when
+the leaf belongs elsewhere, otherwise *altered*: the record itself was changed). Positions
+must run without a gap (else *missing*). The first problem found is reported; a consistent
+rewrite of the whole tail is not a problem this can see: that takes a kept checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from auditor.evidence.canonical import ZERO_HASH, chain_next
+from auditor.store.sealer import BACKFILL_SOURCES, unsealed_counts
+from auditor.store.sources import Hasher, rows_by_id
+
+_BATCH = 10_000
+_RECORD = (
+    "SELECT position, source, source_id, leaf_hash, chain_hash FROM record"
+    " WHERE position >= %s AND position <= %s ORDER BY position"
+)
+_BOUNDS = "SELECT coalesce(max(position), 0) FROM record"
+_CHAIN_AT = "SELECT chain_hash FROM record WHERE position = %s"
+
+Progress = Callable[[int], None]  # positions checked since the last call
+RecordRow = tuple[int, str, int, bytes, bytes]
+
+
+@dataclass(frozen=True)
+class Problem:
+    position: int
+    kind: str  # altered | missing | reordered | inserted
+    detail: str
+
+
+@dataclass
+class Report:
+    start: int
+    end: int  # last position checked (0 when the record is empty)
+    checked: int = 0
+    problem: Problem | None = None
+    unsealed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+class BadRange(ValueError):
+    """A position range that does not fit the record."""
+
+
+def _rows(conn: psycopg.Connection[Any], batch: Sequence[RecordRow]) -> dict[tuple[str, int], Any]:
+    by_source: dict[str, list[int]] = {}
+    for _, source, source_id, _, _ in batch:
+        by_source.setdefault(source, []).append(source_id)
+    found: dict[tuple[str, int], Any] = {}
+    for source, ids in by_source.items():
+        for source_id, row in rows_by_id(conn, source, min(ids), max(ids)).items():
+            found[(source, source_id)] = row
+    return found
+
+
+class _Checker:
+    def __init__(self, conn: psycopg.Connection[Any], previous: bytes, start: int) -> None:
+        self.conn = conn
+        self.previous = previous
+        self.before_previous: bytes | None = None
+        self.expected = start
+        self.hashers: dict[str, Hasher] = {}
+
+    def hasher(self, source: str) -> Hasher:
+        if source not in self.hashers:
+            self.hashers[source] = Hasher(source)
+        return self.hashers[source]
+
+    def check(self, batch: Sequence[RecordRow]) -> Problem | None:
+        rows = _rows(self.conn, batch)
+        for index, (position, source, source_id, leaf, chain) in enumerate(batch):
+            leaf, chain = bytes(leaf), bytes(chain)
+            if position != self.expected:
+                return Problem(
+                    self.expected,
+                    "missing",
+                    f"positions jump from {self.expected - 1} to {position}",
+                )
+            row = rows.get((source, source_id))
+            if row is None:
+                return Problem(position, "missing", f"{source} {source_id} is not in its table")
+            recomputed = self.hasher(source).leaf(row)
+            if chain_next(self.previous, leaf) != chain:
+                return self._chain_broken(batch, index)
+            if recomputed != leaf:
+                return self._leaf_broken(batch, index, recomputed)
+            self.before_previous, self.previous = self.previous, chain
+            self.expected += 1
+        return None
+
+    def _leaf_broken(self, batch: Sequence[RecordRow], index: int, recomputed: bytes) -> Problem:
+        position, source, source_id = batch[index][:3]
+        for other in batch:
+            if other[0] != position and bytes(other[3]) == recomputed:
+                return Problem(
+                    position,
+                    "reordered",
+                    f"{source} {source_id} now holds what was sealed at position {other[0]}",
+                )
+        return Problem(position, "altered", f"{source} {source_id} differs from what was sealed")
+
+    def _chain_broken(self, batch: Sequence[RecordRow], index: int) -> Problem:
+        position, source, source_id, leaf, chain = batch[index]
+        # A row slipped in just before: without it the chain goes on as sealed.
+        if (
+            index > 0
+            and self.before_previous is not None
+            and chain_next(self.before_previous, bytes(leaf)) == bytes(chain)
+        ):
+            before = batch[index - 1]
+            return Problem(
+                before[0],
+                "inserted",
+                f"{before[1]} {before[2]} was put into the record after it was sealed",
+            )
+        # A leaf that belongs at this position sits elsewhere.
+        for other in batch[index + 1 :]:
+            link = chain_next(self.previous, bytes(other[3]))
+            if link in (bytes(chain), bytes(other[4])):
+                return Problem(
+                    position,
+                    "reordered",
+                    f"the row sealed at position {position} is now at position {other[0]}",
+                )
+        return Problem(
+            position,
+            "altered",
+            f"the record's chain breaks at {source} {source_id}: its hashes were changed",
+        )
+
+
+def resolve_range(
+    conn: psycopg.Connection[Any], start: int | None, end: int | None
+) -> tuple[int, int]:
+    """[first, last] positions to check; the whole record by default. Raises BadRange."""
+    last = int(conn.execute(_BOUNDS).fetchone()[0])  # type: ignore[index]
+    first = 1 if start is None else start
+    stop = last if end is None else end
+    if first < 1:
+        raise BadRange("positions start at 1")
+    if first > stop and not (last == 0 and start is None):
+        raise BadRange(f"the range {first}..{stop} is empty (the record holds 1..{last})")
+    if stop > last:
+        raise BadRange(f"the record ends at position {last}")
+    return first, stop
+
+
+def verify(
+    conn: psycopg.Connection[Any],
+    start: int | None = None,
+    end: int | None = None,
+    progress: Progress | None = None,
+    with_unsealed: bool = True,
+) -> Report:
+    """Check positions [start, end] (default: the whole record) in the caller's
+    transaction. A range that starts after 1 trusts the stored chain hash before it."""
+    first, stop = resolve_range(conn, start, end)
+    report = Report(first, stop)
+    previous = ZERO_HASH
+    if first > 1:
+        row = conn.execute(_CHAIN_AT, (first - 1,)).fetchone()
+        if row is None:
+            report.problem = Problem(first - 1, "missing", "no record row at this position")
+            return report
+        previous = bytes(row[0])
+    checker = _Checker(conn, previous, first)
+    with conn.cursor(name="verify_record") as cur:
+        cur.itersize = _BATCH
+        cur.execute(_RECORD, (first, stop))
+        while batch := cur.fetchmany(_BATCH):
+            problem = checker.check(batch)
+            checked = checker.expected - first - report.checked
+            report.checked += checked
+            if progress is not None:
+                progress(checked)
+            if problem is not None:
+                report.problem = problem
+                break
+    if report.problem is None and report.checked < stop - first + 1:
+        report.problem = Problem(
+            first + report.checked,
+            "missing",
+            f"the record ends at position {first + report.checked - 1}",
+        )
+    if with_unsealed:
+        report.unsealed = {k: v for k, v in unsealed_counts(conn, BACKFILL_SOURCES).items() if v}
+    return report

@@ -1,0 +1,152 @@
+"""Benchmark: verify, signed checkpoints, evidence export with proofs, offline pack verify.
+
+    python bench/evidence.py [--notifications 120000] [--runs 3]
+
+On a fresh embedded PostgreSQL (durable) the batch writer stores the notifications (all for
+one account, so that one `--account` pack holds them all), then, each measured --runs times:
+
+- `auditor verify` over the whole record (recompute every leaf from the rows + the chain);
+- a signed checkpoint (the first one builds the tiles of the whole record);
+- an evidence export of every event with its inclusion proof (pack.export + files written);
+- the standalone offline verifier (auditor/evidence_verify.py) on that pack.
+
+Targets (issue 16): verify >= 100,000 rows/s, export >= 30,000 rows/s including proofs,
+offline verify of a 100,000-row pack <= 10 s. A benchmark that prints numbers; it asserts
+nothing. The machine is shared: beside wall time it prints this process's CPU time (the
+client side; PostgreSQL's work is in another process), which load on other cores does not
+inflate as much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import create_engine, pool
+
+from auditor import evidence_verify
+from auditor.config import libpq_conninfo, parse_database_url
+from auditor.evidence import checkpoints, keys, pack
+from auditor.pgserver import EmbeddedPostgres
+from auditor.sample import generate
+from auditor.store import integrity, schema, sealer
+from auditor.store.receipts import Receipt
+from auditor.store.writer import store_batch
+
+ACCOUNT = "bench-agent"
+
+
+def _receipts(count: int) -> list[Receipt]:
+    lines = generate(interactions=max(1, count // 10), agents=50, extra_updates=7, seed=1)
+    if len(lines) < count:
+        raise SystemExit(f"generator made only {len(lines)} notifications")
+    return [
+        Receipt(
+            line.receipt_id,
+            line.received_at,
+            ACCOUNT,
+            line.channel,
+            json.dumps(line.message, separators=(",", ":")),
+        )
+        for line in lines[:count]
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--notifications", type=int, default=120_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    receipts = _receipts(args.notifications)
+    data_dir = Path(tempfile.mkdtemp(prefix="auditor-bench-evidence-"))
+    out_dir = Path(tempfile.mkdtemp(prefix="auditor-bench-packs-"))
+    server = EmbeddedPostgres(data_dir, durable=True).start()
+    signer = keys.Signer(Ed25519PrivateKey.generate())
+    public = keys.load_public(keys.public_pem(signer.public).encode())
+    try:
+        admin = libpq_conninfo(parse_database_url(server.url("postgres")))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute('CREATE DATABASE "bench_evidence"')
+        url = parse_database_url(server.url("bench_evidence"))
+        engine = create_engine(url, poolclass=pool.NullPool)
+        with engine.begin() as c:
+            schema.upgrade(c)
+            schema.ensure_partitions_ahead(c)
+        engine.dispose()
+        dsn = libpq_conninfo(url)
+        began = time.perf_counter()
+        with psycopg.connect(dsn) as conn:
+            for start in range(0, len(receipts), 2000):
+                with conn.transaction():
+                    store_batch(conn, receipts[start : start + 2000])
+            with conn.transaction():
+                sealer.seal(conn)
+        print(
+            f"stored and sealed {len(receipts):,} notifications in"
+            f" {time.perf_counter() - began:.1f} s (one account: {ACCOUNT})"
+        )
+        first = min(r.received_at for r in receipts)
+        last = max(r.received_at for r in receipts)
+        query = pack.Query(account=ACCOUNT, start=first, end=last + timedelta(seconds=1))
+        print(
+            "| run | verify rows/s | checkpoint s | export rows/s (with proofs) | pack verify s |"
+        )
+        print("|---|---|---|---|---|")
+        for run in range(1, args.runs + 1):
+            with psycopg.connect(dsn) as conn:
+                t0 = time.perf_counter()
+                report = integrity.verify(conn, with_unsealed=False)
+                verify_s = time.perf_counter() - t0
+                conn.rollback()
+                assert report.problem is None, report.problem
+                # a few new rows so that each run signs a new checkpoint
+                with conn.transaction():
+                    store_batch(
+                        conn,
+                        [
+                            Receipt(uuid.uuid4(), r.received_at, "bench-other", r.channel, r.raw)
+                            for r in receipts[:10]
+                        ],
+                    )
+                t0 = time.perf_counter()
+                with conn.transaction():
+                    made = checkpoints.make(conn, signer)
+                checkpoint_s = time.perf_counter() - t0
+                assert made is not None
+                t0, c0 = time.perf_counter(), time.process_time()
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                built = pack.export(conn, query, signer, made_by="bench")
+                conn.rollback()
+                target = out_dir / f"run{run}"
+                built.write(target)
+                export_s = time.perf_counter() - t0
+                export_cpu = time.process_time() - c0
+            rows = built.manifest["counts"]["events"]
+            t0, c0 = time.perf_counter(), time.process_time()
+            evidence_verify.verify(target, public)
+            pack_verify_s = time.perf_counter() - t0
+            pack_verify_cpu = time.process_time() - c0
+            print(
+                f"| {run} | {report.checked / verify_s:,.0f} ({report.checked:,} rows)"
+                f" | {checkpoint_s:.2f} | {rows / export_s:,.0f} ({rows:,} rows,"
+                f" {export_s:.2f} s; client CPU {export_cpu:.2f} s)"
+                f" | {pack_verify_s:.2f} (CPU {pack_verify_cpu:.2f}; {rows:,} rows) |"
+            )
+            shutil.rmtree(target)
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

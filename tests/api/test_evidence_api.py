@@ -1,0 +1,108 @@
+"""GET /api/v1/checkpoints and GET /api/v1/evidence/export: roles, problems, a verifiable zip."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from auditor import evidence_verify
+from auditor.config import libpq_conninfo
+from auditor.evidence import checkpoints, keys
+from tests.api.conftest import Api
+from tests.helpers import om_message, receipt
+
+
+@pytest.fixture
+def signer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> keys.Signer:
+    path = tmp_path / "signing.pem"
+    made = keys.create(path)
+    monkeypatch.setenv("AUDITOR_SIGNING_KEY_FILE", str(path))
+    return made
+
+
+def _checkpoint(api: Api, signer: keys.Signer) -> checkpoints.Checkpoint:
+    with psycopg.connect(libpq_conninfo(api.url)) as conn:
+        made = checkpoints.make(conn, signer)
+        conn.commit()
+    assert made is not None
+    return made
+
+
+def test_checkpoints_are_listed_newest_first_for_readers(api: Api, signer: keys.Signer) -> None:
+    api.store([receipt(om_message("API-1", "Invited"), at=0)])
+    first = _checkpoint(api, signer)
+    api.store([receipt(om_message("API-1", "Processing"), at=1)])
+    second = _checkpoint(api, signer)
+    answer = api.get("/api/v1/checkpoints", role="reader")
+    assert answer.status_code == 200
+    listed = answer.get_json()["checkpoints"]
+    assert [c["tree_size"] for c in listed] == [second.tree_size, first.tree_size]
+    assert listed[0] == second.to_json()
+    checkpoints.check_signature(listed[1], signer.public)
+    page = api.get("/api/v1/checkpoints", role="reader", limit=1).get_json()
+    assert page["next_before"] == second.tree_size
+    assert api.get("/api/v1/checkpoints", role=None).status_code == 401
+    assert api.get("/api/v1/checkpoints", limit=0).status_code == 400
+
+
+def test_the_export_is_a_zip_the_offline_verifier_accepts(
+    api: Api, signer: keys.Signer, tmp_path: Path
+) -> None:
+    api.store([receipt(om_message("API-2", "Invited"), at=i) for i in range(4)])
+    _checkpoint(api, signer)
+    answer = api.get("/api/v1/evidence/export", role="exporter", interaction_id="API-2")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.mimetype == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(answer.get_data())) as archive:
+        archive.extractall(tmp_path / "pack")
+    manifest = evidence_verify.verify(tmp_path / "pack", signer.public)
+    assert manifest["counts"]["events"] == 4
+    assert manifest["made_by"] == "api token test-exporter"
+    assert api.access_log()[-1][3] == "/api/v1/evidence/export"
+
+
+def test_the_export_needs_the_exporter_role_and_a_whole_query(
+    api: Api, signer: keys.Signer
+) -> None:
+    assert api.get("/api/v1/evidence/export", role="reader", interaction_id="X").status_code == 403
+    assert api.get("/api/v1/evidence/export", role="exporter").status_code == 400
+    partial = api.get("/api/v1/evidence/export", role="exporter", account="agent001")
+    assert partial.status_code == 400
+    assert partial.mimetype == "application/problem+json"
+    assert api.get("/api/v1/evidence/export", role="exporter", bogus="1").status_code == 400
+
+
+def test_without_a_checkpoint_or_a_key_the_export_says_why(
+    api: Api, monkeypatch: pytest.MonkeyPatch, signer: keys.Signer
+) -> None:
+    api.store([receipt(om_message("API-3", "Invited"), at=0)])
+    early = api.get("/api/v1/evidence/export", role="exporter", interaction_id="API-3")
+    assert early.status_code == 409
+    assert "checkpoint" in early.get_json()["detail"]
+    monkeypatch.delenv("AUDITOR_SIGNING_KEY_FILE")
+    api.app.extensions.pop("auditor_signer", None)
+    keyless = api.get("/api/v1/evidence/export", role="exporter", interaction_id="API-3")
+    assert keyless.status_code == 503
+    assert "AUDITOR_SIGNING_KEY_FILE" in keyless.get_json()["detail"]
+
+
+def test_a_pack_too_large_for_the_api_is_a_400_naming_the_cli(
+    api: Api, signer: keys.Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from web import evidence
+
+    api.store([receipt(om_message("API-4", "Invited"), at=i) for i in range(3)])
+    _checkpoint(api, signer)
+    monkeypatch.setattr(evidence, "MAX_EVENTS", 2)
+    answer = api.get("/api/v1/evidence/export", role="exporter", interaction_id="API-4")
+    assert answer.status_code == 400
+    assert "more than 2 events" in answer.get_data(as_text=True)
+    monkeypatch.setattr(evidence, "MAX_EVENTS", 3)
+    assert (
+        api.get("/api/v1/evidence/export", role="exporter", interaction_id="API-4").status_code
+        == 200
+    )

@@ -1,0 +1,141 @@
+"""The hash-chained record: the writer and the sealer give every covered row its position,
+gapless and in commit order, and `verify` recomputes the chain from the stored rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from auditor.evidence.canonical import ZERO_HASH, chain_next, leaf_hash
+from auditor.evidence.leaves import leaf_bytes, load_json
+from auditor.store import integrity, sealer
+from auditor.store.writer import store_batch
+from tests.helpers import om_message, receipt
+
+Conn = psycopg.Connection[Any]
+
+
+def _record(conn: Conn) -> list[tuple[int, str, int, bytes, bytes]]:
+    return [
+        (r[0], r[1], r[2], bytes(r[3]), bytes(r[4]))
+        for r in conn.execute(
+            "SELECT position, source, source_id, leaf_hash, chain_hash FROM record"
+            " ORDER BY position"
+        )
+    ]
+
+
+def test_writer_seals_each_event_and_quarantine_entry_in_its_transaction(conn: Conn) -> None:
+    before = len(_record(conn))
+    result = store_batch(
+        conn,
+        [
+            receipt(om_message("I-1", "Invited"), at=1),
+            receipt("not json", at=2),
+            receipt(om_message("I-1", "Processing"), at=3),
+        ],
+    )
+    assert (result.stored, result.quarantined) == (2, 1)
+    rows = _record(conn)[before:]
+    assert [(r[1]) for r in rows] == ["event", "event", "quarantine"]
+    ids = [i for (i,) in conn.execute("SELECT id FROM events ORDER BY id DESC LIMIT 2")]
+    assert [r[2] for r in rows[:2]] == sorted(ids)
+    # The writer's leaves are the reference encoding of the rows as PostgreSQL stored them.
+    for position, source, source_id, leaf, _ in rows:
+        table = "events" if source == "event" else "quarantine"
+        cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+        row = cur.execute(f"SELECT * FROM {table} WHERE id = %s", (source_id,)).fetchone()
+        assert row is not None
+        if "payload" in row:
+            row["payload"] = load_json(
+                conn.execute(
+                    "SELECT payload::text FROM events WHERE id = %s", (source_id,)
+                ).fetchone()[0]  # type: ignore[index]
+            )
+        assert leaf_hash(leaf_bytes(source, row)) == leaf, position
+
+
+def test_positions_are_gapless_and_chained_from_zero(conn: Conn) -> None:
+    store_batch(conn, [receipt(om_message("I-2", "Invited"), at=i) for i in range(5)])
+    store_batch(conn, [receipt(om_message("I-2", "Processing"), at=10 + i) for i in range(3)])
+    rows = _record(conn)
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+    chain = ZERO_HASH
+    for _, _, _, leaf, stored in rows:
+        chain = chain_next(chain, leaf)
+        assert chain == stored
+    report = integrity.verify(conn)
+    assert report.ok, report.problem
+    assert report.checked == len(rows)
+
+
+def test_the_database_refuses_a_gap_in_positions(conn: Conn) -> None:
+    store_batch(conn, [receipt(om_message("I-3", "Invited"))])
+    last = conn.execute("SELECT max(position) FROM record").fetchone()[0]  # type: ignore[index]
+    with (
+        pytest.raises(errors.IntegrityConstraintViolation, match="without a gap"),
+        conn.transaction(),
+    ):
+        conn.execute(
+            "INSERT INTO record (position, source, source_id, leaf_hash, chain_hash)"
+            " VALUES (%s, 'access', 1, %s, %s)",
+            (last + 2, bytes(32), bytes(32)),
+        )
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE record SET source_id = 0", "DELETE FROM record", "TRUNCATE record"],
+)
+def test_the_record_is_append_only(conn: Conn, statement: str) -> None:
+    store_batch(conn, [receipt(om_message("I-4", "Invited"))])
+    with pytest.raises(errors.InsufficientPrivilege, match="append-only"), conn.transaction():
+        conn.execute(statement)
+
+
+def test_sealer_enters_closed_coverage_and_access_rows_not_open_intervals(conn: Conn) -> None:
+    conn.execute(
+        "INSERT INTO coverage_intervals (account, worker_id, channels, started_at, heartbeat_at,"
+        " ended_at, end_reason) VALUES ('a', 'w', '{/v2/me/openmedia}', now(), now(), now(), 'x'),"
+        " ('b', 'w', '{/v2/me/openmedia}', now(), now(), NULL, NULL)"
+    )
+    conn.execute(
+        "INSERT INTO access_log (method, endpoint, status, filters)"
+        """ VALUES ('GET', '/api/v1/events', 200, '{"q": [1, 2.5, "x"]}')"""
+    )
+    result = sealer.seal(conn)
+    assert result.sealed == {"coverage": 1, "access": 1}
+    assert sealer.seal(conn).total == 0
+    report = integrity.verify(conn)
+    assert report.ok, report.problem
+    assert "coverage" not in report.unsealed
+
+
+def test_a_closed_coverage_interval_cannot_change(conn: Conn) -> None:
+    conn.execute(
+        "INSERT INTO coverage_intervals (account, worker_id, channels, started_at, heartbeat_at)"
+        " VALUES ('a', 'w', '{c}', now(), now())"
+    )
+    conn.execute("UPDATE coverage_intervals SET heartbeat_at = now() WHERE account = 'a'")
+    conn.execute("UPDATE coverage_intervals SET ended_at = now(), end_reason = 'stop'")
+    for statement in (
+        "UPDATE coverage_intervals SET ended_at = ended_at + interval '1 hour'",
+        "DELETE FROM coverage_intervals",
+        "TRUNCATE coverage_intervals",
+    ):
+        with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
+            conn.execute(statement)
+
+
+def test_the_writer_role_stores_seals_and_records_progress_with_its_grants(conn: Conn) -> None:
+    conn.execute("INSERT INTO access_log (method, endpoint, status) VALUES ('GET', '/y', 200)")
+    conn.execute("SET LOCAL ROLE auditor_writer")
+    result = store_batch(conn, [receipt(om_message("W-1", "Invited")), receipt("[")])
+    assert (result.stored, result.quarantined) == (1, 1)
+    assert sealer.seal(conn).sealed["access"] >= 1
+    conn.execute("INSERT INTO drain_progress (worker_id, stored_through) VALUES ('w', now())")
+    with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
+        conn.execute("SELECT nextval('events_id_seq')")

@@ -1,0 +1,142 @@
+"""GET /api/v1/checkpoints (reader+) and GET /api/v1/evidence/export (exporter+): the signed
+checkpoints, and an evidence pack as a zip (docs/evidence.md, "Evidence packs").
+
+The API role cannot write the record, so it never signs a checkpoint: rows newer than the
+latest one are in the pack and listed by its manifest as not proven (the worker signs one
+every AUDITOR_CHECKPOINT_INTERVAL seconds; `auditor evidence export` signs a fresh one). The
+manifest is signed with the key in AUDITOR_SIGNING_KEY_FILE; without one the export answers
+503."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from apiflask import APIBlueprint, HTTPError, Schema, fields, validators
+from flask import Response, current_app, g
+from marshmallow import RAISE
+
+from auditor.evidence import checkpoints, keys, pack
+from web.audit import conn, requires, set_rows
+from web.errors import bad_params
+from web.paging import dumps, json_response
+from web.schemas import _instant, _text
+
+bp = APIBlueprint("evidence", __name__, url_prefix="/api/v1", tag="Evidence")
+# The pack is built in memory (about 3 KB a GWS event): larger ones from `auditor evidence
+# export`, which has no limit.
+MAX_EVENTS = 200_000
+
+
+class CheckpointsQuery(Schema):
+    before = fields.Integer(
+        validate=validators.Range(1, 2**63 - 1),
+        metadata={"description": "only checkpoints of a smaller tree_size (paging)"},
+    )
+    limit = fields.Integer(
+        load_default=100,
+        validate=validators.Range(1, 1000),
+        metadata={"description": "page size, 1..1000 (default 100)"},
+    )
+
+
+class EvidenceQuery(Schema):
+    interaction_id = _text("the events of one interaction")
+    reference_id = _text("the events with one referenceId")
+    account = _text("the events of one account over from .. to")
+    from_ = _instant("from", "start (inclusive), with account")
+    to = _instant("to", "end (exclusive), with account")
+
+
+class CheckpointOut(Schema):
+    format = fields.String(required=True, metadata={"description": "auditor-checkpoint/1"})
+    id = fields.Integer(required=True)
+    tree_size = fields.Integer(
+        required=True, metadata={"description": "the root covers positions 1..tree_size"}
+    )
+    root = fields.String(required=True, metadata={"description": "Merkle root, base64"})
+    chain_head = fields.String(
+        required=True, metadata={"description": "chain hash at tree_size, base64"}
+    )
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    made_at = fields.String(required=True)
+    key_id = fields.String(required=True)
+    signature = fields.String(
+        required=True, metadata={"description": "Ed25519 over the RFC 8785 bytes of the rest"}
+    )
+
+
+class CheckpointList(Schema):
+    checkpoints = fields.List(fields.Nested(CheckpointOut), required=True)
+    next_before = fields.Integer(metadata={"description": "pass as before= for the next page"})
+
+
+@bp.get("/checkpoints")
+@requires("reader")
+@bp.input(CheckpointsQuery, location="query", arg_name="query", unknown=RAISE)
+@bp.output(CheckpointList)
+@bp.doc(summary="Signed checkpoints of the record, newest first", responses=[400, 401])
+def list_checkpoints(query: dict[str, Any]) -> Response:
+    found = checkpoints.listing(conn(), before=query.get("before"), limit=query["limit"])
+    set_rows(len(found))
+    body: dict[str, Any] = {"checkpoints": [c.to_json() for c in found]}
+    if len(found) == query["limit"]:
+        body["next_before"] = found[-1].tree_size
+    return json_response(dumps(body))
+
+
+def _signer() -> keys.Signer:
+    cached = current_app.extensions.get("auditor_signer")
+    if cached is None:
+        cached = keys.load_signer(os.environ, required=False)
+        if cached is None:
+            raise HTTPError(503, "no signing key: set AUDITOR_SIGNING_KEY_FILE for the API")
+        current_app.extensions["auditor_signer"] = cached
+    signer: keys.Signer = cached
+    return signer
+
+
+_RESPONSES: dict[int | str, dict[str, str | dict[str, dict[str, Any]]]] = {
+    200: {"description": "the pack", "content": {"application/zip": {"schema": {}}}},
+    400: {"description": "bad parameter"},
+    401: {"description": "no, unknown or revoked token"},
+    403: {"description": "the token's role is not exporter or admin"},
+    409: {"description": "no checkpoint exists yet"},
+    503: {"description": "no signing key configured"},
+}
+
+
+@bp.get("/evidence/export")
+@requires("exporter")
+@bp.input(EvidenceQuery, location="query", arg_name="query", unknown=RAISE)
+@bp.doc(
+    summary="An evidence pack (zip) with inclusion proofs against a signed checkpoint",
+    responses=_RESPONSES,
+)
+def export_pack(query: dict[str, Any]) -> Response:
+    try:
+        wanted = pack.Query(
+            query.get("interaction_id"),
+            query.get("reference_id"),
+            query.get("account"),
+            query.get("from_"),
+            query.get("to"),
+        )
+    except ValueError as exc:
+        raise bad_params(query=str(exc).replace("--", "")) from None
+    signer = _signer()
+    db = conn()
+    token = getattr(g, "token", None)
+    who = f"api token {token.name}" if token is not None else "api"
+    try:
+        with db.transaction():  # one transaction: SET LOCAL and the reads hold together
+            built = pack.export(db, wanted, signer, made_by=who, max_events=MAX_EVENTS)
+    except pack.TooLarge as exc:
+        raise bad_params(query=str(exc)) from None
+    except pack.NothingToProve as exc:
+        raise HTTPError(409, str(exc)) from None
+    set_rows(built.manifest["counts"]["events"])
+    response = Response(built.zip_bytes(), mimetype="application/zip")
+    response.headers["Content-Disposition"] = 'attachment; filename="evidence.zip"'
+    response.headers["Cache-Control"] = "no-store"
+    return response

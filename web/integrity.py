@@ -1,0 +1,90 @@
+"""/api/v1/integrity for the admin role: `auditor verify` over a range of positions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import APIBlueprint, Schema, fields, validators
+from flask import Response
+from marshmallow import RAISE
+
+from auditor.store import integrity
+from web.audit import conn, requires, set_rows
+from web.errors import bad_params
+from web.paging import dumps, json_response
+
+bp = APIBlueprint("integrity", __name__, url_prefix="/api/v1", tag="Admin")
+
+# One request checks at most this many positions (about 10 s); `auditor verify` has no limit.
+MAX_POSITIONS = 1_000_000
+
+
+def _position(name: str, description: str) -> fields.Integer:
+    return fields.Integer(
+        data_key=name,
+        validate=validators.Range(1, 2**63 - 1),
+        metadata={"description": description},
+    )
+
+
+class IntegrityQuery(Schema):
+    from_ = _position("from", "first position to check (default 1)")
+    to = _position("to", "last position to check (default: the end of the record)")
+
+
+class IntegrityProblem(Schema):
+    position = fields.Integer(required=True)
+    kind = fields.String(
+        required=True,
+        metadata={"description": "altered | missing | reordered | inserted"},
+    )
+    detail = fields.String(required=True)
+
+
+class IntegrityReport(Schema):
+    ok = fields.Boolean(required=True)
+    from_ = fields.Integer(data_key="from", required=True)
+    to = fields.Integer(required=True, metadata={"description": "last position checked"})
+    checked = fields.Integer(required=True)
+    problem = fields.Nested(IntegrityProblem, allow_none=True, required=True)
+    unsealed = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        required=True,
+        metadata={"description": "rows not sealed into the record yet, per source"},
+    )
+
+
+@bp.get("/integrity")
+@requires("admin")
+@bp.input(IntegrityQuery, location="query", arg_name="query", unknown=RAISE)
+@bp.output(IntegrityReport)
+@bp.doc(
+    summary="Recompute the hash chain over a range of record positions (docs/evidence.md)",
+    responses=[400, 401, 403],
+)
+def check_integrity(query: dict[str, Any]) -> Response:
+    start, end = query.get("from_"), query.get("to")
+    db = conn()
+    last = int(db.execute("SELECT coalesce(max(position), 0) FROM record").fetchone()[0])  # type: ignore[index]
+    if (end if end is not None else last) - (start or 1) + 1 > MAX_POSITIONS:
+        raise bad_params(to=f"at most {MAX_POSITIONS:,} positions per request; use auditor verify")
+    try:
+        # One snapshot for the whole range (the API's connections are in autocommit).
+        with db.transaction():
+            report = integrity.verify(db, start, end)
+    except integrity.BadRange as exc:
+        raise bad_params(**{"from": str(exc)}) from None
+    set_rows(report.checked)
+    problem = report.problem
+    body = {
+        "ok": report.ok,
+        "from": report.start,
+        "to": report.end,
+        "checked": report.checked,
+        "problem": None
+        if problem is None
+        else {"position": problem.position, "kind": problem.kind, "detail": problem.detail},
+        "unsealed": report.unsealed,
+    }
+    return json_response(dumps(body))
