@@ -20,7 +20,7 @@ from auditor.evidence import checkpoints, keys, pack
 from web.audit import conn, requires, set_rows
 from web.errors import bad_params
 from web.paging import dumps, json_response
-from web.schemas import _instant, _text
+from web.schemas import Digits, _instant, _text
 
 bp = APIBlueprint("evidence", __name__, url_prefix="/api/v1", tag="Evidence")
 # The pack is built in memory (about 3 KB a GWS event): larger ones from `auditor evidence
@@ -29,11 +29,12 @@ MAX_EVENTS = 200_000
 
 
 class CheckpointsQuery(Schema):
-    before = fields.Integer(
+    before = Digits(
+        max_digits=19,
         validate=validators.Range(1, 2**63 - 1),
         metadata={"description": "only checkpoints of a smaller tree_size (paging)"},
     )
-    limit = fields.Integer(
+    limit = Digits(
         load_default=100,
         validate=validators.Range(1, 1000),
         metadata={"description": "page size, 1..1000 (default 100)"},

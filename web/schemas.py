@@ -25,8 +25,12 @@ class Digits(fields.Integer):
 
     default_error_messages = {"invalid": "must be ASCII digits only, e.g. 100"}  # noqa: RUF012
 
+    def __init__(self, *args: Any, max_digits: int = 9, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._digits = _DIGITS if max_digits == 9 else re.compile(f"[0-9]{{1,{max_digits}}}")
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        if isinstance(value, str) and not self._digits.fullmatch(value):
             raise self.make_error("invalid")
         result: int = super()._deserialize(value, attr, data, **kwargs)
         return result

@@ -20,6 +20,7 @@ whenever orjson's bytes could differ (tests/unit/test_leaves.py proves them equa
 from __future__ import annotations
 
 import base64
+from ipaddress import ip_address
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +32,7 @@ from uuid import UUID
 
 import orjson
 from sqlalchemy import ARRAY, BigInteger, DateTime, Integer, LargeBinary, Table, Text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from auditor import db
@@ -86,6 +87,8 @@ def _kind(sql_type: Any) -> str:
         return "integer"
     if isinstance(sql_type, Text):
         return "text"
+    if isinstance(sql_type, INET):
+        return "inet"
     raise TypeError(f"no leaf encoding for column type {sql_type!r}")
 
 
@@ -110,7 +113,18 @@ def _plain(kind: str, value: Any) -> Any:
         return base64.b64encode(bytes(value)).decode("ascii")
     if kind == "array":
         return list(value)
+    if kind == "inet":
+        return _inet(value)
     return value
+
+
+def _inet(value: Any) -> str:
+    """An address as PostgreSQL's inet::text writes it: always with its prefix length."""
+    if isinstance(value, str):
+        return value if "/" in value else f"{value}/{ip_address(value).max_prefixlen}"
+    if hasattr(value, "with_prefixlen"):  # an ip_interface
+        return str(value.with_prefixlen)
+    return f"{value}/{value.max_prefixlen}"
 
 
 def leaf_object(source: str, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,10 +230,11 @@ _CONVERT: dict[str, Callable[[Any], Any] | None] = {
     "uuid": _uuid,
     "bytes": lambda value: _plain("bytes", value),
     "array": list,
+    "inet": _inet,
 }
 
 
-_PREFORMATTED = ("timestamp", "uuid", "bytes")
+_PREFORMATTED = ("timestamp", "uuid", "bytes", "inet")
 
 
 class LeafEncoder:

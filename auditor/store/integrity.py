@@ -198,5 +198,10 @@ def verify(
             f"the record ends at position {first + report.checked - 1}",
         )
     if with_unsealed:
-        report.unsealed = {k: v for k, v in unsealed_counts(conn, BACKFILL_SOURCES).items() if v}
+        report.unsealed = unsealed(conn)
     return report
+
+
+def unsealed(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Rows not in the record yet, per source (only sources that have some)."""
+    return {k: v for k, v in unsealed_counts(conn, BACKFILL_SOURCES).items() if v}

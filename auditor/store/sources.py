@@ -24,6 +24,7 @@ _FORMATTED = {
     "json": "{}::text",
     "timestamp": """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""",
     "uuid": "{}::text",
+    "inet": "{}::text",  # with the prefix length: 127.0.0.1/32
     "bytes": "translate(encode({}, 'base64'), E'\\n', '')",
 }
 

@@ -26,7 +26,7 @@ depends_on: str | Sequence[str] | None = None
 
 WRITER = "auditor_writer"
 API = "auditor_api"
-API_READS = "record, drain_progress, checkpoints, record_tree"
+API_READS = "record, drain_progress, checkpoints, record_tree, quarantine"
 READER = "auditor_reader"
 _BASE_AUDITED = ("quarantine", "coverage_intervals", "session_log", "access_log", "record")
 
@@ -97,7 +97,8 @@ def upgrade() -> None:
     op.execute(f"GRANT SELECT ON checkpoints, record_tree TO {READER}")
     # The API is no member of auditor_reader (migration 2026_12_01_privileges): it reads the
     # record for /integrity, checkpoints and tiles for /checkpoints and evidence packs, and
-    # drain_progress because coverage is clipped to what is stored.
+    # drain_progress because coverage is clipped to what is stored, quarantine because
+    # /integrity recomputes its rows' leaves.
     op.execute(f"GRANT SELECT ON {API_READS} TO {API}")
 
 

@@ -323,6 +323,9 @@ def upgrade() -> None:
     op.execute(f"GRANT SELECT, INSERT ON record TO {WRITER}")
     op.execute(f"GRANT SELECT, INSERT, UPDATE ON drain_progress TO {WRITER}")
     op.execute(f"GRANT SELECT ON access_log TO {WRITER}")
+    # The writer learns the ids of the quarantine rows it stores (RETURNING) and counts the
+    # unsealed ones; the raw bytes stay unreadable to it (migration 2026_12_01_privileges).
+    op.execute(f"GRANT SELECT (id) ON quarantine TO {WRITER}")
     op.execute(f"REVOKE USAGE ON SEQUENCE events_id_seq FROM {WRITER}")
     op.execute(f"GRANT SELECT ON SEQUENCE events_id_seq TO {WRITER}")
     op.execute(f"GRANT SELECT ON record, drain_progress TO {READER}")
@@ -354,6 +357,7 @@ def downgrade() -> None:
     op.execute(f"REVOKE SELECT ON SEQUENCE events_id_seq FROM {WRITER}")
     op.execute(f"GRANT USAGE ON SEQUENCE events_id_seq TO {WRITER}")
     op.execute(f"REVOKE SELECT ON access_log FROM {WRITER}")
+    op.execute(f"REVOKE SELECT (id) ON quarantine FROM {WRITER}")
     op.execute("DROP TABLE drain_progress")
     op.execute("DROP TRIGGER coverage_no_truncate ON coverage_intervals")
     op.execute("DROP TRIGGER coverage_closed_immutable ON coverage_intervals")

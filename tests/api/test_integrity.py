@@ -43,13 +43,24 @@ def test_only_admins_may_ask(api: Api) -> None:
 
 def test_bad_ranges_are_problem_json(api: Api) -> None:
     api.store([receipt(om_message("G-3", "Invited"))])
-    for params in ({"from": "0"}, {"from": "x"}, {"to": "9"}, {"from": "2", "to": "1"}):
+    for params in ({"from": "0"}, {"from": "x"}, {"to": "+9"}, {"from": "2", "to": "1"}):
         answer = api.get("/api/v1/integrity", **params)
         assert answer.status_code == 400, (params, answer.json)
         assert answer.mimetype == "application/problem+json"
+
+
+def test_a_range_past_the_end_checks_what_is_recorded(api: Api) -> None:
+    api.store([receipt(om_message("G-4", "Invited"))])
+    answer = api.get("/api/v1/integrity", to="9")
+    assert answer.status_code == 200
+    assert (answer.json["ok"], answer.json["to"], answer.json["checked"]) == (True, 1, 1)
+    beyond = api.get("/api/v1/integrity", **{"from": "5", "to": "9"})
+    assert beyond.status_code == 200
+    assert (beyond.json["ok"], beyond.json["checked"]) == (True, 0)
 
 
 def test_unsealed_access_rows_are_reported(api: Api) -> None:
     api.get("/api/v1/integrity")  # leaves an access-log row, sealed by the worker later
     answer = api.get("/api/v1/integrity")
     assert answer.json["unsealed"].get("access", 0) >= 1
+

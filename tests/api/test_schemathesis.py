@@ -2,9 +2,11 @@
 every status code, content type and body as documented, and no value the document calls valid
 refused (positive_data_acceptance).
 
-Two rules the document cannot express are kept out of the generated cases: a cursor is valid
-only if this server signed it (HMAC), and `from` must not be after `to` (one parameter against
-another). Both have their own tests (test_hardening.py, test_search.py).
+Three rules the document cannot express are kept out of the generated cases: a cursor is
+valid only if this server signed it (HMAC), `from` must not be after `to` (times or record
+positions: one parameter
+against another), and an evidence pack selects by exactly one of its three selectors. Each has
+its own tests (test_hardening.py, test_search.py, test_evidence_pack.py).
 
 Operations are driven one by one with hypothesis (schemathesis' pytest plugin does not yet
 work with pytest 9's fixture nodes)."""
@@ -86,13 +88,43 @@ def test_api_conforms_to_its_openapi_document(
 
 
 def _within_the_unwritten_rules(case: Case) -> None:
+    if case.path.endswith("/evidence/export") and not isinstance(case.query, dict):
+        case.query = {}
     query = case.query if isinstance(case.query, dict) else None
-    if not query:
+    if query is None:
         return
     query.pop("cursor", None)
     start, end = _instant(query.get("from")), _instant(query.get("to"))
     if start is not None and end is not None and start > end:
         query["from"], query["to"] = query["to"], query["from"]
+    low, high = query.get("from"), query.get("to")
+    if isinstance(low, int) and isinstance(high, int) and low > high:  # record positions
+        query["from"], query["to"] = high, low
+    if case.path.endswith("/evidence/export"):
+        _one_evidence_selector(query, start, end)
+
+
+_SELECTORS = ("interaction_id", "reference_id", "account")
+
+
+def _one_evidence_selector(
+    query: dict[str, object], start: datetime | None, end: datetime | None
+) -> None:
+    """An evidence pack selects by exactly one of interaction, referenceId, or account over a
+    non-empty from..to (tests/integration/test_evidence_pack.py covers the refusals)."""
+    chosen = [name for name in _SELECTORS if name in query]
+    usable = [
+        name
+        for name in chosen
+        if name != "account" or (start is not None and end is not None and start != end)
+    ]
+    keep = usable[0] if usable else "interaction_id"
+    for name in _SELECTORS:
+        if name != keep:
+            query.pop(name, None)
+    query.setdefault(keep, "OM-1")
+    if start is not None and start == end:  # an empty range; account needs one (kept above)
+        query.pop("to", None)
 
 
 def _instant(value: object) -> datetime | None:

@@ -40,7 +40,7 @@ table               writer reader api   owner
 events              I---S  ----S  ----S I!!!S
 events_default      -----  -----  ----- I!!!S
 interactions        IU--S  ----S  ----S IUDTS
-quarantine          I----  ----S  ----- I!!!S
+quarantine          I----  ----S  ----S I!!!S
 coverage_intervals  Iu--S  ----S  ----S IU!!S
 session_log         I----  ----S  ----- I!!!S
 account_leases      IUD-S  ----S  ----- IUDTS
