@@ -20,13 +20,13 @@ whenever orjson's bytes could differ (tests/unit/test_leaves.py proves them equa
 from __future__ import annotations
 
 import base64
-from ipaddress import ip_address
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from ipaddress import ip_address
 from typing import Any, NamedTuple
 from uuid import UUID
 
