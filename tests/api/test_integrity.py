@@ -63,4 +63,3 @@ def test_unsealed_access_rows_are_reported(api: Api) -> None:
     api.get("/api/v1/integrity")  # leaves an access-log row, sealed by the worker later
     answer = api.get("/api/v1/integrity")
     assert answer.json["unsealed"].get("access", 0) >= 1
-
