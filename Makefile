@@ -27,8 +27,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check auditor web tests bench migrations
 	$(BIN)/mypy auditor web
 
+# Files run in parallel (-n): the suite mostly waits on servers and subprocesses, not the CPU.
+TEST_PROCESSES ?= 3
+
 test: lint tests/js/node_modules
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 # The official CometD JavaScript client for the simulator conformance test (node >= 18).
 tests/js/node_modules: $(STAMP) tests/js/package.json tests/js/package-lock.json
