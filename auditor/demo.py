@@ -30,6 +30,7 @@ from auditor import tokens
 from auditor.config import Settings, libpq_conninfo, parse_database_url
 from auditor.db import connect, sa_connection
 from auditor.errors import UserError
+from auditor.evidence import keys
 from auditor.importer import run_import
 from auditor.pgserver import EmbeddedPostgres
 from auditor.render import print_timeline
@@ -245,7 +246,12 @@ def demo(data_dir: Path, seconds: int | None) -> None:
                 "ingest",
                 "--config",
                 str(data_dir / "worker.toml"),
-                env={"AUDITOR_DATABASE_URL": libpq_conninfo(logins["writer"])},
+                env={
+                    "AUDITOR_DATABASE_URL": libpq_conninfo(logins["writer"]),
+                    # the worker signs a checkpoint of the record every minute (docs/evidence.md)
+                    "AUDITOR_SIGNING_KEY_FILE": str(_signing_key(data_dir)),
+                    "AUDITOR_CHECKPOINT_INTERVAL": "60",
+                },
             )
             children.start(
                 "api",
@@ -268,6 +274,7 @@ def demo(data_dir: Path, seconds: int | None) -> None:
                 f"\n\n  export TOKEN={token}"
                 f'\n  export AUDITOR_DATABASE_URL="$(cat {reader_file})"   # a read-only login'
                 f"\n  # BI tools: connect with the URL in {bi_file} (schema bi, docs/bi.md)"
+                "\n  .venv/bin/auditor checkpoint latest --json   # a signed checkpoint to keep"
                 f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/events?limit=5"'
                 f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/access-log?limit=5"'
             )
@@ -299,3 +306,11 @@ def demo(data_dir: Path, seconds: int | None) -> None:
             console.print("\nCtrl-C")
         finally:
             children.stop(console)
+
+
+def _signing_key(data_dir: Path) -> Path:
+    """The demo's checkpoint signing key, made once and kept with the demo's data."""
+    path = data_dir / "signing-key.pem"
+    if not path.exists():
+        keys.create(path)
+    return path
