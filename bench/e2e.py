@@ -99,7 +99,9 @@ class Bench:
         engine.dispose()
         return url
 
-    def simulator(self, agents: int, rate: float, truth: Path | None = None) -> str:
+    def simulator(
+        self, agents: int, rate: float, truth: Path | None = None, timeout_ms: int = 2000
+    ) -> str:
         port = _port()
         args = [
             AUDITOR,
@@ -113,7 +115,7 @@ class Bench:
             "--error-rate",
             "0",
             "--timeout-ms",
-            "2000",
+            str(timeout_ms),
         ]
         if truth is not None:
             args += ["--ground-truth", str(truth)]

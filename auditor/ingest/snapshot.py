@@ -57,10 +57,11 @@ async def take_snapshot(source: Source) -> None:
     try:
         for media in source.config.media_types:
             request = f"GET /api/v2/me/openmedia/{media}?fields=*"
+            url = f"{source.config.base_url}/api/v2/me/openmedia/{media}"
             async with http.get(
-                f"{source.config.base_url}/api/v2/me/openmedia/{media}",
+                url,
                 params={"fields": "*"},
-                headers=source.headers,
+                headers=source.request_headers(url),
                 timeout=aiohttp.ClientTimeout(total=30),
             ) as response:
                 if response.status != 200:
