@@ -267,6 +267,8 @@ def latency(bench: Bench, seconds: float) -> dict[str, str]:
         recording.clear()
         worker.stop.set()
         await task
+        if worker.watchdog is not None:
+            worker.watchdog.cancel()
 
     asyncio.run(run())
     samples.sort()

@@ -24,7 +24,14 @@ def ingest(config_path: str | None) -> None:
     config = worker_config.load(config_path, os.environ)
     logs.setup()
 
-    async def main() -> int:
-        return await Worker(config).run()
+    worker: Worker | None = None
 
-    sys.exit(asyncio.run(main()))
+    async def main() -> int:
+        nonlocal worker
+        worker = Worker(config)
+        return await worker.run()
+
+    code = asyncio.run(main())
+    if worker is not None and worker.watchdog is not None:
+        worker.watchdog.cancel()
+    sys.exit(code)

@@ -28,6 +28,7 @@ from aiocometd_noloop.exceptions import (
 )
 
 from auditor.ingest import codec
+from auditor.ingest.admission import BACKOFF, SUBSCRIBED, Admission
 from auditor.ingest.backoff import backoff
 from auditor.ingest.config import Account, WorkerConfig
 from auditor.ingest.coverage import Coverage
@@ -64,8 +65,10 @@ class _Gws(Extension):  # type: ignore[misc]
         headers.update(self.source.request_headers(self.source.cometd_url))
         for message in payload:
             channel = message.get("channel")
-            if channel == "/meta/handshake" and self.source.config.ack:
-                message.setdefault("ext", {})["ack"] = True
+            if channel == "/meta/handshake":
+                await self.source.before_handshake()
+                if self.source.config.ack:
+                    message.setdefault("ext", {})["ack"] = True
             elif channel == "/meta/connect":
                 await self.source.before_connect(message)
 
@@ -84,9 +87,13 @@ class Source:
         spool: Spool,
         coverage: Coverage,
         metrics: Metrics,
+        admission: Admission,
         active_items: Callable[[str], Awaitable[set[str]]] | None = None,
     ) -> None:
         self.config = config
+        self.admission = admission
+        self._slot = False  # holds an admission set-up slot
+        self._held = False  # counted against max_sessions
         # The ids the projection shows active for this account (for "Absent" snapshots).
         self.active_items = active_items
         self.account = account.name
@@ -133,7 +140,31 @@ class Source:
         )
         self.coverage.log(at, self.account, "subscribed", ",".join(self.config.topics))
         self.metrics.connected.inc()
-        self._spawn(take_snapshot(self))
+        self.admission.set_state(self.account, SUBSCRIBED)
+        self._release_slot()
+        self._spawn(self._snapshot())
+
+    async def _snapshot(self) -> None:
+        async with self.admission.step(self.account):
+            await take_snapshot(self)
+
+    def _release_slot(self) -> None:
+        if self._slot:
+            self._slot = False
+            self.admission.release_setup()
+
+    def _release_held(self) -> None:
+        self._release_slot()
+        if self._held:
+            self._held = False
+            self.admission.release_session()
+
+    async def before_handshake(self) -> None:
+        """A re-handshake that the CometD client starts by itself (402) takes a set-up slot
+        like a new session: a mass expiry must not become a handshake storm."""
+        if not self._slot:
+            await self.admission.acquire(self.account, new_session=False)
+            self._slot = True
 
     def _end_interval(self, reason: str) -> None:
         if self.interval is None:
@@ -204,6 +235,8 @@ class Source:
                     self.batch = ext["ack"]
             else:
                 self._end_interval(f"connect failed: {message.get('error', '')}")
+        elif channel == "/meta/handshake" and not successful:
+            self._release_slot()
         elif channel == "/meta/handshake" and successful:
             self.handshakes += 1
             again = self.handshakes > 1
@@ -313,6 +346,7 @@ class Source:
             raise
         finally:
             self._end_interval(reason)
+            self._release_slot()
             for task in list(self._tasks):
                 task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -322,15 +356,30 @@ class Source:
         return reason, subscribed
 
     async def run(self) -> None:
-        """Log in and hold a session forever, with capped exponential backoff between tries."""
+        """Hold a session forever: wait for admission, log in, subscribe, and after a
+        failure wait a capped, jittered backoff that grows with everyone's failures."""
+        try:
+            await self._run()
+        finally:
+            self._release_held()
+            self.admission.forget(self.account)
+
+    async def _wait(self, delay: float, reason: str) -> None:
+        self.admission.set_state(self.account, BACKOFF, f"{reason} (retry in {delay:.1f} s)")
+        await asyncio.sleep(delay)
+
+    async def _run(self) -> None:
         attempt = 0
         cfg = self.config
         while True:
+            await self.admission.acquire(self.account, new_session=True)
+            self._slot = self._held = True
             http, self._jar = new_session()
             try:
                 await self._login(http)
             except BadCredentials as exc:
                 await http.close()
+                self._release_held()
                 self.metrics.login_failures.labels(self.account).inc()
                 self.coverage.log(now(), self.account, "login_failed", str(exc))
                 log.error(
@@ -341,32 +390,38 @@ class Source:
                         "retry_seconds": cfg.login_retry,
                     },
                 )
-                await asyncio.sleep(cfg.login_retry)
+                await self._wait(cfg.login_retry, f"login rejected ({exc})")
                 continue
             except (aiohttp.ClientError, TimeoutError, LoginFailed) as exc:
                 await http.close()
+                self._release_held()
                 self.metrics.gws_errors.labels(self.account).inc()
-                delay = backoff(attempt, cfg.backoff_base, cfg.backoff_cap)
+                self.admission.failed()
+                delay = self.admission.retry_delay(
+                    backoff(attempt, cfg.backoff_base, cfg.backoff_cap)
+                )
+                error = str(exc) or type(exc).__name__
                 log.warning(
                     "GWS unreachable",
-                    extra={
-                        "account": self.account,
-                        "error": str(exc) or type(exc).__name__,
-                        "retry_seconds": delay,
-                    },
+                    extra={"account": self.account, "error": error, "retry_seconds": delay},
                 )
                 attempt += 1
-                await asyncio.sleep(delay)
+                await self._wait(delay, f"GWS unreachable: {error}")
                 continue
+            except BaseException:
+                await http.close()
+                raise
             self.coverage.log(now(), self.account, "login")
             reason, subscribed = await self._session(http)
+            self._release_held()
             if subscribed:
                 attempt = 0
             self.metrics.reconnects.labels(self.account).inc()
-            delay = backoff(attempt, cfg.backoff_base, cfg.backoff_cap)
+            self.admission.failed()
+            delay = self.admission.retry_delay(backoff(attempt, cfg.backoff_base, cfg.backoff_cap))
             log.warning(
                 "reconnecting",
                 extra={"account": self.account, "reason": reason, "retry_seconds": round(delay, 2)},
             )
             attempt += 1
-            await asyncio.sleep(delay)
+            await self._wait(delay, reason)
