@@ -88,7 +88,7 @@ def test_accounts_beyond_max_sessions_are_gaps_with_a_reason_and_held_sessions_n
                 rows = query(
                     fresh_db, "SELECT account, detail FROM session_log WHERE event = 'not_served'"
                 )
-                return {a: d for a, d in rows}
+                return {str(a): str(d) for a, d in rows}
 
             wait_for("every account left out logged", lambda: set(logged()) == left_out)
             assert all("max_sessions (8) reached" in d for d in logged().values())
