@@ -14,7 +14,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +38,10 @@ from auditor.ingest.spool import Row, Spool
 from auditor.store.receipts import new_receipt_id
 
 log = logging.getLogger("auditor.ingest.source")
-_RECENT_IDS = 10_000
+# At most this many Bayeux ids per session are remembered for dropping re-sent copies. With
+# the ack extension only the unacknowledged batches can come again, and ids leave the window
+# as soon as the server confirms their batch, so the window is a batch or two, not this cap.
+_RECENT_IDS = 2_000
 DURABILITY_WAIT = 10.0  # seconds a connect waits for the spool before going out un-acked
 
 
@@ -75,8 +77,7 @@ class _Gws(Extension):  # type: ignore[misc]
     async def incoming(
         self, payload: list[dict[str, Any]], headers: dict[str, str] | None = None
     ) -> None:
-        for message in payload:
-            self.source.on_incoming(message)
+        self.source.on_payload(payload)
 
 
 class Source:
@@ -127,8 +128,10 @@ class Source:
         self.replied_at: datetime | None = None
         self.durable_at: datetime | None = None
         self.resubscribe_pending = False
-        self._seen: set[Any] = set()
-        self._seen_order: deque[Any] = deque()
+        # Bayeux id -> the ack batch it came in (0 without acks), in arrival order.
+        self._seen: dict[Any, int] = {}
+        self._tags: dict[Any, int] = {}  # ids of a reply not yet accepted -> their batch
+        self._ack_sent: int | None = None  # the ack carried by the connect in flight
 
     # -- coverage ---------------------------------------------------------------------------
 
@@ -219,7 +222,33 @@ class Source:
                     self.coverage.heartbeat(self.interval, max(self.started_at, self.durable_at))
             if self.server_acks and self.batch is not None:
                 message.setdefault("ext", {})["ack"] = self.batch
+                self._ack_sent = self.batch
         self.connect_sent_at = now()
+
+    def on_payload(self, payload: list[dict[str, Any]]) -> None:
+        batch: int | None = None
+        for message in payload:
+            if message.get("channel") == "/meta/connect":
+                ext = message.get("ext")
+                if isinstance(ext, dict) and isinstance(ext.get("ack"), int):
+                    batch = ext["ack"]
+        for message in payload:
+            if batch is not None and "id" in message:
+                self._tags[message["id"]] = batch
+            self.on_incoming(message)
+
+    def _forget_acknowledged(self) -> None:
+        """The server answered a connect that acknowledged batch `_ack_sent`: it dropped
+        every message up to that batch, so none of their ids can come again."""
+        confirmed = self._ack_sent
+        if confirmed is None:
+            return
+        seen = self._seen
+        while seen:
+            first = next(iter(seen))
+            if seen[first] > confirmed:
+                break
+            del seen[first]
 
     def on_incoming(self, message: dict[str, Any]) -> None:
         channel = message.get("channel", "")
@@ -230,6 +259,7 @@ class Source:
         if channel == "/meta/connect":
             if successful:
                 self.replied_at = self.connect_sent_at
+                self._forget_acknowledged()
                 ext = message.get("ext")
                 if isinstance(ext, dict) and isinstance(ext.get("ack"), int):
                     self.batch = ext["ack"]
@@ -259,15 +289,15 @@ class Source:
     def accept(self, message: dict[str, Any]) -> None:
         message_id = message.get("id")
         if message_id is not None:
+            tag = self._tags.pop(message_id, 0)
             if message_id in self._seen:
                 self.metrics.redelivered.inc()
                 self.processed += 1
                 self._progress.set()
                 return
-            self._seen.add(message_id)
-            self._seen_order.append(message_id)
-            if len(self._seen_order) > _RECENT_IDS:
-                self._seen.discard(self._seen_order.popleft())
+            self._seen[message_id] = tag
+            if len(self._seen) > _RECENT_IDS:
+                del self._seen[next(iter(self._seen))]
         row = Row(
             str(new_receipt_id()),
             now().isoformat(timespec="microseconds"),
