@@ -5,10 +5,21 @@ ground truth. Prints one table:
   and the catch-up), lost and duplicated counts, worker peak RSS;
 * receipt → committed latency p50/p99 at 1,000/s (worker in-process: the drain's commit hook
   records, per receipt, commit time - received_at);
-* worker RSS with 1,000 sessions;
+* `--sessions N` idle sessions (the simulator holds long-polls 30 s, so the worker's
+  poll_timeout sets the cycle): time until all are subscribed, set-ups/s, RSS, long-poll
+  connects/s and the worker's idle CPU (per cycle and in cores), SIGTERM time;
+* worker CPU per stored notification at 1,000/s over each of `--notify-agents` (receive,
+  spool and drain: the worker and its drain process; PostgreSQL and the simulator excluded),
+  stored = delivered checked;
+* `--soak-minutes M`: 1,000/s over 1,000 agents, RSS every 30 s, growth after 5 minutes;
 * worker RSS while draining a 1,000,000-row spool backlog (filled directly), and its drain rate.
 
-    python bench/e2e.py [--rate 12000] [--seconds 15] [--sessions 1000] [--backlog 1000000]
+    python bench/e2e.py [--rate 12000] [--seconds 15] [--sessions 10000] [--backlog 1000000]
+        [--notify-agents 100,10000] [--notify-seconds 60] [--soak-minutes 30]
+        [--only throughput,latency,sessions,notify,soak,backlog]
+
+Interrupted (Ctrl-C, SIGTERM), it kills its simulator and workers (they also get SIGKILL
+from the kernel if the benchmark itself dies: PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -70,6 +81,33 @@ def _rss_mb(pid: int) -> float:
     return total
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the benchmark dies, however it dies."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(pid: int) -> tuple[float, float]:
+    """(the process's CPU seconds, its and its children's): the worker and its drain."""
+    own = total = _cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += _cpu_seconds(int(child))
+    return own, total
+
+
+def _stats(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/sim/stats", timeout=30) as response:  # noqa: S310
+        result: dict[str, Any] = json.load(response)
+    return result
+
+
 def _control(url: str, action: str) -> None:
     request = urllib.request.Request(f"{url}/sim/{action}", data=b"{}", method="POST")  # noqa: S310
     urllib.request.urlopen(request, timeout=30).close()  # noqa: S310
@@ -119,7 +157,12 @@ class Bench:
         ]
         if truth is not None:
             args += ["--ground-truth", str(truth)]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -131,11 +174,14 @@ class Bench:
                 time.sleep(0.2)
         raise RuntimeError("simulator did not start")
 
-    def config(self, name: str, sim_url: str, agents: int, **worker: Any) -> Path:
+    def config(
+        self, name: str, sim_url: str, agents: int, gws: dict[str, Any] | None = None, **worker: Any
+    ) -> Path:
         path = self.work / f"{name}.toml"
         lines = [
             "[gws]",
             f'base_url = "{sim_url}"',
+            *(f"{k} = {json.dumps(v)}" for k, v in (gws or {}).items()),
             "[worker]",
             f'spool = "{self.work / (name + ".spool")}"',
             "heartbeat_interval = 1.0",
@@ -156,6 +202,7 @@ class Bench:
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
+                preexec_fn=_die_with_parent,
             )
         self.procs.append(proc)
         return proc
@@ -277,21 +324,121 @@ def latency(bench: Bench, seconds: float) -> dict[str, str]:
     return {"latency at 1,000/s (receipt -> committed)": value}
 
 
-def many_sessions(bench: Bench, sessions: int) -> dict[str, str]:
+def many_sessions(bench: Bench, sessions: int, idle_seconds: float = 60) -> dict[str, str]:
     db = bench.fresh_db()
-    sim = bench.simulator(sessions, 100)
+    # The simulator holds a long-poll up to 30 s (GWS's default), so each idle session cycles
+    # every poll_timeout (10 s by default): the steady load of a real centre at night.
+    sim = bench.simulator(sessions, 0, timeout_ms=30_000)
+    sim_pid = bench.procs[-1].pid
     worker = bench.worker(bench.config("many", sim, sessions), db)
     started = time.monotonic()
-    _wait_subscribed(db, sessions, timeout=600)
+    _wait_subscribed(db, sessions, timeout=900)
     took = time.monotonic() - started
-    _control(sim, "resume")
-    rss = 0.0
-    for _ in range(10):
+    rss = _rss_mb(worker.pid)
+    time.sleep(12)  # one poll_timeout: the set-up phase's snapshots and log rows settle
+    before, sim_before, cpu_before = _stats(sim), _cpu_seconds(sim_pid), _tree_cpu(worker.pid)
+    window_start = time.monotonic()
+    while time.monotonic() - window_start < idle_seconds:
+        time.sleep(1)
         rss = max(rss, _rss_mb(worker.pid))
+    window = time.monotonic() - window_start
+    after, sim_after, cpu_after = _stats(sim), _cpu_seconds(sim_pid), _tree_cpu(worker.pid)
+    cycles = after["connects"] - before["connects"]
+    own = cpu_after[0] - cpu_before[0]
+    total = cpu_after[1] - cpu_before[1]
+    restarts = after["handshakes"] - before["handshakes"]
+    stop_started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    code = worker.wait(120)
+    stopped = time.monotonic() - stop_started
+    n = f"{sessions:,} idle sessions"
+    return {
+        f"{n}: all subscribed in": f"{took:.0f} s ({sessions / took:,.0f} set-ups/s)",
+        f"{n}: worker RSS (incl. drain process)": f"{rss:.0f} MB ({rss * 1024 / sessions:.0f} KB"
+        " per session)",
+        f"{n}: long-poll connects/s": f"{cycles / window:,.0f} (poll_timeout 10 s)",
+        f"{n}: worker CPU idle": f"{own / window:.2f} cores = {own / cycles * 1e6:.0f} µs per"
+        f" cycle (with drain process {total / window:.2f} cores)",
+        f"{n}: simulator CPU idle": f"{(sim_after - sim_before) / window:.2f} cores",
+        f"{n}: session restarts while idle": str(restarts),
+        f"{n}: SIGTERM to exit": f"{stopped:.1f} s (exit {code})",
+    }
+
+
+def notify_cost(bench: Bench, agents: int, seconds: float) -> dict[str, str]:
+    """Worker CPU per stored notification at 1,000/s spread over `agents` agents."""
+    db = bench.fresh_db()
+    sim = bench.simulator(agents, 1000, timeout_ms=30_000)
+    worker = bench.worker(bench.config(f"notify{agents}", sim, agents), db)
+    _wait_subscribed(db, agents, timeout=900)
+    time.sleep(5)
+    _control(sim, "resume")
+    time.sleep(10)  # the first notifications' snapshots of new items, the drain warm
+    stored_before, cpu_before = _notifications(db), _tree_cpu(worker.pid)
+    connects_before = _stats(sim)["connects"]
+    rss_start = _rss_mb(worker.pid)
+    started = time.monotonic()
+    time.sleep(seconds)
+    stored_after, cpu_after = _notifications(db), _tree_cpu(worker.pid)
+    connects = _stats(sim)["connects"] - connects_before
+    window = time.monotonic() - started
+    rss_end = _rss_mb(worker.pid)
+    _control(sim, "pause")
+    stored = stored_after - stored_before
+    own = cpu_after[0] - cpu_before[0]
+    total = cpu_after[1] - cpu_before[1]
+    lost = _settle(bench, sim, db, worker)
+    label = f"1,000/s over {agents:,} agents"
+    return {
+        f"{label}: stored": f"{stored / window:,.0f}/s over {window:.0f} s"
+        f" ({connects / window:,.0f} long-poll cycles/s)",
+        f"{label}: CPU per stored notification": f"{total / stored * 1e6:.0f} µs (worker"
+        f" {own / stored * 1e6:.0f} µs + drain process {(total - own) / stored * 1e6:.0f} µs)",
+        f"{label}: worker RSS": f"{rss_start:.0f} -> {rss_end:.0f} MB",
+        f"{label}: delivered - stored": lost,
+    }
+
+
+def _settle(bench: Bench, sim: str, db: URL, worker: subprocess.Popen[bytes]) -> str:
+    """Stop the worker once everything is stored; the simulator's delivered (acked) count
+    minus the notifications stored (0: nothing lost)."""
+    last, stable = -1, 0
+    while stable < 4:
+        count = _notifications(db)
+        stable = stable + 1 if count == last else 0
+        last = count
         time.sleep(0.5)
     worker.send_signal(signal.SIGTERM)
     worker.wait(120)
-    return {f"worker RSS, {sessions:,} sessions": f"{rss:.0f} MB (all subscribed in {took:.0f} s)"}
+    delivered = int(_stats(sim)["delivered"])
+    return f"{delivered - _notifications(db)} (of {delivered:,} delivered)"
+
+
+def soak(bench: Bench, minutes: float, agents: int = 1000) -> dict[str, str]:
+    db = bench.fresh_db()
+    sim = bench.simulator(agents, 1000, timeout_ms=30_000)
+    worker = bench.worker(bench.config("soak", sim, agents), db)
+    _wait_subscribed(db, agents, timeout=900)
+    _control(sim, "resume")
+    started = time.monotonic()
+    samples: list[tuple[float, float]] = []
+    while time.monotonic() - started < minutes * 60:
+        time.sleep(30)
+        samples.append(((time.monotonic() - started) / 60, _rss_mb(worker.pid)))
+        print(f"soak {samples[-1][0]:.1f} min: RSS {samples[-1][1]:.0f} MB", file=sys.stderr)
+    _control(sim, "pause")
+    stored = _notifications(db)
+    lost = _settle(bench, sim, db, worker)
+    after5 = [rss for at, rss in samples if at >= 5] or [samples[-1][1]]
+    growth = (after5[-1] - after5[0]) / after5[0] * 100
+    trace = ", ".join(f"{rss:.0f}" for _, rss in samples[::2])
+    return {
+        f"soak 1,000/s over {agents:,} agents, {minutes:.0f} min": f"{stored:,} stored;"
+        f" delivered - stored = {lost}",
+        "soak RSS (MB, every minute)": trace,
+        "soak RSS growth after minute 5": f"{after5[0]:.0f} -> {after5[-1]:.0f} MB"
+        f" ({growth:+.1f}%)",
+    }
 
 
 def backlog(bench: Bench, rows: int) -> dict[str, str]:
@@ -342,11 +489,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=int, default=12000)
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--notify-agents", default="100,10000")
+    parser.add_argument("--notify-seconds", type=float, default=60)
+    parser.add_argument("--soak-minutes", type=float, default=30)
     parser.add_argument("--backlog", type=int, default=1_000_000)
-    parser.add_argument("--only", default="throughput,latency,sessions,backlog")
+    parser.add_argument("--only", default="throughput,latency,sessions,notify,backlog")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="auditor-e2e-"))
+    # SIGTERM ends the benchmark like Ctrl-C: through the finally below, which kills the
+    # simulator and workers and stops PostgreSQL.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     bench = Bench(work)
     results: dict[str, str] = {}
     try:
@@ -356,7 +510,12 @@ def main() -> None:
         if "latency" in only:
             results |= latency(bench, args.seconds)
         if "sessions" in only:
-            results |= many_sessions(bench, args.sessions)
+            results |= many_sessions(bench, args.sessions, args.idle_seconds)
+        if "notify" in only:
+            for agents in args.notify_agents.split(","):
+                results |= notify_cost(bench, int(agents), args.notify_seconds)
+        if "soak" in only:
+            results |= soak(bench, args.soak_minutes)
         if "backlog" in only:
             results |= backlog(bench, args.backlog)
     finally:

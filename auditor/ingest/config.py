@@ -30,6 +30,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "media_types",
         "connection_timeout",
         "poll_timeout",
+        "connect_delay",
         "ack",
     ),
     "worker": (
@@ -82,6 +83,7 @@ class WorkerConfig:
     heartbeat_interval: float = 1.0
     connection_timeout: float = 10.0
     poll_timeout: float = 10.0
+    connect_delay: float = 0.25
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     login_retry: float = 60.0
@@ -254,6 +256,7 @@ def from_mapping(
         heartbeat_interval=worker.number("heartbeat_interval", 1.0, 0.05),
         connection_timeout=gws.number("connection_timeout", 10.0),
         poll_timeout=gws.number("poll_timeout", 10.0),
+        connect_delay=gws.number("connect_delay", 0.25),
         backoff_base=worker.number("backoff_base", 0.5, 0.0),
         backoff_cap=worker.number("backoff_cap", 30.0, 0.0),
         login_retry=worker.number("login_retry", 60.0, 0.0),

@@ -113,6 +113,7 @@ class Source:
         self.started_at: datetime | None = None
         self._reset_session_state()
         self.arrived = 0
+        self._arrived_before = 0
         self.processed = 0
         self.last_put = 0
         self._progress = asyncio.Event()
@@ -198,6 +199,11 @@ class Source:
             # advice.timeout): the coverage heartbeat advances once per poll, and a live
             # interval must never look older than the 15 s liveness window.
             advice["timeout"] = int(self.config.poll_timeout * 1000)
+        if self.config.connect_delay > 0 and self.arrived > self._arrived_before:
+            # The last reply carried notifications: a busy agent's next ones come together
+            # in one reply instead of a long-poll cycle each.
+            await asyncio.sleep(self.config.connect_delay)
+        self._arrived_before = self.arrived
         durable = False
         target = self.arrived
         if self.processed >= target and self.spool.committed_count >= self.last_put:

@@ -123,7 +123,7 @@ def test_a_file_with_every_known_key_loads_and_applies_them(tmp_path: Path) -> N
     text = GOOD.replace(
         "[gws]",
         '[gws]\ntransport = "websocket"\ntopics = ["/v2/me/*"]\nmedia_types = ["chat"]\n'
-        "connection_timeout = 3\npoll_timeout = 4\nack = false",
+        "connection_timeout = 3\npoll_timeout = 4\nconnect_delay = 0.5\nack = false",
     ) + (
         '[worker]\nspool = "s.db"\nspool_synchronous = "NORMAL"\nmetrics_port = 9\nid = "w1"\n'
         "batch_size = 7\ndrain_interval = 0.2\ngroup_commit_interval = 0.01\n"

@@ -23,6 +23,7 @@ def _source(tmp_path: Path) -> tuple[Source, Spool]:
         base_url="http://127.0.0.1:1",
         accounts=(Account("agent001", "pw"),),
         spool_path=tmp_path / "spool.sqlite3",
+        connect_delay=0.0,
     )
     metrics = Metrics()
     spool = Spool(config.spool_path, "NORMAL")
