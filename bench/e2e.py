@@ -528,4 +528,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted: simulator, workers and PostgreSQL stopped", file=sys.stderr)
+        sys.exit(130)
