@@ -519,6 +519,9 @@ def main() -> None:
         if "backlog" in only:
             results |= backlog(bench, args.backlog)
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short (orphaned PostgreSQL).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         bench.close()
         shutil.rmtree(work, ignore_errors=True)
     width = max(len(k) for k in results)
