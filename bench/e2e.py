@@ -11,12 +11,14 @@ ground truth. Prints one table:
 * worker CPU per stored notification at 1,000/s over each of `--notify-agents` (receive,
   spool and drain: the worker and its drain process; PostgreSQL and the simulator excluded),
   stored = delivered checked;
+* `--drop-sessions N` (5,000) subscribed sessions all lost at once (simulator restart): time
+  until all are back, handshakes per account, peak set-ups at once;
 * `--soak-minutes M`: 1,000/s over 1,000 agents, RSS every 30 s, growth after 5 minutes;
 * worker RSS while draining a 1,000,000-row spool backlog (filled directly), and its drain rate.
 
     python bench/e2e.py [--rate 12000] [--seconds 15] [--sessions 10000] [--backlog 1000000]
         [--notify-agents 100,10000] [--notify-seconds 60] [--soak-minutes 30]
-        [--only throughput,latency,sessions,notify,soak,backlog]
+        [--drop-sessions 5000] [--only throughput,latency,sessions,drop,notify,soak,backlog]
 
 Interrupted (Ctrl-C, SIGTERM), it kills its simulator and workers (they also get SIGKILL
 from the kernel if the benchmark itself dies: PR_SET_PDEATHSIG).
@@ -365,6 +367,47 @@ def many_sessions(bench: Bench, sessions: int, idle_seconds: float = 60) -> dict
     }
 
 
+def mass_drop(bench: Bench, sessions: int) -> dict[str, str]:
+    """Every session lost at once (the simulator's CometD layer restarts): how long until all
+    are subscribed again, and how many handshakes that took (a storm would be many more than
+    one per account)."""
+    db = bench.fresh_db()
+    sim = bench.simulator(sessions, 0, timeout_ms=30_000)
+    port = _port()
+    worker = bench.worker(bench.config("drop", sim, sessions, metrics_port=port), db)
+    _wait_subscribed(db, sessions, timeout=900)
+    time.sleep(12)
+    before = _stats(sim)
+    dropped_at = datetime.now(UTC)
+    started = time.monotonic()
+    _control(sim, "restart")
+    peak = 0.0
+    sql = (
+        "SELECT count(DISTINCT account) FROM coverage_intervals WHERE ended_at IS NULL"
+        f" AND started_at > '{dropped_at.isoformat()}'"
+    )
+    while _scalar(db, sql) < sessions:
+        if time.monotonic() - started > 900:
+            break
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("auditor_setups_in_progress "):
+                    peak = max(peak, float(line.split()[1]))
+        time.sleep(1)
+    took = time.monotonic() - started
+    back = _scalar(db, sql)
+    after = _stats(sim)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(120)
+    label = f"{sessions:,} sessions dropped at once"
+    return {
+        f"{label}: back": f"{back:,} in {took:.0f} s",
+        f"{label}: handshakes": f"{after['handshakes'] - before['handshakes']:,}"
+        f" ({(after['handshakes'] - before['handshakes']) / sessions:.2f} per account),"
+        f" peak {peak:.0f} set-ups at once",
+    }
+
+
 def notify_cost(bench: Bench, agents: int, seconds: float) -> dict[str, str]:
     """Worker CPU per stored notification at 1,000/s spread over `agents` agents."""
     db = bench.fresh_db()
@@ -491,11 +534,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--drop-sessions", type=int, default=5000)
     parser.add_argument("--notify-agents", default="100,10000")
     parser.add_argument("--notify-seconds", type=float, default=60)
     parser.add_argument("--soak-minutes", type=float, default=30)
     parser.add_argument("--backlog", type=int, default=1_000_000)
-    parser.add_argument("--only", default="throughput,latency,sessions,notify,backlog")
+    parser.add_argument("--only", default="throughput,latency,sessions,drop,notify,backlog")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="auditor-e2e-"))
     # SIGTERM ends the benchmark like Ctrl-C: through the finally below, which kills the
@@ -511,6 +555,8 @@ def main() -> None:
             results |= latency(bench, args.seconds)
         if "sessions" in only:
             results |= many_sessions(bench, args.sessions, args.idle_seconds)
+        if "drop" in only:
+            results |= mass_drop(bench, args.drop_sessions)
         if "notify" in only:
             for agents in args.notify_agents.split(","):
                 results |= notify_cost(bench, int(agents), args.notify_seconds)
