@@ -54,6 +54,7 @@ async def take_snapshot(source: Source) -> None:
         return
     total = 0
     seen: set[str] = set()
+    started = now().isoformat(timespec="microseconds")
     try:
         for media in source.config.media_types:
             request = f"GET /api/v2/me/openmedia/{media}?fields=*"
@@ -88,17 +89,17 @@ async def take_snapshot(source: Source) -> None:
         log.warning("snapshot failed", extra={"account": source.account, "error": str(exc)})
         return
     source.coverage.log(now(), source.account, "snapshot", str(total))
-    await record_absent(source, seen)
+    await record_absent(source, seen, started)
 
 
-async def record_absent(source: Source, seen: set[str]) -> None:
+async def record_absent(source: Source, seen: set[str], since: str) -> None:
     """Items the projection shows active for this account that the GET no longer lists
     ended while nobody listened: record that as a snapshot with state "Absent"."""
     if source.active_items is None:
         return
     try:
-        active = await source.active_items(source.account)
-    except Exception as exc:  # PostgreSQL down: the next snapshot will try again
+        active = await source.active_items(source.account, since)
+    except Exception as exc:  # PostgreSQL down, or the drain behind: the next snapshot retries
         log.warning("absent check skipped", extra={"account": source.account, "error": str(exc)})
         return
     gone = sorted(active - seen)

