@@ -46,12 +46,13 @@ def snapshot_row(account: str, at: str, item: Any, request: str, count: int, **e
     )
 
 
-async def take_snapshot(source: Source) -> None:
-    """After every successful subscribe: the agent's current items, one snapshot receipt each."""
+async def take_snapshot(source: Source) -> tuple[set[str], str] | None:
+    """After every successful subscribe: the agent's current items, one snapshot receipt each.
+    Returns the ids seen and the time before the GET (for record_absent), None if it failed."""
     client = getattr(source, "_client", None)
     http: aiohttp.ClientSession | None = getattr(client, "_http_session", None)
     if http is None:
-        return
+        return None
     total = 0
     seen: set[str] = set()
     started = now().isoformat(timespec="microseconds")
@@ -74,7 +75,7 @@ async def take_snapshot(source: Source) -> None:
                             "status": response.status,
                         },
                     )
-                    return  # incomplete: no "Absent" conclusions either
+                    return None  # incomplete: no "Absent" conclusions either
                 body = await response.json()
             items = body.get("openmedia") if isinstance(body, dict) else None
             items = items if isinstance(items, list) else []
@@ -87,9 +88,9 @@ async def take_snapshot(source: Source) -> None:
             source.metrics.snapshots.inc(len(rows))
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         log.warning("snapshot failed", extra={"account": source.account, "error": str(exc)})
-        return
+        return None
     source.coverage.log(now(), source.account, "snapshot", str(total))
-    await record_absent(source, seen, started)
+    return seen, started
 
 
 async def record_absent(source: Source, seen: set[str], since: str) -> None:

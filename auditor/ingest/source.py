@@ -33,7 +33,7 @@ from auditor.ingest.config import Account, WorkerConfig
 from auditor.ingest.coverage import Coverage
 from auditor.ingest.http import HeaderCookieJar, new_session
 from auditor.ingest.metrics import Metrics
-from auditor.ingest.snapshot import take_snapshot
+from auditor.ingest.snapshot import record_absent, take_snapshot
 from auditor.ingest.spool import Row, Spool
 from auditor.store.receipts import new_receipt_id
 
@@ -149,8 +149,12 @@ class Source:
         self._spawn(self._snapshot())
 
     async def _snapshot(self) -> None:
+        # The GET takes a set-up slot; the "Absent" check after it may wait for the drain,
+        # which must not hold a slot that other sessions need.
         async with self.admission.step(self.account):
-            await take_snapshot(self)
+            taken = await take_snapshot(self)
+        if taken is not None:
+            await record_absent(self, *taken)
 
     def _release_slot(self) -> None:
         if self._slot:
