@@ -172,8 +172,11 @@ class Admission:
             if delay == 0.0:
                 continue
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel
+            # that arrives as the event is set, and this loop would then never end.
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay if delay else 1.0)
+                async with asyncio.timeout(delay if delay else 1.0):
+                    await self._wake.wait()
 
     def _not_served(self, account: str) -> None:
         state = self.accounts.get(account)

@@ -239,7 +239,7 @@ class Worker:
         log.info("stopping: disconnecting sessions", extra={"worker_id": self.config.worker_id})
         for task in background:
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await asyncio.wait(background, timeout=1.0)
         stopping = [
             asyncio.ensure_future(self.stop_account(n, "shutdown")) for n in list(self.sources)
         ]
@@ -254,7 +254,9 @@ class Worker:
             await asyncio.wait_for(
                 self.spool.wait_committed(self.spool.put_count), max(0.1, budget * 0.1)
             )
+        log.info("stopping: sessions closed; stopping the drain process")
         await asyncio.to_thread(self.drain.stop, max(0.1, deadline - time.monotonic() - 2.0))
+        log.info("stopping: drain process stopped; draining the rest")
         # The watchdog stays armed until the caller is done (asyncio.run still cancels the
         # leftover tasks and joins the executor threads after this returns).
         return await asyncio.to_thread(self._final_drain, deadline)
