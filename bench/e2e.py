@@ -236,6 +236,32 @@ def _notifications(db: URL) -> int:
     return _scalar(db, "SELECT count(*) FROM events WHERE kind = 'notification'")
 
 
+def _check_truth(
+    lines: list[dict[str, Any]], db: URL
+) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]], int, int, int]:
+    """(delivered, stored, lost, duplicated, stored but not in the truth) against the
+    simulator's ground truth; a copy the server saw as "session lost before ack" may be
+    stored (only the client knows it reached the spool)."""
+    want = Counter((t["agent"], _canon(t["message"])) for t in lines if t["status"] == "delivered")
+    maybe = Counter(
+        (t["agent"], _canon(t["message"]))
+        for t in lines
+        if t["status"] == "undeliverable" and t["reason"] == "session lost before ack"
+    )
+    with psycopg.connect(libpq_conninfo(db)) as conn:
+        rows = conn.execute(
+            "SELECT account, payload FROM events WHERE kind = 'notification'"
+        ).fetchall()
+    have = Counter((a, _canon(p)) for a, p in rows)
+    lost = sum((want - have).values())
+    # The simulator may send identical messages; a duplicate is a copy beyond the truth's.
+    dup = sum(
+        n - want[k] - maybe[k] for k, n in have.items() if n > want[k] + maybe[k] and k in want
+    )
+    unexpected = sum((have - want - maybe).values()) - dup
+    return want, have, lost, dup, max(0, unexpected)
+
+
 def throughput(bench: Bench, rate: int, seconds: float, **settings: Any) -> dict[str, str]:
     db = bench.fresh_db()
     truth = bench.work / "truth.ndjson"
@@ -263,21 +289,7 @@ def throughput(bench: Bench, rate: int, seconds: float, **settings: Any) -> dict
     bench.procs[-2].send_signal(signal.SIGTERM)
     bench.procs[-2].wait(30)
     lines = [json.loads(x) for x in truth.read_text().splitlines() if x]
-    want = Counter((t["agent"], _canon(t["message"])) for t in lines if t["status"] == "delivered")
-    maybe = Counter(
-        (t["agent"], _canon(t["message"]))
-        for t in lines
-        if t["status"] == "undeliverable" and t["reason"] == "session lost before ack"
-    )
-    with psycopg.connect(libpq_conninfo(db)) as conn:
-        rows = conn.execute(
-            "SELECT account, payload FROM events WHERE kind = 'notification'"
-        ).fetchall()
-    have = Counter((a, _canon(p)) for a, p in rows)
-    lost = sum((want - have).values())
-    # The simulator may send identical messages; a duplicate is a copy beyond the truth's.
-    dup = sum(n - want[k] for k, n in have.items() if k in want and n > want[k])
-    unexpected = sum((have - want - maybe).values())
+    want, have, lost, dup, unexpected = _check_truth(lines, db)
     generated = len({(t["seq"]) for t in lines})
     return {
         "offered (simulator, 100 agents)": f"{rate:,}/s for {seconds:.0f} s ({generated:,})",
@@ -411,7 +423,9 @@ def mass_drop(bench: Bench, sessions: int) -> dict[str, str]:
 def notify_cost(bench: Bench, agents: int, seconds: float) -> dict[str, str]:
     """Worker CPU per stored notification at 1,000/s spread over `agents` agents."""
     db = bench.fresh_db()
-    sim = bench.simulator(agents, 1000, timeout_ms=30_000)
+    truth = bench.work / f"truth-notify{agents}.ndjson"
+    sim = bench.simulator(agents, 1000, truth, timeout_ms=30_000)
+    sim_proc = bench.procs[-1]
     worker = bench.worker(bench.config(f"notify{agents}", sim, agents), db)
     _wait_subscribed(db, agents, timeout=900)
     time.sleep(5)
@@ -430,7 +444,7 @@ def notify_cost(bench: Bench, agents: int, seconds: float) -> dict[str, str]:
     stored = stored_after - stored_before
     own = cpu_after[0] - cpu_before[0]
     total = cpu_after[1] - cpu_before[1]
-    lost = _settle(bench, sim, db, worker)
+    lost = _settle(bench, sim_proc, db, worker, truth)
     label = f"1,000/s over {agents:,} agents"
     return {
         f"{label}: stored": f"{stored / window:,.0f}/s over {window:.0f} s"
@@ -438,13 +452,19 @@ def notify_cost(bench: Bench, agents: int, seconds: float) -> dict[str, str]:
         f"{label}: CPU per stored notification": f"{total / stored * 1e6:.0f} µs (worker"
         f" {own / stored * 1e6:.0f} µs + drain process {(total - own) / stored * 1e6:.0f} µs)",
         f"{label}: worker RSS": f"{rss_start:.0f} -> {rss_end:.0f} MB",
-        f"{label}: delivered - stored": lost,
+        f"{label}: against the ground truth": lost,
     }
 
 
-def _settle(bench: Bench, sim: str, db: URL, worker: subprocess.Popen[bytes]) -> str:
-    """Stop the worker once everything is stored; the simulator's delivered (acked) count
-    minus the notifications stored (0: nothing lost)."""
+def _settle(
+    bench: Bench,
+    sim_proc: subprocess.Popen[bytes],
+    db: URL,
+    worker: subprocess.Popen[bytes],
+    truth: Path,
+) -> str:
+    """Stop the worker once everything is stored, then the simulator (which flushes its
+    ground truth), and compare: lost, duplicated, stored but not in the truth."""
     last, stable = -1, 0
     while stable < 4:
         count = _notifications(db)
@@ -453,13 +473,21 @@ def _settle(bench: Bench, sim: str, db: URL, worker: subprocess.Popen[bytes]) ->
         time.sleep(0.5)
     worker.send_signal(signal.SIGTERM)
     worker.wait(120)
-    delivered = int(_stats(sim)["delivered"])
-    return f"{delivered - _notifications(db)} (of {delivered:,} delivered)"
+    sim_proc.send_signal(signal.SIGTERM)
+    sim_proc.wait(60)
+    lines = [json.loads(x) for x in truth.read_text().splitlines() if x]
+    want, have, lost, dup, unexpected = _check_truth(lines, db)
+    return (
+        f"{sum(want.values()):,} delivered (acked), {sum(have.values()):,} stored: {lost} lost,"
+        f" {dup} duplicated, {unexpected} not in the truth"
+    )
 
 
 def soak(bench: Bench, minutes: float, agents: int = 1000) -> dict[str, str]:
     db = bench.fresh_db()
-    sim = bench.simulator(agents, 1000, timeout_ms=30_000)
+    truth = bench.work / "truth-soak.ndjson"
+    sim = bench.simulator(agents, 1000, truth, timeout_ms=30_000)
+    sim_proc = bench.procs[-1]
     worker = bench.worker(bench.config("soak", sim, agents), db)
     _wait_subscribed(db, agents, timeout=900)
     _control(sim, "resume")
@@ -471,13 +499,12 @@ def soak(bench: Bench, minutes: float, agents: int = 1000) -> dict[str, str]:
         print(f"soak {samples[-1][0]:.1f} min: RSS {samples[-1][1]:.0f} MB", file=sys.stderr)
     _control(sim, "pause")
     stored = _notifications(db)
-    lost = _settle(bench, sim, db, worker)
+    lost = _settle(bench, sim_proc, db, worker, truth)
     after5 = [rss for at, rss in samples if at >= 5] or [samples[-1][1]]
     growth = (after5[-1] - after5[0]) / after5[0] * 100
     trace = ", ".join(f"{rss:.0f}" for _, rss in samples[::2])
     return {
-        f"soak 1,000/s over {agents:,} agents, {minutes:.0f} min": f"{stored:,} stored;"
-        f" delivered - stored = {lost}",
+        f"soak 1,000/s over {agents:,} agents, {minutes:.0f} min": f"{stored:,} stored; {lost}",
         "soak RSS (MB, every minute)": trace,
         "soak RSS growth after minute 5": f"{after5[0]:.0f} -> {after5[-1]:.0f} MB"
         f" ({growth:+.1f}%)",
