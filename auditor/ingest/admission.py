@@ -36,6 +36,7 @@ SUBSCRIBED, SETTING_UP, BACKOFF, WAITING = "subscribed", "setting up", "backoff"
 _FAILURE_WINDOW = 30.0  # seconds of failures that count towards the shared budget
 _LAG_PERIOD = 0.1  # seconds between event-loop lag probes
 _LAG_MEMORY = 3.0  # seconds a high lag keeps the worker saturated after it was seen
+_LAG_PROBES = 20  # probes averaged (at least 2 s)
 
 
 @dataclass
@@ -117,12 +118,17 @@ class Admission:
 
     async def watch_lag(self) -> None:
         """Probe the event loop: how late does a timer fire? Late timers mean every session's
-        long-poll is late too."""
+        long-poll is late too. The mean over the last `_LAG_PROBES` probes is compared with
+        saturation_lag: one long pause (a full garbage collection of a large heap takes a
+        second or two while thousands of sessions are set up) is not saturation; timers late
+        probe after probe are."""
         loop = asyncio.get_running_loop()
+        probes: deque[float] = deque(maxlen=_LAG_PROBES)
         while True:
             planned = loop.time() + _LAG_PERIOD
             await asyncio.sleep(_LAG_PERIOD)
-            self.lag = max(0.0, loop.time() - planned)
+            probes.append(max(0.0, loop.time() - planned))
+            self.lag = sum(probes) / len(probes)
             if self.lag > self.saturation_lag:
                 self._lag_seen_at = time.monotonic()
             self.metrics.loop_lag.set(self.lag)

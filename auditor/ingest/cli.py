@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 
@@ -24,6 +25,10 @@ def ingest(config_path: str | None) -> None:
     config = worker_config.load(config_path, os.environ)
     logs.setup()
 
+    # What is loaded now (modules, classes) lives as long as the process: moved out of the
+    # collector's sight, it is not re-scanned by every full collection of a heap that
+    # thousands of sessions make large (those collections stall the event loop).
+    gc.freeze()
     worker: Worker | None = None
 
     async def main() -> int:

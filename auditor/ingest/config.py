@@ -92,7 +92,7 @@ class WorkerConfig:
     # max_setups logins/handshakes/snapshots at once, started at most setup_rate per second;
     # none started while the event loop lags more than saturation_lag seconds.
     max_sessions: int = 0
-    max_setups: int = 50
+    max_setups: int = 200
     setup_rate: float = 200.0
     saturation_lag: float = 0.5
     ack: bool = True
@@ -262,7 +262,7 @@ def from_mapping(
         login_retry=worker.number("login_retry", 60.0, 0.0),
         shutdown_timeout=worker.number("shutdown_timeout", 20.0, 0.0),
         max_sessions=int(worker.number("max_sessions", 0, 0)),
-        max_setups=int(worker.number("max_setups", 50, 1)),
+        max_setups=int(worker.number("max_setups", 200, 1)),
         setup_rate=worker.number("setup_rate", 200.0, 0.1),
         saturation_lag=worker.number("saturation_lag", 0.5, 0.01),
         ack=bool(gws.get("ack", bool, True)),
