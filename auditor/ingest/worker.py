@@ -147,11 +147,14 @@ class Worker:
                         self.config.conninfo, connect_timeout=3, autocommit=True
                     )
                 try:
+                    # Only states received before the snapshot's GET: an item that appeared
+                    # after it is live, not absent.
                     rows = self._items_conn.execute(
                         "SELECT interaction_id FROM interactions WHERE account_states ? %s"
                         " AND account_states -> %s ->> 'state' NOT IN ('Completed', 'Absent')"
+                        " AND (account_states -> %s ->> 'at')::timestamptz < %s::timestamptz"
                         " AND media_type = ANY(%s)",
-                        (account, account, list(self.config.media_types)),
+                        (account, account, account, since, list(self.config.media_types)),
                     ).fetchall()
                 except psycopg.Error:
                     with contextlib.suppress(psycopg.Error):
