@@ -243,7 +243,12 @@ class Source:
                 if isinstance(ext, dict) and isinstance(ext.get("ack"), int):
                     batch = ext["ack"]
         for message in payload:
-            if batch is not None and "id" in message:
+            # Event messages only: meta replies carry ids too, and are never accepted.
+            if (
+                batch is not None
+                and "id" in message
+                and not message["channel"].startswith("/meta/")
+            ):
                 self._tags[message["id"]] = batch
             self.on_incoming(message)
 

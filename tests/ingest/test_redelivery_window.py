@@ -35,7 +35,8 @@ def _source(tmp_path: Path) -> tuple[Source, Spool]:
 
 def _reply(batch: int, ids: list[int]) -> list[dict[str, Any]]:
     events = [{"channel": "/v2/me/openmedia", "id": i, "data": {"n": i}} for i in ids]
-    return [{"channel": "/meta/connect", "successful": True, "ext": {"ack": batch}}, *events]
+    connect = {"channel": "/meta/connect", "id": str(batch), "successful": True}
+    return [{**connect, "ext": {"ack": batch}}, *events]
 
 
 async def _cycle(source: Source, batch: int, ids: list[int]) -> None:
@@ -67,4 +68,5 @@ def test_resent_copies_are_dropped_and_the_window_forgets_acknowledged_batches(
     asyncio.run(run())
     assert spool.put_count == 4 + 500 * 10  # each message spooled once
     assert len(source._seen) <= 20  # the last batch or two, not 5,000 ids
+    assert not source._tags  # nothing left behind per reply (meta replies carry ids too)
     spool.close()
