@@ -5,10 +5,23 @@ ground truth. Prints one table:
   and the catch-up), lost and duplicated counts, worker peak RSS;
 * receipt → committed latency p50/p99 at 1,000/s (worker in-process: the drain's commit hook
   records, per receipt, commit time - received_at);
-* worker RSS with 1,000 sessions;
+* `--sessions N` idle sessions (the simulator holds long-polls 30 s, so the worker's
+  poll_timeout sets the cycle): time until all are subscribed, set-ups/s, RSS, long-poll
+  connects/s and the worker's idle CPU (per cycle and in cores), SIGTERM time;
+* worker CPU per stored notification at 1,000/s over each of `--notify-agents` (receive,
+  spool and drain: the worker and its drain process; PostgreSQL and the simulator excluded),
+  stored = delivered checked;
+* `--drop-sessions N` (5,000) subscribed sessions all lost at once (simulator restart): time
+  until all are back, handshakes per account, peak set-ups at once;
+* `--soak-minutes M`: 1,000/s over 1,000 agents, RSS every 30 s, growth after 5 minutes;
 * worker RSS while draining a 1,000,000-row spool backlog (filled directly), and its drain rate.
 
-    python bench/e2e.py [--rate 12000] [--seconds 15] [--sessions 1000] [--backlog 1000000]
+    python bench/e2e.py [--rate 12000] [--seconds 15] [--sessions 10000] [--backlog 1000000]
+        [--notify-agents 100,10000] [--notify-seconds 60] [--soak-minutes 30]
+        [--drop-sessions 5000] [--only throughput,latency,sessions,drop,notify,soak,backlog]
+
+Interrupted (Ctrl-C, SIGTERM), it kills its simulator and workers (they also get SIGKILL
+from the kernel if the benchmark itself dies: PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -70,6 +83,33 @@ def _rss_mb(pid: int) -> float:
     return total
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the benchmark dies, however it dies."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(pid: int) -> tuple[float, float]:
+    """(the process's CPU seconds, its and its children's): the worker and its drain."""
+    own = total = _cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += _cpu_seconds(int(child))
+    return own, total
+
+
+def _stats(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/sim/stats", timeout=30) as response:  # noqa: S310
+        result: dict[str, Any] = json.load(response)
+    return result
+
+
 def _control(url: str, action: str) -> None:
     request = urllib.request.Request(f"{url}/sim/{action}", data=b"{}", method="POST")  # noqa: S310
     urllib.request.urlopen(request, timeout=30).close()  # noqa: S310
@@ -99,7 +139,9 @@ class Bench:
         engine.dispose()
         return url
 
-    def simulator(self, agents: int, rate: float, truth: Path | None = None) -> str:
+    def simulator(
+        self, agents: int, rate: float, truth: Path | None = None, timeout_ms: int = 2000
+    ) -> str:
         port = _port()
         args = [
             AUDITOR,
@@ -113,11 +155,16 @@ class Bench:
             "--error-rate",
             "0",
             "--timeout-ms",
-            "2000",
+            str(timeout_ms),
         ]
         if truth is not None:
             args += ["--ground-truth", str(truth)]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -129,11 +176,14 @@ class Bench:
                 time.sleep(0.2)
         raise RuntimeError("simulator did not start")
 
-    def config(self, name: str, sim_url: str, agents: int, **worker: Any) -> Path:
+    def config(
+        self, name: str, sim_url: str, agents: int, gws: dict[str, Any] | None = None, **worker: Any
+    ) -> Path:
         path = self.work / f"{name}.toml"
         lines = [
             "[gws]",
             f'base_url = "{sim_url}"',
+            *(f"{k} = {json.dumps(v)}" for k, v in (gws or {}).items()),
             "[worker]",
             f'spool = "{self.work / (name + ".spool")}"',
             "heartbeat_interval = 1.0",
@@ -154,6 +204,7 @@ class Bench:
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
+                preexec_fn=_die_with_parent,
             )
         self.procs.append(proc)
         return proc
@@ -185,6 +236,32 @@ def _notifications(db: URL) -> int:
     return _scalar(db, "SELECT count(*) FROM events WHERE kind = 'notification'")
 
 
+def _check_truth(
+    lines: list[dict[str, Any]], db: URL
+) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]], int, int, int]:
+    """(delivered, stored, lost, duplicated, stored but not in the truth) against the
+    simulator's ground truth; a copy the server saw as "session lost before ack" may be
+    stored (only the client knows it reached the spool)."""
+    want = Counter((t["agent"], _canon(t["message"])) for t in lines if t["status"] == "delivered")
+    maybe = Counter(
+        (t["agent"], _canon(t["message"]))
+        for t in lines
+        if t["status"] == "undeliverable" and t["reason"] == "session lost before ack"
+    )
+    with psycopg.connect(libpq_conninfo(db)) as conn:
+        rows = conn.execute(
+            "SELECT account, payload FROM events WHERE kind = 'notification'"
+        ).fetchall()
+    have = Counter((a, _canon(p)) for a, p in rows)
+    lost = sum((want - have).values())
+    # The simulator may send identical messages; a duplicate is a copy beyond the truth's.
+    dup = sum(
+        n - want[k] - maybe[k] for k, n in have.items() if n > want[k] + maybe[k] and k in want
+    )
+    unexpected = sum((have - want - maybe).values()) - dup
+    return want, have, lost, dup, max(0, unexpected)
+
+
 def throughput(bench: Bench, rate: int, seconds: float, **settings: Any) -> dict[str, str]:
     db = bench.fresh_db()
     truth = bench.work / "truth.ndjson"
@@ -212,21 +289,7 @@ def throughput(bench: Bench, rate: int, seconds: float, **settings: Any) -> dict
     bench.procs[-2].send_signal(signal.SIGTERM)
     bench.procs[-2].wait(30)
     lines = [json.loads(x) for x in truth.read_text().splitlines() if x]
-    want = Counter((t["agent"], _canon(t["message"])) for t in lines if t["status"] == "delivered")
-    maybe = Counter(
-        (t["agent"], _canon(t["message"]))
-        for t in lines
-        if t["status"] == "undeliverable" and t["reason"] == "session lost before ack"
-    )
-    with psycopg.connect(libpq_conninfo(db)) as conn:
-        rows = conn.execute(
-            "SELECT account, payload FROM events WHERE kind = 'notification'"
-        ).fetchall()
-    have = Counter((a, _canon(p)) for a, p in rows)
-    lost = sum((want - have).values())
-    # The simulator may send identical messages; a duplicate is a copy beyond the truth's.
-    dup = sum(n - want[k] for k, n in have.items() if k in want and n > want[k])
-    unexpected = sum((have - want - maybe).values())
+    want, have, lost, dup, unexpected = _check_truth(lines, db)
     generated = len({(t["seq"]) for t in lines})
     return {
         "offered (simulator, 100 agents)": f"{rate:,}/s for {seconds:.0f} s ({generated:,})",
@@ -265,6 +328,8 @@ def latency(bench: Bench, seconds: float) -> dict[str, str]:
         recording.clear()
         worker.stop.set()
         await task
+        if worker.watchdog is not None:
+            worker.watchdog.cancel()
 
     asyncio.run(run())
     samples.sort()
@@ -273,21 +338,177 @@ def latency(bench: Bench, seconds: float) -> dict[str, str]:
     return {"latency at 1,000/s (receipt -> committed)": value}
 
 
-def many_sessions(bench: Bench, sessions: int) -> dict[str, str]:
+def many_sessions(bench: Bench, sessions: int, idle_seconds: float = 60) -> dict[str, str]:
     db = bench.fresh_db()
-    sim = bench.simulator(sessions, 100)
+    # The simulator holds a long-poll up to 30 s (GWS's default), so each idle session cycles
+    # every poll_timeout (10 s by default): the steady load of a real centre at night.
+    sim = bench.simulator(sessions, 0, timeout_ms=30_000)
+    sim_pid = bench.procs[-1].pid
     worker = bench.worker(bench.config("many", sim, sessions), db)
     started = time.monotonic()
-    _wait_subscribed(db, sessions, timeout=600)
+    _wait_subscribed(db, sessions, timeout=900)
     took = time.monotonic() - started
-    _control(sim, "resume")
-    rss = 0.0
-    for _ in range(10):
+    rss = _rss_mb(worker.pid)
+    time.sleep(12)  # one poll_timeout: the set-up phase's snapshots and log rows settle
+    before, sim_before, cpu_before = _stats(sim), _cpu_seconds(sim_pid), _tree_cpu(worker.pid)
+    window_start = time.monotonic()
+    while time.monotonic() - window_start < idle_seconds:
+        time.sleep(1)
         rss = max(rss, _rss_mb(worker.pid))
+    window = time.monotonic() - window_start
+    after, sim_after, cpu_after = _stats(sim), _cpu_seconds(sim_pid), _tree_cpu(worker.pid)
+    cycles = after["connects"] - before["connects"]
+    own = cpu_after[0] - cpu_before[0]
+    total = cpu_after[1] - cpu_before[1]
+    restarts = after["handshakes"] - before["handshakes"]
+    stop_started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    code = worker.wait(120)
+    stopped = time.monotonic() - stop_started
+    n = f"{sessions:,} idle sessions"
+    return {
+        f"{n}: all subscribed in": f"{took:.0f} s ({sessions / took:,.0f} set-ups/s)",
+        f"{n}: worker RSS (incl. drain process)": f"{rss:.0f} MB ({rss * 1024 / sessions:.0f} KB"
+        " per session)",
+        f"{n}: long-poll connects/s": f"{cycles / window:,.0f} (poll_timeout 10 s)",
+        f"{n}: worker CPU idle": f"{own / window:.2f} cores = {own / cycles * 1e6:.0f} µs per"
+        f" cycle (with drain process {total / window:.2f} cores)",
+        f"{n}: simulator CPU idle": f"{(sim_after - sim_before) / window:.2f} cores",
+        f"{n}: session restarts while idle": str(restarts),
+        f"{n}: SIGTERM to exit": f"{stopped:.1f} s (exit {code})",
+    }
+
+
+def mass_drop(bench: Bench, sessions: int) -> dict[str, str]:
+    """Every session lost at once (the simulator's CometD layer restarts): how long until all
+    are subscribed again, and how many handshakes that took (a storm would be many more than
+    one per account)."""
+    db = bench.fresh_db()
+    sim = bench.simulator(sessions, 0, timeout_ms=30_000)
+    port = _port()
+    worker = bench.worker(bench.config("drop", sim, sessions, metrics_port=port), db)
+    _wait_subscribed(db, sessions, timeout=900)
+    time.sleep(12)
+    before = _stats(sim)
+    dropped_at = datetime.now(UTC)
+    started = time.monotonic()
+    _control(sim, "restart")
+    peak = 0.0
+    sql = (
+        "SELECT count(DISTINCT account) FROM coverage_intervals WHERE ended_at IS NULL"
+        f" AND started_at > '{dropped_at.isoformat()}'"
+    )
+    while _scalar(db, sql) < sessions:
+        if time.monotonic() - started > 900:
+            break
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("auditor_setups_in_progress "):
+                    peak = max(peak, float(line.split()[1]))
+        time.sleep(1)
+    took = time.monotonic() - started
+    back = _scalar(db, sql)
+    after = _stats(sim)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(120)
+    label = f"{sessions:,} sessions dropped at once"
+    return {
+        f"{label}: back": f"{back:,} in {took:.0f} s",
+        f"{label}: handshakes": f"{after['handshakes'] - before['handshakes']:,}"
+        f" ({(after['handshakes'] - before['handshakes']) / sessions:.2f} per account),"
+        f" peak {peak:.0f} set-ups at once",
+    }
+
+
+def notify_cost(bench: Bench, agents: int, seconds: float) -> dict[str, str]:
+    """Worker CPU per stored notification at 1,000/s spread over `agents` agents."""
+    db = bench.fresh_db()
+    truth = bench.work / f"truth-notify{agents}.ndjson"
+    sim = bench.simulator(agents, 1000, truth, timeout_ms=30_000)
+    sim_proc = bench.procs[-1]
+    worker = bench.worker(bench.config(f"notify{agents}", sim, agents), db)
+    _wait_subscribed(db, agents, timeout=900)
+    time.sleep(5)
+    _control(sim, "resume")
+    time.sleep(10)  # the first notifications' snapshots of new items, the drain warm
+    stored_before, cpu_before = _notifications(db), _tree_cpu(worker.pid)
+    connects_before = _stats(sim)["connects"]
+    rss_start = _rss_mb(worker.pid)
+    started = time.monotonic()
+    time.sleep(seconds)
+    stored_after, cpu_after = _notifications(db), _tree_cpu(worker.pid)
+    connects = _stats(sim)["connects"] - connects_before
+    window = time.monotonic() - started
+    rss_end = _rss_mb(worker.pid)
+    _control(sim, "pause")
+    stored = stored_after - stored_before
+    own = cpu_after[0] - cpu_before[0]
+    total = cpu_after[1] - cpu_before[1]
+    lost = _settle(bench, sim_proc, db, worker, truth)
+    label = f"1,000/s over {agents:,} agents"
+    return {
+        f"{label}: stored": f"{stored / window:,.0f}/s over {window:.0f} s"
+        f" ({connects / window:,.0f} long-poll cycles/s)",
+        f"{label}: CPU per stored notification": f"{total / stored * 1e6:.0f} µs (worker"
+        f" {own / stored * 1e6:.0f} µs + drain process {(total - own) / stored * 1e6:.0f} µs)",
+        f"{label}: worker RSS": f"{rss_start:.0f} -> {rss_end:.0f} MB",
+        f"{label}: against the ground truth": lost,
+    }
+
+
+def _settle(
+    bench: Bench,
+    sim_proc: subprocess.Popen[bytes],
+    db: URL,
+    worker: subprocess.Popen[bytes],
+    truth: Path,
+) -> str:
+    """Stop the worker once everything is stored, then the simulator (which flushes its
+    ground truth), and compare: lost, duplicated, stored but not in the truth."""
+    last, stable = -1, 0
+    while stable < 4:
+        count = _notifications(db)
+        stable = stable + 1 if count == last else 0
+        last = count
         time.sleep(0.5)
     worker.send_signal(signal.SIGTERM)
     worker.wait(120)
-    return {f"worker RSS, {sessions:,} sessions": f"{rss:.0f} MB (all subscribed in {took:.0f} s)"}
+    sim_proc.send_signal(signal.SIGTERM)
+    sim_proc.wait(60)
+    lines = [json.loads(x) for x in truth.read_text().splitlines() if x]
+    want, have, lost, dup, unexpected = _check_truth(lines, db)
+    return (
+        f"{sum(want.values()):,} delivered (acked), {sum(have.values()):,} stored: {lost} lost,"
+        f" {dup} duplicated, {unexpected} not in the truth"
+    )
+
+
+def soak(bench: Bench, minutes: float, agents: int = 1000) -> dict[str, str]:
+    db = bench.fresh_db()
+    truth = bench.work / "truth-soak.ndjson"
+    sim = bench.simulator(agents, 1000, truth, timeout_ms=30_000)
+    sim_proc = bench.procs[-1]
+    worker = bench.worker(bench.config("soak", sim, agents), db)
+    _wait_subscribed(db, agents, timeout=900)
+    _control(sim, "resume")
+    started = time.monotonic()
+    samples: list[tuple[float, float]] = []
+    while time.monotonic() - started < minutes * 60:
+        time.sleep(30)
+        samples.append(((time.monotonic() - started) / 60, _rss_mb(worker.pid)))
+        print(f"soak {samples[-1][0]:.1f} min: RSS {samples[-1][1]:.0f} MB", file=sys.stderr)
+    _control(sim, "pause")
+    stored = _notifications(db)
+    lost = _settle(bench, sim_proc, db, worker, truth)
+    after5 = [rss for at, rss in samples if at >= 5] or [samples[-1][1]]
+    growth = (after5[-1] - after5[0]) / after5[0] * 100
+    trace = ", ".join(f"{rss:.0f}" for _, rss in samples[::2])
+    return {
+        f"soak 1,000/s over {agents:,} agents, {minutes:.0f} min": f"{stored:,} stored; {lost}",
+        "soak RSS (MB, every minute)": trace,
+        "soak RSS growth after minute 5": f"{after5[0]:.0f} -> {after5[-1]:.0f} MB"
+        f" ({growth:+.1f}%)",
+    }
 
 
 def backlog(bench: Bench, rows: int) -> dict[str, str]:
@@ -338,11 +559,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=int, default=12000)
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--drop-sessions", type=int, default=5000)
+    parser.add_argument("--notify-agents", default="100,10000")
+    parser.add_argument("--notify-seconds", type=float, default=60)
+    parser.add_argument("--soak-minutes", type=float, default=30)
     parser.add_argument("--backlog", type=int, default=1_000_000)
-    parser.add_argument("--only", default="throughput,latency,sessions,backlog")
+    parser.add_argument("--only", default="throughput,latency,sessions,drop,notify,backlog")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="auditor-e2e-"))
+    # SIGTERM ends the benchmark like Ctrl-C: through the finally below, which kills the
+    # simulator and workers and stops PostgreSQL.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     bench = Bench(work)
     results: dict[str, str] = {}
     try:
@@ -352,10 +581,20 @@ def main() -> None:
         if "latency" in only:
             results |= latency(bench, args.seconds)
         if "sessions" in only:
-            results |= many_sessions(bench, args.sessions)
+            results |= many_sessions(bench, args.sessions, args.idle_seconds)
+        if "drop" in only:
+            results |= mass_drop(bench, args.drop_sessions)
+        if "notify" in only:
+            for agents in args.notify_agents.split(","):
+                results |= notify_cost(bench, int(agents), args.notify_seconds)
+        if "soak" in only:
+            results |= soak(bench, args.soak_minutes)
         if "backlog" in only:
             results |= backlog(bench, args.backlog)
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short (orphaned PostgreSQL).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         bench.close()
         shutil.rmtree(work, ignore_errors=True)
     width = max(len(k) for k in results)
@@ -365,4 +604,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted: simulator, workers and PostgreSQL stopped", file=sys.stderr)
+        sys.exit(130)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -37,7 +38,23 @@ def ingest(config_path: str | None, allow_owner: bool) -> None:
             "PostgreSQL unreachable at start: the database role is not checked"
         )
 
-    async def main() -> int:
-        return await Worker(config).run()
+    # What is loaded now (modules, classes) lives as long as the process: moved out of the
+    # collector's sight, it is not re-scanned by every full collection of a heap that
+    # thousands of sessions make large (those collections stall the event loop).
+    gc.freeze()
+    # Thousands of sessions make a heap of millions of objects, and every automatic full
+    # collection scanned all of it: half of the event loop's time while sessions were set
+    # up. Young generations are still collected automatically; the full collection runs on
+    # the worker's schedule (Worker._collect_garbage).
+    gc.set_threshold(10_000, 10, 1_000_000_000)
+    worker: Worker | None = None
 
-    sys.exit(asyncio.run(main()))
+    async def main() -> int:
+        nonlocal worker
+        worker = Worker(config)
+        return await worker.run()
+
+    code = asyncio.run(main())
+    if worker is not None and worker.watchdog is not None:
+        worker.watchdog.cancel()
+    sys.exit(code)

@@ -3,6 +3,7 @@ variables for secrets. Every problem is a ConfigError naming the file and the se
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 import tomllib
@@ -18,6 +19,44 @@ from auditor.errors import ConfigError
 
 CONFIG_ENV = "AUDITOR_CONFIG"
 TRANSPORTS = ("long-polling", "websocket")
+# Every key the file may hold, per table: anything else is a typo that would silently leave
+# a default in force, so it stops start-up.
+KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("gws", "worker", "database", "accounts"),
+    "gws": (
+        "base_url",
+        "transport",
+        "topics",
+        "media_types",
+        "connection_timeout",
+        "poll_timeout",
+        "connect_delay",
+        "ack",
+    ),
+    "worker": (
+        "spool",
+        "spool_synchronous",
+        "metrics_port",
+        "id",
+        "batch_size",
+        "drain_interval",
+        "group_commit_interval",
+        "heartbeat_interval",
+        "backoff_base",
+        "backoff_cap",
+        "login_retry",
+        "shutdown_timeout",
+        "leases",
+        "lease_ttl",
+        "lease_renew",
+        "max_sessions",
+        "max_setups",
+        "setup_rate",
+        "saturation_lag",
+    ),
+    "database": ("url",),
+    "accounts": ("name", "password_env", "password"),
+}
 
 
 @dataclass(frozen=True)
@@ -44,10 +83,18 @@ class WorkerConfig:
     heartbeat_interval: float = 1.0
     connection_timeout: float = 10.0
     poll_timeout: float = 10.0
+    connect_delay: float = 0.25
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     login_retry: float = 60.0
     shutdown_timeout: float = 20.0
+    # Overload (docs/worker.md "Overload"): at most max_sessions held (0: no limit); at most
+    # max_setups logins/handshakes/snapshots at once, started at most setup_rate per second;
+    # none started while the event loop lags more than saturation_lag seconds.
+    max_sessions: int = 0
+    max_setups: int = 200
+    setup_rate: float = 200.0
+    saturation_lag: float = 0.5
     ack: bool = True
     leases: bool = False
     lease_ttl: float = 15.0
@@ -140,9 +187,34 @@ def load(path: str | None, environ: Mapping[str, str]) -> WorkerConfig:
     return from_mapping(data, environ, source, Path(path).resolve().parent)
 
 
+def _unknown(source: str, table: str, keys: Any, where: str | None = None) -> None:
+    known = KNOWN_KEYS[table]
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            name = f"[{where or table}] {key}" if (where or table) else str(key)
+            raise ConfigError(f"{source}: {name}", f"unknown key{hint}")
+
+
+def check_keys(source: str, data: Mapping[str, Any]) -> None:
+    """Stop at the first key the worker does not know, naming the closest one it does."""
+    _unknown(source, "", data)
+    for name in ("gws", "worker", "database"):
+        table = data.get(name)
+        if isinstance(table, dict):
+            _unknown(source, name, table)
+    accounts = data.get("accounts")
+    if isinstance(accounts, list):
+        for index, entry in enumerate(accounts):
+            if isinstance(entry, dict):
+                _unknown(source, "accounts", entry, f"accounts[{index}]")
+
+
 def from_mapping(
     data: Mapping[str, Any], environ: Mapping[str, str], source: str, base: Path
 ) -> WorkerConfig:
+    check_keys(source, data)
     gws, worker, db = (_table(source, data, n) for n in ("gws", "worker", "database"))
     if environ.get(DATABASE_URL):
         url = parse_database_url(environ[DATABASE_URL])
@@ -184,10 +256,15 @@ def from_mapping(
         heartbeat_interval=worker.number("heartbeat_interval", 1.0, 0.05),
         connection_timeout=gws.number("connection_timeout", 10.0),
         poll_timeout=gws.number("poll_timeout", 10.0),
+        connect_delay=gws.number("connect_delay", 0.25),
         backoff_base=worker.number("backoff_base", 0.5, 0.0),
         backoff_cap=worker.number("backoff_cap", 30.0, 0.0),
         login_retry=worker.number("login_retry", 60.0, 0.0),
         shutdown_timeout=worker.number("shutdown_timeout", 20.0, 0.0),
+        max_sessions=int(worker.number("max_sessions", 0, 0)),
+        max_setups=int(worker.number("max_setups", 200, 1)),
+        setup_rate=worker.number("setup_rate", 200.0, 0.1),
+        saturation_lag=worker.number("saturation_lag", 0.5, 0.01),
         ack=bool(gws.get("ack", bool, True)),
         leases=bool(worker.get("leases", bool, False)),
         lease_ttl=worker.number("lease_ttl", 15.0, 1.0),

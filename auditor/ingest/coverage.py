@@ -96,8 +96,11 @@ class Coverage:
         if not ops and not beats:
             return
         new_ids: dict[int, int] = {}
+        logs: list[tuple[Any, ...]] = []
         with conn.transaction(), conn.cursor() as cur:
             for op in ops:
+                if logs and not isinstance(op, _Log):
+                    self._insert_logs(cur, logs)
                 if isinstance(op, _Open):
                     cur.execute(
                         "INSERT INTO coverage_intervals (account, worker_id, client_id, channels,"
@@ -125,11 +128,8 @@ class Coverage:
                             (op.ended_at, op.ended_at, op.reason, db_id),
                         )
                 elif isinstance(op, _Log):
-                    cur.execute(
-                        "INSERT INTO session_log (at, account, worker_id, event, detail)"
-                        " VALUES (%s, %s, %s, %s, %s)",
-                        (op.at, op.account, self.worker_id, op.event, op.detail),
-                    )
+                    logs.append((op.at, op.account, self.worker_id, op.event, op.detail))
+                    continue
                 else:
                     mine = list(new_ids.values()) + list(self._ids.values())
                     cur.execute(
@@ -137,14 +137,22 @@ class Coverage:
                         " WHERE account = %s AND ended_at IS NULL AND NOT id = ANY(%s)",
                         (WORKER_LOST, op.account, mine),
                     )
+            self._insert_logs(cur, logs)
+            ids, times = [], []
             for key, at in beats.items():
                 db_id = new_ids.get(key, self._ids.get(key))
                 if db_id is not None:
-                    cur.execute(
-                        "UPDATE coverage_intervals SET heartbeat_at = greatest(heartbeat_at, %s)"
-                        " WHERE id = %s AND ended_at IS NULL",
-                        (at, db_id),
-                    )
+                    ids.append(db_id)
+                    times.append(at)
+            if ids:
+                # One statement for every heartbeat: with thousands of sessions a statement
+                # each cost more than the sessions' long-polls themselves.
+                cur.execute(
+                    "UPDATE coverage_intervals c SET heartbeat_at = greatest(c.heartbeat_at, b.at)"
+                    " FROM unnest(%s::bigint[], %s::timestamptz[]) AS b(id, at)"
+                    " WHERE c.id = b.id AND c.ended_at IS NULL",
+                    (ids, times),
+                )
         self._ids.update(new_ids)
         del self._ops[: len(ops)]
         for key, at in beats.items():
@@ -153,3 +161,14 @@ class Coverage:
         for key in [k for k in self._ids if k in self._closed]:
             if not any(isinstance(o, _Close) and o.key == key for o in self._ops):
                 del self._ids[key]
+
+    @staticmethod
+    def _insert_logs(cur: psycopg.Cursor[Any], logs: list[tuple[Any, ...]]) -> None:
+        """Consecutive log rows in one executemany (pipelined): thousands at a mass login."""
+        if logs:
+            cur.executemany(
+                "INSERT INTO session_log (at, account, worker_id, event, detail)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                logs,
+            )
+            logs.clear()

@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -166,13 +167,16 @@ class DrainProcess:
         assert self._process.stdin is not None
         with contextlib.suppress(BrokenPipeError):
             self._process.stdin.close()
+        end = time.monotonic() + timeout
         try:
             self._process.wait(timeout)
         except subprocess.TimeoutExpired:
+            log.warning("drain process did not stop in time; killed")
             self._process.kill()  # its batch rolls back; the rows stay in the spool
             self._process.wait()
         if self._listener is not None:
-            self._listener.join(5)  # it has read every report: the child's stdout is at EOF
+            # It has read every report once the child's stdout is at EOF.
+            self._listener.join(max(0.1, end - time.monotonic()))
 
 
 if __name__ == "__main__":

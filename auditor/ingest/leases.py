@@ -67,6 +67,9 @@ class Leases:
             row = cur.fetchone()
             live = 1 + (int(row[0]) if row else 0)
             share = math.ceil(len(self.accounts) / live)
+            if self.worker.config.max_sessions:
+                # A worker at capacity leaves the rest to workers that have room.
+                share = min(share, self.worker.config.max_sessions)
             gained: set[str] = set()
             released: set[str] = set()
             if len(kept) > share:  # a newcomer: give back the surplus

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
@@ -40,8 +40,18 @@ class Metrics:
         self.gws_errors = Counter(
             "auditor_gws_unreachable", "GWS unreachable or erroring", ["account"], registry=r
         )
+        self.loop_lag = Gauge(
+            "auditor_event_loop_lag_seconds", "How late a 100 ms timer fired", registry=r
+        )
+        self.saturated = Gauge(
+            "auditor_saturated",
+            "1 while the event loop lags or accounts wait for max_sessions",
+            registry=r,
+        )
+        self.setups = Gauge(
+            "auditor_setups_in_progress", "Logins/handshakes/snapshots under way", registry=r
+        )
+        self.waiting = Gauge(
+            "auditor_setups_waiting", "Accounts and steps waiting for a set-up slot", registry=r
+        )
         self.leases = Gauge("auditor_leases_held", "Accounts leased by this worker", registry=r)
-
-    def serve(self, port: int) -> None:
-        if port:
-            start_http_server(port, addr="127.0.0.1", registry=self.registry)

@@ -46,21 +46,24 @@ def snapshot_row(account: str, at: str, item: Any, request: str, count: int, **e
     )
 
 
-async def take_snapshot(source: Source) -> None:
-    """After every successful subscribe: the agent's current items, one snapshot receipt each."""
+async def take_snapshot(source: Source) -> tuple[set[str], str] | None:
+    """After every successful subscribe: the agent's current items, one snapshot receipt each.
+    Returns the ids seen and the time before the GET (for record_absent), None if it failed."""
     client = getattr(source, "_client", None)
     http: aiohttp.ClientSession | None = getattr(client, "_http_session", None)
     if http is None:
-        return
+        return None
     total = 0
     seen: set[str] = set()
+    started = now().isoformat(timespec="microseconds")
     try:
         for media in source.config.media_types:
             request = f"GET /api/v2/me/openmedia/{media}?fields=*"
+            url = f"{source.config.base_url}/api/v2/me/openmedia/{media}"
             async with http.get(
-                f"{source.config.base_url}/api/v2/me/openmedia/{media}",
+                url,
                 params={"fields": "*"},
-                headers=source.headers,
+                headers=source.request_headers(url),
                 timeout=aiohttp.ClientTimeout(total=30),
             ) as response:
                 if response.status != 200:
@@ -72,7 +75,7 @@ async def take_snapshot(source: Source) -> None:
                             "status": response.status,
                         },
                     )
-                    return  # incomplete: no "Absent" conclusions either
+                    return None  # incomplete: no "Absent" conclusions either
                 body = await response.json()
             items = body.get("openmedia") if isinstance(body, dict) else None
             items = items if isinstance(items, list) else []
@@ -85,19 +88,19 @@ async def take_snapshot(source: Source) -> None:
             source.metrics.snapshots.inc(len(rows))
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         log.warning("snapshot failed", extra={"account": source.account, "error": str(exc)})
-        return
+        return None
     source.coverage.log(now(), source.account, "snapshot", str(total))
-    await record_absent(source, seen)
+    return seen, started
 
 
-async def record_absent(source: Source, seen: set[str]) -> None:
+async def record_absent(source: Source, seen: set[str], since: str) -> None:
     """Items the projection shows active for this account that the GET no longer lists
     ended while nobody listened: record that as a snapshot with state "Absent"."""
     if source.active_items is None:
         return
     try:
-        active = await source.active_items(source.account)
-    except Exception as exc:  # PostgreSQL down: the next snapshot will try again
+        active = await source.active_items(source.account, since)
+    except Exception as exc:  # PostgreSQL down, or the drain behind: the next snapshot retries
         log.warning("absent check skipped", extra={"account": source.account, "error": str(exc)})
         return
     gone = sorted(active - seen)

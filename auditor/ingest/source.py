@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,16 +27,21 @@ from aiocometd_noloop.exceptions import (
 )
 
 from auditor.ingest import codec
+from auditor.ingest.admission import BACKOFF, SUBSCRIBED, Admission
 from auditor.ingest.backoff import backoff
 from auditor.ingest.config import Account, WorkerConfig
 from auditor.ingest.coverage import Coverage
+from auditor.ingest.http import HeaderCookieJar, new_session
 from auditor.ingest.metrics import Metrics
-from auditor.ingest.snapshot import take_snapshot
+from auditor.ingest.snapshot import record_absent, take_snapshot
 from auditor.ingest.spool import Row, Spool
 from auditor.store.receipts import new_receipt_id
 
 log = logging.getLogger("auditor.ingest.source")
-_RECENT_IDS = 10_000
+# At most this many Bayeux ids per session are remembered for dropping re-sent copies. With
+# the ack extension only the unacknowledged batches can come again, and ids leave the window
+# as soon as the server confirms their batch, so the window is a batch or two, not this cap.
+_RECENT_IDS = 2_000
 DURABILITY_WAIT = 10.0  # seconds a connect waits for the spool before going out un-acked
 
 
@@ -61,19 +64,20 @@ class _Gws(Extension):  # type: ignore[misc]
         self.source = source
 
     async def outgoing(self, payload: list[dict[str, Any]], headers: dict[str, str]) -> None:
-        headers.update(self.source.headers)
+        headers.update(self.source.request_headers(self.source.cometd_url))
         for message in payload:
             channel = message.get("channel")
-            if channel == "/meta/handshake" and self.source.config.ack:
-                message.setdefault("ext", {})["ack"] = True
+            if channel == "/meta/handshake":
+                await self.source.before_handshake()
+                if self.source.config.ack:
+                    message.setdefault("ext", {})["ack"] = True
             elif channel == "/meta/connect":
                 await self.source.before_connect(message)
 
     async def incoming(
         self, payload: list[dict[str, Any]], headers: dict[str, str] | None = None
     ) -> None:
-        for message in payload:
-            self.source.on_incoming(message)
+        self.source.on_payload(payload)
 
 
 class Source:
@@ -84,9 +88,13 @@ class Source:
         spool: Spool,
         coverage: Coverage,
         metrics: Metrics,
-        active_items: Callable[[str], Awaitable[set[str]]] | None = None,
+        admission: Admission,
+        active_items: Callable[[str, str], Awaitable[set[str]]] | None = None,
     ) -> None:
         self.config = config
+        self.admission = admission
+        self._slot = False  # holds an admission set-up slot
+        self._held = False  # counted against max_sessions
         # The ids the projection shows active for this account (for "Absent" snapshots).
         self.active_items = active_items
         self.account = account.name
@@ -98,11 +106,14 @@ class Source:
         self.metrics = metrics
         self._received = metrics.received.labels(account.name)
         self.headers: dict[str, str] = {}
+        self.cometd_url = f"{config.base_url}/api/v2/notifications"
+        self._jar: HeaderCookieJar | None = None
         self.stop_reason = "shutdown"
         self.interval: int | None = None
         self.started_at: datetime | None = None
         self._reset_session_state()
         self.arrived = 0
+        self._arrived_before = 0
         self.processed = 0
         self.last_put = 0
         self._progress = asyncio.Event()
@@ -118,8 +129,10 @@ class Source:
         self.replied_at: datetime | None = None
         self.durable_at: datetime | None = None
         self.resubscribe_pending = False
-        self._seen: set[Any] = set()
-        self._seen_order: deque[Any] = deque()
+        # Bayeux id -> the ack batch it came in (0 without acks), in arrival order.
+        self._seen: dict[Any, int] = {}
+        self._tags: dict[Any, int] = {}  # ids of a reply not yet accepted -> their batch
+        self._ack_sent: int | None = None  # the ack carried by the connect in flight
 
     # -- coverage ---------------------------------------------------------------------------
 
@@ -131,7 +144,35 @@ class Source:
         )
         self.coverage.log(at, self.account, "subscribed", ",".join(self.config.topics))
         self.metrics.connected.inc()
-        self._spawn(take_snapshot(self))
+        self.admission.set_state(self.account, SUBSCRIBED)
+        self._release_slot()
+        self._spawn(self._snapshot())
+
+    async def _snapshot(self) -> None:
+        # The GET takes a set-up slot; the "Absent" check after it may wait for the drain,
+        # which must not hold a slot that other sessions need.
+        async with self.admission.step(self.account):
+            taken = await take_snapshot(self)
+        if taken is not None:
+            await record_absent(self, *taken)
+
+    def _release_slot(self) -> None:
+        if self._slot:
+            self._slot = False
+            self.admission.release_setup()
+
+    def _release_held(self) -> None:
+        self._release_slot()
+        if self._held:
+            self._held = False
+            self.admission.release_session()
+
+    async def before_handshake(self) -> None:
+        """A re-handshake that the CometD client starts by itself (402) takes a set-up slot
+        like a new session: a mass expiry must not become a handshake storm."""
+        if not self._slot:
+            await self.admission.acquire(self.account, new_session=False)
+            self._slot = True
 
     def _end_interval(self, reason: str) -> None:
         if self.interval is None:
@@ -162,20 +203,28 @@ class Source:
             # advice.timeout): the coverage heartbeat advances once per poll, and a live
             # interval must never look older than the 15 s liveness window.
             advice["timeout"] = int(self.config.poll_timeout * 1000)
+        if self.config.connect_delay > 0 and self.arrived > self._arrived_before:
+            # The last reply carried notifications: a busy agent's next ones come together
+            # in one reply instead of a long-poll cycle each.
+            await asyncio.sleep(self.config.connect_delay)
+        self._arrived_before = self.arrived
         durable = False
         target = self.arrived
-        try:
-            async with asyncio.timeout(DURABILITY_WAIT):
-                while self.processed < target:
-                    self._progress.clear()
-                    await self._progress.wait()
-                await self.spool.wait_committed(self.last_put)
-            durable = True
-        except TimeoutError:
-            log.warning(
-                "spool not durable in time; connect sent without ack",
-                extra={"account": self.account},
-            )
+        if self.processed >= target and self.spool.committed_count >= self.last_put:
+            durable = True  # the idle case: nothing to wait for, no timer to arm
+        else:
+            try:
+                async with asyncio.timeout(DURABILITY_WAIT):
+                    while self.processed < target:
+                        self._progress.clear()
+                        await self._progress.wait()
+                    await self.spool.wait_committed(self.last_put)
+                durable = True
+            except TimeoutError:
+                log.warning(
+                    "spool not durable in time; connect sent without ack",
+                    extra={"account": self.account},
+                )
         if durable:
             if self.replied_at is not None:
                 self.durable_at = self.replied_at
@@ -183,7 +232,38 @@ class Source:
                     self.coverage.heartbeat(self.interval, max(self.started_at, self.durable_at))
             if self.server_acks and self.batch is not None:
                 message.setdefault("ext", {})["ack"] = self.batch
+                self._ack_sent = self.batch
         self.connect_sent_at = now()
+
+    def on_payload(self, payload: list[dict[str, Any]]) -> None:
+        batch: int | None = None
+        for message in payload:
+            if message.get("channel") == "/meta/connect":
+                ext = message.get("ext")
+                if isinstance(ext, dict) and isinstance(ext.get("ack"), int):
+                    batch = ext["ack"]
+        for message in payload:
+            # Event messages only: meta replies carry ids too, and are never accepted.
+            if (
+                batch is not None
+                and "id" in message
+                and not message["channel"].startswith("/meta/")
+            ):
+                self._tags[message["id"]] = batch
+            self.on_incoming(message)
+
+    def _forget_acknowledged(self) -> None:
+        """The server answered a connect that acknowledged batch `_ack_sent`: it dropped
+        every message up to that batch, so none of their ids can come again."""
+        confirmed = self._ack_sent
+        if confirmed is None:
+            return
+        seen = self._seen
+        while seen:
+            first = next(iter(seen))
+            if seen[first] > confirmed:
+                break
+            del seen[first]
 
     def on_incoming(self, message: dict[str, Any]) -> None:
         channel = message.get("channel", "")
@@ -194,11 +274,14 @@ class Source:
         if channel == "/meta/connect":
             if successful:
                 self.replied_at = self.connect_sent_at
+                self._forget_acknowledged()
                 ext = message.get("ext")
                 if isinstance(ext, dict) and isinstance(ext.get("ack"), int):
                     self.batch = ext["ack"]
             else:
                 self._end_interval(f"connect failed: {message.get('error', '')}")
+        elif channel == "/meta/handshake" and not successful:
+            self._release_slot()
         elif channel == "/meta/handshake" and successful:
             self.handshakes += 1
             again = self.handshakes > 1
@@ -221,15 +304,15 @@ class Source:
     def accept(self, message: dict[str, Any]) -> None:
         message_id = message.get("id")
         if message_id is not None:
+            tag = self._tags.pop(message_id, 0)
             if message_id in self._seen:
                 self.metrics.redelivered.inc()
                 self.processed += 1
                 self._progress.set()
                 return
-            self._seen.add(message_id)
-            self._seen_order.append(message_id)
-            if len(self._seen_order) > _RECENT_IDS:
-                self._seen.discard(self._seen_order.popleft())
+            self._seen[message_id] = tag
+            if len(self._seen) > _RECENT_IDS:
+                del self._seen[next(iter(self._seen))]
         row = Row(
             str(new_receipt_id()),
             now().isoformat(timespec="microseconds"),
@@ -242,6 +325,11 @@ class Source:
         self.processed += 1
         self._received.inc()
         self._progress.set()
+
+    def request_headers(self, url: str) -> dict[str, str]:
+        """Authorization, CSRF token and this session's cookies for a request to `url`."""
+        cookie = self._jar.cookie_header(url) if self._jar is not None else ""
+        return {**self.headers, "Cookie": cookie} if cookie else self.headers
 
     async def _login(self, http: aiohttp.ClientSession) -> None:
         async with http.get(
@@ -303,6 +391,7 @@ class Source:
             raise
         finally:
             self._end_interval(reason)
+            self._release_slot()
             for task in list(self._tasks):
                 task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -312,17 +401,30 @@ class Source:
         return reason, subscribed
 
     async def run(self) -> None:
-        """Log in and hold a session forever, with capped exponential backoff between tries."""
+        """Hold a session forever: wait for admission, log in, subscribe, and after a
+        failure wait a capped, jittered backoff that grows with everyone's failures."""
+        try:
+            await self._run()
+        finally:
+            self._release_held()
+            self.admission.forget(self.account)
+
+    async def _wait(self, delay: float, reason: str) -> None:
+        self.admission.set_state(self.account, BACKOFF, f"{reason} (retry in {delay:.1f} s)")
+        await asyncio.sleep(delay)
+
+    async def _run(self) -> None:
         attempt = 0
         cfg = self.config
         while True:
-            http = aiohttp.ClientSession(
-                cookie_jar=aiohttp.CookieJar(unsafe=True), json_serialize=json.dumps
-            )
+            await self.admission.acquire(self.account, new_session=True)
+            self._slot = self._held = True
+            http, self._jar = new_session()
             try:
                 await self._login(http)
             except BadCredentials as exc:
                 await http.close()
+                self._release_held()
                 self.metrics.login_failures.labels(self.account).inc()
                 self.coverage.log(now(), self.account, "login_failed", str(exc))
                 log.error(
@@ -333,32 +435,38 @@ class Source:
                         "retry_seconds": cfg.login_retry,
                     },
                 )
-                await asyncio.sleep(cfg.login_retry)
+                await self._wait(cfg.login_retry, f"login rejected ({exc})")
                 continue
             except (aiohttp.ClientError, TimeoutError, LoginFailed) as exc:
                 await http.close()
+                self._release_held()
                 self.metrics.gws_errors.labels(self.account).inc()
-                delay = backoff(attempt, cfg.backoff_base, cfg.backoff_cap)
+                self.admission.failed()
+                delay = self.admission.retry_delay(
+                    backoff(attempt, cfg.backoff_base, cfg.backoff_cap)
+                )
+                error = str(exc) or type(exc).__name__
                 log.warning(
                     "GWS unreachable",
-                    extra={
-                        "account": self.account,
-                        "error": str(exc) or type(exc).__name__,
-                        "retry_seconds": delay,
-                    },
+                    extra={"account": self.account, "error": error, "retry_seconds": delay},
                 )
                 attempt += 1
-                await asyncio.sleep(delay)
+                await self._wait(delay, f"GWS unreachable: {error}")
                 continue
+            except BaseException:
+                await http.close()
+                raise
             self.coverage.log(now(), self.account, "login")
             reason, subscribed = await self._session(http)
+            self._release_held()
             if subscribed:
                 attempt = 0
             self.metrics.reconnects.labels(self.account).inc()
-            delay = backoff(attempt, cfg.backoff_base, cfg.backoff_cap)
+            self.admission.failed()
+            delay = self.admission.retry_delay(backoff(attempt, cfg.backoff_base, cfg.backoff_cap))
             log.warning(
                 "reconnecting",
                 extra={"account": self.account, "reason": reason, "retry_seconds": round(delay, 2)},
             )
             attempt += 1
-            await asyncio.sleep(delay)
+            await self._wait(delay, reason)

@@ -103,6 +103,10 @@ class Spool:
         self._wake.set()
         return number
 
+    @property
+    def writer_alive(self) -> bool:
+        return self._thread.is_alive()
+
     async def wait_committed(self, number: int) -> None:
         if self.committed_count >= number:
             return

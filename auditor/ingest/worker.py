@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -15,16 +17,19 @@ from typing import Any
 import psycopg
 
 from auditor.evidence.schedule import Checkpointer
+from auditor.ingest.admission import Admission
 from auditor.ingest.config import WorkerConfig
 from auditor.ingest.coverage import Coverage
 from auditor.ingest.drain import Drainer, OnCommit
 from auditor.ingest.drain_process import DrainProcess
 from auditor.ingest.evidence_task import EvidenceTask
+from auditor.ingest.health import Health
 from auditor.ingest.metrics import Metrics
 from auditor.ingest.source import Source
 from auditor.ingest.spool import Spool
 
 log = logging.getLogger("auditor.ingest.worker")
+GC_INTERVAL = 120.0  # seconds between full garbage collections
 
 
 def _quiet_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -35,6 +40,13 @@ def _quiet_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -
     loop.default_exception_handler(context)
 
 
+def _give_up() -> None:
+    """The shutdown deadline passed: end the process now (the spool keeps what it holds)."""
+    log.critical("shutdown_timeout reached; exiting now, the spool keeps what it holds")
+    logging.shutdown()
+    os._exit(1)
+
+
 class Worker:
     def __init__(self, config: WorkerConfig, on_commit: OnCommit | None = None) -> None:
         self.config = config
@@ -43,6 +55,14 @@ class Worker:
             config.spool_path, config.spool_synchronous, config.group_commit_interval
         )
         self.coverage = Coverage(config.worker_id)
+        self.admission = Admission(
+            self.metrics,
+            config.max_setups,
+            config.setup_rate,
+            config.max_sessions,
+            config.saturation_lag,
+            self._not_served,
+        )
         self.drain = DrainProcess(
             config.conninfo,
             config.spool_path,
@@ -64,6 +84,11 @@ class Worker:
         self.source_tasks: dict[str, asyncio.Task[None]] = {}
         self.stop = asyncio.Event()
         self._cov_conn: psycopg.Connection[Any] | None = None
+        self._items_conn: psycopg.Connection[Any] | None = None
+        self._items_lock = threading.Lock()
+        self._oldest: tuple[float, str | None] = (0.0, None)
+        self.watchdog: threading.Timer | None = None
+        self.health = Health(self)
 
     # -- accounts -----------------------------------------------------------------------------
 
@@ -71,7 +96,13 @@ class Worker:
         account = next(a for a in self.config.accounts if a.name == name)
         self.coverage.close_stale(name)
         source = Source(
-            self.config, account, self.spool, self.coverage, self.metrics, self._active_items
+            self.config,
+            account,
+            self.spool,
+            self.coverage,
+            self.metrics,
+            self.admission,
+            self._active_items,
         )
         self.sources[name] = source
         self.source_tasks[name] = asyncio.create_task(source.run(), name=f"source:{name}")
@@ -86,15 +117,56 @@ class Worker:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    async def _active_items(self, account: str) -> set[str]:
+    def _not_served(self, account: str, reason: str) -> None:
+        self.coverage.log(datetime.now(UTC), account, "not_served", reason)
+        log.warning("account not served", extra={"account": account, "reason": reason})
+
+    async def _spool_drained_before(self, since: str, timeout: float = 30.0) -> None:
+        """Wait until every row received before `since` is in PostgreSQL: the projection
+        read next must include what the session received before its gap, or an item that
+        ended in the gap would stay "active" for ever."""
+        await self.spool.wait_committed(self.spool.put_count)
+        committed_at = time.monotonic()
+        deadline = committed_at + timeout
+        while True:
+            stamp, oldest = self._oldest
+            # One spool read shared by every session, if it is recent and was made after
+            # this session's rows were committed.
+            if stamp < committed_at or time.monotonic() - stamp > 0.2:
+                oldest = await asyncio.to_thread(self.spool.oldest_received_at)
+                self._oldest = (time.monotonic(), oldest)
+            if oldest is None or oldest >= since:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the drain is behind")
+            await asyncio.sleep(0.1)
+
+    async def _active_items(self, account: str, since: str) -> set[str]:
+        await self._spool_drained_before(since)
+
         def query() -> set[str]:
-            with psycopg.connect(self.config.conninfo, connect_timeout=3) as conn:
-                rows = conn.execute(
-                    "SELECT interaction_id FROM interactions WHERE account_states ? %s"
-                    " AND account_states -> %s ->> 'state' NOT IN ('Completed', 'Absent')"
-                    " AND media_type = ANY(%s)",
-                    (account, account, list(self.config.media_types)),
-                ).fetchall()
+            # One connection for every session's check (a connection each cost PostgreSQL a
+            # backend start per snapshot, thousands at a mass re-subscribe).
+            with self._items_lock:
+                if self._items_conn is None or self._items_conn.closed:
+                    self._items_conn = psycopg.connect(
+                        self.config.conninfo, connect_timeout=3, autocommit=True
+                    )
+                try:
+                    # Only states received before the snapshot's GET: an item that appeared
+                    # after it is live, not absent.
+                    rows = self._items_conn.execute(
+                        "SELECT interaction_id FROM interactions WHERE account_states ? %s"
+                        " AND account_states -> %s ->> 'state' NOT IN ('Completed', 'Absent')"
+                        " AND (account_states -> %s ->> 'at')::timestamptz < %s::timestamptz"
+                        " AND media_type = ANY(%s)",
+                        (account, account, account, since, list(self.config.media_types)),
+                    ).fetchall()
+                except psycopg.Error:
+                    with contextlib.suppress(psycopg.Error):
+                        self._items_conn.close()
+                    self._items_conn = None
+                    raise
             return {str(r[0]) for r in rows}
 
         return await asyncio.to_thread(query)
@@ -117,6 +189,21 @@ class Worker:
             await asyncio.sleep(self.config.heartbeat_interval)
             with contextlib.suppress(psycopg.Error):
                 await asyncio.to_thread(self._flush_coverage)
+
+    async def _collect_garbage(self) -> None:
+        """A full collection every GC_INTERVAL seconds (the automatic ones are off, see
+        cli.py): cycles among old objects are freed at a known cadence. (Freezing the
+        survivors between rounds made rounds cheap but kept cycles of objects that were in
+        flight at a freeze: RSS grew 4 MB a minute in a soak.)"""
+        while True:
+            await asyncio.sleep(GC_INTERVAL)
+            started = time.perf_counter()
+            freed = gc.collect()
+            took = time.perf_counter() - started
+            if took > 0.1:
+                log.info(
+                    "full garbage collection", extra={"seconds": round(took, 3), "freed": freed}
+                )
 
     async def _gauges(self) -> None:
         while True:
@@ -154,7 +241,7 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         loop.set_exception_handler(_quiet_cancelled)
-        self.metrics.serve(self.config.metrics_port)
+        self.health.serve(self.config.metrics_port)
         log.info(
             "worker starting",
             extra={
@@ -168,6 +255,9 @@ class Worker:
             asyncio.create_task(self._coverage_loop(), name="coverage"),
             asyncio.create_task(self._gauges(), name="gauges"),
             asyncio.create_task(self.evidence.run(), name="evidence"),
+            asyncio.create_task(self._collect_garbage(), name="gc"),
+            asyncio.create_task(self.admission.dispatch(), name="admission"),
+            asyncio.create_task(self.admission.watch_lag(), name="lag"),
         ]
         checkpointer = Checkpointer.from_env(self.config.conninfo, os.environ)
         if checkpointer is None:
@@ -186,21 +276,44 @@ class Worker:
             for account in self.config.accounts:
                 self.start_account(account.name)
         await self.stop.wait()
+        # Every phase of the shutdown has a share of shutdown_timeout, and a watchdog ends
+        # the process at the deadline whatever still hangs (a saturated loop, a stuck
+        # socket): what is committed in the spool is safe, the next start drains it.
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        self.watchdog = threading.Timer(max(0.0, self.config.shutdown_timeout - 0.2), _give_up)
+        self.watchdog.daemon = True
+        self.watchdog.start()
+        budget = self.config.shutdown_timeout
         log.info("stopping: disconnecting sessions", extra={"worker_id": self.config.worker_id})
         for task in background:
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        await asyncio.gather(*(self.stop_account(n, "shutdown") for n in list(self.sources)))
+        await asyncio.wait(background, timeout=1.0)
+        stopping = [
+            asyncio.ensure_future(self.stop_account(n, "shutdown")) for n in list(self.sources)
+        ]
+        if stopping:
+            _, late = await asyncio.wait(stopping, timeout=min(5.0, budget * 0.3))
+            if late:
+                log.warning("sessions still closing at shutdown", extra={"sessions": len(late)})
         if leases is not None:
-            await leases.release_all()
-        await self.spool.wait_committed(self.spool.put_count)
-        await asyncio.to_thread(self.drain.stop)
-        return await asyncio.to_thread(self._final_drain)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(leases.release_all(), budget * 0.1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self.spool.wait_committed(self.spool.put_count), max(0.1, budget * 0.1)
+            )
+        log.info("stopping: sessions closed; stopping the drain process")
+        await asyncio.to_thread(self.drain.stop, max(0.1, deadline - time.monotonic() - 2.0))
+        log.info("stopping: drain process stopped; draining the rest")
+        # The watchdog stays armed until the caller is done (asyncio.run still cancels the
+        # leftover tasks and joins the executor threads after this returns).
+        return await asyncio.to_thread(self._final_drain, deadline)
 
-    def _final_drain(self) -> int:
-        deadline = time.monotonic() + self.config.shutdown_timeout
+    def _final_drain(self, deadline: float) -> int:
+        # Leave a second for the coverage flush and closing the files.
+        drain_until = deadline - 1.0
         drained = True
-        while time.monotonic() < deadline:
+        while time.monotonic() < drain_until:
             try:
                 report = self.drainer.drain_once()
             except psycopg.Error:
@@ -223,9 +336,11 @@ class Worker:
         self.evidence.close()
         left = self.spool.depth()
         self.drainer.close()
-        if self._cov_conn is not None:
-            self._cov_conn.close()
+        for conn in (self._cov_conn, self._items_conn):
+            if conn is not None:
+                conn.close()
         self.spool.close()
+        self.health.close()
         if left or not drained:
             log.error(
                 "PostgreSQL unreachable at shutdown; the spool keeps the rest for the next start",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from auditor.errors import ConfigError
-from auditor.ingest.config import load
+from auditor.ingest.config import KNOWN_KEYS, load
 from tests.ingest.support import AUDITOR
 
 GOOD = """
@@ -72,3 +72,68 @@ def test_the_command_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"auditor: {tmp_path / 'missing.toml'}: file not found"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            GOOD.replace("[gws]", '[gws]\ntransprot = "websocket"'),
+            "config.toml: [gws] transprot: unknown key; did you mean transport?",
+        ),
+        (
+            GOOD + "[worker]\nshutdown_timout = 5\n",
+            "config.toml: [worker] shutdown_timout: unknown key; did you mean shutdown_timeout?",
+        ),
+        (GOOD + "[worker]\nfrobnicate = 1\n", "config.toml: [worker] frobnicate: unknown key"),
+        (
+            GOOD.replace('password_env = "GWS_PW1"', 'pasword_env = "GWS_PW1"'),
+            "config.toml: [accounts[0]] pasword_env: unknown key; did you mean password_env?",
+        ),
+        (
+            GOOD + "[wroker]\nspool = 'x'\n",
+            "config.toml: wroker: unknown key; did you mean worker?",
+        ),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_closest_known_one(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(_write(tmp_path, text), {"GWS_PW1": "x"})
+    assert str(caught.value) == message
+
+
+def test_an_unknown_key_stops_the_command_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace("[gws]", '[gws]\ntransprot = "websocket"'))
+    result = subprocess.run(
+        [AUDITOR, "ingest", "--config", path],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "GWS_PW1": "x"},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "auditor: config.toml: [gws] transprot: unknown key; did you mean transport?"
+    ]
+
+
+def test_a_file_with_every_known_key_loads_and_applies_them(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "[gws]",
+        '[gws]\ntransport = "websocket"\ntopics = ["/v2/me/*"]\nmedia_types = ["chat"]\n'
+        "connection_timeout = 3\npoll_timeout = 4\nconnect_delay = 0.5\nack = false",
+    ) + (
+        '[worker]\nspool = "s.db"\nspool_synchronous = "NORMAL"\nmetrics_port = 9\nid = "w1"\n'
+        "batch_size = 7\ndrain_interval = 0.2\ngroup_commit_interval = 0.01\n"
+        "heartbeat_interval = 2\nbackoff_base = 1\nbackoff_cap = 9\nlogin_retry = 5\n"
+        "shutdown_timeout = 6\nleases = true\nlease_ttl = 20\nlease_renew = 4\n"
+        "max_sessions = 11\nmax_setups = 12\nsetup_rate = 13\nsaturation_lag = 0.7\n"
+    )
+    config = load(_write(tmp_path, text), {"GWS_PW1": "x"})
+    known = {k for table in ("gws", "worker") for k in KNOWN_KEYS[table]}
+    assert all(f"\n{key} = " in text for key in known)  # every known key is in the file
+    assert (config.transport, config.poll_timeout, config.ack) == ("websocket", 4.0, False)
+    assert (config.max_sessions, config.max_setups, config.setup_rate) == (11, 12, 13.0)
+    assert (config.saturation_lag, config.worker_id, config.lease_renew) == (0.7, "w1", 4.0)
