@@ -12,7 +12,6 @@ rewrite of the whole tail is not a problem this can see: that takes a kept check
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +31,6 @@ _CHAIN_AT = "SELECT chain_hash FROM record WHERE position = %s"
 
 Progress = Callable[[int], None]  # positions checked since the last call
 RecordRow = tuple[int, str, int, bytes, bytes]
-_Fetched = tuple[list[RecordRow], dict[tuple[str, int], Any]]
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,8 @@ class _Checker:
             self.hashers[source] = Hasher(source)
         return self.hashers[source]
 
-    def check(self, batch: Sequence[RecordRow], rows: dict[tuple[str, int], Any]) -> Problem | None:
+    def check(self, batch: Sequence[RecordRow]) -> Problem | None:
+        rows = _rows(self.conn, batch)
         for index, (position, source, source_id, leaf, chain) in enumerate(batch):
             leaf, chain = bytes(leaf), bytes(chain)
             if position != self.expected:
@@ -180,22 +179,11 @@ def verify(
             return report
         previous = bytes(row[0])
     checker = _Checker(conn, previous, first)
-    # The next batch is read (PostgreSQL formats it, psycopg waits without the GIL) while
-    # this one is hashed. Only the fetching thread uses the connection until the pool is
-    # shut down, which waits for it.
-    with conn.cursor(name="verify_record") as cur, ThreadPoolExecutor(1) as fetcher:
+    with conn.cursor(name="verify_record") as cur:
         cur.itersize = _BATCH
         cur.execute(_RECORD, (first, stop))
-
-        def fetch() -> _Fetched | None:
-            batch = cur.fetchmany(_BATCH)
-            return (batch, _rows(conn, batch)) if batch else None
-
-        pending = fetcher.submit(fetch)
-        while (fetched := pending.result()) is not None:
-            pending = fetcher.submit(fetch)
-            batch, rows = fetched
-            problem = checker.check(batch, rows)
+        while batch := cur.fetchmany(_BATCH):
+            problem = checker.check(batch)
             checked = checker.expected - first - report.checked
             report.checked += checked
             if progress is not None:
