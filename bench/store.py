@@ -297,10 +297,9 @@ def main() -> None:
                 f"ceiling: raw COPY + 1 upsert/batch, run {round_}",
                 partial(run_ceiling, ceiling_db, rows, args.batch),
             )
-            # The order changes between rounds, and each run starts after a checkpoint: the
-            # first run after CREATE DATABASE otherwise pays for writing out the new
-            # databases (measured: the chain's cost read 40-50% with the chained writer
-            # always first).
+            # The order changes between rounds, and each run starts after a checkpoint, so
+            # that the chained writer is not always the run that pays for writing out the
+            # databases just created.
             order = (chained, bare_run, ceiling_run)
             for results, label, work in order if round_ == 1 else order[::-1]:
                 checkpoint()
