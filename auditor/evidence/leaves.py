@@ -237,6 +237,47 @@ _CONVERT: dict[str, Callable[[Any], Any] | None] = {
 _PREFORMATTED = ("timestamp", "uuid", "bytes", "inet")
 
 
+# --- the one-call path: values orjson writes as the leaf does, or else the leaf's string ---
+_SORT_UTC_Z = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
+
+
+def _timestamp_inline(value: Any) -> Any:
+    # orjson writes an instant in UTC as ...HH:MM:SS.ffffffZ, but drops a zero fraction.
+    if type(value) is datetime and value.tzinfo is UTC and value.microsecond:
+        return value
+    return timestamp(value)
+
+
+def _uuid_inline(value: Any) -> Any:
+    # orjson writes a UUID lowercase and hyphenated, as str() does.
+    return value if type(value) is UUID else _uuid(value)
+
+
+def _json_inline(text: str | bytes | Parsed) -> Any:
+    """The payload's value for orjson to write (sorted with the leaf), when that is its
+    canonical form: no float (orjson writes 1.0 and 1e16); keys beyond U+FFFF and integers
+    beyond 64 bits are caught on the leaf's bytes. Otherwise its canonical bytes."""
+    if isinstance(text, Parsed):
+        value = text.value
+    else:
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:  # e.g. 1e400, which the exact reading takes
+            return _fragment(text)
+    if _has_float(value):
+        return _fragment(text)
+    return value
+
+
+_INLINE: dict[str, Callable[[Any], Any]] = {
+    "timestamp": _timestamp_inline,
+    "uuid": _uuid_inline,
+    "json": _json_inline,
+    "bytes": lambda value: _plain("bytes", value),
+    "array": list,
+}
+
+
 class LeafEncoder:
     """Leaf bytes of many rows of one source, given as tuples in ``fields`` order with jsonb
     values as JSON text (or Parsed). Same bytes as leaf_bytes of the row with those texts
@@ -255,8 +296,41 @@ class LeafEncoder:
             for name in self.fields
         ]
         self._json = [i for i, name in enumerate(self.fields) if kinds[name] == "json"]
+        # The fields the fast path converts (the others are written by orjson as they are).
+        self._inline: list[tuple[str, Callable[[Any], Any]]] = [
+            (name, _INLINE[kinds[name]])
+            for name in self.fields
+            if not (formatted and kinds[name] in _PREFORMATTED) and kinds[name] in _INLINE
+        ]
 
     def encode(self, values: Sequence[Any]) -> bytes:
+        return self.encode_row(dict(zip(self.fields, values, strict=True)))
+
+    def encode_row(self, row: Mapping[str, Any]) -> bytes:
+        """The leaf of a row given as {field: value} with exactly ``fields`` as keys.
+
+        One orjson call for the whole leaf, the payload's value included (keys sorted at
+        every level), UUIDs and most timestamps written by orjson too; whenever its bytes
+        could differ from the reference (a float, a key beyond U+FFFF, an integer beyond 64
+        bits, a lone surrogate), the row goes the careful way (``encode_careful``).
+        """
+        leaf = {name: value for name, value in row.items() if value is not None}
+        leaf["source"] = self.source
+        for name, convert in self._inline:
+            value = leaf.get(name)
+            if value is not None:
+                leaf[name] = convert(value)
+        try:
+            encoded = orjson.dumps(leaf, option=_SORT_UTC_Z)
+        except orjson.JSONEncodeError:
+            return self.encode_careful(row)
+        if not encoded.isascii() and _ASTRAL.search(encoded):
+            return self.encode_careful(row)
+        return encoded
+
+    def encode_careful(self, row: Mapping[str, Any]) -> bytes:
+        """The leaf built field by field, the payload canonicalised on its own."""
+        values = [row[name] for name in self.fields]
         leaf: dict[str, Any] = {"source": self.source}
         for name, convert, value in zip(self.fields, self._convert, values, strict=True):
             if value is not None:
@@ -267,11 +341,11 @@ class LeafEncoder:
         except orjson.JSONEncodeError:  # a lone surrogate in a text column: the reference
             if self.formatted:
                 raise  # PostgreSQL's text holds no lone surrogate
-            row = dict(zip(self.fields, values, strict=True))
+            plain = dict(zip(self.fields, values, strict=True))
             for index in self._json:
                 name = self.fields[index]
-                text = row[name]
+                text = plain[name]
                 if isinstance(text, Parsed):
                     text = text.text
-                row[name] = None if text is None else load_json(text)
-            return leaf_bytes(self.source, row)
+                plain[name] = None if text is None else load_json(text)
+            return leaf_bytes(self.source, plain)

@@ -92,4 +92,5 @@ def rows_by_id(
     index = SOURCES[source].fields.index("id")
     with conn.cursor() as cur:
         cur.execute(select_range(source), (lo, hi))
-        return {int(row[index]): row for row in cur}
+        # fetchall builds the rows in one call; iterating the cursor costs a call per row.
+        return {int(row[index]): row for row in cur.fetchall()}

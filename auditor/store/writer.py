@@ -48,8 +48,9 @@ if _COPY_COLUMNS[-1] != "payload" or set(_COPY_COLUMNS) | set(_ASSIGNED) != {
     raise RuntimeError("the writer's COPY columns no longer match db.events")
 _COPY_EVENTS = f"COPY events ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
 _EVENT_LEAF = LeafEncoder("event")
-# Where each leaf field is in (id, *copy row).
-_EVENT_LEAF_INDEX = tuple(("id", *_COPY_COLUMNS).index(f) for f in _EVENT_LEAF.fields)
+# The event's leaf fields are the COPY columns and the id, so (id, *copy row) names them all.
+if set(_EVENT_LEAF.fields) != {"id", *_COPY_COLUMNS}:
+    raise RuntimeError("the writer's COPY columns no longer match the event leaf")
 _QUARANTINE_LEAF = LeafEncoder("quarantine")
 
 _NEXT_ID = "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM events_id_seq"
@@ -149,9 +150,11 @@ def _leaf(event_id: int, receipt: Receipt, record: Record) -> tuple[tuple[object
     """The COPY row and the leaf hash of one event. Raises ValueError when the payload has
     no canonical form (docs/evidence.md), which sends the receipt to quarantine."""
     row = _copy_row(receipt, record)
+    fields = dict(zip(_COPY_COLUMNS, row, strict=True))
+    fields["id"] = event_id
     # The payload with the value parse() decoded, not decoded a second time.
-    full = (event_id, *row[:-1], Parsed(record.payload_text, record.payload))
-    return row, leaf_hash(_EVENT_LEAF.encode([full[i] for i in _EVENT_LEAF_INDEX]))
+    fields["payload"] = Parsed(record.payload_text, record.payload)
+    return row, leaf_hash(_EVENT_LEAF.encode_row(fields))
 
 
 def _key(receipt: Receipt) -> Key:
