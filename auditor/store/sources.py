@@ -45,28 +45,26 @@ def select_range(source: str) -> sql.Composed:
     )
 
 
-def select_unsealed(source: str) -> sql.Composed:
-    """Covered rows of a source that have no place in the record yet, in id order."""
-    spec = SOURCES[source]
+def _unsealed(source: str) -> sql.Composable:
+    """Covered rows of a source that have no place in the record yet (alias t)."""
     where = sql.SQL(
         "NOT EXISTS (SELECT FROM record AS r WHERE r.source = {} AND r.source_id = t.id)"
     ).format(sql.Literal(source))
     if source in _COVERED:
         where = sql.SQL("{} AND t.{}").format(where, _COVERED[source])
+    return where
+
+
+def select_unsealed(source: str) -> sql.Composed:
+    """Covered rows of a source that have no place in the record yet, in id order."""
     return sql.SQL("SELECT {} FROM {} AS t WHERE {} ORDER BY t.id").format(
-        _columns(source), sql.Identifier(spec.table.name), where
+        _columns(source), sql.Identifier(SOURCES[source].table.name), _unsealed(source)
     )
 
 
 def count_unsealed(source: str) -> sql.Composed:
-    spec = SOURCES[source]
-    where = sql.SQL(
-        "NOT EXISTS (SELECT FROM record AS r WHERE r.source = {} AND r.source_id = t.id)"
-    ).format(sql.Literal(source))
-    if source in _COVERED:
-        where = sql.SQL("{} AND t.{}").format(where, _COVERED[source])
     return sql.SQL("SELECT count(*) FROM {} AS t WHERE {}").format(
-        sql.Identifier(spec.table.name), where
+        sql.Identifier(SOURCES[source].table.name), _unsealed(source)
     )
 
 
