@@ -15,7 +15,7 @@ from auditor.bi.cli import bi
 from auditor.cli_api import serve, token
 from auditor.cli_evidence import seal_command, verify_command
 from auditor.cli_proofs import checkpoint_group, evidence_group, keys_group
-from auditor.config import Settings
+from auditor.config import DATABASE_URL, Settings
 from auditor.db import connect, sa_connection
 from auditor.demo import demo
 from auditor.errors import UserError
@@ -209,4 +209,14 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except UserError as exc:
         click.echo(f"auditor: {exc}", err=True)
+        sys.exit(2)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        # A login without a right this command needs (docs/security.md says which role runs
+        # what): a setting to change, not a crash.
+        reason = (exc.diag.message_primary or str(exc)).strip()
+        click.echo(
+            f"auditor: {reason}: the login in {DATABASE_URL} may not do this"
+            " (docs/security.md: which role runs which command)",
+            err=True,
+        )
         sys.exit(2)

@@ -294,3 +294,15 @@ def test_ingest_with_allow_owner_starts_as_the_superuser(session_db: URL, tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_a_command_the_login_may_not_run_is_one_line_naming_the_setting(
+    session_db: URL, login_url: Callable[[URL, str], URL]
+) -> None:
+    """A BI login running verify (which reads the access log): exit 2, no traceback."""
+    result = _run(["verify"], login_url(session_db, "bi"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("auditor: permission denied for")
+    assert "AUDITOR_DATABASE_URL" in last
