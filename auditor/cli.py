@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from datetime import datetime
@@ -11,27 +12,49 @@ import click
 import psycopg
 from rich.console import Console
 
-from auditor.bi.cli import bi
-from auditor.cli_api import serve, token
-from auditor.cli_evidence import seal_command, verify_command
-from auditor.cli_proofs import checkpoint_group, evidence_group, keys_group
 from auditor.config import DATABASE_URL, Settings
 from auditor.db import connect, sa_connection
-from auditor.demo import demo
 from auditor.errors import UserError
 from auditor.importer import run_import
-from auditor.ingest.cli import ingest
 from auditor.render import print_timeline
 from auditor.roles import GROUPS, grant_login
-from auditor.simulator.cli import simulate
-from auditor.store import queries, schema
+from auditor.store import queries
 
 
 def _settings() -> Settings:
     return Settings.from_env(os.environ)
 
 
-@click.group()
+# Subcommands living in their own modules, imported only when used: `auditor token list` must
+# not import the CometD client, the simulator, the signing library or pandas' neighbours.
+_LAZY = {
+    "bi": "auditor.bi.cli:bi",
+    "checkpoint": "auditor.cli_proofs:checkpoint_group",
+    "demo": "auditor.demo:demo",
+    "evidence": "auditor.cli_proofs:evidence_group",
+    "ingest": "auditor.ingest.cli:ingest",
+    "keys": "auditor.cli_proofs:keys_group",
+    "seal": "auditor.cli_evidence:seal_command",
+    "serve": "auditor.cli_api:serve",
+    "simulate": "auditor.simulator.cli:simulate",
+    "token": "auditor.cli_api:token",
+    "verify": "auditor.cli_evidence:verify_command",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY:
+            module, attribute = _LAZY[cmd_name].split(":")
+            command: click.Command = getattr(importlib.import_module(module), attribute)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup)
 @click.version_option(package_name="auditor")
 def cli() -> None:
     """auditor: the audit and history store for GWS Open Media notifications.
@@ -49,6 +72,8 @@ def db() -> None:
 @click.option("--partitions-ahead", default=3, show_default=True, type=click.IntRange(0, 60))
 def db_upgrade(partitions_ahead: int) -> None:
     """Apply the migrations up to head and create the next months' event partitions."""
+    from auditor.store import schema  # alembic: only the db commands need it
+
     settings = _settings()
     with sa_connection(settings.database_url) as connection:
         schema.upgrade(connection)
@@ -62,6 +87,8 @@ def db_upgrade(partitions_ahead: int) -> None:
 @db.command("check")
 def db_check() -> None:
     """One migration head, the database at it, no drift between models and migrations."""
+    from auditor.store import schema
+
     with sa_connection(_settings().database_url) as connection:
         report = schema.check(connection)
     click.echo(f"heads: {', '.join(report.heads) or '-'}")
@@ -179,22 +206,6 @@ def timeline_command(interaction_id: str) -> None:
     if not entries:
         raise UserError(f"no events for interaction {interaction_id!r}")
     print_timeline(Console(), interaction_id, entries)
-
-
-cli.add_command(demo)
-cli.add_command(simulate)
-for _command in (
-    serve,
-    token,
-    ingest,
-    bi,
-    seal_command,
-    verify_command,
-    keys_group,
-    checkpoint_group,
-    evidence_group,
-):
-    cli.add_command(_command)
 
 
 def main() -> None:

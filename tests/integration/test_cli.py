@@ -142,3 +142,19 @@ def test_help_works(args: tuple[str, ...]) -> None:
     result = run(*args)
     assert result.returncode == 0
     assert "Usage:" in result.stdout
+
+
+def test_token_commands_import_neither_the_cometd_client_nor_the_simulator() -> None:
+    """Subcommands are imported when used (auditor.cli._LAZY): a token command starts light."""
+    heavy = ("aiohttp", "aiocometd_noloop", "auditor.simulator", "alembic", "cryptography")
+    probe = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from auditor.cli import cli\n"
+        "assert CliRunner().invoke(cli, ['token', 'list', '--help']).exit_code == 0\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == ""
