@@ -46,6 +46,7 @@ DEMO_LOGINS = {
     "api": "demo_api",
     "reader": "demo_reader",
     "bi": "demo_bi",
+    "verifier": "demo_verifier",
 }
 
 
@@ -193,7 +194,8 @@ def demo(data_dir: Path, seconds: int | None) -> None:
             schema.ensure_partitions_ahead(connection)
         logins = _service_logins(settings)
         reader_file, bi_file = data_dir / "reader.url", data_dir / "bi.url"
-        for role, path in (("reader", reader_file), ("bi", bi_file)):
+        verifier_file = data_dir / "verifier.url"
+        for role, path in (("reader", reader_file), ("bi", bi_file), ("verifier", verifier_file)):
             path.touch(mode=0o600)
             path.chmod(0o600)
             path.write_text(libpq_conninfo(logins[role]) + "\n")
@@ -275,6 +277,7 @@ def demo(data_dir: Path, seconds: int | None) -> None:
                 f'\n  export AUDITOR_DATABASE_URL="$(cat {reader_file})"   # a read-only login'
                 f"\n  # BI tools: connect with the URL in {bi_file} (schema bi, docs/bi.md)"
                 "\n  .venv/bin/auditor checkpoint latest --json   # a signed checkpoint to keep"
+                f'\n  AUDITOR_DATABASE_URL="$(cat {verifier_file})" .venv/bin/auditor verify'
                 f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/events?limit=5"'
                 f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/access-log?limit=5"'
             )

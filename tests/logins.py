@@ -19,6 +19,7 @@ LOGINS = {
     "api": "auditor_test_api",
     "reader": "auditor_test_reader",
     "bi": "auditor_test_bi",
+    "verifier": "auditor_test_verifier",
 }
 # New each test session; grant_login updates the logins if they exist already.
 PASSWORDS = {role: secrets.token_urlsafe(16) for role in LOGINS}

@@ -306,3 +306,23 @@ def test_a_command_the_login_may_not_run_is_one_line_naming_the_setting(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("auditor: permission denied for")
     assert "AUDITOR_DATABASE_URL" in last
+
+
+def test_a_verifier_login_reruns_verify_and_may_write_nothing(
+    session_db: URL, login_url: Callable[[URL, str], URL]
+) -> None:
+    """Auditors verify without the owner's rights: auditor_verifier reads what the record
+    covers, the access log included, and nothing more."""
+    verifier = login_url(session_db, "verifier")
+    result = _run(["verify"], verifier)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    with psycopg.connect(libpq_conninfo(verifier)) as conn:
+        for statement in (
+            "INSERT INTO access_log (method, endpoint, status) VALUES ('GET', '/x', 200)",
+            "DELETE FROM record",
+            "SELECT * FROM api_tokens",
+            "SELECT * FROM session_log",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(statement)  # type: ignore[arg-type]
