@@ -22,15 +22,12 @@ import time
 from pathlib import Path
 
 import psycopg
-from sqlalchemy import create_engine, pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from store import make_receipts, run_writer
+from store import fresh_database, make_receipts, run_writer
 
 from auditor.bi import refresh
-from auditor.config import libpq_conninfo, parse_database_url
 from auditor.pgserver import EmbeddedPostgres
-from auditor.store import schema
 
 AUDITOR = str(Path(sys.executable).with_name("auditor"))
 
@@ -62,17 +59,9 @@ def main() -> None:
     gc.freeze()
     server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="auditor-bench-biw-")), durable=True)
     server.start()
-    admin = libpq_conninfo(parse_database_url(server.url("postgres")))
 
     def fresh(name: str) -> str:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-        engine = create_engine(parse_database_url(server.url(name)), poolclass=pool.NullPool)
-        with engine.begin() as c:
-            schema.upgrade(c)
-            schema.ensure_partitions_ahead(c)
-        engine.dispose()
-        return server.url(name)
+        return fresh_database(server, name)
 
     def timed(dsn: str) -> float:
         t0 = time.perf_counter()

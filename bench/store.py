@@ -233,6 +233,19 @@ def timed(label: str, work: Callable[[], int]) -> float:
     return rate
 
 
+def fresh_database(server: EmbeddedPostgres, name: str) -> str:
+    """A new database on ``server``, built by the migrations; its URL."""
+    admin = libpq_conninfo(parse_database_url(server.url("postgres")))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    engine = create_engine(parse_database_url(server.url(name)), poolclass=pool.NullPool)
+    with engine.begin() as c:
+        schema.upgrade(c)
+        schema.ensure_partitions_ahead(c)
+    engine.dispose()
+    return server.url(name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--notifications", type=int, default=200_000)
@@ -251,14 +264,7 @@ def main() -> None:
     admin = libpq_conninfo(parse_database_url(server.url("postgres")))
 
     def fresh(name: str) -> str:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-        engine = create_engine(parse_database_url(server.url(name)), poolclass=pool.NullPool)
-        with engine.begin() as c:
-            schema.upgrade(c)
-            schema.ensure_partitions_ahead(c)
-        engine.dispose()
-        return server.url(name)
+        return fresh_database(server, name)
 
     def checkpoint() -> None:
         with psycopg.connect(admin, autocommit=True) as conn:
