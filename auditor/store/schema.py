@@ -17,7 +17,9 @@ from sqlalchemy import Connection
 
 from auditor.db import metadata
 
-ROOT = Path(__file__).resolve().parents[2]
+# In a checkout auditor/migrations is a symlink to the top-level migrations/ folder; in an
+# installed wheel it is a copy (package data), so `auditor db upgrade` works outside a checkout.
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 _PARTITION = re.compile(r"^events_(default|\d{4}_\d{2})$")
 
 
@@ -29,8 +31,10 @@ def include_in_drift_check(
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    # Built here rather than read from alembic.ini, which a wheel does not ship; the ini stays
+    # for developers running `alembic revision` in a checkout.
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
         config.attributes["connection"] = connection
     return config
