@@ -266,6 +266,10 @@ class Worker:
             background.append(
                 asyncio.create_task(self._checkpoint_loop(checkpointer), name="checkpoints")
             )
+        if self.config.sweep_interval > 0:
+            from auditor.ingest.sweep import Sweeper
+
+            background.append(asyncio.create_task(Sweeper(self).run(), name="sweep"))
         leases = None
         if self.config.leases:
             from auditor.ingest.leases import Leases
