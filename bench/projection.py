@@ -62,6 +62,20 @@ def main() -> None:
         del receipts
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
+            sizes = conn.execute(
+                "SELECT pg_total_relation_size('interactions'),"
+                " (SELECT sum(pg_total_relation_size(relid))"
+                "  FROM pg_partition_tree('events'::regclass)),"
+                " (SELECT count(*) FROM events), (SELECT count(*) FROM interactions)"
+            ).fetchone()
+        if sizes is not None:
+            projected, stored, events, interactions = (int(v) for v in sizes)
+            print(
+                f"disk: events {stored / events:,.0f} bytes/event (table, TOAST and indexes),"
+                f" interactions {projected / interactions:,.0f} bytes/interaction"
+                f" ({events / interactions:.1f} events per interaction); the hash chain is"
+                " patched out here (bench/store.py measures its cost)"
+            )
         print(f"{'run':>4} {'what':<8} {'events':>10} {'seconds':>8} {'events/s':>10} differences")
         for run in range(1, args.runs + 1):
             with psycopg.connect(dsn) as conn:

@@ -54,6 +54,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "setup_rate",
         "saturation_lag",
         "sweep_interval",
+        "bi_refresh_interval",
     ),
     "database": ("url",),
     "accounts": ("name", "password_env", "password"),
@@ -103,6 +104,8 @@ class WorkerConfig:
     # Reconciliation sweeps (auditor.ingest.sweep): seconds between re-reads of each
     # account's open items, jittered; 0 turns them off. AUDITOR_SWEEP_INTERVAL overrides.
     sweep_interval: float = 900.0
+    # auditor_bi_refresh() every this many seconds (docs/bi.md); 0 turns it off.
+    bi_refresh_interval: float = 10.0
 
     @property
     def conninfo(self) -> str:
@@ -274,6 +277,7 @@ def from_mapping(
         lease_ttl=worker.number("lease_ttl", 15.0, 1.0),
         lease_renew=worker.number("lease_renew", 5.0, 0.1),
         sweep_interval=_sweep_interval(worker, environ),
+        bi_refresh_interval=worker.number("bi_refresh_interval", 10.0, 0.0),
     )
 
 
