@@ -87,18 +87,26 @@ WITH ev AS MATERIALIZED (
     JOIN wanted AS w ON w.id = e.id
     CROSS JOIN LATERAL (SELECT {_OPENMEDIA} AS om) AS o
     WHERE e.id > %(after)s AND e.id <= %(upto)s
-), states AS (
-    SELECT p.interaction_id,
-           coalesce(jsonb_object_agg(p.account, jsonb_build_object(
-                        'state', l.state, 'capabilities', l.capabilities, 'event_id', l.id,
-                        'at', to_char(l.received_at AT TIME ZONE 'UTC',
-                                      'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
-                    FILTER (WHERE p.state_id IS NOT NULL),
-                    '{{}}'::jsonb) AS account_states,
-           array_agg(p.account ORDER BY p.account) AS accounts
+), entries AS (
+    SELECT p.interaction_id, p.account, p.state_id, l.state,
+           jsonb_build_object(
+               'state', l.state, 'capabilities', l.capabilities, 'event_id', l.id,
+               'at', to_char(l.received_at AT TIME ZONE 'UTC',
+                             'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')) AS entry
     FROM per_account AS p
     LEFT JOIN looked AS l ON l.id = p.state_id
-    GROUP BY p.interaction_id
+), states AS (
+    -- "effective": the entry auditor_effective_state() picks (what the interactions_derive
+    -- trigger derives state, capabilities and completed_at from), chosen here in the
+    -- aggregate instead of by a function call per row.
+    SELECT interaction_id,
+           coalesce(jsonb_object_agg(account, entry) FILTER (WHERE state_id IS NOT NULL),
+                    '{{}}'::jsonb) AS account_states,
+           array_agg(account ORDER BY account) AS accounts,
+           (array_agg(entry ORDER BY state = 'Completed', state_id DESC)
+               FILTER (WHERE state_id IS NOT NULL))[1] AS effective
+    FROM entries
+    GROUP BY interaction_id
 ), straggling AS (
     SELECT e.interaction_id,
            (array_agg(uri ORDER BY e.id) FILTER (WHERE uri IS NOT NULL))[count(uri)] AS uri,
@@ -120,21 +128,37 @@ SELECT a.interaction_id, a.media_type, a.openmedia_type,
        CASE WHEN l.user_data IS NOT NULL THEN a.last_event_id ELSE f.user_data_event_id END
            AS user_data_event_id,
        s.account_states, s.accounts, a.first_seen_at, a.last_seen_at, a.first_event_id,
-       a.last_event_id, a.event_count, a.last_notification_type, a.last_reference_id
+       a.last_event_id, a.event_count, a.last_notification_type, a.last_reference_id,
+       s.effective->>'state' AS state, s.effective->'capabilities' AS capabilities,
+       CASE WHEN s.effective->>'state' = 'Completed'
+            THEN (s.effective->>'at')::timestamptz END AS completed_at
 FROM agg AS a
 JOIN looked AS l ON l.id = a.last_event_id
 JOIN states AS s ON s.interaction_id = a.interaction_id
 LEFT JOIN straggling AS f ON f.interaction_id = a.interaction_id
 """
 
+# A row merged from several folds (an interaction whose events span a chunk boundary, or the
+# rebuild's catch-up) keeps the derived columns of its first fold: _REDERIVE sets them again.
 _MERGE_INTO_SCRATCH = (
-    f"INSERT INTO {SCRATCH} AS t ({projection.FOLDED_COLUMNS})\n"
-    + _DELTA
-    + projection.MERGE_ON_CONFLICT
+    f"INSERT INTO {SCRATCH} AS t ({projection.FOLDED_COLUMNS}, state, capabilities,"
+    " completed_at)\n" + _DELTA + projection.MERGE_ON_CONFLICT
 )
 
-# Compared as the API shows them: the folded columns, and the derived ones computed from the
-# scratch row's account_states the way the interactions_derive trigger does. accounts are a
+_REDERIVE = f"""
+UPDATE {SCRATCH} AS s
+SET state = d.eff->>'state', capabilities = d.eff->'capabilities',
+    completed_at = CASE WHEN d.eff->>'state' = 'Completed'
+                        THEN (d.eff->>'at')::timestamptz END
+FROM (SELECT interaction_id, auditor_effective_state(account_states) AS eff
+      FROM {SCRATCH}
+      WHERE EXISTS (SELECT 1 FROM unnest(%s::bigint[]) AS b
+                    WHERE first_event_id <= b AND last_event_id > b)) AS d
+WHERE s.interaction_id = d.interaction_id
+"""
+
+# Compared as the API shows them: the folded columns and the derived ones (the scratch row's
+# derived from its account_states as the interactions_derive trigger does). accounts are a
 # set (the writer sorts a new row's accounts in Python, merged ones by the collation).
 _COMPARED = (
     ("media_type", "s.media_type", "l.media_type"),
@@ -150,13 +174,9 @@ _COMPARED = (
     ("event_count", "s.event_count", "l.event_count"),
     ("last_notification_type", "s.last_notification_type", "l.last_notification_type"),
     ("last_reference_id", "s.last_reference_id", "l.last_reference_id"),
-    ("state", "eff->>'state'", "l.state"),
-    ("capabilities", "eff->'capabilities'", "l.capabilities"),
-    (
-        "completed_at",
-        "CASE WHEN eff->>'state' = 'Completed' THEN (eff->>'at')::timestamptz END",
-        "l.completed_at",
-    ),
+    ("state", "s.state", "l.state"),
+    ("capabilities", "s.capabilities", "l.capabilities"),
+    ("completed_at", "s.completed_at", "l.completed_at"),
 )
 _DIFFERS = ",\n        ".join(
     f"CASE WHEN {ours} IS DISTINCT FROM {live} THEN '{name}' END" for name, ours, live in _COMPARED
@@ -175,7 +195,6 @@ SELECT coalesce(s.interaction_id, l.interaction_id) AS interaction_id,
         CASE WHEN {_ACCOUNTS_DIFFER} THEN 'accounts' END], NULL) END AS columns
 FROM __SCRATCH__ AS s
 FULL JOIN __LIVE__ AS l ON l.interaction_id = s.interaction_id
-CROSS JOIN LATERAL (SELECT auditor_effective_state(s.account_states) AS eff) AS d
 WHERE s.interaction_id IS NULL OR l.interaction_id IS NULL
    OR {_ACCOUNTS_DIFFER} OR ({" OR ".join(f"{o} IS DISTINCT FROM {li}" for _, o, li in _COMPARED)})
 ORDER BY 1
@@ -241,6 +260,14 @@ def fold_range(conn: psycopg.Connection[Any], after: int, upto: int) -> None:
     conn.execute(_MERGE_INTO_SCRATCH, {"after": after, "upto": upto})
 
 
+def rederive(conn: psycopg.Connection[Any], boundaries: list[int]) -> None:
+    """Derive state, capabilities and completed_at again for the scratch rows whose events
+    lie on both sides of a fold boundary (merged by the writer's rules, which leave derived
+    columns to the trigger)."""
+    if boundaries:
+        conn.execute(_REDERIVE, (boundaries,))
+
+
 def _differences(conn: psycopg.Connection[Any], only_listed: bool) -> list[Difference]:
     if only_listed:
         scratch = f"(SELECT * FROM {SCRATCH} WHERE interaction_id IN (SELECT * FROM {DIFF}))"
@@ -275,12 +302,15 @@ def check(
     low, high, count = event_bounds(conn)
     report = Report(events=count, built_upto=high)
     after = low
+    boundaries = []
     while after < high:
         upto = min(after + chunk, high)
         fold_range(conn, after, upto)
         if progress is not None:
             progress(upto - after)
         after = upto
+        boundaries.append(upto)
+    rederive(conn, boundaries[:-1])
     compared = time.perf_counter()
     report.differences = _differences(conn, only_listed=False)
     report.build_seconds = compared - began
@@ -324,6 +354,7 @@ def rebuild(
             )
             conn.execute("SET LOCAL work_mem = '128MB'")
             fold_range(conn, report.built_upto, newest)
+            rederive(conn, [report.built_upto])
         current = _differences(conn, only_listed=True)
         wrong = [d.interaction_id for d in current if d.kind != "unbacked"]
         unbacked = [d.interaction_id for d in current if d.kind == "unbacked"]

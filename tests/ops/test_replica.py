@@ -24,7 +24,7 @@ from auditor import tokens
 from auditor.config import ApiSettings, Settings, libpq_conninfo, parse_database_url
 from auditor.errors import ConfigError
 from auditor.pgserver import EmbeddedPostgres
-from auditor.store import schema
+from auditor.store import integrity, schema
 from auditor.store.writer import store_batch
 from tests.helpers import om_message, receipt
 from tests.logins import as_login, create_logins
@@ -166,6 +166,19 @@ def test_the_api_reads_from_the_standby_and_writes_its_log_to_the_primary(pair: 
             query_string={"from": started.isoformat(), "to": asked_to.isoformat()},
         ).get_json()
         assert body["complete"] is True, body
+
+        # Failover: the standby is promoted and the writer goes on there; the record's chain
+        # continues from what was replayed, unbroken.
+        _one(pair.standby, "SELECT pg_promote()")
+        _wait("the promotion", lambda: not _one(pair.standby, "SELECT pg_is_in_recovery()"))
+        _store(Pair(pair.standby, pair.standby), "rep-1", "Completed", 2)
+        with psycopg.connect(libpq_conninfo(pair.standby)) as conn:
+            report = integrity.verify(conn, with_unsealed=False)
+            conn.rollback()
+        assert report.ok, report.problem
+        assert report.checked == 3
+        timeline = client.get("/api/v1/interactions/rep-1/timeline", headers=auth).get_json()
+        assert [e["state"] for e in timeline["events"]] == ["Invited", "Processing", "Completed"]
     finally:
         dispose()
 
