@@ -15,7 +15,9 @@ auditor_sweep_differences{kind}:
 
 Only projection entries older than the GET are compared: a notification that arrived during
 the sweep is newer than what the GET saw. Before reading the projection, the sweep waits until
-the spool has stored everything received before the GET answered.
+the spool has stored everything received before the GET answered. A difference is recorded
+only if a second GET SETTLE_SECONDS later shows it again and no notification about the item
+arrived meanwhile: GWS changes an item before its notification reaches the worker.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("auditor.ingest.sweep")
 JITTER = 0.1  # each interval is drawn from interval * (1 +- JITTER)
 CONCURRENT = 20  # accounts swept at once (each is a few GETs and one query)
+SETTLE_SECONDS = 3.0  # a difference must still be there this much later (see sweep())
 CLOSED = ("Completed", "Absent")
 
 
@@ -120,6 +123,7 @@ class Sweeper:
         self._conn: psycopg.Connection[Any] | None = None
         self._conn_lock = threading.Lock()
         self._rng = random.Random()
+        self.settle = SETTLE_SECONDS
 
     def _next(self, after: float) -> float:
         return after + self.interval * self._rng.uniform(1 - JITTER, 1 + JITTER)
@@ -162,20 +166,45 @@ class Sweeper:
             slots.release()
         self.sweeps.labels(outcome).inc()
 
-    async def sweep(self, source: Source) -> str:
-        """Re-read one account's items and spool a snapshot for every difference. Returns
-        the outcome: "clean", "differences", or "skipped" (no session or GWS refused)."""
-        started = _now()
+    async def _compare(
+        self, source: Source, since: datetime
+    ) -> tuple[list[dict[str, Any]], list[Difference]] | None:
+        """GET the account's items, wait until the spool stored what arrived before the
+        answer, compare with the projection's entries older than ``since``."""
         listed = await self._list(source)
         if listed is None:
-            return "skipped"
+            return None
         answered = _now().isoformat(timespec="microseconds")
         await self.worker._spool_drained_before(answered)
         ids = [i["id"] for i in listed if isinstance(i.get("id"), str)]
         projected = await asyncio.to_thread(
-            self._projected, source.account, ids, started, list(source.config.media_types)
+            self._projected, source.account, ids, since, list(source.config.media_types)
         )
-        differences = compare(source.account, listed, projected)
+        return listed, compare(source.account, listed, projected)
+
+    async def sweep(self, source: Source) -> str:
+        """Re-read one account's items and spool a snapshot for every difference. Returns
+        the outcome: "clean", "differences", or "skipped" (no session or GWS refused).
+
+        GWS changes an item before its notification reaches us, so a difference is only
+        recorded when it is still there SETTLE_SECONDS later, in a second GET, with no
+        notification about the item received since the first one: otherwise the snapshot
+        could land after that notification and set the projection back."""
+        started = _now()
+        first = await self._compare(source, started)
+        if first is None:
+            return "skipped"
+        if not first[1]:
+            return "clean"
+        await asyncio.sleep(self.settle)
+        second = await self._compare(source, started)
+        if second is None:
+            return "skipped"
+        seen_first = {(d.kind, d.item.get("id"), d.item.get("state")) for d in first[1]}
+        listed = second[0]
+        differences = [
+            d for d in second[1] if (d.kind, d.item.get("id"), d.item.get("state")) in seen_first
+        ]
         if not differences:
             return "clean"
         at = _now().isoformat(timespec="microseconds")
