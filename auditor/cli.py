@@ -34,6 +34,7 @@ _LAZY = {
     "evidence": "auditor.cli_proofs:evidence_group",
     "ingest": "auditor.ingest.cli:ingest",
     "keys": "auditor.cli_proofs:keys_group",
+    "projection": "auditor.cli_projection:projection_group",
     "seal": "auditor.cli_evidence:seal_command",
     "serve": "auditor.cli_api:serve",
     "simulate": "auditor.simulator.cli:simulate",

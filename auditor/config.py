@@ -12,6 +12,9 @@ from sqlalchemy.exc import ArgumentError
 from auditor.errors import ConfigError
 
 DATABASE_URL = "AUDITOR_DATABASE_URL"
+# Optional: a hot standby that serves the API's reads (docs/scale.md); the access log and the
+# tokens' last use still go to AUDITOR_DATABASE_URL.
+READ_DATABASE_URL = "AUDITOR_READ_DATABASE_URL"
 _POSTGRES_DRIVERS = {"postgresql", "postgresql+psycopg", "postgres"}
 
 
@@ -54,6 +57,7 @@ def redacted(url: URL) -> str:
 class Settings:
     database_url: URL
     api: ApiSettings = field(default_factory=lambda: ApiSettings())
+    read_database_url: URL | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -64,11 +68,21 @@ class Settings:
                 "is not set; export it (postgresql://user@host:port/dbname), "
                 "or run `make demo`, which starts an embedded PostgreSQL",
             )
-        return cls(database_url=parse_database_url(raw), api=ApiSettings.from_env(environ))
+        read = environ.get(READ_DATABASE_URL, "").strip()
+        return cls(
+            database_url=parse_database_url(raw),
+            api=ApiSettings.from_env(environ),
+            read_database_url=parse_database_url(read, READ_DATABASE_URL) if read else None,
+        )
 
     @property
     def conninfo(self) -> str:
         return libpq_conninfo(self.database_url)
+
+    @property
+    def read_conninfo(self) -> str:
+        """Where reads go: the standby when one is configured, else the primary."""
+        return libpq_conninfo(self.read_database_url or self.database_url)
 
 
 # --- Query API settings (auditor serve, web/) -------------------------------------------------

@@ -26,6 +26,7 @@ _PORT_FILE = "auditor.port"
 _HBA = """# Written by auditor.pgserver at every start.
 local all all               trust
 host  all postgres 127.0.0.1/32 trust
+host  replication postgres 127.0.0.1/32 trust
 host  all postgres ::1/128      trust
 host  all all      127.0.0.1/32 scram-sha-256
 host  all all      ::1/128      scram-sha-256
@@ -205,6 +206,34 @@ class EmbeddedPostgres:
             timeout=90,
         )
         return self
+
+    def start_standby(self, data_dir: Path) -> EmbeddedPostgres:
+        """A streaming hot standby of this running server in ``data_dir``: pg_basebackup
+        with -R writes standby.signal and primary_conninfo (PostgreSQL's own replication;
+        docs/scale.md). The standby is read-only and replays the primary's WAL as it comes."""
+        standby = EmbeddedPostgres(data_dir, durable=self.durable)
+        standby.data_dir.mkdir(parents=True, exist_ok=True)
+        standby._prepare_permissions()
+        standby._run(
+            [
+                "pg_basebackup",
+                "-D",
+                str(standby.pgdata),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+            timeout=300,
+        )
+        return standby.start()
 
     def stop(self) -> None:
         if self.is_running():

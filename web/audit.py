@@ -52,11 +52,24 @@ def database() -> Database:
 
 
 def conn() -> psycopg.Connection[Any]:
-    """The request's pooled connection (returned to the pool at teardown)."""
+    """The request's pooled connection for reads (returned to the pool at teardown): the hot
+    standby's when AUDITOR_READ_DATABASE_URL is set."""
     if "conn" not in g:
         g.conn_ctx = database().connection()
         g.conn = g.conn_ctx.__enter__()
     connection: psycopg.Connection[Any] = g.conn
+    return connection
+
+
+def primary_conn() -> psycopg.Connection[Any]:
+    """The request's connection to the primary, for what it writes (the access log, the
+    token's last use); the same connection as conn() when there is no standby."""
+    if not database().has_replica:
+        return conn()
+    if "primary" not in g:
+        g.primary_ctx = database().primary()
+        g.primary = g.primary_ctx.__enter__()
+    connection: psycopg.Connection[Any] = g.primary
     return connection
 
 
@@ -149,7 +162,7 @@ def install(app: Flask, metrics: Metrics, settings: ApiSettings) -> None:
         if secret is None:
             limiter.failed(g.client)
             return _unauthorized("this API needs `Authorization: Bearer <token>`")
-        token = tokens.verify(conn(), secret)
+        token = tokens.verify(primary_conn(), secret)
         if token is None:
             limiter.failed(g.client)
             return _unauthorized("the token is unknown or revoked")
@@ -178,11 +191,12 @@ def install(app: Flask, metrics: Metrics, settings: ApiSettings) -> None:
 
     @app.teardown_request
     def _release(_: BaseException | None) -> None:
-        ctx = g.pop("conn_ctx", None)
-        g.pop("conn", None)
-        if ctx is not None:
-            with _ignore_closed():
-                ctx.__exit__(None, None, None)
+        for name in ("conn", "primary"):
+            ctx = g.pop(f"{name}_ctx", None)
+            g.pop(name, None)
+            if ctx is not None:
+                with _ignore_closed():
+                    ctx.__exit__(None, None, None)
 
 
 def _write_row(response: Response) -> Response:
@@ -190,7 +204,8 @@ def _write_row(response: Response) -> Response:
     try:
         outcome = "started" if stream is not None and response.status_code == 200 else "answered"
         row_id = append(
-            conn(), request_record(response.status_code, rows=g.get("rows"), outcome=outcome)
+            primary_conn(),
+            request_record(response.status_code, rows=g.get("rows"), outcome=outcome),
         )
     except (psycopg.Error, OSError):
         log.exception("could not write the access log; refusing the answer")

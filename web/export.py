@@ -191,7 +191,7 @@ class ExportStream:
             error=error,
         )
         try:
-            with self._db.connection() as connection:
+            with self._db.primary() as connection:
                 append(connection, record)
         except Exception:
             log.exception("could not write how an export ended")

@@ -36,7 +36,8 @@ def docs_command(output: Path, check: bool) -> None:
     """Render docs/bi.md from the catalog (views, columns, types, comments) of the database
     AUDITOR_DATABASE_URL names, plus the finding rules and the sample queries."""
     settings = Settings.from_env(os.environ)
-    with connect(settings.database_url) as conn:
+    # The catalog is the same on a hot standby: read there when one is configured.
+    with connect(settings.read_database_url or settings.database_url) as conn:
         text = render(conn)
     if str(output) == "-":
         click.echo(text, nl=False)

@@ -112,9 +112,10 @@ than a dashboard may wait. They are therefore backed by summary tables (`bi_segm
 watermark (`bi_refresh_state`), recomputes every interaction they touch and recounts the days
 they fall on, then moves the watermark, in one transaction, with row-level deletes and
 inserts (no `REFRESH`, no lock a reader waits for).
-Run it with `auditor bi refresh --follow 5` beside the worker, or call
-`SELECT auditor_bi_refresh()` as the worker's role (`auditor_writer` may execute it). The
-writer itself does no BI work: its rate does not depend on the summaries.
+The worker calls it every `bi_refresh_interval` seconds (default 10, in its own connection
+and thread; docs/worker.md); `auditor bi refresh --follow 5` does the same by hand, and
+`SELECT auditor_bi_refresh()` may be called by the worker's role (`auditor_writer`). The
+batch writer itself does no BI work: its rate does not depend on the summaries.
 
 The views stay exact whether or not the refresh keeps up: interactions (and days) with events
 past the watermark are computed live, the rest read from the summaries. A refresh that falls

@@ -53,6 +53,8 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "max_setups",
         "setup_rate",
         "saturation_lag",
+        "sweep_interval",
+        "bi_refresh_interval",
     ),
     "database": ("url",),
     "accounts": ("name", "password_env", "password"),
@@ -99,6 +101,11 @@ class WorkerConfig:
     leases: bool = False
     lease_ttl: float = 15.0
     lease_renew: float = 5.0
+    # Reconciliation sweeps (auditor.ingest.sweep): seconds between re-reads of each
+    # account's open items, jittered; 0 turns them off. AUDITOR_SWEEP_INTERVAL overrides.
+    sweep_interval: float = 900.0
+    # auditor_bi_refresh() every this many seconds (docs/bi.md); 0 turns it off.
+    bi_refresh_interval: float = 10.0
 
     @property
     def conninfo(self) -> str:
@@ -269,4 +276,22 @@ def from_mapping(
         leases=bool(worker.get("leases", bool, False)),
         lease_ttl=worker.number("lease_ttl", 15.0, 1.0),
         lease_renew=worker.number("lease_renew", 5.0, 0.1),
+        sweep_interval=_sweep_interval(worker, environ),
+        bi_refresh_interval=worker.number("bi_refresh_interval", 10.0, 0.0),
     )
+
+
+SWEEP_ENV = "AUDITOR_SWEEP_INTERVAL"
+
+
+def _sweep_interval(worker: _Reader, environ: Mapping[str, str]) -> float:
+    raw = environ.get(SWEEP_ENV)
+    if raw is None:
+        return worker.number("sweep_interval", 900.0, 0.0)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(SWEEP_ENV, f"must be a number of seconds, not {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ConfigError(SWEEP_ENV, "must be 0 (off) or a positive number of seconds")
+    return value

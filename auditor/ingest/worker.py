@@ -266,6 +266,17 @@ class Worker:
             background.append(
                 asyncio.create_task(self._checkpoint_loop(checkpointer), name="checkpoints")
             )
+        if self.config.sweep_interval > 0:
+            from auditor.ingest.sweep import Sweeper
+
+            background.append(asyncio.create_task(Sweeper(self).run(), name="sweep"))
+        if self.config.bi_refresh_interval > 0:
+            from auditor.ingest.bi_task import BiRefresher
+
+            refresher = BiRefresher(
+                self.config.conninfo, self.config.bi_refresh_interval, self.metrics.registry
+            )
+            background.append(asyncio.create_task(refresher.run(), name="bi-refresh"))
         leases = None
         if self.config.leases:
             from auditor.ingest.leases import Leases

@@ -9,6 +9,9 @@ POST /sim/drop                           abort every held /meta/connect and webs
 POST /sim/malformed {"rate": R}          share of notifications sent malformed (0..1)
 POST /sim/pause | /sim/resume            stop / restart the generator
 POST /sim/generate  {"count": N}         generate N notifications now (while paused, too)
+POST /sim/silent    {"agent", "item"?,     change one of the agent's items without notifying
+                     "state" | "remove"}   anyone (state drift that only a re-read finds);
+                                         "remove": true makes it vanish from the agent's list
 """
 
 from __future__ import annotations
@@ -77,12 +80,32 @@ def apply_fault(sim: Simulator, action: str, body: dict[str, Any]) -> dict[str, 
     if action in ("pause", "resume"):
         sim.pause(action == "pause")
         return {"paused": sim.paused}
+    if action == "silent":
+        return silent_change(sim, body)
     if action == "generate":
         count = body.get("count")
         if not isinstance(count, int) or count < 1:
             raise OperationError(400, 1, "generate needs 'count', an integer >= 1")
         return {"generated": sim.generate(count)}
     raise OperationError(404, 2, f"Unknown control action {action!r}")
+
+
+def silent_change(sim: Simulator, body: dict[str, Any]) -> dict[str, Any]:
+    agent = sim.engine.agents.get(body.get("agent"))  # type: ignore[arg-type]
+    if agent is None:
+        raise OperationError(404, 3, f"Unknown agent {body.get('agent')!r}")
+    wanted = body.get("item")
+    item = agent.items.get(wanted) if wanted is not None else next(iter(agent.items.values()), None)
+    if item is None:
+        raise OperationError(404, 3, f"agent {agent.name} has no item {wanted or ''}".rstrip())
+    if body.get("remove") is True:
+        del agent.items[item.id]
+        return {"item": item.id, "removed": True}
+    state = body.get("state")
+    if not isinstance(state, str) or not state:
+        raise OperationError(400, 1, "silent needs 'state' (a string) or 'remove': true")
+    item.state = state
+    return {"item": item.id, "state": state}
 
 
 def routes(sim: Simulator) -> list[web.RouteDef]:

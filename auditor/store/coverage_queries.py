@@ -21,10 +21,16 @@ LIVE_WINDOW_SECONDS = 15
 # clipped to the time up to which its worker had stored everything it received
 # (drain_progress): a spool backlog or a paused drain is not yet coverage of stored rows.
 _FRESH = f"c.heartbeat_at >= now() - interval '{LIVE_WINDOW_SECONDS} seconds'"
+# On a hot standby (AUDITOR_READ_DATABASE_URL), nothing past the last transaction replayed:
+# a live interval would otherwise reach now() while the events since are not replayed yet.
+REPLAYED_THROUGH = (
+    "CASE WHEN pg_is_in_recovery()"
+    " THEN coalesce(pg_last_xact_replay_timestamp(), '-infinity') ELSE 'infinity' END"
+)
 _EFFECTIVE = f"""SELECT c.account, c.worker_id, c.channels, c.started_at, c.ended_at, c.end_reason,
            {_FRESH} AS live,
            least(coalesce(c.ended_at, CASE WHEN {_FRESH} THEN now() ELSE c.heartbeat_at END),
-                 coalesce(p.stored_through, 'infinity')) AS end_at
+                 coalesce(p.stored_through, 'infinity'), {REPLAYED_THROUGH}) AS end_at
     FROM coverage_intervals AS c
     LEFT JOIN drain_progress AS p ON p.worker_id = c.worker_id"""
 

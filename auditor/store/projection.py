@@ -19,7 +19,15 @@ import psycopg
 from auditor.notifications import Record
 from auditor.store.receipts import Receipt
 
-_UPSERT = """
+# The folded columns, in the order of the upsert (state, capabilities and completed_at are
+# derived from account_states by a trigger).
+FOLDED_COLUMNS = (
+    "interaction_id, media_type, openmedia_type, uri, user_data, user_data_event_id,"
+    " account_states, accounts, first_seen_at, last_seen_at, first_event_id, last_event_id,"
+    " event_count, last_notification_type, last_reference_id"
+)
+
+_UPSERT_HEAD = """
 INSERT INTO interactions AS t (
     interaction_id, media_type, openmedia_type, uri, user_data, user_data_event_id,
     account_states, accounts, first_seen_at, last_seen_at, first_event_id, last_event_id,
@@ -33,6 +41,12 @@ FROM jsonb_to_recordset(%s::jsonb) AS d(
     first_seen_at timestamptz, last_seen_at timestamptz, first_event_id bigint,
     last_event_id bigint, event_count bigint, last_notification_type text,
     last_reference_id text)
+"""
+
+# How a new contribution merges with the stored row ("t"): every rule takes the value of the
+# newer event id, so merging in any order gives the same row. Also used by
+# auditor.store.projection_rebuild on its scratch table.
+MERGE_ON_CONFLICT = """
 ON CONFLICT (interaction_id) DO UPDATE SET
     media_type = CASE WHEN excluded.last_event_id > t.last_event_id
         THEN coalesce(excluded.media_type, t.media_type)
@@ -59,6 +73,8 @@ ON CONFLICT (interaction_id) DO UPDATE SET
     last_reference_id = CASE WHEN excluded.last_event_id > t.last_event_id
         THEN excluded.last_reference_id ELSE t.last_reference_id END
 """
+
+_UPSERT = _UPSERT_HEAD + MERGE_ON_CONFLICT
 
 
 @dataclass

@@ -130,6 +130,7 @@ def test_a_file_with_every_known_key_loads_and_applies_them(tmp_path: Path) -> N
         "heartbeat_interval = 2\nbackoff_base = 1\nbackoff_cap = 9\nlogin_retry = 5\n"
         "shutdown_timeout = 6\nleases = true\nlease_ttl = 20\nlease_renew = 4\n"
         "max_sessions = 11\nmax_setups = 12\nsetup_rate = 13\nsaturation_lag = 0.7\n"
+        "sweep_interval = 60\nbi_refresh_interval = 5\n"
     )
     config = load(_write(tmp_path, text), {"GWS_PW1": "x"})
     known = {k for table in ("gws", "worker") for k in KNOWN_KEYS[table]}
@@ -137,3 +138,17 @@ def test_a_file_with_every_known_key_loads_and_applies_them(tmp_path: Path) -> N
     assert (config.transport, config.poll_timeout, config.ack) == ("websocket", 4.0, False)
     assert (config.max_sessions, config.max_setups, config.setup_rate) == (11, 12, 13.0)
     assert (config.saturation_lag, config.worker_id, config.lease_renew) == (0.7, "w1", 4.0)
+    assert (config.sweep_interval, config.bi_refresh_interval) == (60.0, 5.0)
+
+
+def test_the_sweep_interval_comes_from_the_environment_first_and_is_checked(
+    tmp_path: Path,
+) -> None:
+    path = _write(tmp_path, GOOD + "[worker]\nsweep_interval = 60\n")
+    assert load(path, {"GWS_PW1": "x"}).sweep_interval == 60.0
+    assert load(path, {"GWS_PW1": "x", "AUDITOR_SWEEP_INTERVAL": "0"}).sweep_interval == 0.0
+    assert load(_write(tmp_path, GOOD), {"GWS_PW1": "x"}).sweep_interval == 900.0
+    with pytest.raises(ConfigError, match="AUDITOR_SWEEP_INTERVAL"):
+        load(path, {"GWS_PW1": "x", "AUDITOR_SWEEP_INTERVAL": "15min"})
+    with pytest.raises(ConfigError, match="sweep_interval"):
+        load(_write(tmp_path, GOOD + "[worker]\nsweep_interval = -1\n"), {"GWS_PW1": "x"})

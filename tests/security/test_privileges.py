@@ -207,6 +207,12 @@ OBJECTS: list[tuple[str, str, LiteralString, str]] = [
         " NULL, '127.0.0.1'::inet, 'answered', NULL, NULL, NULL)",
         "no no yes yes",
     ),
+    (
+        "function auditor_projection_remove_unbacked(text[]) (SECURITY DEFINER)",
+        "EXECUTE",
+        "SELECT auditor_projection_remove_unbacked(ARRAY['probe'])",
+        "yes no no yes",
+    ),
     ("schema public", "CREATE", "CREATE TABLE auditor_probe (i int)", "no no no yes"),
 ]
 

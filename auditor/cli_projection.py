@@ -1,0 +1,99 @@
+"""`auditor projection check` and `auditor projection rebuild`: the interactions projection
+recomputed from the events (auditor.store.projection_rebuild)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from auditor.config import Settings
+from auditor.db import connect
+from auditor.store import projection_rebuild
+
+_SHOWN = 50  # differences listed one per line; the rest are counted
+
+
+def _bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _run(rebuild: bool, chunk: int) -> projection_rebuild.Report:
+    console = Console(stderr=True)
+    with connect(Settings.from_env(os.environ).database_url, autocommit=False) as conn:
+        # The bar counts event ids (gaps included), the unit the scratch table is built in.
+        row = conn.execute("SELECT coalesce(max(id) - min(id) + 1, 0) FROM events").fetchone()
+        conn.rollback()
+        with _bar(console) as bar:
+            task = bar.add_task("rebuild" if rebuild else "check", total=row[0] if row else 0)
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+
+            if rebuild:
+                return projection_rebuild.rebuild(conn, advance, chunk)
+            report = projection_rebuild.check(conn, advance, chunk)
+            conn.rollback()
+            return report
+
+
+def _print(report: projection_rebuild.Report, seconds: float) -> None:
+    for difference in report.differences[:_SHOWN]:
+        click.echo(difference.describe())
+    if len(report.differences) > _SHOWN:
+        click.echo(f"... and {len(report.differences) - _SHOWN} more")
+    rate = report.events / seconds if seconds > 0 else 0.0
+    click.echo(
+        f"{report.events} events up to id {report.built_upto} give {report.interactions}"
+        f" interactions ({rate:,.0f} events/s); {len(report.differences)} differences"
+        " from the live projection"
+    )
+
+
+_CHUNK = click.option(
+    "--chunk",
+    default=projection_rebuild.DEFAULT_CHUNK,
+    show_default=True,
+    type=click.IntRange(1_000, 100_000_000),
+    help="event ids folded per statement",
+)
+
+
+@click.group("projection")
+def projection_group() -> None:
+    """The interactions projection: compare with, or rebuild from, the stored events."""
+
+
+@projection_group.command("check")
+@_CHUNK
+def check_command(chunk: int) -> None:
+    """Recompute the projection from the events into a scratch table and list every
+    difference from the live one; exit 1 if there is any. Writes nothing: any login that
+    reads events and interactions (reader, api, writer) may run it."""
+    began = time.perf_counter()
+    report = _run(False, chunk)
+    _print(report, time.perf_counter() - began)
+    if report.differences:
+        sys.exit(1)
+
+
+@projection_group.command("rebuild")
+@_CHUNK
+def rebuild_command(chunk: int) -> None:
+    """Recompute the projection beside the live one and correct every difference in one
+    transaction; readers never wait, the writer only for that last transaction. Run it as
+    the writer's login (docs/scale.md)."""
+    began = time.perf_counter()
+    report = _run(True, chunk)
+    _print(report, time.perf_counter() - began)
+    click.echo(f"corrected {report.fixed}, removed {report.removed}")

@@ -1,0 +1,371 @@
+"""Check and rebuild the interactions projection from the record, set-based in PostgreSQL.
+
+The projection is derived data: everything in it follows from the events by the fold rules of
+auditor.store.projection. Here the same rules are written once more as SQL aggregates, so a
+whole projection can be recomputed at PostgreSQL speed into a scratch table (a temporary
+table of the session) and compared with the live one.
+
+Consistency without stopping the writer: the scratch table is built and compared inside one
+REPEATABLE READ transaction. The writer commits event batches under its advisory lock, in id
+order, together with their projection changes, so that snapshot sees exactly the events up to
+some id ``built_upto`` and the projection made from exactly those. A rebuild then takes the
+writer's lock for a short second transaction: it folds the events stored since ``built_upto``
+into the scratch table (the same merge the writer does), compares again only the rows that
+differed or were touched since, and writes the corrections. Readers never wait: rows are
+updated in place (MVCC), the table is never swapped or locked as a whole.
+
+Functions take a connection and never commit, except ``rebuild``'s caller-visible phases,
+which are documented on the function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from auditor.store import projection
+from auditor.store import record as ledger
+
+SCRATCH = "auditor_projection_scratch"
+DIFF = "auditor_projection_diff"
+DEFAULT_CHUNK = 500_000
+
+# The openmedia resource of a stored message, as auditor.notifications.openmedia_of finds it.
+_OPENMEDIA = """CASE
+    WHEN jsonb_typeof(e.payload->'data') = 'object' THEN e.payload->'data'->'openmedia'
+    WHEN NOT e.payload ? 'data'
+         AND e.payload ?| ARRAY['messageType', 'notificationType', 'openmedia', 'referenceId']
+        THEN e.payload->'openmedia'
+END"""
+
+# The values taken from the message itself (the extracted columns do not hold them).
+_FROM_PAYLOAD = """
+           CASE WHEN jsonb_typeof(om->'uri') = 'string' THEN nullif(om->>'uri', '') END AS uri,
+           CASE WHEN jsonb_typeof(om->'userData') = 'object' THEN om->'userData' END
+               AS user_data,
+           CASE WHEN jsonb_typeof(om->'capabilities') = 'array' THEN om->'capabilities' END
+               AS capabilities"""
+
+# Each interaction's contribution from the events with after < id <= upto: the fold of
+# projection._Delta as SQL. Reading the message (jsonb) of every event is what costs, so the
+# aggregates run over the extracted columns only, and the message is read for the few events
+# whose values survive: each interaction's last event (its uri and userData, when it has
+# them) and each account's last event with a state (capabilities). Only interactions whose
+# last event lacks a uri or userData have all their events' messages read. "The last
+# non-null value" is element count(x) of the values aggregated with FILTER (x IS NOT NULL).
+_DELTA = f"""
+WITH ev AS MATERIALIZED (
+    SELECT id, received_at, account, interaction_id, state, notification_type, reference_id,
+           nullif(media_type, '') AS media_type, nullif(openmedia_type, '') AS openmedia_type
+    FROM events
+    WHERE interaction_id IS NOT NULL AND id > %(after)s AND id <= %(upto)s
+), per_account AS (
+    SELECT interaction_id, account, max(id) FILTER (WHERE state IS NOT NULL) AS state_id
+    FROM ev GROUP BY interaction_id, account
+), agg AS (
+    SELECT interaction_id,
+           (array_agg(media_type ORDER BY id) FILTER (WHERE media_type IS NOT NULL))
+               [count(media_type)] AS media_type,
+           (array_agg(openmedia_type ORDER BY id) FILTER (WHERE openmedia_type IS NOT NULL))
+               [count(openmedia_type)] AS openmedia_type,
+           min(received_at) AS first_seen_at, max(received_at) AS last_seen_at,
+           min(id) AS first_event_id, max(id) AS last_event_id, count(*) AS event_count,
+           (array_agg(notification_type ORDER BY id))[count(*)] AS last_notification_type,
+           (array_agg(reference_id ORDER BY id))[count(*)] AS last_reference_id
+    FROM ev GROUP BY interaction_id
+), wanted AS (
+    SELECT last_event_id AS id FROM agg
+    UNION SELECT state_id FROM per_account WHERE state_id IS NOT NULL
+), looked AS MATERIALIZED (
+    SELECT e.id, e.received_at, e.state,{_FROM_PAYLOAD}
+    FROM events AS e
+    JOIN wanted AS w ON w.id = e.id
+    CROSS JOIN LATERAL (SELECT {_OPENMEDIA} AS om) AS o
+    WHERE e.id > %(after)s AND e.id <= %(upto)s
+), entries AS (
+    SELECT p.interaction_id, p.account, p.state_id, l.state,
+           jsonb_build_object(
+               'state', l.state, 'capabilities', l.capabilities, 'event_id', l.id,
+               'at', to_char(l.received_at AT TIME ZONE 'UTC',
+                             'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')) AS entry
+    FROM per_account AS p
+    LEFT JOIN looked AS l ON l.id = p.state_id
+), states AS (
+    -- "effective": the entry auditor_effective_state() picks (what the interactions_derive
+    -- trigger derives state, capabilities and completed_at from), chosen here in the
+    -- aggregate instead of by a function call per row.
+    SELECT interaction_id,
+           coalesce(jsonb_object_agg(account, entry) FILTER (WHERE state_id IS NOT NULL),
+                    '{{}}'::jsonb) AS account_states,
+           array_agg(account ORDER BY account) AS accounts,
+           (array_agg(entry ORDER BY state = 'Completed', state_id DESC)
+               FILTER (WHERE state_id IS NOT NULL))[1] AS effective
+    FROM entries
+    GROUP BY interaction_id
+), straggling AS (
+    SELECT e.interaction_id,
+           (array_agg(uri ORDER BY e.id) FILTER (WHERE uri IS NOT NULL))[count(uri)] AS uri,
+           (array_agg(user_data ORDER BY e.id) FILTER (WHERE user_data IS NOT NULL))
+               [count(user_data)] AS user_data,
+           max(e.id) FILTER (WHERE user_data IS NOT NULL) AS user_data_event_id
+    FROM events AS e
+    CROSS JOIN LATERAL (SELECT {_OPENMEDIA} AS om) AS o
+    CROSS JOIN LATERAL (SELECT{_FROM_PAYLOAD}) AS v
+    WHERE e.interaction_id IN (
+              SELECT a.interaction_id FROM agg AS a JOIN looked AS l ON l.id = a.last_event_id
+              WHERE l.uri IS NULL OR l.user_data IS NULL)
+      AND e.id > %(after)s AND e.id <= %(upto)s
+    GROUP BY e.interaction_id
+)
+SELECT a.interaction_id, a.media_type, a.openmedia_type,
+       coalesce(l.uri, f.uri) AS uri,
+       coalesce(l.user_data, f.user_data) AS user_data,
+       CASE WHEN l.user_data IS NOT NULL THEN a.last_event_id ELSE f.user_data_event_id END
+           AS user_data_event_id,
+       s.account_states, s.accounts, a.first_seen_at, a.last_seen_at, a.first_event_id,
+       a.last_event_id, a.event_count, a.last_notification_type, a.last_reference_id,
+       s.effective->>'state' AS state, s.effective->'capabilities' AS capabilities,
+       CASE WHEN s.effective->>'state' = 'Completed'
+            THEN (s.effective->>'at')::timestamptz END AS completed_at
+FROM agg AS a
+JOIN looked AS l ON l.id = a.last_event_id
+JOIN states AS s ON s.interaction_id = a.interaction_id
+LEFT JOIN straggling AS f ON f.interaction_id = a.interaction_id
+"""
+
+# A row merged from several folds (an interaction whose events span a chunk boundary, or the
+# rebuild's catch-up) keeps the derived columns of its first fold: _REDERIVE sets them again.
+_MERGE_INTO_SCRATCH = (
+    f"INSERT INTO {SCRATCH} AS t ({projection.FOLDED_COLUMNS}, state, capabilities,"
+    " completed_at)\n" + _DELTA + projection.MERGE_ON_CONFLICT
+)
+
+_REDERIVE = f"""
+UPDATE {SCRATCH} AS s
+SET state = d.eff->>'state', capabilities = d.eff->'capabilities',
+    completed_at = CASE WHEN d.eff->>'state' = 'Completed'
+                        THEN (d.eff->>'at')::timestamptz END
+FROM (SELECT interaction_id, auditor_effective_state(account_states) AS eff
+      FROM {SCRATCH}
+      WHERE EXISTS (SELECT 1 FROM unnest(%s::bigint[]) AS b
+                    WHERE first_event_id <= b AND last_event_id > b)) AS d
+WHERE s.interaction_id = d.interaction_id
+"""
+
+# Compared as the API shows them: the folded columns and the derived ones (the scratch row's
+# derived from its account_states as the interactions_derive trigger does). accounts are a
+# set (the writer sorts a new row's accounts in Python, merged ones by the collation).
+_COMPARED = (
+    ("media_type", "s.media_type", "l.media_type"),
+    ("openmedia_type", "s.openmedia_type", "l.openmedia_type"),
+    ("uri", "s.uri", "l.uri"),
+    ("user_data", "s.user_data", "l.user_data"),
+    ("user_data_event_id", "s.user_data_event_id", "l.user_data_event_id"),
+    ("account_states", "s.account_states", "l.account_states"),
+    ("first_seen_at", "s.first_seen_at", "l.first_seen_at"),
+    ("last_seen_at", "s.last_seen_at", "l.last_seen_at"),
+    ("first_event_id", "s.first_event_id", "l.first_event_id"),
+    ("last_event_id", "s.last_event_id", "l.last_event_id"),
+    ("event_count", "s.event_count", "l.event_count"),
+    ("last_notification_type", "s.last_notification_type", "l.last_notification_type"),
+    ("last_reference_id", "s.last_reference_id", "l.last_reference_id"),
+    ("state", "s.state", "l.state"),
+    ("capabilities", "s.capabilities", "l.capabilities"),
+    ("completed_at", "s.completed_at", "l.completed_at"),
+)
+_DIFFERS = ",\n        ".join(
+    f"CASE WHEN {ours} IS DISTINCT FROM {live} THEN '{name}' END" for name, ours, live in _COMPARED
+)
+_ACCOUNTS_DIFFER = "NOT (s.accounts @> l.accounts AND l.accounts @> s.accounts)"
+
+# Every difference between scratch (s) and live (l) rows, optionally only for the ids in DIFF.
+_DIFF = f"""
+SELECT coalesce(s.interaction_id, l.interaction_id) AS interaction_id,
+       CASE WHEN l.interaction_id IS NULL THEN 'missing'
+            WHEN s.interaction_id IS NULL THEN 'unbacked'
+            ELSE 'differs' END AS kind,
+       CASE WHEN s.interaction_id IS NULL OR l.interaction_id IS NULL THEN '{{}}'::text[]
+            ELSE array_remove(ARRAY[
+        {_DIFFERS},
+        CASE WHEN {_ACCOUNTS_DIFFER} THEN 'accounts' END], NULL) END AS columns
+FROM __SCRATCH__ AS s
+FULL JOIN __LIVE__ AS l ON l.interaction_id = s.interaction_id
+WHERE s.interaction_id IS NULL OR l.interaction_id IS NULL
+   OR {_ACCOUNTS_DIFFER} OR ({" OR ".join(f"{o} IS DISTINCT FROM {li}" for _, o, li in _COMPARED)})
+ORDER BY 1
+"""
+
+_APPLY = f"""
+INSERT INTO interactions AS t ({projection.FOLDED_COLUMNS})
+SELECT {projection.FOLDED_COLUMNS} FROM {SCRATCH}
+WHERE interaction_id = ANY(%s)
+ON CONFLICT (interaction_id) DO UPDATE SET
+    {", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in projection.FOLDED_COLUMNS.split(","))}
+"""
+
+
+@dataclass(frozen=True)
+class Difference:
+    interaction_id: str
+    kind: str  # missing (no live row), unbacked (a live row no event supports), differs
+    columns: tuple[str, ...]  # for "differs": the columns that are not what the events say
+
+    def describe(self) -> str:
+        if self.kind == "missing":
+            return f"{self.interaction_id}: missing from the projection"
+        if self.kind == "unbacked":
+            return f"{self.interaction_id}: in the projection, but no stored event has it"
+        return f"{self.interaction_id}: differs in {', '.join(self.columns)}"
+
+
+@dataclass
+class Report:
+    events: int = 0  # events folded into the scratch table
+    built_upto: int = 0  # the last event id the comparison covers
+    interactions: int = 0  # rows the events give
+    differences: list[Difference] = field(default_factory=list)
+    fixed: int = 0  # rows written by a rebuild
+    removed: int = 0  # unbacked rows removed by a rebuild
+    build_seconds: float = 0.0  # folding the events into the scratch table
+    compare_seconds: float = 0.0  # comparing it with the live projection
+
+
+Progress = Callable[[int], None]
+
+
+def event_bounds(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
+    """(lowest id - 1, highest id, number of events) in the caller's snapshot."""
+    row = conn.execute("SELECT min(id), max(id), count(*) FROM events").fetchone()
+    if row is None or row[0] is None:
+        return 0, 0, 0
+    return int(row[0]) - 1, int(row[1]), int(row[2])
+
+
+def _create_scratch(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS pg_temp.{SCRATCH}, pg_temp.{DIFF}")
+    conn.execute(
+        f"CREATE TEMP TABLE {SCRATCH} (LIKE interactions INCLUDING DEFAULTS,"
+        " PRIMARY KEY (interaction_id))"
+    )
+    conn.execute(f"CREATE TEMP TABLE {DIFF} (interaction_id text PRIMARY KEY)")
+
+
+def fold_range(conn: psycopg.Connection[Any], after: int, upto: int) -> None:
+    """Merge the events with after < id <= upto into the scratch table."""
+    conn.execute(_MERGE_INTO_SCRATCH, {"after": after, "upto": upto})
+
+
+def rederive(conn: psycopg.Connection[Any], boundaries: list[int]) -> None:
+    """Derive state, capabilities and completed_at again for the scratch rows whose events
+    lie on both sides of a fold boundary (merged by the writer's rules, which leave derived
+    columns to the trigger)."""
+    if boundaries:
+        conn.execute(_REDERIVE, (boundaries,))
+
+
+def _differences(conn: psycopg.Connection[Any], only_listed: bool) -> list[Difference]:
+    if only_listed:
+        scratch = f"(SELECT * FROM {SCRATCH} WHERE interaction_id IN (SELECT * FROM {DIFF}))"
+        live = f"(SELECT * FROM interactions WHERE interaction_id IN (SELECT * FROM {DIFF}))"
+    else:
+        scratch, live = SCRATCH, "interactions"
+    sql = _DIFF.replace("__SCRATCH__", scratch).replace("__LIVE__", live)
+    rows = conn.execute(sql).fetchall()
+    return [Difference(r[0], r[1], tuple(r[2])) for r in rows]
+
+
+def check(
+    conn: psycopg.Connection[Any],
+    progress: Progress | None = None,
+    chunk: int = DEFAULT_CHUNK,
+) -> Report:
+    """Recompute the projection from the events into a scratch table and list every
+    difference from the live one, in one REPEATABLE READ snapshot.
+
+    The connection must not be in a transaction (nor in autocommit); this sets its isolation
+    level and leaves the snapshot transaction open for the caller to end. Reads only: any
+    role that can SELECT events and interactions (and create temporary tables) can run it.
+    """
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    # The sorts of the ordered aggregates stay in memory at this size, and so does the
+    # scratch table (temp_buffers can only change before a session's first temporary table).
+    conn.execute("SET LOCAL work_mem = '128MB'")
+    with contextlib.suppress(psycopg.errors.InvalidParameterValue), conn.transaction():
+        conn.execute("SET LOCAL temp_buffers = '256MB'")
+    began = time.perf_counter()
+    _create_scratch(conn)
+    low, high, count = event_bounds(conn)
+    report = Report(events=count, built_upto=high)
+    after = low
+    boundaries = []
+    while after < high:
+        upto = min(after + chunk, high)
+        fold_range(conn, after, upto)
+        if progress is not None:
+            progress(upto - after)
+        after = upto
+        boundaries.append(upto)
+    rederive(conn, boundaries[:-1])
+    compared = time.perf_counter()
+    report.differences = _differences(conn, only_listed=False)
+    report.build_seconds = compared - began
+    report.compare_seconds = time.perf_counter() - compared
+    row = conn.execute(f"SELECT count(*) FROM {SCRATCH}").fetchone()
+    report.interactions = int(row[0]) if row else 0
+    return report
+
+
+def rebuild(
+    conn: psycopg.Connection[Any],
+    progress: Progress | None = None,
+    chunk: int = DEFAULT_CHUNK,
+) -> Report:
+    """check(), then correct every difference, committed in one short transaction under the
+    writer's lock. The connection must not be in a transaction; this commits.
+
+    Runs as the writer's login (auditor_writer: SELECT on events, INSERT and UPDATE on
+    interactions); removing a row no event supports goes through
+    auditor_projection_remove_unbacked(), which can remove nothing else.
+    """
+    report = check(conn, progress, chunk)
+    conn.execute(
+        f"INSERT INTO {DIFF} SELECT DISTINCT unnest(%s::text[])",
+        ([d.interaction_id for d in report.differences],),
+    )
+    conn.commit()  # the snapshot ends; the temporary tables stay for the session
+    conn.isolation_level = None
+
+    with conn.transaction():
+        ledger.lock(conn)  # the writer waits from here to the commit
+        row = conn.execute("SELECT max(id) FROM events").fetchone()
+        newest = int(row[0]) if row and row[0] is not None else 0
+        if newest > report.built_upto:
+            # Interactions the writer touched since the snapshot: compared again too.
+            conn.execute(
+                f"INSERT INTO {DIFF} SELECT DISTINCT interaction_id FROM events"
+                " WHERE id > %s AND id <= %s AND interaction_id IS NOT NULL"
+                " ON CONFLICT DO NOTHING",
+                (report.built_upto, newest),
+            )
+            conn.execute("SET LOCAL work_mem = '128MB'")
+            fold_range(conn, report.built_upto, newest)
+            rederive(conn, [report.built_upto])
+        current = _differences(conn, only_listed=True)
+        wrong = [d.interaction_id for d in current if d.kind != "unbacked"]
+        unbacked = [d.interaction_id for d in current if d.kind == "unbacked"]
+        if wrong:
+            conn.execute(_APPLY, (wrong,))
+        if unbacked:
+            row = conn.execute(
+                "SELECT auditor_projection_remove_unbacked(%s)", (unbacked,)
+            ).fetchone()
+            report.removed = int(row[0]) if row else 0
+        report.fixed = len(wrong)
+    conn.execute(f"DROP TABLE IF EXISTS pg_temp.{SCRATCH}, pg_temp.{DIFF}")
+    conn.commit()
+    return report

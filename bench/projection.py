@@ -1,0 +1,108 @@
+"""Benchmark: `auditor projection check` and `rebuild` (the projection recomputed from the
+events in SQL) against the issue's target of 100,000 events/s.
+
+    python bench/projection.py [--events 500000] [--interactions 50000] [--runs 2]
+
+Stores the events with the batch writer (hash chain patched out, as in bench/store.py, to
+load faster; it does not change the projection) on a durable embedded PostgreSQL, then times
+check() `--runs` times and rebuild() after corrupting 1% of the projection's rows, alternating.
+Prints events/s for each. A benchmark that prints numbers; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from store import fresh_database, make_receipts, run_writer_without_chain
+
+from auditor.pgserver import EmbeddedPostgres
+from auditor.store import projection_rebuild
+
+
+def corrupt(dsn: str, share: float) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(
+            "UPDATE interactions SET event_count = event_count + 1"
+            " WHERE abs(hashtext(interaction_id)) %% 1000 < %s",
+            (int(share * 1000),),
+        )
+        return cur.rowcount
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--interactions", type=int, default=50_000)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--chunk", type=int, default=projection_rebuild.DEFAULT_CHUNK)
+    args = parser.parse_args()
+
+    receipts = make_receipts(args.events, args.interactions)
+    gc.freeze()
+    data_dir = Path(tempfile.mkdtemp(prefix="auditor-bench-"))
+    server = EmbeddedPostgres(data_dir, durable=True).start()
+    try:
+        dsn = fresh_database(server, "projection")
+        began = time.perf_counter()
+        run_writer_without_chain(dsn, receipts, 5_000)
+        loaded = time.perf_counter() - began
+        print(
+            f"loaded {len(receipts):,} events in {loaded:.1f} s ({len(receipts) / loaded:,.0f}/s)"
+        )
+        del receipts
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+            sizes = conn.execute(
+                "SELECT pg_total_relation_size('interactions'),"
+                " (SELECT sum(pg_total_relation_size(relid))"
+                "  FROM pg_partition_tree('events'::regclass)),"
+                " (SELECT count(*) FROM events), (SELECT count(*) FROM interactions)"
+            ).fetchone()
+        if sizes is not None:
+            projected, stored, events, interactions = (int(v) for v in sizes)
+            print(
+                f"disk: events {stored / events:,.0f} bytes/event (table, TOAST and indexes),"
+                f" interactions {projected / interactions:,.0f} bytes/interaction"
+                f" ({events / interactions:.1f} events per interaction); the hash chain is"
+                " patched out here (bench/store.py measures its cost)"
+            )
+        print(f"{'run':>4} {'what':<8} {'events':>10} {'seconds':>8} {'events/s':>10} differences")
+        for run in range(1, args.runs + 1):
+            with psycopg.connect(dsn) as conn:
+                t0 = time.perf_counter()
+                report = projection_rebuild.check(conn, chunk=args.chunk)
+                seconds = time.perf_counter() - t0
+                conn.rollback()
+            print(
+                f"{run:>4} {'check':<8} {report.events:>10,} {seconds:>8.2f}"
+                f" {report.events / seconds:>10,.0f} {len(report.differences)}"
+                f" (build {report.build_seconds:.2f} s, compare {report.compare_seconds:.2f} s)"
+            )
+            broken = corrupt(dsn, 0.01)
+            with psycopg.connect(dsn) as conn:
+                t0 = time.perf_counter()
+                report = projection_rebuild.rebuild(conn, chunk=args.chunk)
+                seconds = time.perf_counter() - t0
+            print(
+                f"{run:>4} {'rebuild':<8} {report.events:>10,} {seconds:>8.2f}"
+                f" {report.events / seconds:>10,.0f} {len(report.differences)}"
+                f" (corrupted {broken}, corrected {report.fixed}; build"
+                f" {report.build_seconds:.2f} s, compare {report.compare_seconds:.2f} s)"
+            )
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

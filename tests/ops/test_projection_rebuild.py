@@ -1,0 +1,168 @@
+"""`auditor projection check/rebuild`: the projection recomputed from the events in SQL agrees
+with the writer's fold, finds what was changed by hand, and puts it right."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.engine import URL
+
+from auditor.cli import cli
+from auditor.config import libpq_conninfo
+from auditor.sample import generate
+from auditor.store import projection_rebuild
+from auditor.store.writer import store_batch
+from tests.api.conftest import Api
+from tests.helpers import from_sample, om_message, receipt
+
+AUDITOR = str(Path(sys.executable).with_name("auditor"))
+
+
+def _store_sample(url: URL, batches: int = 7) -> None:
+    lines = [from_sample(line) for line in generate(interactions=60, extra_updates=2)]
+    # Odd cases the SQL must fold as the writer does: empty strings, no capabilities list,
+    # no interaction id, an event without userData after one with it.
+    odd = [
+        receipt(om_message("odd-1", "Invited", user_data={"a": 1}), at=1),
+        receipt(
+            json.dumps({"data": {"openmedia": {"id": "odd-1", "mediaType": "", "uri": ""}}}),
+            account="agent002",
+            at=2,
+        ),
+        receipt(json.dumps({"openmedia": {"id": "odd-2", "state": "", "capabilities": "x"}}), at=3),
+        receipt(json.dumps({"data": {"messageType": "Ping"}}), at=4),
+    ]
+    everything = lines + odd
+    size = len(everything) // batches + 1
+    with psycopg.connect(libpq_conninfo(url)) as conn:
+        for n in range(0, len(everything), size):
+            store_batch(conn, everything[n : n + size])
+            conn.commit()
+
+
+def _check(url: URL) -> projection_rebuild.Report:
+    with psycopg.connect(libpq_conninfo(url)) as conn:
+        report = projection_rebuild.check(conn, chunk=97)
+        conn.rollback()
+    return report
+
+
+def test_the_projection_rebuilt_in_sql_equals_the_writers_fold(
+    fresh_db: URL, login_url: Callable[[URL, str], URL]
+) -> None:
+    _store_sample(fresh_db)
+    report = _check(login_url(fresh_db, "reader"))
+    assert report.interactions > 60
+    assert report.events > 300
+    assert report.differences == []
+
+
+def _corrupt(url: URL, sql: str, *params: Any) -> None:
+    with psycopg.connect(libpq_conninfo(url), autocommit=True) as conn:
+        conn.execute(sql, params)
+
+
+def test_check_finds_a_corrupted_row_and_rebuild_fixes_it_for_the_api(
+    api: Api, login_url: Callable[[URL, str], URL]
+) -> None:
+    _store_sample(api.url)
+    victim = api.get("/api/v1/interactions", limit=1).get_json()["items"][0]["interaction_id"]
+    before = api.get(f"/api/v1/interactions/{victim}").get_json()
+    # As the superuser that owns the tables: what a bad hand edit or a bug would leave.
+    _corrupt(
+        api.url,
+        'UPDATE interactions SET account_states = \'{"x": {"state": "Bogus",'
+        ' "event_id": 1, "at": "2026-01-01T00:00:00+00:00"}}\', event_count = 1'
+        " WHERE interaction_id = %s",
+        victim,
+    )
+    _corrupt(
+        api.url,
+        "INSERT INTO interactions (interaction_id, first_seen_at, last_seen_at,"
+        " first_event_id, last_event_id, event_count) VALUES ('ghost', now(), now(), 1, 1, 1)",
+    )
+    _corrupt(api.url, "DELETE FROM interactions WHERE interaction_id = 'odd-2'")
+    assert api.get(f"/api/v1/interactions/{victim}").get_json()["state"] == "Bogus"
+
+    found = {d.interaction_id: d for d in _check(login_url(api.url, "reader")).differences}
+    assert set(found) == {victim, "ghost", "odd-2"}
+    assert found[victim].kind == "differs"
+    assert {"account_states", "event_count", "state"} <= set(found[victim].columns)
+    assert found["ghost"].kind == "unbacked"
+    assert found["odd-2"].kind == "missing"
+
+    result = CliRunner().invoke(
+        cli,
+        ["projection", "rebuild"],
+        env={"AUDITOR_DATABASE_URL": login_url(api.url, "writer").render_as_string(False)},
+    )
+    assert result.exit_code == 0, result.output
+    assert "3 differences" in result.output
+    assert "corrected 2, removed 1" in result.output
+
+    assert _check(api.url).differences == []
+    after = api.get(f"/api/v1/interactions/{victim}").get_json()
+    assert after == before
+    assert api.get("/api/v1/interactions/ghost").status_code == 404
+
+
+def test_rebuild_folds_events_stored_after_its_snapshot(fresh_db: URL) -> None:
+    _store_sample(fresh_db, batches=2)
+    _corrupt(fresh_db, "UPDATE interactions SET uri = 'wrong' WHERE interaction_id = 'odd-1'")
+    with psycopg.connect(libpq_conninfo(fresh_db)) as conn:
+        report = projection_rebuild.check(conn)
+        assert [d.interaction_id for d in report.differences] == ["odd-1"]
+        conn.rollback()
+
+    # The writer stores more events between the build and the apply: the apply folds them.
+    done: list[int] = []
+
+    def store_more(_n: int) -> None:
+        if done:
+            return
+        done.append(1)
+        with psycopg.connect(libpq_conninfo(fresh_db)) as other:
+            store_batch(other, [receipt(om_message("odd-1", "Processing"), at=50)])
+            store_batch(other, [receipt(om_message("late-1", "Invited"), at=51)])
+            other.commit()
+
+    with psycopg.connect(libpq_conninfo(fresh_db)) as conn:
+        report = projection_rebuild.rebuild(conn, store_more)
+    assert report.fixed == 1
+    assert _check(fresh_db).differences == []
+    with psycopg.connect(libpq_conninfo(fresh_db)) as conn:
+        row = conn.execute(
+            "SELECT state, uri FROM interactions WHERE interaction_id = 'odd-1'"
+        ).fetchone()
+    assert row == ("Processing", None)
+
+
+@pytest.mark.parametrize(("role", "command"), [("bi", "check"), ("reader", "rebuild")])
+def test_a_login_without_the_rights_gets_one_line_and_exit_2(
+    fresh_db: URL, login_url: Callable[[URL, str], URL], role: str, command: str
+) -> None:
+    _store_sample(fresh_db, batches=1)
+    _corrupt(fresh_db, "UPDATE interactions SET uri = 'wrong' WHERE interaction_id = 'odd-1'")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}
+    env["AUDITOR_DATABASE_URL"] = login_url(fresh_db, role).render_as_string(False)
+    result = subprocess.run(
+        [AUDITOR, "projection", command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "AUDITOR_DATABASE_URL" in last
+    assert "Traceback" not in result.stderr
