@@ -86,6 +86,10 @@ events = Table(
     Index(None, "received_at", postgresql_using="brin"),
     postgresql_partition_by="RANGE (received_at)",
 )
+# migration 2026_12_02_userdata_index: as_of answers find rows stored after T (BRIN: stored in
+# commit order). Its GIN index on the userData expression (auditor.store.userdata) is not
+# mirrored: alembic does not compare expression indexes.
+Index("ix_events_stored_at", events.c.stored_at, postgresql_using="brin")
 
 interactions = Table(
     "interactions",
@@ -116,6 +120,13 @@ interactions = Table(
     Index(None, "media_type", "state", "last_seen_at"),
     Index(None, "last_seen_at"),
     Index("ix_interactions_accounts", "accounts", postgresql_using="gin"),
+    # migration 2026_12_02_userdata_index: exact user-data filters (containment, @>)
+    Index(
+        "ix_interactions_user_data",
+        "user_data",
+        postgresql_using="gin",
+        postgresql_ops={"user_data": "jsonb_path_ops"},
+    ),
 )
 
 quarantine = Table(

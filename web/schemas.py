@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apiflask import Schema, fields, validators
-from marshmallow import ValidationError, validates_schema
+from marshmallow import ValidationError, pre_load, validates_schema
 
+from auditor.store import timeline as store_timeline
+from auditor.store.userdata import KEY_RULE, MAX_FILTERS, PARAM_PREFIX
 from web.strict import NO_CONTROL_PATTERN
 
 ISO = "ISO 8601 date-time with an offset, e.g. 2026-11-02T09:00:00+00:00"
@@ -67,17 +69,56 @@ class _Range(Schema):
     def _check_range(self, data: dict[str, Any], **_: Any) -> None:
         for key, name in (("from_", "from"), ("to", "to")):
             value = data.get(key)
-            if value is None:
-                continue
-            try:
-                value.astimezone(UTC)
-            except OverflowError:
-                raise ValidationError("is out of range", name) from None
-            if not MIN_YEAR <= value.year <= MAX_YEAR:
-                raise ValidationError(f"year must be between {MIN_YEAR} and {MAX_YEAR}", name)
+            if value is not None:
+                _check_instant(value, name)
         start, end = data.get("from_"), data.get("to")
         if start is not None and end is not None and start > end:
             raise ValidationError("must not be after `to` (an impossible range)", "from")
+
+
+def _check_instant(value: datetime, name: str) -> None:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("is out of range", name) from None
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValidationError(f"year must be between {MIN_YEAR} and {MAX_YEAR}", name)
+
+
+class _AsOf(Schema):
+    as_of = _instant(
+        "as_of",
+        "as known at this time: only rows stored (not received) at or before it count, the "
+        "projection is the one they imply, coverage as known then; not in the future, " + ISO,
+    )
+
+    @validates_schema
+    def _check_as_of(self, data: dict[str, Any], **_: Any) -> None:
+        value = data.get("as_of")
+        if value is None:
+            return
+        _check_instant(value, "as_of")
+        if value > datetime.now(UTC):
+            raise ValidationError("is in the future; nothing is known about it yet", "as_of")
+
+
+USER_DATA_DOC = (
+    f"User-data filters: `{PARAM_PREFIX}KEY=VALUE` query parameters (KEY: {KEY_RULE}), up to "
+    f"{MAX_FILTERS}, ANDed. `VALUE` matches a string exactly (or the number or boolean it "
+    "spells); `^VALUE` matches strings starting with VALUE; `\\VALUE` matches a value that "
+    "itself starts with ^ or \\. Exact matches use a GIN index (containment); a prefix is "
+    "checked on the rows the other filters select. A malformed key or value is a 400 naming "
+    "the parameter."
+)
+
+
+class _UserDataParams(Schema):
+    """`userData.KEY` parameters are read by the view (auditor.store.userdata): their names
+    are not fixed, so they are taken out before the fixed parameters are validated."""
+
+    @pre_load
+    def _without_user_data(self, data: Any, **_: Any) -> dict[str, Any]:
+        return {k: data[k] for k in data if not str(k).startswith(PARAM_PREFIX)}
 
 
 class _Paging(_Range):
@@ -114,7 +155,7 @@ class _EventFilters(Schema):
     kind = fields.String(validate=validators.OneOf(["notification", "snapshot"]))
 
 
-class EventQuery(_EventFilters, _Paging):
+class EventQuery(_EventFilters, _Paging, _AsOf, _UserDataParams):
     pass
 
 
@@ -126,11 +167,41 @@ class ExportQuery(_EventFilters, _Range):
     )
 
 
-class InteractionQuery(_Paging):
+class InteractionQuery(_Paging, _AsOf, _UserDataParams):
     state = _text()
     mediaType = _text()
     openmediaType = _text()
     account = _text("an account that saw the interaction")
+    ever = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "user-data filters match any value each key has held (from the "
+            "events), not only the current one"
+        },
+    )
+
+
+class InteractionLookupQuery(_AsOf):
+    pass
+
+
+class TimelineQuery(_AsOf):
+    limit = Digits(
+        load_default=store_timeline.DEFAULT_PAGE,
+        validate=validators.Range(1, store_timeline.MAX_PAGE),
+        metadata={
+            "description": f"events per page, 1..{store_timeline.MAX_PAGE} "
+            f"(default {store_timeline.DEFAULT_PAGE})"
+        },
+    )
+    cursor = fields.String(
+        validate=validators.Length(1, 512),
+        metadata={
+            "description": "next_cursor of the previous page (same interaction and as_of); "
+            "anything else is a 400",
+            "pattern": "^[A-Za-z0-9_-]*$",
+        },
+    )
 
 
 class AccessLogQuery(_Paging):
@@ -260,6 +331,9 @@ class UserDataDiff(Schema):
 class TimelineEvent(Schema):
     event_id = fields.Integer(required=True)
     received_at = fields.DateTime(required=True)
+    stored_at = fields.DateTime(
+        required=True, metadata={"description": "when it was stored (as_of compares this)"}
+    )
     account = fields.String(required=True)
     kind = fields.String(required=True, metadata={"description": "notification or snapshot"})
     snapshot = fields.Boolean(required=True, metadata={"description": "state re-read after a gap"})
@@ -275,9 +349,28 @@ class TimelineEvent(Schema):
 
 
 class Timeline(Schema):
-    interaction = fields.Nested(Interaction, required=True)
-    events = fields.List(fields.Nested(TimelineEvent), required=True)
-    coverage_gaps = fields.List(fields.Nested(Gap), required=True)
+    interaction = fields.Nested(
+        Interaction,
+        required=True,
+        metadata={"description": "the projection (as of `as_of` when given)"},
+    )
+    events = fields.List(
+        fields.Nested(TimelineEvent),
+        required=True,
+        metadata={"description": "one page, in event id order; diffs continue across pages"},
+    )
+    coverage_gaps = fields.List(
+        fields.Nested(Gap),
+        required=True,
+        metadata={
+            "description": "gaps of the accounts involved over the whole lifetime (the same "
+            "on every page)"
+        },
+    )
+    next_cursor = fields.String(
+        required=True, allow_none=True, metadata={"description": "null: the last page"}
+    )
+    as_of = fields.DateTime(required=True, allow_none=True)
 
 
 class Interval(Schema):
