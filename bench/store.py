@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -65,12 +66,26 @@ def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process (Linux /proc): unlike wall time, hardly moved by
+    other processes competing for the cores."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# CPU seconds (this process + its PostgreSQL backend) of the last writer run.
+LAST_CPU: list[float] = []
+
+
 # --- the candidate -------------------------------------------------------------------------
 def run_writer(dsn: str, receipts: list[Receipt], batch: int) -> int:
     with psycopg.connect(dsn) as conn:
+        backend = conn.info.backend_pid
+        start = time.process_time() + _cpu_seconds(backend)
         for part in chunks(receipts, batch):
             with conn.transaction():
                 store_batch(conn, part)
+        LAST_CPU[:] = [time.process_time() + _cpu_seconds(backend) - start]
     return len(receipts)
 
 
@@ -301,6 +316,8 @@ def main() -> None:
         unchained: list[float] = []
         ceilings: list[float] = []
         unindexed: list[float] = []
+        writer_cpu: list[float] = []
+        unindexed_cpu: list[float] = []
         for round_ in (1, 2):
             writer_db = fresh(f"bench_writer_{round_}")
             unchained_db = fresh(f"bench_unchained_{round_}")
@@ -333,6 +350,10 @@ def main() -> None:
             for results, label, work in order if round_ == 1 else order[::-1]:
                 checkpoint()
                 results.append(timed(label, work))
+                if results is writers or results is unindexed:
+                    cpu = LAST_CPU[0]
+                    (writer_cpu if results is writers else unindexed_cpu).append(cpu)
+                    print(f"    CPU (client + backend): {cpu:.1f} s")
         writer, ceiling, bare = max(writers), max(ceilings), max(unchained)
         no_index = max(unindexed)
         orm_db = fresh("bench_orm")
@@ -360,6 +381,11 @@ def main() -> None:
             print(f"| cost of the chain, run {round_} alone | {1 - w / b:.1%} | |")
         for round_, (w, u) in enumerate(zip(writers, unindexed, strict=True), start=1):
             print(f"| cost of the user-data indexes, run {round_} alone | {1 - w / u:.1%} | |")
+        for round_, (w, u) in enumerate(zip(writer_cpu, unindexed_cpu, strict=True), start=1):
+            print(
+                f"| CPU of the user-data indexes, run {round_} (with / without - 1) "
+                f"| {w / u - 1:.1%} | |"
+            )
         print(f"| ceiling (COPY + 1 upsert/batch) | {ceiling:,.0f} | |")
         print(f"| naive ORM baseline | {orm:,.0f} | |")
         print(f"| writer / ceiling | {writer / ceiling:.2f} | >= 0.8 |")
