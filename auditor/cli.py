@@ -16,9 +16,7 @@ from auditor.config import DATABASE_URL, Settings
 from auditor.db import connect, sa_connection
 from auditor.errors import UserError
 from auditor.importer import run_import
-from auditor.render import print_timeline
 from auditor.roles import GROUPS, grant_login
-from auditor.store import queries
 
 
 def _settings() -> Settings:
@@ -38,6 +36,7 @@ _LAZY = {
     "seal": "auditor.cli_evidence:seal_command",
     "serve": "auditor.cli_api:serve",
     "simulate": "auditor.simulator.cli:simulate",
+    "timeline": "auditor.cli_timeline:timeline_command",
     "token": "auditor.cli_api:token",
     "verify": "auditor.cli_evidence:verify_command",
 }
@@ -196,17 +195,6 @@ def import_command(file: Path, account: str, received_at: datetime | None, batch
         f"imported {total.stored}, duplicates {total.duplicates}, "
         f"quarantined {total.quarantined} (of {total.received} read)"
     )
-
-
-@cli.command("timeline")
-@click.argument("interaction_id")
-def timeline_command(interaction_id: str) -> None:
-    """Print the timeline of one interaction, across all agents' sessions."""
-    with connect(_settings().database_url) as conn:
-        entries = queries.timeline(conn, interaction_id)
-    if not entries:
-        raise UserError(f"no events for interaction {interaction_id!r}")
-    print_timeline(Console(), interaction_id, entries)
 
 
 def main() -> None:

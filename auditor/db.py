@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, UUID
@@ -41,6 +42,7 @@ from sqlalchemy.pool import NullPool
 
 from auditor.config import DATABASE_URL, libpq_conninfo, redacted
 from auditor.errors import ConfigError
+from auditor.store.userdata import EVENT_USER_DATA_SQL
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -86,6 +88,17 @@ events = Table(
     Index(None, "received_at", postgresql_using="brin"),
     postgresql_partition_by="RANGE (received_at)",
 )
+# migration 2026_12_02_userdata_index: as_of answers find rows stored after T (BRIN: stored in
+# commit order); exact user-data filters on events (containment on the userData expression
+# that auditor.store.userdata's queries repeat).
+Index("ix_events_stored_at", events.c.stored_at, postgresql_using="brin")
+Index(
+    "ix_events_user_data",
+    literal_column(EVENT_USER_DATA_SQL).label("user_data"),
+    _table=events,
+    postgresql_using="gin",
+    postgresql_ops={"user_data": "jsonb_path_ops"},
+)
 
 interactions = Table(
     "interactions",
@@ -116,6 +129,13 @@ interactions = Table(
     Index(None, "media_type", "state", "last_seen_at"),
     Index(None, "last_seen_at"),
     Index("ix_interactions_accounts", "accounts", postgresql_using="gin"),
+    # migration 2026_12_02_userdata_index: exact user-data filters (containment, @>)
+    Index(
+        "ix_interactions_user_data",
+        "user_data",
+        postgresql_using="gin",
+        postgresql_ops={"user_data": "jsonb_path_ops"},
+    ),
 )
 
 quarantine = Table(

@@ -35,7 +35,7 @@ from auditor.importer import run_import
 from auditor.pgserver import EmbeddedPostgres
 from auditor.render import print_timeline
 from auditor.roles import GROUPS, grant_login
-from auditor.store import queries, schema
+from auditor.store import schema, timeline
 
 DEMO_DATABASE = "auditor"
 AGENTS = 8
@@ -289,8 +289,9 @@ def demo(data_dir: Path, seconds: int | None) -> None:
                 interaction = _live_interaction(logins["reader"])
             if interaction is not None:
                 with connect(logins["reader"]) as conn:
-                    entries = queries.timeline(conn, interaction)
-                print_timeline(console, interaction, entries)
+                    page = timeline.timeline_page(conn, interaction)
+                if page is not None:
+                    print_timeline(console, interaction, page.entries)
                 console.print(
                     f'  curl -H "Authorization: Bearer $TOKEN" '
                     f'"{api_url}/api/v1/interactions/{interaction}/timeline"'

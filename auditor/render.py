@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from auditor.store.queries import TimelineEntry, UserDataDiff
+from auditor.store.coverage_queries import Gap
+from auditor.store.timeline import TimelineEntry, UserDataDiff
 
 _MAX_DIFF_LINES = 5
 
@@ -31,11 +33,16 @@ def describe_diff(diff: UserDataDiff | None) -> str:
     return "\n".join(parts)
 
 
-def timeline_table(interaction_id: str, entries: list[TimelineEntry]) -> Table:
-    table = Table(title=f"Timeline of interaction {interaction_id}", title_justify="left")
+def timeline_table(
+    interaction_id: str, entries: list[TimelineEntry], *, first_number: int = 1
+) -> Table:
+    title = f"Timeline of interaction {interaction_id}"
+    if first_number > 1:
+        title += f" (continued from #{first_number})"
+    table = Table(title=title, title_justify="left")
     for name in ("#", "received at (UTC)", "account", "notification", "state", "ref", "userData"):
         table.add_column(name, overflow="fold")
-    for n, entry in enumerate(entries, start=1):
+    for n, entry in enumerate(entries, start=first_number):
         what = entry.notification_type or entry.message_type or "?"
         if entry.kind != "notification":
             what = f"{entry.kind}: {what}"
@@ -53,5 +60,19 @@ def timeline_table(interaction_id: str, entries: list[TimelineEntry]) -> Table:
     return table
 
 
-def print_timeline(console: Console, interaction_id: str, entries: list[TimelineEntry]) -> None:
-    console.print(timeline_table(interaction_id, entries))
+def print_timeline(
+    console: Console, interaction_id: str, entries: list[TimelineEntry], *, first_number: int = 1
+) -> None:
+    console.print(timeline_table(interaction_id, entries, first_number=first_number))
+
+
+def print_gaps(console: Console, gaps: list[Gap]) -> None:
+    """The coverage gaps of the accounts involved, over the interaction's lifetime."""
+    if not gaps:
+        console.print("coverage: complete over the interaction's lifetime")
+        return
+    console.print("coverage gaps (events there may be missing):")
+    for gap in gaps:
+        start = gap.start.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        end = gap.end.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        console.print(f"  {gap.account}: {start} .. {end} UTC")

@@ -9,9 +9,10 @@ from apiflask import APIBlueprint, HTTPError
 from flask import Response
 from marshmallow import RAISE
 
-from auditor.store import coverage_queries, queries
+from auditor.store import coverage_queries, queries, timeline
 from web import schemas
 from web.audit import conn, requires, set_rows
+from web.cursor import query_digest
 from web.paging import (
     coverage_summary,
     digest,
@@ -24,7 +25,9 @@ from web.paging import (
     page,
     split_page,
     time_and_text_position,
+    user_data_filters,
 )
+from web.query_params import USER_DATA_DOC
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="API")
 READ_ERRORS = [400, 401, 403]
@@ -37,21 +40,26 @@ def _not_found(interaction_id: str) -> HTTPError:
 
 @bp.get("/interactions/<interaction_id>")
 @requires("reader")
+@bp.input(schemas.InteractionLookupQuery, location="query", arg_name="query", unknown=RAISE)
 @bp.output(schemas.InteractionDetail)
-@bp.doc(summary="Current state of one interaction (projection)", responses=[401, 403, 404])
-def get_interaction(interaction_id: str) -> Response:
-    body = queries.interaction_json(conn(), interaction_id)
+@bp.doc(
+    summary="Current state of one interaction (projection), or as known at `as_of`",
+    responses=[400, 401, 403, 404],
+)
+def get_interaction(interaction_id: str, query: dict[str, Any]) -> Response:
+    body = queries.interaction_json(conn(), interaction_id, as_of=query.get("as_of"))
     if body is None:
         raise _not_found(interaction_id)
     set_rows(1)
     return json_response(body)
 
 
-def _timeline_event(entry: queries.TimelineEntry) -> dict[str, Any]:
+def _timeline_event(entry: timeline.TimelineEntry) -> dict[str, Any]:
     diff = entry.user_data_diff
     return {
         "event_id": entry.event_id,
         "received_at": iso(entry.received_at),
+        "stored_at": iso(entry.stored_at),
         "account": entry.account,
         "kind": entry.kind,
         "snapshot": entry.kind == "snapshot",
@@ -71,35 +79,39 @@ def _timeline_event(entry: queries.TimelineEntry) -> dict[str, Any]:
 
 @bp.get("/interactions/<interaction_id>/timeline")
 @requires("reader")
+@bp.input(schemas.TimelineQuery, location="query", arg_name="query", unknown=RAISE)
 @bp.output(schemas.Timeline)
 @bp.doc(
-    summary="Every event of one interaction in order, with user-data diffs and coverage gaps",
-    responses=[401, 403, 404],
+    summary="One interaction's events in order, a page at a time (keyset by event id), with "
+    "user-data diffs and coverage gaps; `as_of` shows it as known then",
+    description="Pages follow `next_cursor` (null on the last page). Each event's user-data "
+    "diff compares with the previous event that carried userData, on an earlier page too. "
+    "With `as_of`, only events stored (`stored_at`, not `received_at`) at or before it count, "
+    "the interaction is the projection they imply, and the gaps are as known then.",
+    responses=[400, 401, 403, 404],
 )
-def get_timeline(interaction_id: str) -> Response:
-    bundle = queries.timeline_bundle(conn(), interaction_id)
-    if bundle is None:
+def get_timeline(interaction_id: str, query: dict[str, Any]) -> Response:
+    as_of = query.get("as_of")
+    bound = query_digest("timeline", {"id": interaction_id, "as_of": iso(as_of)}, "oldest")
+    after = id_position(query, bound)
+    found = timeline.timeline_page(
+        conn(), interaction_id, after=after, limit=query["limit"], as_of=as_of
+    )
+    if found is None:
         raise _not_found(interaction_id)
-    span, entries = bundle.span, bundle.entries
-    end = max(bundle.end, span.first_seen_at)
-    gaps = [
-        gap
-        for account in span.accounts
-        for gap in coverage_queries.gaps_of(
-            account,
-            [i for i in bundle.intervals if i.account == account],
-            span.first_seen_at,
-            end,
-        )
-    ]
-    set_rows(len(entries))
+    cursor = next_cursor(bound, None if found.next_after is None else [found.next_after])
+    set_rows(len(found.entries))
     body = (
         '{"interaction":'
-        + span.json
+        + found.interaction.json
         + ',"events":'
-        + dumps([_timeline_event(e) for e in entries])
+        + dumps([_timeline_event(e) for e in found.entries])
         + ',"coverage_gaps":'
-        + dumps([gap_json(g) for g in gaps])
+        + dumps([gap_json(g) for g in found.gaps])
+        + ',"next_cursor":'
+        + dumps(cursor)
+        + ',"as_of":'
+        + dumps(iso(as_of))
         + "}"
     )
     return json_response(body)
@@ -112,15 +124,23 @@ _EVENT_FILTERS = tuple(queries.EVENT_EQUALS)
 @requires("reader")
 @bp.input(schemas.EventQuery, location="query", arg_name="query", unknown=RAISE)
 @bp.output(schemas.EventPage)
-@bp.doc(summary="Search events, keyset-paged", responses=READ_ERRORS)
+@bp.doc(
+    summary="Search events, keyset-paged",
+    description="User-data filters match the userData the event itself carried (its value "
+    "at that event; an event without userData matches none). " + USER_DATA_DOC,
+    responses=READ_ERRORS,
+)
 def search_events(query: dict[str, Any]) -> Response:
     order = query["order"]
-    bound = digest("events", query, _EVENT_FILTERS, order)
+    user_data = user_data_filters()
+    bound = digest("events", query, _EVENT_FILTERS, order, user_data)
     after_id = id_position(query, bound)
     flt = queries.EventFilter(
         equals={k: query[k] for k in _EVENT_FILTERS if query.get(k) is not None},
         start=query.get("from_"),
         end=query.get("to"),
+        user_data=user_data,
+        as_of=query.get("as_of"),
     )
     limit = query["limit"]
     connection = conn()
@@ -136,12 +156,13 @@ def search_events(query: dict[str, Any]) -> Response:
         [r[1] for r in rows],
         query.get("account"),
         {r[2] for r in rows},
+        flt.as_of,
     )
     set_rows(len(rows))
     return page([r[3] for r in rows], cursor, coverage)
 
 
-_INTERACTION_FILTERS = ("state", "mediaType", "openmediaType", "account")
+_INTERACTION_FILTERS = ("state", "mediaType", "openmediaType", "account", "ever")
 
 
 @bp.get("/interactions")
@@ -150,17 +171,24 @@ _INTERACTION_FILTERS = ("state", "mediaType", "openmediaType", "account")
 @bp.output(schemas.InteractionPage)
 @bp.doc(
     summary="Search the projection, keyset-paged over (last_seen_at, interaction_id)",
+    description="User-data filters match the current userData, or with `ever=true` any value "
+    "each key has held. With `as_of`, each interaction is the projection implied by its "
+    "events stored by then. " + USER_DATA_DOC,
     responses=READ_ERRORS,
 )
 def search_interactions(query: dict[str, Any]) -> Response:
     order = query["order"]
-    bound = digest("interactions", query, _INTERACTION_FILTERS, order)
+    user_data = user_data_filters()
+    bound = digest("interactions", query, _INTERACTION_FILTERS, order, user_data)
     key = time_and_text_position(query, bound)
     flt = queries.InteractionFilter(
         equals={k: query[k] for k in queries.INTERACTION_EQUALS if query.get(k) is not None},
         account=query.get("account"),
         start=query.get("from_"),
         end=query.get("to"),
+        user_data=user_data,
+        ever=query["ever"],
+        as_of=query.get("as_of"),
     )
     limit = query["limit"]
     connection = conn()
@@ -176,6 +204,7 @@ def search_interactions(query: dict[str, Any]) -> Response:
         [r[0] for r in rows],
         flt.account,
         {a for r in rows for a in r[2]},
+        flt.as_of,
     )
     set_rows(len(rows))
     return page([r[3] for r in rows], cursor, coverage)

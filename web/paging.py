@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apiflask import HTTPError
-from flask import Response, current_app
+from flask import Response, current_app, request
 
-from auditor.store import coverage_queries
+from auditor.store import coverage_queries, userdata
+from auditor.store.userdata import UserDataFilter
 from web.cursor import BadCursor, CursorCodec, query_digest
 from web.errors import bad_params
 from web.strict import CONTROL
@@ -42,13 +43,30 @@ def json_response(body: str, status: int = 200) -> Response:
     return Response(body, status=status, mimetype=JSON)
 
 
-def digest(endpoint: str, query: dict[str, Any], names: Iterable[str], order: str) -> str:
-    """What a cursor is bound to: the endpoint, every filter as parsed, and the order."""
-    bound = {name: query[name] for name in names if query.get(name) is not None}
-    for key in ("from_", "to"):
+def digest(
+    endpoint: str,
+    query: dict[str, Any],
+    names: Iterable[str],
+    order: str,
+    user_data: Sequence[UserDataFilter] = (),
+) -> str:
+    """What a cursor is bound to: the endpoint, every filter as parsed (user-data filters and
+    as_of included), and the order."""
+    bound: dict[str, Any] = {name: query[name] for name in names if query.get(name) is not None}
+    for key in ("from_", "to", "as_of"):
         if query.get(key) is not None:
             bound[key] = iso(query[key])
+    if user_data:
+        bound["userData"] = [list(f.as_param) for f in user_data]
     return query_digest(endpoint, bound, order)
+
+
+def user_data_filters() -> tuple[UserDataFilter, ...]:
+    """The request's `userData.KEY` parameters; a 400 naming the one that cannot be read."""
+    try:
+        return userdata.parse_filters(request.args.items(multi=True))
+    except userdata.BadUserDataFilter as exc:
+        raise bad_params(**{exc.param: exc.reason}) from None
 
 
 def position(query: dict[str, Any], bound_to: str) -> list[Any] | None:
@@ -110,21 +128,28 @@ def coverage_summary(
     seen: Sequence[datetime],
     account: str | None,
     accounts_seen: Iterable[str],
+    as_of: datetime | None = None,
 ) -> dict[str, Any]:
     """Coverage for the asked range. A missing `from` is the earliest time among the rows
     considered, a missing `to` is now; with neither a `from` nor any row there is no range and
     `complete` is null. Accounts: the one asked for, else every account ever covered plus
-    those of the rows."""
+    those of the rows. With ``as_of``: as known then (the range ends no later than it)."""
     lo = start if start is not None else (min(seen) if seen else None)
     hi = end if end is not None else datetime.now(UTC)
+    if as_of is not None:
+        hi = min(hi, as_of)
+        if lo is not None:
+            lo = min(lo, hi)
     if lo is None or hi <= lo:
         if lo is not None and hi == lo:
             return {"complete": True, "from": iso(lo), "to": iso(hi), "gaps": []}
         return {"complete": None, "from": None, "to": None, "gaps": []}
     if account is not None:
-        found = coverage_queries.coverage(conn, lo, hi, [account])
+        found = coverage_queries.coverage(conn, lo, hi, [account], as_of=as_of)
     else:
-        found = coverage_queries.coverage(conn, lo, hi, list(accounts_seen), also_known=True)
+        found = coverage_queries.coverage(
+            conn, lo, hi, list(accounts_seen), also_known=True, as_of=as_of
+        )
     return {
         "complete": found.complete,
         "from": iso(lo),

@@ -10,12 +10,16 @@ from typing import Any
 from apiflask import Schema, fields, validators
 from marshmallow import ValidationError, validates_schema
 
+from auditor.store import timeline as store_timeline
+from web.query_params import (
+    ISO,
+    AsOf,
+    UserDataParams,
+    check_instant,
+    instant,
+)
 from web.strict import NO_CONTROL_PATTERN
 
-ISO = "ISO 8601 date-time with an offset, e.g. 2026-11-02T09:00:00+00:00"
-MIN_YEAR, MAX_YEAR = 1900, 9000
-# Years 1900..9000, then the rest of an RFC 3339 date-time (the `format` checks the rest).
-YEAR_PATTERN = "^(19[0-9]{2}|[2-8][0-9]{3}|9000)-"
 MAX_TEXT = 256
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
@@ -44,19 +48,7 @@ def _text(description: str = "exact match") -> fields.String:
     )
 
 
-def _instant(name: str, description: str) -> fields.AwareDateTime:
-    return fields.AwareDateTime(
-        data_key=name,
-        format="iso",
-        error_messages={
-            "invalid": f"expected {ISO}",
-            "invalid_awareness": f"has no offset; expected {ISO}",
-        },
-        metadata={
-            "description": f"{description}; years {MIN_YEAR}..{MAX_YEAR}",
-            "pattern": YEAR_PATTERN,
-        },
-    )
+_instant = instant
 
 
 class _Range(Schema):
@@ -67,14 +59,8 @@ class _Range(Schema):
     def _check_range(self, data: dict[str, Any], **_: Any) -> None:
         for key, name in (("from_", "from"), ("to", "to")):
             value = data.get(key)
-            if value is None:
-                continue
-            try:
-                value.astimezone(UTC)
-            except OverflowError:
-                raise ValidationError("is out of range", name) from None
-            if not MIN_YEAR <= value.year <= MAX_YEAR:
-                raise ValidationError(f"year must be between {MIN_YEAR} and {MAX_YEAR}", name)
+            if value is not None:
+                check_instant(value, name)
         start, end = data.get("from_"), data.get("to")
         if start is not None and end is not None and start > end:
             raise ValidationError("must not be after `to` (an impossible range)", "from")
@@ -114,7 +100,7 @@ class _EventFilters(Schema):
     kind = fields.String(validate=validators.OneOf(["notification", "snapshot"]))
 
 
-class EventQuery(_EventFilters, _Paging):
+class EventQuery(_EventFilters, _Paging, AsOf, UserDataParams):
     pass
 
 
@@ -126,11 +112,41 @@ class ExportQuery(_EventFilters, _Range):
     )
 
 
-class InteractionQuery(_Paging):
+class InteractionQuery(_Paging, AsOf, UserDataParams):
     state = _text()
     mediaType = _text()
     openmediaType = _text()
     account = _text("an account that saw the interaction")
+    ever = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "user-data filters match any value each key has held (from the "
+            "events), not only the current one"
+        },
+    )
+
+
+class InteractionLookupQuery(AsOf):
+    pass
+
+
+class TimelineQuery(AsOf):
+    limit = Digits(
+        load_default=store_timeline.DEFAULT_PAGE,
+        validate=validators.Range(1, store_timeline.MAX_PAGE),
+        metadata={
+            "description": f"events per page, 1..{store_timeline.MAX_PAGE} "
+            f"(default {store_timeline.DEFAULT_PAGE})"
+        },
+    )
+    cursor = fields.String(
+        validate=validators.Length(1, 512),
+        metadata={
+            "description": "next_cursor of the previous page (same interaction and as_of); "
+            "anything else is a 400",
+            "pattern": "^[A-Za-z0-9_-]*$",
+        },
+    )
 
 
 class AccessLogQuery(_Paging):
@@ -260,6 +276,9 @@ class UserDataDiff(Schema):
 class TimelineEvent(Schema):
     event_id = fields.Integer(required=True)
     received_at = fields.DateTime(required=True)
+    stored_at = fields.DateTime(
+        required=True, metadata={"description": "when it was stored (as_of compares this)"}
+    )
     account = fields.String(required=True)
     kind = fields.String(required=True, metadata={"description": "notification or snapshot"})
     snapshot = fields.Boolean(required=True, metadata={"description": "state re-read after a gap"})
@@ -275,9 +294,28 @@ class TimelineEvent(Schema):
 
 
 class Timeline(Schema):
-    interaction = fields.Nested(Interaction, required=True)
-    events = fields.List(fields.Nested(TimelineEvent), required=True)
-    coverage_gaps = fields.List(fields.Nested(Gap), required=True)
+    interaction = fields.Nested(
+        Interaction,
+        required=True,
+        metadata={"description": "the projection (as of `as_of` when given)"},
+    )
+    events = fields.List(
+        fields.Nested(TimelineEvent),
+        required=True,
+        metadata={"description": "one page, in event id order; diffs continue across pages"},
+    )
+    coverage_gaps = fields.List(
+        fields.Nested(Gap),
+        required=True,
+        metadata={
+            "description": "gaps of the accounts involved over the whole lifetime (the same "
+            "on every page)"
+        },
+    )
+    next_cursor = fields.String(
+        required=True, allow_none=True, metadata={"description": "null: the last page"}
+    )
+    as_of = fields.DateTime(required=True, allow_none=True)
 
 
 class Interval(Schema):

@@ -62,6 +62,17 @@ ORDER BY c.account, c.started_at
 """
 
 _KNOWN_ACCOUNTS = "SELECT DISTINCT account FROM coverage_intervals ORDER BY account"
+_KNOWN_BY = (
+    "SELECT DISTINCT account FROM coverage_intervals WHERE started_at <= %(t)s ORDER BY account"
+)
+
+# Per account, the earliest receipt before T of an event stored after T: as known at T, the
+# record of that account was incomplete from then on (a spool still held it).
+_STORED_LATE = """
+SELECT account, min(received_at) FROM events
+WHERE stored_at > %(t)s AND received_at < %(t)s AND account = ANY(%(accounts)s)
+GROUP BY account
+"""
 
 
 @dataclass(frozen=True)
@@ -135,17 +146,27 @@ def coverage(
     accounts: Sequence[str] | None = None,
     *,
     also_known: bool = False,
+    as_of: datetime | None = None,
 ) -> Coverage:
     """Coverage over [start, end) of the given accounts; of every account ever covered when
-    ``accounts`` is None, or of both with ``also_known``. One round trip (pipelined)."""
+    ``accounts`` is None, or of both with ``also_known``. One round trip (pipelined).
+
+    With ``as_of``: coverage as known then (``end`` no later than it; see _as_known_at)."""
     every = accounts is None or also_known
     given = sorted(set(accounts or ()))
+    if as_of is not None:
+        end = max(start, min(end, as_of))
     with conn.pipeline(), conn.cursor() as known_cur, conn.cursor() as cur:
         if every:
-            known_cur.execute(_KNOWN_ACCOUNTS)
+            if as_of is None:
+                known_cur.execute(_KNOWN_ACCOUNTS)
+            else:
+                known_cur.execute(_KNOWN_BY, {"t": as_of})
         cur.execute(_INTERVALS, {"from": start, "to": end, "all": every, "accounts": given})
         known = [row[0] for row in known_cur.fetchall()] if every else []
         rows = [Interval(*row) for row in cur.fetchall()]
+    if as_of is not None:
+        rows = _as_known_at(conn, rows, as_of)
     by_account: dict[str, list[Interval]] = {name: [] for name in [*known, *given]}
     for row in rows:
         by_account.setdefault(row.account, []).append(row)
@@ -157,3 +178,35 @@ def coverage(
             for name, found in sorted(by_account.items())
         ],
     )
+
+
+def _as_known_at(
+    conn: psycopg.Connection[Any], rows: list[Interval], as_of: datetime
+) -> list[Interval]:
+    """Intervals as they could be known at ``as_of``: started by then, ended no later than
+    then, and for an account with events received before then but stored after, ended no
+    later than the first of those (its worker's drain progress is kept only as its latest
+    value, so this is what the events say was missing at the time). None is live."""
+    started = [row for row in rows if row.started_at <= as_of]
+    accounts = sorted({row.account for row in started})
+    late: dict[str, datetime] = {}
+    if accounts:
+        with conn.cursor() as cur:
+            cur.execute(_STORED_LATE, {"t": as_of, "accounts": accounts})
+            late = {row[0]: row[1] for row in cur.fetchall()}
+    clipped = []
+    for row in started:
+        end_at = min(row.end_at, as_of, late.get(row.account, as_of))
+        if end_at > row.started_at:
+            clipped.append(
+                Interval(
+                    row.account,
+                    row.worker_id,
+                    row.channels,
+                    row.started_at,
+                    end_at,
+                    False,
+                    row.end_reason if row.end_at <= end_at else None,
+                )
+            )
+    return clipped

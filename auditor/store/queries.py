@@ -2,114 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
-from auditor.notifications import openmedia_of
-from auditor.store import coverage_queries
-
-
-@dataclass(frozen=True)
-class UserDataDiff:
-    added: dict[str, Any]
-    changed: dict[str, dict[str, Any]]  # key -> {"from": old, "to": new}
-    removed: list[str]
-
-    @property
-    def empty(self) -> bool:
-        return not (self.added or self.changed or self.removed)
-
-
-def user_data_diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> UserDataDiff:
-    """What changed between two full userData snapshots (GWS sends the whole map each time)."""
-    old = before or {}
-    new = after or {}
-    return UserDataDiff(
-        added={k: v for k, v in new.items() if k not in old},
-        changed={k: {"from": old[k], "to": v} for k, v in new.items() if k in old and old[k] != v},
-        removed=sorted(k for k in old if k not in new),
-    )
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    event_id: int
-    received_at: datetime
-    account: str
-    kind: str
-    channel: str | None
-    message_type: str | None
-    notification_type: str | None
-    state: str | None
-    reference_id: str | None
-    capabilities: list[Any] | None
-    user_data: dict[str, Any] | None
-    user_data_diff: UserDataDiff | None  # None when the event carried no userData
-    error_code: str | None
-    error_message: str | None
-    payload: dict[str, Any]
-
-
-_TIMELINE = """
-SELECT id, received_at, account, kind, channel, message_type, notification_type, state,
-       reference_id, error_code, error_message, payload
-FROM events WHERE interaction_id = %s ORDER BY id
-"""
-
-
-def _entries(rows: Iterable[dict[str, Any]]) -> list[TimelineEntry]:
-    entries = []
-    previous: dict[str, Any] | None = None
-    for row in rows:
-        resource = openmedia_of(row["payload"])
-        caps = resource.get("capabilities")
-        data = resource.get("userData")
-        user_data = data if isinstance(data, dict) else None
-        diff = None
-        if user_data is not None:
-            diff = user_data_diff(previous, user_data)
-            previous = user_data
-        entries.append(
-            TimelineEntry(
-                event_id=row["id"],
-                received_at=row["received_at"],
-                account=row["account"],
-                kind=row["kind"],
-                channel=row["channel"],
-                message_type=row["message_type"],
-                notification_type=row["notification_type"],
-                state=row["state"],
-                reference_id=row["reference_id"],
-                capabilities=caps if isinstance(caps, list) else None,
-                user_data=user_data,
-                user_data_diff=diff,
-                error_code=row["error_code"],
-                error_message=row["error_message"],
-                payload=row["payload"],
-            )
-        )
-    return entries
-
-
-def timeline(conn: psycopg.Connection[Any], interaction_id: str) -> list[TimelineEntry]:
-    """Every event of one interaction, in arrival order across all agents' sessions."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_TIMELINE, (interaction_id,))
-        return _entries(cur)
-
-
-def interaction(conn: psycopg.Connection[Any], interaction_id: str) -> dict[str, Any] | None:
-    """The projection row of one interaction."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT * FROM interactions WHERE interaction_id = %s", (interaction_id,))
-        return cur.fetchone()
-
+from auditor.store import asof, userdata
+from auditor.store.userdata import UserDataFilter
 
 # --- Search and export (the query API) --------------------------------------------------------
 # Filters name columns from fixed tables below; values always travel as parameters.
@@ -241,6 +142,9 @@ class EventFilter:
     equals: dict[str, str]  # API name (a key of EVENT_EQUALS) -> value
     start: datetime | None = None  # received_at >= start
     end: datetime | None = None  # received_at < end
+    # ANDed; on the userData the event carried (an event without userData matches none)
+    user_data: tuple[UserDataFilter, ...] = ()
+    as_of: datetime | None = None  # only events stored (stored_at) at or before it
 
 
 def equals_and_range(
@@ -266,7 +170,14 @@ def equals_and_range(
 
 
 def _event_where(flt: EventFilter) -> tuple[list[sql.Composable], list[Any]]:
-    return equals_and_range(flt.equals, EVENT_EQUALS, "received_at", flt.start, flt.end)
+    clauses, params = equals_and_range(flt.equals, EVENT_EQUALS, "received_at", flt.start, flt.end)
+    found, values = userdata.conditions(flt.user_data, userdata.EVENT_USER_DATA_SQL)
+    clauses.extend(found)
+    params.extend(values)
+    if flt.as_of is not None:
+        clauses.append(sql.SQL("stored_at <= %s"))
+        params.append(flt.as_of)
+    return clauses, params
 
 
 def where(clauses: list[sql.Composable]) -> sql.Composable:
@@ -324,6 +235,30 @@ class InteractionFilter:
     account: str | None = None
     start: datetime | None = None  # last_seen_at >= start
     end: datetime | None = None  # last_seen_at < end
+    # ANDed; on the current userData, or with ``ever`` on any value each key has held
+    user_data: tuple[UserDataFilter, ...] = ()
+    ever: bool = False
+    # the projection implied by the events stored at or before it (auditor.store.asof)
+    as_of: datetime | None = None
+
+
+def _as_of_literal(conn: psycopg.Connection[Any], as_of: datetime) -> str:
+    """T as a quoted constant (psycopg's quoting): it appears many times in one statement, and
+    the planner must see its value to find the few rows stored after it with the BRIN index
+    (a parameter hidden in a CTE made it scan every event)."""
+    return sql.Literal(as_of).as_string(conn)
+
+
+def _ever(flt: UserDataFilter, as_of: str | None) -> tuple[sql.Composable, list[Any]]:
+    """The interaction had an event whose userData matched (each filter on its own)."""
+    clause, params = userdata.condition(flt, userdata.EVENT_USER_DATA_SQL)
+    stored_by = f" AND e.stored_at <= {as_of}" if as_of is not None else ""
+    return (
+        sql.SQL("interaction_id IN (SELECT e.interaction_id FROM events AS e WHERE ")
+        + clause
+        + sql.SQL(stored_by + ")"),
+        params,
+    )
 
 
 def search_interactions(
@@ -342,16 +277,25 @@ def search_interactions(
     if flt.account is not None:
         clauses.append(sql.SQL("accounts @> ARRAY[%s]::text[]"))
         params.append(flt.account)
+    t = _as_of_literal(conn, flt.as_of) if flt.as_of is not None else None
+    if flt.ever:
+        for one in flt.user_data:
+            clause, values = _ever(one, t)
+            clauses.append(clause)
+            params.extend(values)
+    else:
+        found, values = userdata.conditions(flt.user_data, "user_data")
+        clauses.extend(found)
+        params.extend(values)
     if after is not None:
         op = "<" if newest_first else ">"
         clauses.append(sql.SQL(f"(last_seen_at, interaction_id) {op} (%s, %s)"))
         params.extend(after)
     direction = "DESC" if newest_first else "ASC"
+    source = "interactions" if t is None else asof.as_of_interactions_sql(t) + " AS interactions"
     query = (
         sql.SQL(
-            "SELECT last_seen_at, interaction_id, accounts, "
-            + INTERACTION_JSON
-            + " FROM interactions"
+            "SELECT last_seen_at, interaction_id, accounts, " + INTERACTION_JSON + " FROM " + source
         )
         + where(clauses)
         + sql.SQL(f" ORDER BY last_seen_at {direction}, interaction_id {direction} LIMIT %s")
@@ -361,56 +305,27 @@ def search_interactions(
         return cur.fetchall()
 
 
-def interaction_json(conn: psycopg.Connection[Any], interaction_id: str) -> str | None:
-    """The projection row of one interaction as the API shows it."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT " + INTERACTION_JSON + " FROM interactions WHERE interaction_id = %s",
-            (interaction_id,),
-        )
-        row = cur.fetchone()
-    return row[0] if row is not None else None
-
-
-@dataclass(frozen=True)
-class InteractionSpan:
-    json: str  # the projection row as the API shows it
-    first_seen_at: datetime
-    last_seen_at: datetime
-    completed_at: datetime | None
-    accounts: list[str]
-
-
-@dataclass(frozen=True)
-class TimelineBundle:
-    span: InteractionSpan
-    entries: list[TimelineEntry]
-    intervals: list[coverage_queries.Interval]  # of the accounts involved, in its lifetime
-    end: datetime  # last_seen_at once completed, else now (the database's clock)
-
-
-_SPAN_SQL = (
-    "SELECT " + INTERACTION_JSON + ", first_seen_at, last_seen_at, completed_at, accounts,"
-    " CASE WHEN completed_at IS NOT NULL THEN last_seen_at ELSE now() END"
-    " FROM interactions WHERE interaction_id = %s"
+_INTERACTION_AS_OF = (
+    "SELECT "
+    + INTERACTION_JSON
+    + " FROM ("
+    + asof.projection_sql("%(iid)s", "%(as_of)s")
+    + ") AS p"
 )
 
 
-def timeline_bundle(conn: psycopg.Connection[Any], interaction_id: str) -> TimelineBundle | None:
-    """Projection row, events and coverage intervals of one interaction in one round trip
-    (psycopg pipeline mode): a timeline is the hottest read of the API."""
-    with (
-        conn.pipeline(),
-        conn.cursor() as span_cur,
-        conn.cursor(row_factory=dict_row) as event_cur,
-        conn.cursor() as interval_cur,
-    ):
-        span_cur.execute(_SPAN_SQL, (interaction_id,))
-        event_cur.execute(_TIMELINE, (interaction_id,))
-        interval_cur.execute(coverage_queries.INTERACTION_INTERVALS, (interaction_id,))
-        row = span_cur.fetchone()
-        events = event_cur.fetchall()
-        intervals = [coverage_queries.Interval(*r) for r in interval_cur.fetchall()]
-    if row is None:
-        return None
-    return TimelineBundle(InteractionSpan(*row[:5]), _entries(events), intervals, row[5])
+def interaction_json(
+    conn: psycopg.Connection[Any], interaction_id: str, *, as_of: datetime | None = None
+) -> str | None:
+    """The projection row of one interaction as the API shows it; with ``as_of``, the one
+    implied by its events stored by then (None when there were none)."""
+    with conn.cursor() as cur:
+        if as_of is None:
+            cur.execute(
+                "SELECT " + INTERACTION_JSON + " FROM interactions WHERE interaction_id = %s",
+                (interaction_id,),
+            )
+        else:
+            cur.execute(_INTERACTION_AS_OF, {"iid": interaction_id, "as_of": as_of})
+        row = cur.fetchone()
+    return row[0] if row is not None else None

@@ -1,0 +1,141 @@
+"""User-data filters (`userData.KEY=VALUE`) and the SQL expressions the GIN indexes cover.
+
+GWS sends an interaction's whole userData map with each notification that carries one, so the
+value a key has *at an event* is in that event's own payload, and an interaction's *current*
+value is in the projection's user_data. Exact matches are containment (`@>`) queries, which the
+jsonb_path_ops GIN indexes of migration 2026_12_02_userdata_index answer; a prefix match
+(`^abc`) is checked on the rows the other conditions select (docs/api.md says why).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+# The openmedia resource of a stored message, as auditor.notifications.openmedia_of finds it:
+# under `data`, or the bare inner object. The index on events is built on exactly this
+# expression (PostgreSQL uses an expression index only for the same expression).
+OPENMEDIA_SQL = (
+    "(CASE WHEN jsonb_typeof(payload->'data') = 'object' THEN payload->'data'"
+    " WHEN NOT payload ? 'data'"
+    " AND payload ?| ARRAY['messageType', 'notificationType', 'openmedia', 'referenceId']"
+    " THEN payload END)->'openmedia'"
+)
+EVENT_USER_DATA_SQL = f"({OPENMEDIA_SQL}->'userData')"
+
+PARAM_PREFIX = "userData."
+MAX_FILTERS = 8
+MAX_VALUE = 256
+# Keys as GWS and its integrators name them (letters, digits, `_ - . : @`); nothing that
+# needs quoting anywhere.
+KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}")
+KEY_RULE = "a key of 1..128 characters: letters, digits, _ - . : @ (not starting with - . : @)"
+_JSON_SCALAR = re.compile(r"-?(0|[1-9][0-9]{0,17})(\.[0-9]{1,17})?|true|false")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+class BadUserDataFilter(ValueError):
+    """A user-data parameter that cannot be read; ``param`` names it as given."""
+
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(f"{param}: {reason}")
+        self.param = param
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class UserDataFilter:
+    """``key`` equals ``value`` (a JSON string, or the JSON number/boolean it spells), or, with
+    ``prefix``, is a JSON string starting with ``value``."""
+
+    key: str
+    value: str
+    prefix: bool = False
+
+    @property
+    def as_param(self) -> tuple[str, str]:
+        """The query parameter that says this filter."""
+        shown = "^" + self.value if self.prefix else self.value
+        if not self.prefix and self.value[:1] in ("^", "\\"):
+            shown = "\\" + self.value
+        return PARAM_PREFIX + self.key, shown
+
+
+def parse_filter(param: str, raw: str) -> UserDataFilter:
+    """`userData.KEY` and its value: `VALUE` exact, `^VALUE` prefix, `\\VALUE` exact (for a
+    value that starts with ^ or \\)."""
+    if not param.startswith(PARAM_PREFIX):
+        raise BadUserDataFilter(param, f"a user-data filter is named {PARAM_PREFIX}KEY")
+    key = param[len(PARAM_PREFIX) :]
+    if not KEY.fullmatch(key):
+        raise BadUserDataFilter(param, f"{PARAM_PREFIX}KEY needs {KEY_RULE}")
+    if _CONTROL.search(raw):
+        raise BadUserDataFilter(param, "the value must not contain control characters")
+    prefix = raw.startswith("^")
+    value = raw[1:] if raw[:1] in ("^", "\\") else raw
+    if len(value) > MAX_VALUE:
+        raise BadUserDataFilter(param, f"the value is longer than {MAX_VALUE} characters")
+    if prefix and not value:
+        raise BadUserDataFilter(param, "a prefix match (^) needs at least one character")
+    return UserDataFilter(key, value, prefix)
+
+
+def parse_filters(params: Iterable[tuple[str, str]]) -> tuple[UserDataFilter, ...]:
+    """Every `userData.*` parameter among ``params`` (others ignored), sorted by key."""
+    found: dict[str, UserDataFilter] = {}
+    for name, raw in params:
+        if not name.startswith(PARAM_PREFIX):
+            continue
+        flt = parse_filter(name, raw)
+        if flt.key in found:
+            raise BadUserDataFilter(name, "is given more than once; give each key once")
+        found[flt.key] = flt
+    if len(found) > MAX_FILTERS:
+        raise BadUserDataFilter(PARAM_PREFIX + "*", f"at most {MAX_FILTERS} user-data filters")
+    return tuple(found[key] for key in sorted(found))
+
+
+def _candidates(flt: UserDataFilter) -> list[str]:
+    """The jsonb documents `{key: value}` an exact filter accepts."""
+    docs = [json.dumps({flt.key: flt.value})]
+    if _JSON_SCALAR.fullmatch(flt.value):
+        docs.append(json.dumps({flt.key: json.loads(flt.value)}))
+    return docs
+
+
+def condition(flt: UserDataFilter, expression: str) -> tuple[sql.Composable, list[Any]]:
+    """A WHERE clause for one filter on the user-data map ``expression`` (fixed SQL text)."""
+    if flt.prefix:
+        clause = (
+            f"(jsonb_typeof({expression}->%s) = 'string' AND starts_with({expression}->>%s, %s))"
+        )
+        return sql.SQL(clause), [flt.key, flt.key, flt.value]
+    docs = _candidates(flt)
+    ors = " OR ".join(f"{expression} @> %s::jsonb" for _ in docs)
+    return sql.SQL(f"({ors})"), list(docs)
+
+
+def conditions(
+    filters: Iterable[UserDataFilter], expression: str
+) -> tuple[list[sql.Composable], list[Any]]:
+    """WHERE clauses for filters ANDed. Exact string matches go in one containment document
+    (one probe of the GIN index); the others get a clause each."""
+    clauses: list[sql.Composable] = []
+    params: list[Any] = []
+    together = {}
+    for flt in filters:
+        if not flt.prefix and len(_candidates(flt)) == 1:
+            together[flt.key] = flt.value
+            continue
+        clause, values = condition(flt, expression)
+        clauses.append(clause)
+        params.extend(values)
+    if together:
+        clauses.insert(0, sql.SQL(f"{expression} @> %s::jsonb"))
+        params.insert(0, json.dumps(together))
+    return clauses, params
