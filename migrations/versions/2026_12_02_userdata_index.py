@@ -1,7 +1,7 @@
 """User-data search and "as known at" answers: GIN indexes on userData, BRIN on stored_at.
 
 Revision ID: 2026_12_02_userdata_index
-Revises: 2026_12_02_verifier
+Revises: 2026_12_02_ops
 Create Date: 2026-12-02
 
 Written by hand. Exact user-data filters are containment queries (`@>`): jsonb_path_ops GIN
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "2026_12_02_userdata_index"
-down_revision: str | None = "2026_12_02_verifier"
+down_revision: str | None = "2026_12_02_ops"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
