@@ -242,3 +242,21 @@ def test_a_bad_parameter_is_a_page_naming_it(site: Site) -> None:
     assert "as_of" in answer.get_data(as_text=True)
     assert client.get("/ui/interactions/nope").status_code == 404
     assert client.get("/ui/overview?range=1y").status_code == 400
+
+
+def test_search_by_user_data_current_exact_prefix_and_ever(site: Site) -> None:
+    client = site.signed_in()
+
+    def found(query: str) -> list[str]:
+        html = client.get(f"/ui/search?{query}").get_data(as_text=True)
+        return re.findall(r'href="/ui/interactions/([^"?#]+)', html.split('id="results"', 1)[1])
+
+    assert found("what=interactions&udk1=case&udv1=4711") == [CASE]
+    assert found("what=interactions&udk1=case&udv1=%5E47") == [CASE]
+    assert found("what=interactions&udk1=tier&udv1=gold") == []  # not its current value
+    assert found("what=interactions&udk1=tier&udv1=gold&ever=true") == [CASE]
+    events = found("what=events&udk1=tier&udv1=platinum")
+    assert len(events) == 1  # the value at that event
+    bad = client.get("/ui/search?what=events&udk1=-bad&udv1=x")
+    assert bad.status_code == 400
+    assert "userData.-bad" in bad.get_data(as_text=True)
