@@ -174,3 +174,60 @@ def test_a_live_event_appears_after_the_simulator_emits_it(
     expect(events).to_have_count(2)
     expect(page.locator("#live-status")).to_contain_text("arrived")
     print(f"live event shown {time.monotonic() - started:.2f} s after it was stored")
+
+
+A11Y = (Path(__file__).parent / "a11y.js").read_text()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ui/search?what=events&mediaType=email",
+        f"/ui/interactions/{CASE}",
+        "/ui/coverage?from=2026-11-02T08:00:00&to=2026-11-02T11:00:00",
+        "/ui/overview",
+    ],
+)
+def test_pages_pass_aa_contrast_and_label_every_control(
+    page: Page, base_url: str, path: str
+) -> None:
+    page.goto(base_url + path)
+    page.locator("details").evaluate_all("els => els.forEach(d => d.open = true)")
+    found = page.evaluate(A11Y)
+    assert found == {"contrast": [], "unlabelled": []}
+
+
+def test_every_search_control_is_reached_with_the_keyboard(page: Page, base_url: str) -> None:
+    page.goto(f"{base_url}/ui/search")
+    controls = page.locator("main input:not([type=hidden]), main select, main button")
+    wanted = set(controls.evaluate_all("els => els.map(e => e.id || e.name + '=' + e.value)"))
+    reached = set()
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        reached.add(
+            page.evaluate(
+                "() => { const e = document.activeElement; return e.id || e.name + '=' + e.value; }"
+            )
+        )
+    # radio buttons form one tab stop; the arrow keys move within the group
+    assert wanted - reached <= {"what=events"}
+
+
+def test_coverage_page_draws_connected_time_and_gaps(page: Page, base_url: str) -> None:
+    page.goto(f"{base_url}/ui/coverage")
+    page.get_by_label(re.compile("^From")).fill("2026-11-02T08:30:00")
+    page.get_by_label(re.compile("^To")).fill("2026-11-02T10:30:00")
+    page.get_by_role("button", name="Show").click()
+    chart = page.locator("svg#coverage-chart")
+    expect(chart).to_be_visible()
+    expect(chart.locator("rect.gap")).not_to_have_count(0)
+    expect(page.locator("#coverage-table")).to_contain_text("agent102")
+
+
+def test_overview_page_draws_volumes_by_media_type_and_state(page: Page, base_url: str) -> None:
+    page.goto(f"{base_url}/ui/overview")
+    page.get_by_label("Range", exact=True).select_option("90d")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("svg#media-chart")).to_be_visible()
+    expect(page.locator("figure").first).to_contain_text("email")
+    expect(page.locator("figure").nth(1)).to_contain_text("Handling")

@@ -4,11 +4,15 @@ log, search, the timeline (paged, as known at), the live tail's answers, bad inp
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import UTC, datetime, timedelta
 
+from auditor.config import ApiSettings, Settings
 from tests.helpers import T0
+from tests.logins import as_login
 from tests.pages.conftest import Site, csrf_of
 from tests.pages.support import A2, CASE
+from web import create_app
 
 
 def test_pages_need_a_signed_in_token_and_send_to_the_login_form(site: Site) -> None:
@@ -260,3 +264,24 @@ def test_search_by_user_data_current_exact_prefix_and_ever(site: Site) -> None:
     bad = client.get("/ui/search?what=events&udk1=-bad&udv1=x")
     assert bad.status_code == 400
     assert "userData.-bad" in bad.get_data(as_text=True)
+
+
+def test_overview_shows_the_workers_status_when_its_metrics_are_configured(
+    site: Site, metrics_url: str
+) -> None:
+    settings = Settings(
+        database_url=as_login(site.url, "api"),
+        api=ApiSettings(
+            secret=secrets.token_urlsafe(32), pool_size=1, worker_metrics_url=metrics_url
+        ),
+    )
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        csrf = csrf_of(client.get("/ui/login").get_data(as_text=True))
+        client.post("/ui/login", data={"token": site.tokens["reader"], "csrf_token": csrf})
+        html = client.get("/ui/overview").get_data(as_text=True)
+    finally:
+        app.extensions["auditor_db"].dispose()
+    assert "Spool depth (rows waiting)" in html
+    assert "12.0" in html

@@ -42,6 +42,7 @@ class Rect:
 class Tick:
     x: float
     label: str
+    anchor: str = "middle"  # the outer labels keep inside the chart
 
 
 @dataclass
@@ -69,12 +70,12 @@ class TimeScale:
     def ticks(self, count: int = 5) -> list[Tick]:
         step = (self.end - self.start) / count
         fmt = "%H:%M" if self.end - self.start <= timedelta(days=1) else "%m-%d %H:%M"
-        return [
-            Tick(
-                self.x(self.start + step * i), (self.start + step * i).astimezone(UTC).strftime(fmt)
-            )
-            for i in range(count + 1)
-        ]
+        ticks = []
+        for i in range(count + 1):
+            at = self.start + step * i
+            anchor = "start" if i == 0 else "end" if i == count else "middle"
+            ticks.append(Tick(self.x(at), at.astimezone(UTC).strftime(fmt), anchor))
+        return ticks
 
 
 def _span_label(what: str, start: datetime, end: datetime) -> str:

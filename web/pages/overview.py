@@ -20,6 +20,7 @@ RANGES = {
     "24h": ("last 24 hours", timedelta(hours=24), timedelta(hours=1)),
     "7d": ("last 7 days", timedelta(days=7), timedelta(hours=6)),
     "30d": ("last 30 days", timedelta(days=30), timedelta(days=1)),
+    "90d": ("last 90 days", timedelta(days=90), timedelta(days=3)),
 }
 DEFAULT_RANGE = "24h"
 
