@@ -47,7 +47,8 @@ def page(signed_in: Any, request: pytest.FixtureRequest) -> Iterator[Page]:
     opened: Page = signed_in.new_page()
     opened.set_default_timeout(10_000)
     yield opened
-    opened.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name).strip("_")
+    opened.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     opened.close()
 
 
@@ -89,12 +90,12 @@ def test_timeline_shows_events_in_order_with_a_diff_and_a_gap(page: Page, base_u
     first_time = page.locator("ol#timeline time").first
     expect(first_time).to_have_attribute("title", re.compile("UTC$"))
     assert "UTC" not in first_time.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "timeline.png"), full_page=True)  # README's (docs/)
     # raw JSON opens from the keyboard
     summary = page.locator("details summary").first
     summary.focus()
     page.keyboard.press("Enter")
     expect(page.locator("details pre").first).to_be_visible()
-    page.screenshot(path=str(ARTIFACTS / "timeline.png"), full_page=False)
 
 
 def test_as_known_at_hides_events_stored_later(page: Page, base_url: str, site: Site) -> None:
