@@ -7,8 +7,11 @@ import re
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from auditor.config import ApiSettings, Settings
-from tests.helpers import T0
+import psycopg
+
+from auditor.config import ApiSettings, Settings, libpq_conninfo
+from auditor.store.writer import store_batch
+from tests.helpers import T0, om_message, receipt
 from tests.logins import as_login
 from tests.pages.conftest import Site, csrf_of
 from tests.pages.support import A2, CASE
@@ -285,3 +288,38 @@ def test_overview_shows_the_workers_status_when_its_metrics_are_configured(
         app.extensions["auditor_db"].dispose()
     assert "Spool depth (rows waiting)" in html
     assert "12.0" in html
+
+
+def test_stored_markup_is_shown_as_text_in_pages_and_in_the_live_tail(site: Site) -> None:
+    hostile = '<script>alert("x")</script>'
+    with psycopg.connect(libpq_conninfo(site.url)) as conn:
+        store_batch(
+            conn,
+            [
+                receipt(
+                    om_message(
+                        "XSS-1",
+                        "Handling",
+                        media_type="chat",
+                        user_data={hostile: hostile + "\r\u2028"},
+                    ),
+                    at=5_000,
+                    account=A2,
+                )
+            ],
+        )
+        conn.commit()
+    client = site.signed_in()
+    for path in ("/ui/interactions/XSS-1", "/ui/search?what=interactions&mediaType=chat"):
+        html = client.get(path).get_data(as_text=True)
+        assert "<script>alert" not in html
+    html = client.get("/ui/interactions/XSS-1").get_data(as_text=True)
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    live = client.get("/ui/interactions/XSS-1/live?after=0").get_data(as_text=True)
+    assert "<script>alert" not in live
+    event = live.split("\n\n")[1]
+    assert all(line.startswith(("id: ", "event: ", "data: ")) for line in event.split("\n"))
+    assert "\r" not in live
+    # what EventSource joins back is the rendered entry, U+2028 inside the raw JSON included
+    data = "\n".join(line[6:] for line in event.split("\n") if line.startswith("data: "))
+    assert "\u2028" in data

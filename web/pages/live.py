@@ -29,7 +29,10 @@ def _last_event_id() -> int:
 
 
 def _data_lines(html: str) -> str:
-    return "".join(f"data: {line}\n" for line in html.splitlines() if line.strip())
+    """One `data:` line per line of HTML. SSE lines end only at LF, CR or CRLF (not at the
+    other breaks str.splitlines knows); a CR becomes its character reference, which HTML
+    reads the same."""
+    return "".join(f"data: {line}\n" for line in html.replace("\r", "&#13;").split("\n"))
 
 
 @bp.get("/interactions/<interaction_id>/live")
