@@ -96,8 +96,10 @@ def site(server_url: URL, template_db: str) -> Iterator[Site]:
     _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Module-scoped on purpose: sync Playwright keeps an asyncio loop running in this thread
+    while it is open, and tests of other files in the same process call asyncio.run()."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)

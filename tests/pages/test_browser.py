@@ -232,3 +232,19 @@ def test_overview_page_draws_volumes_by_media_type_and_state(page: Page, base_ur
     expect(page.locator("svg#media-chart")).to_be_visible()
     expect(page.locator("figure").first).to_contain_text("email")
     expect(page.locator("figure").nth(1)).to_contain_text("Handling")
+
+
+def test_load_more_appends_the_next_page_of_a_long_timeline(page: Page, base_url: str) -> None:
+    page.goto(f"{base_url}/ui/interactions/{CASE}?limit=3")
+    events = page.locator("ol#timeline > li.event")
+    expect(events).to_have_count(3)
+    page.get_by_role("link", name="Load more events").click()
+    expect(events).to_have_count(6)
+    page.get_by_role("link", name="Load more events").click()
+    expect(events).to_have_count(7)
+    expect(page.get_by_role("link", name="Load more events")).to_have_count(0)
+    expect(page.locator("ol#timeline > li.gap")).to_have_count(1)
+    ids = [int(i) for i in events.evaluate_all("els => els.map(e => e.dataset.eventId)")]
+    assert ids == sorted(ids)
+    assert page.url.endswith("limit=3")  # appended in place, not a new page
+    expect(page.locator("#live-status")).to_be_visible()

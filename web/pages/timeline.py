@@ -95,6 +95,7 @@ def timeline(interaction_id: str) -> Response:
         as_of_value=as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") if as_of else "",
         after=after,
         limit=query["limit"],
+        default_limit=PAGE_SIZE,
         live_after=last_id if live else None,
         gaps=found.gaps,
     )
