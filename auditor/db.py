@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, UUID
@@ -41,6 +42,7 @@ from sqlalchemy.pool import NullPool
 
 from auditor.config import DATABASE_URL, libpq_conninfo, redacted
 from auditor.errors import ConfigError
+from auditor.store.userdata import EVENT_USER_DATA_SQL
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -87,9 +89,16 @@ events = Table(
     postgresql_partition_by="RANGE (received_at)",
 )
 # migration 2026_12_02_userdata_index: as_of answers find rows stored after T (BRIN: stored in
-# commit order). Its GIN index on the userData expression (auditor.store.userdata) is not
-# mirrored: alembic does not compare expression indexes.
+# commit order); exact user-data filters on events (containment on the userData expression
+# that auditor.store.userdata's queries repeat).
 Index("ix_events_stored_at", events.c.stored_at, postgresql_using="brin")
+Index(
+    "ix_events_user_data",
+    literal_column(EVENT_USER_DATA_SQL).label("user_data"),
+    _table=events,
+    postgresql_using="gin",
+    postgresql_ops={"user_data": "jsonb_path_ops"},
+)
 
 interactions = Table(
     "interactions",

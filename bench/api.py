@@ -5,8 +5,11 @@ events, then the interactions projection with one SQL statement; not through the
 starts `auditor serve`, and prints p50/p99 of the total time (client, new connection per
 request) and of the server time (the Server-Timing header: from before_request to
 after_request in the Flask app) for: timeline, search page 1 and page 10, projection lookup,
-by-referenceId lookup; and export rows/s. Targets: timeline p99 <= 5 ms, search p99 <= 10 ms
-(server time), export >= 50,000 rows/s.
+by-referenceId lookup; the first page, a deep page and every page of one 200,000-event
+interaction with the workers' RSS before and after; user-data searches (exact, ever, as_of);
+and export rows/s. Targets: timeline p99 <= 5 ms, search p99 <= 10 ms (server time), first
+page of the long interaction <= 100 ms, exact user-data match p99 <= 20 ms, export >= 50,000
+rows/s.
 
     python bench/api.py [--events N] [--samples 300] [--data-dir /tmp/auditor-bench-api]
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import random
@@ -141,11 +145,82 @@ def _lines(total: int, block: int = 1000) -> Iterator[str]:
         interaction += size
 
 
+LONG_ID = "omlong0000"
+LONG_EVENTS = 200_000
+LONG_ACCOUNTS = ("agent001", "agent002", "agent003")
+
+
+def _long_lines(first: int, events: int = LONG_EVENTS) -> Iterator[str]:
+    """One long-lived email item: ``events`` updates over the whole span by three agents,
+    its userData growing a step at a time (issue 12: 200,000 events)."""
+    step = SPAN / events
+    for k in range(events):
+        n = first + k
+        at = (START + step * k).isoformat()
+        account = LONG_ACCOUNTS[k % len(LONG_ACCOUNTS)]
+        state = "Routing" if k == 0 else "Handling"
+        payload = json.dumps(
+            {
+                "channel": "/v2/me/openmedia",
+                "data": {
+                    "messageType": "OpenmediaStateChangeMessage",
+                    "notificationType": "PropertiesUpdated" if k else "NewInteraction",
+                    "referenceId": n,
+                    "openmedia": {
+                        "id": LONG_ID,
+                        "state": state,
+                        "mediaType": "email",
+                        "openmediaType": "Inbound",
+                        "capabilities": ["Complete", "Transfer"],
+                        "userData": {
+                            "Subject": "A long-lived item",
+                            "CustomerId": "CLONG",
+                            "Step": k // 10,
+                        },
+                    },
+                },
+            },
+            separators=(",", ":"),
+        )
+        yield (
+            f"{uuid.UUID(int=n + 1)}\t{at}\tnotification\t{account}\t/v2/me/openmedia\t"
+            f"OpenmediaStateChangeMessage\tPropertiesUpdated\t{LONG_ID}\t{n}\temail\tInbound\t"
+            f"{state}\t{payload}\n"
+        )
+
+
+def _cover(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Coverage: every account covered, with one gap of 5 minutes on day 3 for agent000.
+    Closed intervals are in the record (never deleted), so each is inserted once."""
+    have = conn.execute("SELECT count(*) FROM coverage_intervals").fetchone()
+    if have and have[0] > 0:
+        return
+    gap_at = START + timedelta(days=3)
+    conn.execute(
+        "INSERT INTO coverage_intervals (account, worker_id, channels, started_at,"
+        " heartbeat_at, ended_at, end_reason)"
+        " SELECT 'agent' || lpad(a::text, 3, '0'), 'bench', ARRAY['/v2/me/openmedia'],"
+        " %s, %s, %s, 'shutdown' FROM generate_series(1, %s) AS a",
+        (START - timedelta(hours=1), START + SPAN, START + SPAN, ACCOUNTS - 1),
+    )
+    for lo, hi in (
+        (START - timedelta(hours=1), gap_at),
+        (gap_at + timedelta(minutes=5), START + SPAN),
+    ):
+        conn.execute(
+            "INSERT INTO coverage_intervals (account, worker_id, channels, started_at,"
+            " heartbeat_at, ended_at, end_reason) VALUES ('agent000', 'bench',"
+            " ARRAY['/v2/me/openmedia'], %s, %s, %s, 'disconnected')",
+            (lo, hi, hi),
+        )
+
+
 def load(url: URL, total: int) -> None:
     with psycopg.connect(libpq_conninfo(url), autocommit=True) as conn:
         have = conn.execute("SELECT count(*) FROM interactions").fetchone()
         if have and have[0] > 0:
             print(f"database already loaded ({have[0]:,} interactions)", flush=True)
+            _cover(conn)
             return
         month = START.date()
         while month <= (START + SPAN).date():
@@ -158,7 +233,9 @@ def load(url: URL, total: int) -> None:
             cur.copy(f"COPY events ({COLUMNS}) FROM STDIN") as copy,
         ):
             chunk: list[str] = []
-            for line in _lines(total):
+            # The long item first: its ids are the lowest, so the newest-first searches
+            # (a backward scan by id) do not walk through its 200,000 events.
+            for line in itertools.chain(_long_lines(total), _lines(total)):
                 chunk.append(line)
                 if len(chunk) >= 5000:
                     copy.write("".join(chunk))
@@ -166,33 +243,15 @@ def load(url: URL, total: int) -> None:
             if chunk:
                 copy.write("".join(chunk))
         t1 = time.perf_counter()
-        print(f"COPY {total:,} events: {t1 - t0:.1f} s ({total / (t1 - t0):,.0f}/s)", flush=True)
+        copied = total + LONG_EVENTS
+        print(f"COPY {copied:,} events: {t1 - t0:.1f} s ({copied / (t1 - t0):,.0f}/s)", flush=True)
         conn.execute("SET work_mem = '256MB'")
         conn.execute(PROJECT)
         # As autovacuum would after a bulk load: statistics, and the visibility map that
         # index-only scans need.
         conn.execute("VACUUM (ANALYZE) events")
         conn.execute("VACUUM (ANALYZE) interactions")
-        # Coverage: every account covered, with one gap of 5 minutes on day 3 for agent000.
-        gap_at = START + timedelta(days=3)
-        conn.execute(
-            "INSERT INTO coverage_intervals (account, worker_id, channels, started_at,"
-            " heartbeat_at, ended_at, end_reason)"
-            " SELECT 'agent' || lpad(a::text, 3, '0'), 'bench', ARRAY['/v2/me/openmedia'],"
-            " %s, %s, %s, 'shutdown' FROM generate_series(0, %s) AS a",
-            (START - timedelta(hours=1), START + SPAN, START + SPAN, ACCOUNTS - 1),
-        )
-        conn.execute("DELETE FROM coverage_intervals WHERE account = 'agent000'")
-        for lo, hi in (
-            (START - timedelta(hours=1), gap_at),
-            (gap_at + timedelta(minutes=5), START + SPAN),
-        ):
-            conn.execute(
-                "INSERT INTO coverage_intervals (account, worker_id, channels, started_at,"
-                " heartbeat_at, ended_at, end_reason) VALUES ('agent000', 'bench',"
-                " ARRAY['/v2/me/openmedia'], %s, %s, %s, 'disconnected')",
-                (lo, hi, hi),
-            )
+        _cover(conn)
         print(f"projection, analyze, coverage: {time.perf_counter() - t1:.1f} s", flush=True)
 
 
@@ -250,6 +309,98 @@ def measure(name: str, client: Client, requests: list[tuple[str, dict[str, objec
     report(name, totals, servers)
 
 
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _workers(master: int) -> list[int]:
+    """gunicorn's worker processes: the children of its master."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def long_timeline(client: Client, master: int, samples: int) -> None:
+    """Issue 12: the first page of a 200,000-event interaction, a deep page, every page in
+    turn, and the workers' memory before and after."""
+    path = f"/api/v1/interactions/{LONG_ID}/timeline"
+    before = {pid: _rss_kb(pid) for pid in _workers(master)}
+    measure(f"timeline {LONG_EVENTS:,} events, page 1", client, [(path, {})] * samples)
+    cursor = None
+    for _ in range(99):
+        query = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        cursor = json.loads(client.get(path, **query)[1])["next_cursor"]
+    measure("  page 100 (cursor)", client, [(path, {"limit": 200, "cursor": cursor})] * samples)
+    t0 = time.perf_counter()
+    pages = events = 0
+    body_max = 0
+    cursor = None
+    while True:
+        query = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+        _, body, _, _ = client.get(path, **query)
+        page = json.loads(body)
+        pages += 1
+        events += len(page["events"])
+        body_max = max(body_max, len(body))
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    elapsed = time.perf_counter() - t0
+    after = {pid: _rss_kb(pid) for pid in _workers(master)}
+    print(
+        f"  every page (limit 1000): {events:,} events in {pages} pages, {elapsed:.1f} s, "
+        f"largest body {body_max / 1e6:.2f} MB",
+        flush=True,
+    )
+    for pid in sorted(before):
+        print(
+            f"  worker {pid} RSS before {before[pid] / 1024:.0f} MB, after "
+            f"{after.get(pid, 0) / 1024:.0f} MB",
+            flush=True,
+        )
+
+
+def user_data_searches(client: Client, rng: random.Random, samples: int, count: int) -> None:
+    """Issue 12: exact user-data matches returning one page (about 6 interactions and 50
+    events per CustomerId), ever=true, a prefix with a narrowing filter, and as_of."""
+    customers = [f"C{rng.randrange(min(count, 99991)):05d}" for _ in range(samples)]
+    measure(
+        "userData exact, interactions",
+        client,
+        [("/api/v1/interactions", {"userData.CustomerId": c}) for c in customers],
+    )
+    measure(
+        "userData exact, events",
+        client,
+        [("/api/v1/events", {"userData.CustomerId": c}) for c in customers],
+    )
+    measure(
+        "userData exact x2, events",
+        client,
+        [("/api/v1/events", {"userData.CustomerId": c, "userData.Step": "7"}) for c in customers],
+    )
+    measure(
+        "userData ever=true, interactions",
+        client,
+        [("/api/v1/interactions", {"userData.CustomerId": c, "ever": "true"}) for c in customers],
+    )
+    as_of = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    measure(
+        "userData exact + as_of, events",
+        client,
+        [("/api/v1/events", {"userData.CustomerId": c, "as_of": as_of}) for c in customers],
+    )
+
+
 def run(url: URL, total: int, samples: int, export: bool = True) -> None:
     load(url, total)
     with psycopg.connect(libpq_conninfo(url), autocommit=True) as conn:
@@ -292,6 +443,7 @@ def run(url: URL, total: int, samples: int, export: bool = True) -> None:
         timelines = [(f"/api/v1/interactions/{i}/timeline", {}) for i in ids]
         measure("timeline", client, timelines)
         measure("timeline (same again, warm)", client, timelines)
+        long_timeline(client, server.pid, samples)
         measure("projection lookup", client, [(f"/api/v1/interactions/{i}", {}) for i in ids])
         refs = [rng.randrange(total) for _ in range(samples)]
         measure("by-referenceId lookup", client, [("/api/v1/events", {"referenceId": r})
@@ -333,6 +485,7 @@ def run(url: URL, total: int, samples: int, export: bool = True) -> None:
             [("/api/v1/interactions", {"state": "Completed", "mediaType": m})
              for m in (MEDIA * samples)[:samples]],
         )  # fmt: skip
+        user_data_searches(client, rng, samples, count)
         if not export:
             return
         t0 = time.perf_counter()

@@ -7,7 +7,9 @@ Prints notifications/s for each, measured in the same run on a durable embedded 
 The writer is measured with the hash chain (as shipped) and without it (leaf hashing and
 record rows patched out, here only), so the chain's cost is a ratio of the same run; the
 second round runs in the reverse order, and every run starts after a CHECKPOINT.
-A benchmark that prints numbers; it asserts nothing.
+The writer is also measured on a database without the user-data search and as_of indexes
+(migration 2026_12_02_userdata_index, dropped here only), so their cost is a ratio of the
+same run too. A benchmark that prints numbers; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -83,6 +85,18 @@ def chain_off() -> Iterator[None]:
         patch.object(batch_writer.ledger, "append", lambda _c, _l, at=None: at),
     ):
         yield
+
+
+# Migration 2026_12_02_userdata_index: user-data search and as_of. Their cost to the writer is
+# measured against a database without them, in the same run.
+USER_DATA_INDEXES = ("ix_events_user_data", "ix_interactions_user_data", "ix_events_stored_at")
+
+
+def drop_user_data_indexes(dsn: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for name in USER_DATA_INDEXES:
+            conn.execute(f"DROP INDEX {name}")
+    return dsn
 
 
 def run_writer_without_chain(dsn: str, receipts: list[Receipt], batch: int) -> int:
@@ -283,11 +297,15 @@ def main() -> None:
         )
         # Each measured twice, alternating, on fresh databases; the best of two is reported,
         # so that a checkpoint or a slow fsync in one run does not decide the comparison.
-        writers, unchained, ceilings = [], [], []
+        writers: list[float] = []
+        unchained: list[float] = []
+        ceilings: list[float] = []
+        unindexed: list[float] = []
         for round_ in (1, 2):
             writer_db = fresh(f"bench_writer_{round_}")
             unchained_db = fresh(f"bench_unchained_{round_}")
             ceiling_db = fresh(f"bench_ceiling_{round_}")
+            unindexed_db = drop_user_data_indexes(fresh(f"bench_unindexed_{round_}"))
             chained = (
                 writers,
                 f"batch writer (parse, COPY, projection, chain), run {round_}",
@@ -303,14 +321,20 @@ def main() -> None:
                 f"ceiling: raw COPY + 1 upsert/batch, run {round_}",
                 partial(run_ceiling, ceiling_db, rows, args.batch),
             )
+            unindexed_run = (
+                unindexed,
+                f"batch writer without the user-data indexes, run {round_}",
+                partial(run_writer, unindexed_db, receipts, args.batch),
+            )
             # The order changes between rounds, and each run starts after a checkpoint, so
             # that the chained writer is not always the run that pays for writing out the
             # databases just created.
-            order = (chained, bare_run, ceiling_run)
+            order = (chained, unindexed_run, bare_run, ceiling_run)
             for results, label, work in order if round_ == 1 else order[::-1]:
                 checkpoint()
                 results.append(timed(label, work))
         writer, ceiling, bare = max(writers), max(ceilings), max(unchained)
+        no_index = max(unindexed)
         orm_db = fresh("bench_orm")
         orm_part = receipts[: args.orm_notifications]
         orm = timed(
@@ -327,8 +351,15 @@ def main() -> None:
         print(f"| batch writer (with the hash chain) | {writer:,.0f} | >= 35,000 |")
         print(f"| batch writer without the chain | {bare:,.0f} | |")
         print(f"| cost of the chain (1 - with / without) | {1 - writer / bare:.1%} | <= 10% |")
+        print(f"| batch writer without the user-data indexes | {no_index:,.0f} | |")
+        print(
+            f"| cost of the user-data indexes (1 - with / without) | {1 - writer / no_index:.1%}"
+            " | <= 10% |"
+        )
         for round_, (w, b) in enumerate(zip(writers, unchained, strict=True), start=1):
             print(f"| cost of the chain, run {round_} alone | {1 - w / b:.1%} | |")
+        for round_, (w, u) in enumerate(zip(writers, unindexed, strict=True), start=1):
+            print(f"| cost of the user-data indexes, run {round_} alone | {1 - w / u:.1%} | |")
         print(f"| ceiling (COPY + 1 upsert/batch) | {ceiling:,.0f} | |")
         print(f"| naive ORM baseline | {orm:,.0f} | |")
         print(f"| writer / ceiling | {writer / ceiling:.2f} | >= 0.8 |")

@@ -27,6 +27,7 @@ from web.paging import (
     time_and_text_position,
     user_data_filters,
 )
+from web.query_params import USER_DATA_DOC
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="API")
 READ_ERRORS = [400, 401, 403]
@@ -126,7 +127,7 @@ _EVENT_FILTERS = tuple(queries.EVENT_EQUALS)
 @bp.doc(
     summary="Search events, keyset-paged",
     description="User-data filters match the userData the event itself carried (its value "
-    "at that event; an event without userData matches none). " + schemas.USER_DATA_DOC,
+    "at that event; an event without userData matches none). " + USER_DATA_DOC,
     responses=READ_ERRORS,
 )
 def search_events(query: dict[str, Any]) -> Response:
@@ -172,7 +173,7 @@ _INTERACTION_FILTERS = ("state", "mediaType", "openmediaType", "account", "ever"
     summary="Search the projection, keyset-paged over (last_seen_at, interaction_id)",
     description="User-data filters match the current userData, or with `ever=true` any value "
     "each key has held. With `as_of`, each interaction is the projection implied by its "
-    "events stored by then. " + schemas.USER_DATA_DOC,
+    "events stored by then. " + USER_DATA_DOC,
     responses=READ_ERRORS,
 )
 def search_interactions(query: dict[str, Any]) -> Response:

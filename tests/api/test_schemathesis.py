@@ -2,10 +2,11 @@
 every status code, content type and body as documented, and no value the document calls valid
 refused (positive_data_acceptance).
 
-Three rules the document cannot express are kept out of the generated cases: a cursor is
+Four rules the document cannot express are kept out of the generated cases: a cursor is
 valid only if this server signed it (HMAC), `from` must not be after `to` (times or record
 positions: one parameter
-against another), and an evidence pack selects by exactly one of its three selectors. Each has
+against another), `as_of` must not be in the future, and an evidence pack selects by exactly
+one of its three selectors. Each has
 its own tests (test_hardening.py, test_search.py, test_evidence_pack.py).
 
 Operations are driven one by one with hypothesis (schemathesis' pytest plugin does not yet
@@ -13,7 +14,7 @@ work with pytest 9's fixture nodes)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -94,6 +95,9 @@ def _within_the_unwritten_rules(case: Case) -> None:
     if query is None:
         return
     query.pop("cursor", None)
+    as_of = _instant(query.get("as_of"))
+    if as_of is not None and (as_of.tzinfo is None or as_of > datetime.now(UTC)):
+        query.pop("as_of")  # not in the future: test_as_of.py covers the refusal
     start, end = _instant(query.get("from")), _instant(query.get("to"))
     if start is not None and end is not None and start > end:
         query["from"], query["to"] = query["to"], query["from"]
