@@ -34,7 +34,7 @@ def _entry(event_id: int, seconds: int, **kw: object) -> TimelineEntry:
         "user_data_diff": None,
         "error_code": None,
         "error_message": None,
-        "payload": {},
+        "payload_text": "{}",
     }
     fields.update(kw)
     return TimelineEntry(**fields)  # type: ignore[arg-type]
