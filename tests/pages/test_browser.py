@@ -109,17 +109,27 @@ def test_as_known_at_hides_events_stored_later(page: Page, base_url: str, site: 
     expect(page.locator("ol#timeline")).not_to_contain_text("Completed")
 
 
-def test_a_narrow_screen_shows_the_timeline_without_sideways_scrolling(
-    signed_in: Any, base_url: str
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/ui/interactions/{CASE}",
+        "/ui/search?what=events&mediaType=email",
+        "/ui/coverage?from=2026-11-02T08:00:00&to=2026-11-02T11:00:00",
+        "/ui/overview",
+    ],
+)
+def test_pages_work_360_px_wide_without_sideways_scrolling(
+    signed_in: Any, base_url: str, path: str
 ) -> None:
     narrow = signed_in.new_page()
     narrow.set_viewport_size({"width": 360, "height": 740})
     try:
-        narrow.goto(f"{base_url}/ui/interactions/{CASE}")
-        expect(narrow.locator("ol#timeline > li.event").first).to_be_visible()
+        narrow.goto(base_url + path)
+        expect(narrow.locator("main h1")).to_be_visible()
         width = narrow.evaluate("document.documentElement.scrollWidth")
         assert width <= 360
-        narrow.screenshot(path=str(ARTIFACTS / "timeline-360px.png"), full_page=True)
+        name = re.sub(r"[^A-Za-z0-9]+", "_", path.split("?")[0]).strip("_")
+        narrow.screenshot(path=str(ARTIFACTS / f"360px-{name}.png"), full_page=True)
     finally:
         narrow.close()
 

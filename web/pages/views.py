@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from flask import Flask, Response, render_template
 from flask_wtf.csrf import generate_csrf
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 
 def utc_text(value: datetime) -> str:
@@ -56,7 +56,3 @@ def install_filters(app: Flask) -> None:
 
 def page(template: str, status: int = 200, **context: Any) -> Response:
     return Response(render_template(template, **context), status=status, mimetype="text/html")
-
-
-def escaped(text: str) -> Markup:
-    return escape(text)
