@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from apiflask import APIFlask, HTTPError
 from flask import Response, json
 from werkzeug.datastructures import Headers
@@ -99,6 +100,15 @@ def install(app: APIFlask) -> None:
     def _unexpected(error: Exception) -> Response:
         if isinstance(error, HTTPException):  # not routed through apiflask (rare)
             return problem_response(error.code or 500, error.description or "")
+        if isinstance(error, psycopg.errors.QueryCanceled):
+            # The statement timeout: a valid question too large to answer now (e.g. an as_of
+            # far back on a large store), not a fault of the server's.
+            return problem_response(
+                503,
+                "the query ran longer than the API's statement timeout; narrow it (a time "
+                "range, an account, a later as_of) and try again",
+                headers={"Retry-After": "60"},
+            )
         # The details go to the log, never to the client.
         log.exception("unexpected error while serving a request")
         return problem_response(500, "an unexpected error occurred; it has been logged")

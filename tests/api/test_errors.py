@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import psycopg
+
 from tests.api.conftest import Api
 
 
@@ -54,3 +56,15 @@ def test_server_timing_header_and_metrics_by_endpoint(api: Api) -> None:
     assert 'auditor_api_requests_total{endpoint="/api/v1/events",method="GET",status="200"}' in (
         metrics
     )
+
+
+def test_a_statement_timeout_is_a_503_asking_to_narrow_the_query(api: Api) -> None:
+    def too_long() -> str:
+        raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+
+    api.app.add_url_rule("/too-long", "too_long", too_long)
+    response = api.client.get("/too-long")
+    assert response.status_code == 503
+    assert response.content_type == "application/problem+json"
+    assert "narrow" in response.json["detail"]
+    assert response.headers["Retry-After"] == "60"
