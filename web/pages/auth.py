@@ -8,9 +8,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from flask import Response, current_app, g, redirect, render_template, request, session
-from flask_wtf.csrf import CSRFError, validate_csrf
 from werkzeug.wrappers import Response as Answer
-from wtforms import ValidationError
 
 from auditor import tokens
 from web.audit import conn
@@ -49,6 +47,10 @@ def safe_next(target: str | None) -> str:
 
 
 def _check_csrf() -> None:
+    # imported on first use (see views.csrf_token): WTForms comes along with Flask-WTF
+    from flask_wtf.csrf import CSRFError, validate_csrf
+    from wtforms import ValidationError
+
     try:
         validate_csrf(request.form.get("csrf_token"))
     except (ValidationError, CSRFError) as exc:

@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, render_template
-from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
 
 
@@ -45,11 +44,20 @@ def query_string(params: dict[str, Any], **changes: Any) -> str:
     return urlencode({k: v for k, v in merged.items() if v not in (None, "")})
 
 
+def csrf_token() -> str:
+    """Flask-WTF's signed CSRF token, imported on first use: it brings WTForms along, which
+    every gunicorn worker would otherwise load at boot for the API's sake too."""
+    from flask_wtf.csrf import generate_csrf
+
+    token: str = generate_csrf()
+    return token
+
+
 def install_filters(app: Flask) -> None:
     app.jinja_env.filters["t"] = time_element
     app.jinja_env.filters["pretty_json"] = pretty_json
     app.jinja_env.filters["short_json"] = short_json
-    app.jinja_env.globals["csrf_token"] = generate_csrf
+    app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["query_string"] = query_string
     app.jinja_env.autoescape = True
 
