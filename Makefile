@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/simulator.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/pages_live.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -97,6 +98,7 @@ API_METRICS_TOKEN = "AUDITOR_API_METRICS_TOKEN"  # noqa: S105 (the setting's nam
 API_HEADER_TIMEOUT = "AUDITOR_API_HEADER_TIMEOUT"
 API_METRICS_ADDRESS = "AUDITOR_API_METRICS_ADDRESS"
 API_IO_TIMEOUT = "AUDITOR_API_IO_TIMEOUT"
+API_WORKER_METRICS_URL = "AUDITOR_API_WORKER_METRICS_URL"
 MIN_METRICS_TOKEN_CHARS = 16
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MIN_API_SECRET_CHARS = 32
@@ -140,6 +142,19 @@ def _metrics_token(environ: Mapping[str, str]) -> str | None:
     return raw.strip()
 
 
+def _worker_metrics_url(environ: Mapping[str, str]) -> str | None:
+    """The worker's Prometheus endpoint, shown on the overview page (optional)."""
+    raw = environ.get(API_WORKER_METRICS_URL, "").strip()
+    if not raw:
+        return None
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s]*)?", raw):
+        raise ConfigError(
+            API_WORKER_METRICS_URL,
+            f"{raw!r} is not an http(s) URL (e.g. http://127.0.0.1:9100/metrics)",
+        )
+    return raw
+
+
 def _metrics_address(environ: Mapping[str, str]) -> tuple[str, int] | None:
     raw = environ.get(API_METRICS_ADDRESS, "").strip()
     if not raw:
@@ -162,6 +177,7 @@ class ApiSettings:
     metrics_address: when set, /metrics is served there (by gunicorn's master process) and
     not on the API's address.
     header_timeout and io_timeout (seconds) bound slow clients under gunicorn (web/server.py).
+    worker_metrics_url: the worker's Prometheus endpoint, shown on the overview page.
     """
 
     secret: str | None = field(default=None, repr=False)
@@ -174,6 +190,7 @@ class ApiSettings:
     metrics_address: tuple[str, int] | None = None
     header_timeout: int = 10
     io_timeout: int = 30
+    worker_metrics_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ApiSettings:
@@ -197,6 +214,7 @@ class ApiSettings:
             metrics_address=_metrics_address(environ),
             header_timeout=_int_setting(environ, API_HEADER_TIMEOUT, 10, 1, 300),
             io_timeout=_int_setting(environ, API_IO_TIMEOUT, 30, 1, 3_600),
+            worker_metrics_url=_worker_metrics_url(environ),
         )
 
     def require_secret(self) -> str:

@@ -218,6 +218,7 @@ def demo(data_dir: Path, seconds: int | None) -> None:
         sim_port, api_port, metrics_port = _free_port(), _free_port(), _free_port()
         gws_url = f"http://127.0.0.1:{sim_port}"
         api_url = f"http://127.0.0.1:{api_port}"
+        worker_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
         _worker_config(data_dir / "worker.toml", gws_url, metrics_port)
         env = {
             **os.environ,
@@ -262,24 +263,39 @@ def demo(data_dir: Path, seconds: int | None) -> None:
                 str(api_port),
                 "--workers",
                 "2",
-                env={"AUDITOR_DATABASE_URL": libpq_conninfo(logins["api"])},
+                env={
+                    "AUDITOR_DATABASE_URL": libpq_conninfo(logins["api"]),
+                    # the overview page shows the worker's status from its metrics
+                    "AUDITOR_API_WORKER_METRICS_URL": worker_metrics,
+                },
             )
             _wait_http(f"{api_url}/healthz", children)
             with connect(settings.database_url) as conn:
                 name = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
                 token = tokens.create(conn, name, "admin")
+                reader_token = tokens.create(conn, f"{name}-reader", "reader")
                 conn.commit()
             console.print(
                 f"\nsimulated GWS  {gws_url}  ({AGENTS} agents, ~4 notifications/s)"
-                f"\nworker         recording every agent; metrics http://127.0.0.1:{metrics_port}/metrics"
+                f"\nworker         recording every agent; metrics {worker_metrics}"
                 f"\nquery API      {api_url}/docs   (admin token {name!r} below)"
-                f"\n\n  export TOKEN={token}"
-                f'\n  export AUDITOR_DATABASE_URL="$(cat {reader_file})"   # a read-only login'
-                f"\n  # BI tools: connect with the URL in {bi_file} (schema bi, docs/bi.md)"
-                "\n  .venv/bin/auditor checkpoint latest --json   # a signed checkpoint to keep"
-                f'\n  AUDITOR_DATABASE_URL="$(cat {verifier_file})" .venv/bin/auditor verify'
-                f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/events?limit=5"'
-                f'\n  curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/access-log?limit=5"'
+                f"\npages          {api_url}/ui/   (reader token {name + '-reader'!r}: open this"
+                " login link in a browser, then Sign in)",
+                soft_wrap=True,
+                highlight=False,
+                markup=False,
+            )
+            _copyable(console, f"{api_url}/ui/login?token={reader_token}")
+            console.print("\nCommands to copy (one per line):", highlight=False, markup=False)
+            _copyable(
+                console,
+                f"export TOKEN={token}",
+                f'export AUDITOR_DATABASE_URL="$(cat {reader_file})"   # a read-only login',
+                f"# BI tools: connect with the URL in {bi_file} (schema bi, docs/bi.md)",
+                ".venv/bin/auditor checkpoint latest --json   # a signed checkpoint to keep",
+                f'AUDITOR_DATABASE_URL="$(cat {verifier_file})" .venv/bin/auditor verify',
+                f'curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/events?limit=5"',
+                f'curl -H "Authorization: Bearer $TOKEN" "{api_url}/api/v1/access-log?limit=5"',
             )
             deadline = time.monotonic() + 8
             interaction = None
@@ -292,11 +308,14 @@ def demo(data_dir: Path, seconds: int | None) -> None:
                     page = timeline.timeline_page(conn, interaction)
                 if page is not None:
                     print_timeline(console, interaction, page.entries)
-                console.print(
-                    f'  curl -H "Authorization: Bearer $TOKEN" '
-                    f'"{api_url}/api/v1/interactions/{interaction}/timeline"'
-                    f"\n  .venv/bin/auditor timeline {interaction}"
+                _copyable(
+                    console,
+                    f'curl -H "Authorization: Bearer $TOKEN"'
+                    f' "{api_url}/api/v1/interactions/{interaction}/timeline"',
+                    f".venv/bin/auditor timeline {interaction}",
                 )
+                console.print("\nThis timeline in the browser (live):", markup=False)
+                _copyable(console, f"{api_url}/ui/interactions/{interaction}")
             console.print(
                 "\nRunning; press Ctrl-C to stop."
                 if seconds is None
@@ -310,6 +329,14 @@ def demo(data_dir: Path, seconds: int | None) -> None:
             console.print("\nCtrl-C")
         finally:
             children.stop(console)
+
+
+def _copyable(console: Console, *lines: str) -> None:
+    """Lines to copy into a shell or a browser: each whole on its own line, never wrapped or
+    indented by the console however narrow the terminal (the terminal may fold it visually;
+    copying still gives one line)."""
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
 def _signing_key(data_dir: Path) -> Path:

@@ -18,6 +18,7 @@ from web import (
     findings,
     integrity,
     ops,
+    pages,
     strict,
 )
 from web.client import redact_logger
@@ -120,5 +121,6 @@ def create_app(settings: Settings) -> APIFlask:
     app.register_blueprint(findings.bp)
     app.register_blueprint(integrity.bp)
     app.register_blueprint(evidence.bp)
+    pages.install(app, settings.api.require_secret())  # browser pages under /ui
     app.spec_processor(_finish_spec)
     return app

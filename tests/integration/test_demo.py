@@ -44,7 +44,8 @@ def demo_dir() -> Iterator[Path]:
 
 def start_demo(data_dir: Path, seconds: int) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}
-    env.update(COLUMNS="200", PYTHONUNBUFFERED="1")
+    # an 80-column terminal: the commands printed for copying must still be whole lines
+    env.update(COLUMNS="80", PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [AUDITOR, "demo", "--seconds", str(seconds), "--data-dir", str(data_dir)],
         env=env,
@@ -69,6 +70,11 @@ def test_demo_runs_postgres_simulator_worker_and_api_then_stops_cleanly(
         url = _printed_url(head)
         api = re.search(r"query API\s+(http://\S+)/docs", head)
         assert api, head
+        # The pages' login link (a reader token) opens the sign-in form, filled in.
+        link = re.search(r"^(http://\S+/ui/login\?token=aud_\S+)$", head, flags=re.M)
+        assert link, head
+        with urllib.request.urlopen(link.group(1), timeout=10) as login:  # noqa: S310
+            assert b"Sign in" in login.read()
         # Ready under the API's own login (it reads alembic_version through its grant).
         with urllib.request.urlopen(f"{api.group(1)}/readyz", timeout=10) as ready:  # noqa: S310
             assert b'"ready"' in ready.read()
@@ -92,7 +98,12 @@ def test_demo_runs_postgres_simulator_worker_and_api_then_stops_cleanly(
     assert "postgres" not in users, who
     assert "bundled sample: 232 new events" in out
     assert "Timeline of interaction" in out
-    assert re.search(r"export TOKEN=(\S+)", out)
+    assert re.search(r"^export TOKEN=aud_\S+$", out, flags=re.M)
+    curls = [line for line in out.splitlines() if "curl " in line]
+    assert len(curls) >= 3
+    assert all(
+        re.fullmatch(r'curl -H "Authorization: Bearer \$TOKEN" "http://\S+"', c) for c in curls
+    )
     assert "stopping the worker" in out
     assert "PostgreSQL stopped" in out
     assert "Traceback" not in err
