@@ -10,8 +10,9 @@ Written by hand. Constraint names follow auditor.db.NAMING_CONVENTION. See docs/
 - `legal_holds`: a predicate over events (interaction ids, referenceIds, account, mediaType,
   received time range; the parts given must all match) with who placed it and why.
   `hold_releases`: one row per released hold (no foreign key: it would make TRUNCATE of
-  legal_holds fail on the key before the append-only trigger says why; `release` checks). Both append-only and entered into the record
-  (sources `hold` and `release`), by the sealer or by the CLI that wrote them.
+  legal_holds fail on the key before the append-only trigger says why; `release` checks).
+  Both append-only and entered into the record (sources `hold` and `release`), by the
+  sealer or by the CLI that wrote them.
 - `purges`: one receipt per dropped partition (partition, time range, row count, the event
   ids and record positions it held as multirange text, SHA-256 over their leaf hashes, the
   record's head at the boundary, who, when). Append-only, entered into the record (`purge`)
