@@ -9,6 +9,7 @@ from apiflask import APIBlueprint, HTTPError
 from flask import Response
 from marshmallow import RAISE
 
+from auditor.retention import receipts
 from auditor.store import coverage_queries, queries
 from web import schemas
 from web.audit import conn, requires, set_rows
@@ -214,14 +215,17 @@ def get_coverage(query: dict[str, Any]) -> Response:
         for a in found.accounts
     ]
     set_rows(sum(len(a.intervals) for a in found.accounts))
+    purged = receipts.purged_ranges(conn(), start, end)
     return json_response(
         dumps(
             {
                 "from": iso(start),
                 "to": iso(end),
-                "complete": found.complete,
+                "complete": found.complete and not purged,
+                "status": receipts.status(bool(found.gaps), purged),
                 "accounts": accounts,
                 "gaps": [gap_json(g) for g in found.gaps],
+                "purged": [p.as_json() for p in purged],
             }
         )
     )

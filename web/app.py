@@ -16,6 +16,7 @@ from web import (
     evidence,
     export,
     findings,
+    holds,
     integrity,
     ops,
     strict,
@@ -120,5 +121,6 @@ def create_app(settings: Settings) -> APIFlask:
     app.register_blueprint(findings.bp)
     app.register_blueprint(integrity.bp)
     app.register_blueprint(evidence.bp)
+    app.register_blueprint(holds.bp)
     app.spec_processor(_finish_spec)
     return app

@@ -135,3 +135,24 @@ def purged_ranges(
         PurgedRange(str(r[0]), r[1], r[2], int(r[3]), r[4], None if r[5] is None else int(r[5]))
         for r in conn.execute(_OVERLAPPING, (end, start)).fetchall()
     ]
+
+
+def status(gaps: bool, purged: list[PurgedRange]) -> str:
+    """The coverage state of a range: `gaps` (time not listened to or not stored), else
+    `purged` (listened to and stored, but retention has dropped some of it), else
+    `complete`."""
+    if gaps:
+        return "gaps"
+    return "purged" if purged else "complete"
+
+
+def mark_purged(
+    conn: psycopg.Connection[Any], coverage: dict[str, Any], start: datetime, end: datetime
+) -> dict[str, Any]:
+    """An evidence pack's coverage status with the purged months of its range, if any."""
+    purged = purged_ranges(conn, start, end)
+    if purged:
+        coverage["purged"] = [p.as_json() for p in purged]
+        if coverage.get("status") in ("complete", "empty"):
+            coverage["status"] = "purged"
+    return coverage

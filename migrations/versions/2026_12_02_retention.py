@@ -167,6 +167,27 @@ $$
 """
 
 
+# BI (docs/bi.md): what retention dropped, so a dashboard can say what is gone. Added to the
+# current version (allowed: a new view; pinned from now on in tests/bi/bi_v1.json).
+_BI_PURGED = """
+CREATE VIEW bi_v1.purged_ranges AS
+SELECT partition, range_from AS purged_from, range_to AS purged_to, row_count AS events,
+       purged_at, purged_by, reason
+FROM purges
+"""
+_BI_COMMENTS = {
+    "": "Months of events dropped by retention (docs/retention.md): their rows are gone from"
+    " every view; the summaries may still count them. One row per purge receipt.",
+    "partition": "The dropped partition, events_YYYY_MM.",
+    "purged_from": "Start of the purged month (UTC), inclusive.",
+    "purged_to": "End of the purged month (UTC), exclusive.",
+    "events": "How many events the partition held when it was dropped.",
+    "purged_at": "When retention dropped it.",
+    "purged_by": "Who ran the retention command (OS user and database login).",
+    "reason": "Why it went (the retention setting that applied).",
+}
+
+
 def _append_only(table: str) -> None:
     op.execute(
         f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}"
@@ -269,6 +290,12 @@ def upgrade() -> None:
     op.execute("ALTER TABLE record DROP CONSTRAINT ck_record_source")
     op.execute(f"ALTER TABLE record ADD CONSTRAINT ck_record_source CHECK (source IN ({_SOURCES}))")
 
+    op.execute(_BI_PURGED)
+    for column, text in _BI_COMMENTS.items():
+        target = f"COLUMN bi_v1.purged_ranges.{column}" if column else "VIEW bi_v1.purged_ranges"
+        op.execute(f"COMMENT ON {target} IS '{text}'")
+    op.execute("SELECT auditor_bi_alias('bi_v1', 'purged_ranges')")
+
     op.execute(_HOLDS_IN_RANGE)
     op.execute(_PURGE)
     op.execute("REVOKE ALL ON FUNCTION auditor_purge_event_partition(bigint) FROM PUBLIC")
@@ -305,6 +332,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(f"REVOKE ALL ON legal_holds, hold_releases, purges FROM {VERIFIER}, {WRITER}, {API}")
     op.execute(f"REVOKE ALL ON purges FROM {READER}")
+    op.execute("DROP VIEW bi.purged_ranges")
+    op.execute("DROP VIEW bi_v1.purged_ranges")
     op.execute("DROP FUNCTION auditor_purge_event_partition(bigint)")
     op.execute("DROP FUNCTION auditor_holds_in_range(timestamptz, timestamptz)")
     op.execute("ALTER TABLE record DROP CONSTRAINT ck_record_source")
