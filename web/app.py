@@ -78,6 +78,8 @@ def _finish_spec(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
             if not isinstance(op, dict) or "responses" not in op:
                 continue
             responses = op["responses"]
+            if "requestBody" in op:  # every body this API takes is a JSON object it needs
+                op["requestBody"]["required"] = True
             if path.startswith("/api/"):
                 op["security"] = [{BEARER: []}]
                 responses.setdefault("401", {"description": "no, unknown or revoked token"})

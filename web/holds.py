@@ -20,22 +20,26 @@ from web.schemas import _instant
 
 bp = APIBlueprint("holds", __name__, url_prefix="/api/v1", tag="Admin")
 
-_TEXT = validators.Length(1, holds.MAX_TEXT)
-_IDS = fields.List(
-    fields.String(validate=validators.Length(1, 256)),
-    validate=validators.Length(1, holds.MAX_IDS),
-)
+# No control characters (PostgreSQL's text cannot hold NUL); a reason has a character that is
+# not a space (the database's btrim() check).
+_CLEAN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+_TEXT = [
+    validators.Length(1, holds.MAX_TEXT),
+    validators.Regexp(r"^ *[^ \x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"),
+]
+_VALUE = [validators.Length(1, 256), validators.Regexp(_CLEAN)]
+
+
+def _ids() -> fields.List[Any]:
+    return fields.List(fields.String(validate=_VALUE), validate=validators.Length(1, holds.MAX_IDS))
 
 
 class HoldBody(Schema):
     reason = fields.String(required=True, validate=_TEXT)
-    interaction_ids = _IDS
-    reference_ids = fields.List(
-        fields.String(validate=validators.Length(1, 256)),
-        validate=validators.Length(1, holds.MAX_IDS),
-    )
-    account = fields.String(validate=validators.Length(1, 256))
-    media_type = fields.String(validate=validators.Length(1, 256))
+    interaction_ids = _ids()
+    reference_ids = _ids()
+    account = fields.String(validate=_VALUE)
+    media_type = fields.String(validate=_VALUE)
     from_ = _instant("from", "held rows were received at or after this")
     to = _instant("to", "held rows were received before this")
 

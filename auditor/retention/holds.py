@@ -35,7 +35,7 @@ class HoldSpec:
     def problems(self) -> dict[str, str]:
         """What is wrong, per field (empty when the hold may be placed)."""
         found: dict[str, str] = {}
-        if not self.reason.strip():
+        if not self.reason.strip(" "):  # as the database's btrim() check
             found["reason"] = "is required: say why the records are held"
         elif len(self.reason) > MAX_TEXT:
             found["reason"] = f"is longer than {MAX_TEXT} characters"
@@ -43,13 +43,13 @@ class HoldSpec:
             values = getattr(self, name)
             if values is None:
                 continue
-            if not values or any(not v.strip() for v in values):
+            if not values or any(not v for v in values):
                 found[name] = "must list at least one id, none empty"
             elif len(values) > MAX_IDS:
                 found[name] = f"at most {MAX_IDS} ids per hold"
         for name in ("account", "media_type"):
             value = getattr(self, name)
-            if value is not None and (not value.strip() or len(value) > MAX_TEXT):
+            if value is not None and (not value or len(value) > MAX_TEXT):
                 found[name] = "must not be empty"
         for name in ("received_from", "received_to"):
             value = getattr(self, name)

@@ -23,7 +23,7 @@ import psycopg
 
 from auditor.evidence.canonical import ZERO_HASH, chain_next
 from auditor.retention.receipts import PurgedPositions, sealed_receipts
-from auditor.store.sealer import BACKFILL_SOURCES, unsealed_counts
+from auditor.store.sealer import UNSEALED_SOURCES, unsealed_counts
 from auditor.store.sources import Hasher, rows_by_id
 
 _BATCH = 10_000
@@ -245,4 +245,4 @@ def verify(
 
 def unsealed(conn: psycopg.Connection[Any]) -> dict[str, int]:
     """Rows not in the record yet, per source (only sources that have some)."""
-    return {k: v for k, v in unsealed_counts(conn, BACKFILL_SOURCES).items() if v}
+    return {k: v for k, v in unsealed_counts(conn, UNSEALED_SOURCES).items() if v}
