@@ -93,6 +93,7 @@ def get_timeline(interaction_id: str) -> Response:
             end,
         )
     ]
+    purged = receipts.purged_ranges(conn(), span.first_seen_at, end)
     set_rows(len(entries))
     body = (
         '{"interaction":'
@@ -101,6 +102,8 @@ def get_timeline(interaction_id: str) -> Response:
         + dumps([_timeline_event(e) for e in entries])
         + ',"coverage_gaps":'
         + dumps([gap_json(g) for g in gaps])
+        + ',"purged":'
+        + dumps([p.as_json() for p in purged])
         + "}"
     )
     return json_response(body)

@@ -299,6 +299,11 @@ class Timeline(Schema):
     interaction = fields.Nested(Interaction, required=True)
     events = fields.List(fields.Nested(TimelineEvent), required=True)
     coverage_gaps = fields.List(fields.Nested(Gap), required=True)
+    purged = fields.List(
+        fields.Nested(Purged),
+        required=True,
+        metadata={"description": "months of its lifetime whose events retention dropped"},
+    )
 
 
 class Interval(Schema):

@@ -45,6 +45,15 @@ RETURNING id
 """
 
 
+# The projection of an interaction whose every event is gone goes too (its user data is what
+# privacy law asks to forget); one with events left keeps its row.
+_FORGET_INTERACTIONS = """
+DELETE FROM interactions AS i
+WHERE i.first_seen_at < %s
+  AND NOT EXISTS (SELECT FROM events AS e WHERE e.interaction_id = i.interaction_id)
+"""
+
+
 class NotSealed(Exception):
     """Rows of the partition have no place in the record: seal them before purging."""
 
@@ -55,6 +64,7 @@ class Receipt:
     position: int
     partition: str
     rows: int
+    interactions_forgotten: int = 0
 
 
 @dataclass
@@ -103,7 +113,8 @@ def purge_partition(conn: psycopg.Connection[Any], decision: Decision, purged_by
     sealed = ledger.append(conn, [("purge", receipt_id, leaf)], head)
     dropped = conn.execute("SELECT auditor_purge_event_partition(%s)", (receipt_id,)).fetchone()
     assert dropped is not None
-    return Receipt(receipt_id, sealed.position, decision.partition, count)
+    forgotten = conn.execute(_FORGET_INTERACTIONS, (decision.end,)).rowcount
+    return Receipt(receipt_id, sealed.position, decision.partition, count, forgotten)
 
 
 def _who(conn: psycopg.Connection[Any], operator: str) -> str:
@@ -142,7 +153,11 @@ def apply(conn: psycopg.Connection[Any], plan: Plan, operator: str, *, dry_run: 
             result.kept.append(entry)
             log.warning("retention keeps %s: %s", decision.partition, text)
             continue
-        entry.update(receipt=receipt.id, receipt_position=receipt.position)
+        entry.update(
+            receipt=receipt.id,
+            receipt_position=receipt.position,
+            interactions_forgotten=receipt.interactions_forgotten,
+        )
         result.dropped.append(entry)
         log.info(
             "retention dropped %s (%d rows): %s; purge receipt %d at position %d",

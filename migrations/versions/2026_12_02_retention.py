@@ -318,6 +318,8 @@ def upgrade() -> None:
     op.execute(f"GRANT SELECT ON events, record, checkpoints, record_tree TO {RETENTION}")
     op.execute(f"GRANT SELECT, INSERT ON legal_holds, hold_releases, purges TO {RETENTION}")
     op.execute(f"GRANT SELECT, INSERT ON retention_runs TO {RETENTION}")
+    # The projection (not audited, derived) of interactions whose every event was purged.
+    op.execute(f"GRANT SELECT, DELETE ON interactions TO {RETENTION}")
     op.execute(f"GRANT INSERT ON record TO {RETENTION}")
     op.execute(f"GRANT EXECUTE ON FUNCTION auditor_purge_event_partition(bigint) TO {RETENTION}")
     # Admins place and release holds through the API; the worker's sealer enters them into
@@ -342,7 +344,9 @@ def downgrade() -> None:
         " NOT VALID"
     )
     op.execute(_audited(()))
-    op.execute(f"REVOKE ALL ON record, events, checkpoints, record_tree FROM {RETENTION}")
+    op.execute(
+        f"REVOKE ALL ON record, events, checkpoints, record_tree, interactions FROM {RETENTION}"
+    )
     op.execute(f"REVOKE USAGE ON SCHEMA public FROM {RETENTION}")
     for table in reversed(NEW_TABLES):
         op.execute(f"REVOKE ALL ON {table} FROM {RETENTION}")

@@ -86,7 +86,7 @@ def test_answers_over_a_purged_range_say_purged_and_never_fail(api: Api) -> None
     with psycopg.connect(libpq_conninfo(api.url), autocommit=True) as conn:
         with conn.transaction():
             store_month(conn, 2023, 1, ["P-1", "P-2"])
-            store_month(conn, 2026, 11, ["Q-1"])
+            store_month(conn, 2026, 11, ["Q-1", "P-1"])  # P-1 spans both months
         api.cover("agent001", datetime(2022, 12, 1, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC))
         result = run(conn, 24)
     assert [d["partition"] for d in result.dropped] == ["events_2023_01"]
@@ -105,7 +105,10 @@ def test_answers_over_a_purged_range_say_purged_and_never_fail(api: Api) -> None
     assert events.json["items"] == []
     assert events.json["coverage"]["status"] == "purged"
     timeline = api.get("/api/v1/interactions/P-1/timeline")
-    assert timeline.status_code in (200, 404)
+    assert timeline.status_code == 200, timeline.json
+    assert len(timeline.json["events"]) == 1  # what is left: November 2026
+    assert [p["partition"] for p in timeline.json["purged"]] == ["events_2023_01"]
+    assert api.get("/api/v1/interactions/P-2/timeline").status_code == 404  # all gone
     later = api.get(
         "/api/v1/coverage",
         account="agent001",

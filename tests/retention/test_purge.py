@@ -4,6 +4,7 @@ test in a database of its own (retention commits per partition)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from auditor.config import libpq_conninfo
+from auditor.evidence.canonical import ZERO_HASH, chain_next
 from auditor.retention import holds
 from auditor.store import integrity, sealer
 from tests.retention.support import NOW, partitions, run, store_month
@@ -40,6 +42,8 @@ def test_a_purge_drops_old_partitions_and_verify_succeeds_naming_it(db: Conn) ->
     assert any("events_2023_01" in p and "3 rows" in p for p in report.purged)
     receipts = db.execute("SELECT count(*) FROM record WHERE source = 'purge'").fetchone()
     assert receipts == (2,)
+    left = db.execute("SELECT interaction_id FROM interactions ORDER BY 1").fetchall()
+    assert left == [("C-1",)]  # the purged interactions' projection rows went with them
 
 
 def verify(db: Conn) -> integrity.Report:
@@ -119,3 +123,31 @@ def test_a_dry_run_drops_nothing_and_is_logged(db: Conn) -> None:
     logged = db.execute("SELECT dry_run, kept FROM retention_runs").fetchall()
     assert logged[0][0] is True
     assert any("would drop" in entry["reason"] for entry in logged[0][1])
+
+
+def test_a_consistent_rewrite_through_a_purged_position_is_caught_by_its_receipt(db: Conn) -> None:
+    """The chain alone cannot see a purged leaf replaced and every later chain hash redone;
+    the receipt sealed the leaf hashes of exactly the positions it purged."""
+    run(db, 24)
+    with db.transaction():
+        db.execute("ALTER EVENT TRIGGER auditor_guard_alter DISABLE")
+        db.execute("ALTER TABLE record DISABLE TRIGGER record_append_only")
+        rows = db.execute(
+            "SELECT position, leaf_hash, chain_hash FROM record ORDER BY position"
+        ).fetchall()
+        first_purged = int(rows[0][0])  # the first event, in events_2023_01
+        chain = ZERO_HASH
+        for position, leaf, _ in rows:
+            if position == first_purged:
+                leaf = hashlib.sha256(b"a row that was never there").digest()
+            chain = chain_next(chain, bytes(leaf))
+            db.execute(
+                "UPDATE record SET leaf_hash = %s, chain_hash = %s WHERE position = %s",
+                (bytes(leaf), chain, position),
+            )
+        report = integrity.verify(db)
+        assert report.problem is not None
+        assert report.problem.kind == "altered"
+        assert "purge receipt" in report.problem.detail
+        assert "events_2023_01" in report.problem.detail
+        raise psycopg.Rollback()
