@@ -118,3 +118,5 @@ def test_answers_over_a_purged_range_say_purged_and_never_fail(api: Api) -> None
     assert later.json["purged"] == []
     integrity = api.get("/api/v1/integrity")
     assert integrity.json["ok"] is True, integrity.json
+    assert integrity.json["purged_positions"] == 2
+    assert "events_2023_01" in integrity.json["purged"][0]
