@@ -27,6 +27,9 @@ Written by hand. Constraint names follow auditor.db.NAMING_CONVENTION. See docs/
   retention path the event triggers of migration 2026_12_01_evidence leave open
   (auditor.retention_path on, current_user a superuser) to DETACH and DROP the partition.
 - The group role `auditor_retention` runs `auditor retention` and `auditor hold`.
+- The new tables are protected like the audited ones: append-only triggers ENABLE ALWAYS, in
+  auditor_audited_tables(), and a sql_drop event trigger of their own
+  (auditor_guard_drop_retention) when the migrating role is a superuser.
 """
 
 from collections.abc import Sequence
@@ -188,6 +191,47 @@ _BI_COMMENTS = {
 }
 
 
+# A second sql_drop guard for this migration's tables (the first, auditor_guard_drop of
+# migration 2026_12_01_evidence, names its tables in its body): dropping a hold table, the
+# receipts or the run log, or one of their append-only triggers, is refused like dropping an
+# events partition. Same retention path, which never drops these.
+_TRIGGERS = ", ".join(
+    f"'{table}_{kind}'" for table in NEW_TABLES for kind in ("append_only", "no_truncate")
+)
+_GUARD_DROP_RETENTION = f"""
+CREATE FUNCTION auditor_guard_drop_retention() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE
+    culprit text;
+BEGIN
+    IF auditor_retention_path() THEN
+        RETURN;
+    END IF;
+    SELECT format('%s %s', d.object_type, d.object_identity) INTO culprit
+    FROM pg_event_trigger_dropped_objects() AS d
+    WHERE d.schema_name = 'public' AND (
+        (d.object_type = 'table' AND d.object_name IN ({", ".join(f"'{t}'" for t in NEW_TABLES)}))
+        OR (d.object_type = 'trigger'
+            AND split_part(d.object_identity, ' on ', 1) IN ({_TRIGGERS})))
+    LIMIT 1;
+    IF culprit IS NOT NULL THEN
+        RAISE EXCEPTION 'refused: dropping % would remove part of the audit record', culprit
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'legal holds, purge receipts and retention runs are append-only';
+    END IF;
+END
+$$
+"""
+
+
+def _is_superuser() -> bool:
+    row = (
+        op.get_bind()
+        .exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        .scalar()
+    )
+    return bool(row)
+
+
 def _append_only(table: str) -> None:
     op.execute(
         f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}"
@@ -286,7 +330,19 @@ def upgrade() -> None:
     )
     for table in NEW_TABLES:
         _append_only(table)
-    op.execute(_audited(("legal_holds", "hold_releases", "purges")))
+    op.execute(_audited(NEW_TABLES))
+    if _is_superuser():
+        op.execute(_GUARD_DROP_RETENTION)
+        op.execute(
+            "CREATE EVENT TRIGGER auditor_guard_drop_retention ON sql_drop"
+            " EXECUTE FUNCTION auditor_guard_drop_retention()"
+        )
+        op.execute("ALTER EVENT TRIGGER auditor_guard_drop_retention ENABLE ALWAYS")
+    else:
+        print(
+            "warning: the migrating role is not a superuser, so the event trigger that refuses"
+            " dropping the legal hold and purge tables was not created (docs/retention.md)"
+        )
     op.execute("ALTER TABLE record DROP CONSTRAINT ck_record_source")
     op.execute(f"ALTER TABLE record ADD CONSTRAINT ck_record_source CHECK (source IN ({_SOURCES}))")
 
@@ -332,6 +388,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP EVENT TRIGGER IF EXISTS auditor_guard_drop_retention")
+    op.execute("DROP FUNCTION IF EXISTS auditor_guard_drop_retention()")
     op.execute(f"REVOKE ALL ON legal_holds, hold_releases, purges FROM {VERIFIER}, {WRITER}, {API}")
     op.execute(f"REVOKE ALL ON purges FROM {READER}")
     op.execute("DROP VIEW bi.purged_ranges")

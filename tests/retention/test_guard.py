@@ -139,3 +139,22 @@ def test_a_longer_keep_for_one_media_type_keeps_its_partitions(old: Conn) -> Non
     assert not decision.drop
     assert "mediaType voicemail" in decision.reason
     assert decision.by_media_type == {"email": 2, "voicemail": 1}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DROP TABLE legal_holds",
+        "DROP TABLE hold_releases",
+        "DROP TABLE purges CASCADE",
+        "DROP TABLE retention_runs",
+        "DROP TRIGGER purges_append_only ON purges",
+        "ALTER TABLE legal_holds DISABLE TRIGGER legal_holds_append_only",
+        "ALTER TABLE hold_releases ENABLE REPLICA TRIGGER hold_releases_no_truncate",
+    ],
+)
+def test_the_owner_cannot_drop_or_switch_off_the_holds_and_receipts(
+    conn: Conn, statement: str
+) -> None:
+    with pytest.raises(errors.InsufficientPrivilege, match="refused"), conn.transaction():
+        conn.execute(statement)  # type: ignore[arg-type]
