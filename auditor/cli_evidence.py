@@ -120,6 +120,13 @@ def verify_command(
     click.echo(f"checked positions {report.start}..{report.end}: {report.checked} rows{rate}")
     for source, count in report.unsealed.items():
         click.echo(f"not sealed yet: {count} {source} rows")
+    for purge in report.purged:
+        click.echo(f"purged by retention: {purge}")
+    if report.purged_positions:
+        click.echo(
+            f"{report.purged_positions} positions of purged events: chain checked, rows gone"
+            " (each named by a purge receipt in the record)"
+        )
     if report.problem is not None:
         problem = report.problem
         click.echo(f"BROKEN at position {problem.position}: {problem.kind}: {problem.detail}")

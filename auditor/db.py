@@ -271,7 +271,8 @@ record = Table(
     UniqueConstraint("source", "source_id"),
     CheckConstraint("position >= 1", name="position_from_one"),
     CheckConstraint(
-        "source IN ('event', 'quarantine', 'coverage', 'access', 'checkpoint', 'hold', 'purge')",
+        "source IN ('event', 'quarantine', 'coverage', 'access', 'checkpoint', 'hold', 'purge',"
+        " 'release')",
         name="source",
     ),
     CheckConstraint("octet_length(leaf_hash) = 32", name="leaf_hash_sha256"),
@@ -467,6 +468,90 @@ record_tree = Table(
     CheckConstraint("octet_length(hash) = 32", name="hash_sha256"),
 )
 # --- end of checkpoints and Merkle tiles ----------------------------------------------------
+
+
+# --- Retention and legal holds (migration 2026_12_02_retention; docs/retention.md) -----------
+# All append-only and (but retention_runs) entered into the record: holds as source `hold`,
+# releases as `release`, purge receipts as `purge`.
+legal_holds = Table(
+    "legal_holds",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("placed_at", TZ, nullable=False, server_default=text("now()")),
+    Column("placed_by", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("interaction_ids", ARRAY(Text)),
+    Column("reference_ids", ARRAY(Text)),
+    Column("account", Text),
+    Column("media_type", Text),
+    Column("received_from", TZ),
+    Column("received_to", TZ),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint(
+        "interaction_ids IS NOT NULL OR reference_ids IS NOT NULL OR account IS NOT NULL"
+        " OR media_type IS NOT NULL OR received_from IS NOT NULL OR received_to IS NOT NULL",
+        name="predicate",
+    ),
+    CheckConstraint("received_to > received_from", name="time_range"),
+    CheckConstraint("btrim(reason) <> ''", name="reason_given"),
+    CheckConstraint("btrim(placed_by) <> ''", name="placed_by_given"),
+)
+
+hold_releases = Table(
+    "hold_releases",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("hold_id", BigInteger, nullable=False),
+    Column("released_at", TZ, nullable=False, server_default=text("now()")),
+    Column("released_by", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("hold_id"),
+    CheckConstraint("btrim(reason) <> ''", name="reason_given"),
+    CheckConstraint("btrim(released_by) <> ''", name="released_by_given"),
+)
+
+# event_ids and positions: int8multirange in PostgreSQL's canonical text ("{[3,7),[9,10)}"),
+# so the leaf writes them as text and the database can still test membership.
+purges = Table(
+    "purges",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("partition", Text, nullable=False),
+    Column("range_from", TZ, nullable=False),
+    Column("range_to", TZ, nullable=False),
+    Column("row_count", BigInteger, nullable=False),
+    Column("event_ids", Text, nullable=False),
+    Column("positions", Text, nullable=False),
+    Column("leaves_sha256", LargeBinary, nullable=False),
+    Column("head_position", BigInteger, nullable=False),
+    Column("head_chain", LargeBinary, nullable=False),
+    Column("purged_by", Text, nullable=False),
+    Column("purged_at", TZ, nullable=False, server_default=text("now()")),
+    Column("reason", Text, nullable=False),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("range_to > range_from", name="time_range"),
+    CheckConstraint("row_count >= 0", name="row_count_not_negative"),
+    CheckConstraint("event_ids::int8multirange::text = event_ids", name="event_ids_canonical"),
+    CheckConstraint("positions::int8multirange::text = positions", name="positions_canonical"),
+    CheckConstraint("octet_length(leaves_sha256) = 32", name="leaves_sha256"),
+    CheckConstraint("octet_length(head_chain) = 32", name="head_chain_sha256"),
+    Index(None, "range_from"),
+)
+
+retention_runs = Table(
+    "retention_runs",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), nullable=False),
+    Column("run_at", TZ, nullable=False, server_default=text("now()")),
+    Column("run_by", Text, nullable=False),
+    Column("dry_run", Boolean, nullable=False),
+    Column("settings", JSONB, nullable=False),
+    Column("dropped", JSONB, nullable=False),
+    Column("kept", JSONB, nullable=False),
+    PrimaryKeyConstraint("id"),
+)
+# --- end of retention -------------------------------------------------------------------------
 
 
 def _unreachable(url: URL, exc: BaseException) -> ConfigError:

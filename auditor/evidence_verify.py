@@ -359,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"coverage: {coverage['status']} from {coverage['from']} to {coverage['to']}")
         for gap in coverage["gaps"]:
             print(f"  gap {gap['account']} {gap['from']} .. {gap['to']}: {gap['reason']}")
+    for purge in coverage.get("purged", []):
+        print(
+            f"  purged by retention: {purge['partition']} {purge['from']} .. {purge['to']}"
+            f" ({purge['rows']} rows, receipt at position {purge['receipt_position']})"
+        )
     if manifest.get("unproven"):
         print(f"NOT PROVEN: {len(manifest['unproven'])} rows:")
         for item in manifest["unproven"][:20]:

@@ -25,10 +25,18 @@ GROUPS = {
     "reader": "auditor_reader",  # ad-hoc SQL: read-only, no access log, no tokens
     "bi": "auditor_bi",  # BI tools: the bi schemas' views only (docs/bi.md)
     "verifier": "auditor_verifier",  # `auditor verify`: reads what the record covers
+    "retention": "auditor_retention",  # `auditor retention`, `auditor hold` (docs/retention.md)
 }
 # Connections one login may hold at once. A worker holds about five (drain, coverage, leases,
 # snapshots, active items); an API worker process holds up to twice its pool size.
-DEFAULT_CONNECTION_LIMIT = {"writer": 32, "api": 64, "reader": 16, "bi": 16, "verifier": 4}
+DEFAULT_CONNECTION_LIMIT = {
+    "writer": 32,
+    "api": 64,
+    "reader": 16,
+    "bi": 16,
+    "verifier": 4,
+    "retention": 2,
+}
 AUDITED_TABLE = "events"  # its owner is the schema's owner
 _SCRAM = b"scram-sha-256"
 

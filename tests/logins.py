@@ -20,6 +20,7 @@ LOGINS = {
     "reader": "auditor_test_reader",
     "bi": "auditor_test_bi",
     "verifier": "auditor_test_verifier",
+    "retention": "auditor_test_retention",
 }
 # New each test session; grant_login updates the logins if they exist already.
 PASSWORDS = {role: secrets.token_urlsafe(16) for role in LOGINS}

@@ -9,6 +9,7 @@ from apiflask import APIBlueprint, HTTPError
 from flask import Response
 from marshmallow import RAISE
 
+from auditor.retention import receipts
 from auditor.store import coverage_queries, queries, timeline
 from web import schemas
 from web.audit import conn, requires, set_rows
@@ -100,6 +101,8 @@ def get_timeline(interaction_id: str, query: dict[str, Any]) -> Response:
     if found is None:
         raise _not_found(interaction_id)
     cursor = next_cursor(bound, None if found.next_after is None else [found.next_after])
+    lifetime = found.interaction.first_seen_at
+    purged = receipts.purged_ranges(conn(), lifetime, max(found.lifetime_end, lifetime))
     set_rows(len(found.entries))
     body = (
         '{"interaction":'
@@ -112,6 +115,8 @@ def get_timeline(interaction_id: str, query: dict[str, Any]) -> Response:
         + dumps(cursor)
         + ',"as_of":'
         + dumps(iso(as_of))
+        + ',"purged":'
+        + dumps([p.as_json() for p in purged])
         + "}"
     )
     return json_response(body)
@@ -243,14 +248,17 @@ def get_coverage(query: dict[str, Any]) -> Response:
         for a in found.accounts
     ]
     set_rows(sum(len(a.intervals) for a in found.accounts))
+    purged = receipts.purged_ranges(conn(), start, end)
     return json_response(
         dumps(
             {
                 "from": iso(start),
                 "to": iso(end),
-                "complete": found.complete,
+                "complete": found.complete and not purged,
+                "status": receipts.status(bool(found.gaps), purged),
                 "accounts": accounts,
                 "gaps": [gap_json(g) for g in found.gaps],
+                "purged": [p.as_json() for p in purged],
             }
         )
     )

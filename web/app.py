@@ -16,6 +16,7 @@ from web import (
     evidence,
     export,
     findings,
+    holds,
     integrity,
     ops,
     pages,
@@ -78,6 +79,8 @@ def _finish_spec(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
             if not isinstance(op, dict) or "responses" not in op:
                 continue
             responses = op["responses"]
+            if "requestBody" in op:  # every body this API takes is a JSON object it needs
+                op["requestBody"]["required"] = True
             if path.startswith("/api/"):
                 op["security"] = [{BEARER: []}]
                 responses.setdefault("401", {"description": "no, unknown or revoked token"})
@@ -121,6 +124,7 @@ def create_app(settings: Settings) -> APIFlask:
     app.register_blueprint(findings.bp)
     app.register_blueprint(integrity.bp)
     app.register_blueprint(evidence.bp)
+    app.register_blueprint(holds.bp)
     pages.install(app, settings.api.require_secret())  # browser pages under /ui
     app.spec_processor(_finish_spec)
     return app

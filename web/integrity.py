@@ -55,6 +55,15 @@ class IntegrityReport(Schema):
         required=True,
         metadata={"description": "rows not sealed into the record yet, per source"},
     )
+    purged = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "the purge receipts whose positions were skipped"},
+    )
+    purged_positions = fields.Integer(
+        required=True,
+        metadata={"description": "positions of purged events: chain checked, rows gone"},
+    )
 
 
 @bp.get("/integrity")
@@ -100,5 +109,7 @@ def check_integrity(query: dict[str, Any]) -> Response:
         if problem is None
         else {"position": problem.position, "kind": problem.kind, "detail": problem.detail},
         "unsealed": report.unsealed,
+        "purged": report.purged,
+        "purged_positions": report.purged_positions,
     }
     return json_response(dumps(body))

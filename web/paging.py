@@ -10,6 +10,7 @@ from typing import Any
 from apiflask import HTTPError
 from flask import Response, current_app, request
 
+from auditor.retention import receipts
 from auditor.store import coverage_queries, userdata
 from auditor.store.userdata import UserDataFilter
 from web.cursor import BadCursor, CursorCodec, query_digest
@@ -142,19 +143,36 @@ def coverage_summary(
             lo = min(lo, hi)
     if lo is None or hi <= lo:
         if lo is not None and hi == lo:
-            return {"complete": True, "from": iso(lo), "to": iso(hi), "gaps": []}
-        return {"complete": None, "from": None, "to": None, "gaps": []}
+            return {
+                "complete": True,
+                "status": "complete",
+                "from": iso(lo),
+                "to": iso(hi),
+                "gaps": [],
+                "purged": [],
+            }
+        return {
+            "complete": None,
+            "status": None,
+            "from": None,
+            "to": None,
+            "gaps": [],
+            "purged": [],
+        }
     if account is not None:
         found = coverage_queries.coverage(conn, lo, hi, [account], as_of=as_of)
     else:
         found = coverage_queries.coverage(
             conn, lo, hi, list(accounts_seen), also_known=True, as_of=as_of
         )
+    purged = receipts.purged_ranges(conn, lo, hi)
     return {
-        "complete": found.complete,
+        "complete": found.complete and not purged,
+        "status": receipts.status(bool(found.gaps), purged),
         "from": iso(lo),
         "to": iso(hi),
         "gaps": [gap_json(g) for g in found.gaps],
+        "purged": [p.as_json() for p in purged],
     }
 
 

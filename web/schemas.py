@@ -171,15 +171,36 @@ class Gap(Schema):
     to = fields.DateTime(required=True)
 
 
+class Purged(Schema):
+    """A month whose events retention dropped (docs/retention.md)."""
+
+    partition = fields.String(required=True)
+    from_ = fields.DateTime(data_key="from", required=True)
+    to = fields.DateTime(required=True)
+    rows = fields.Integer(required=True)
+    purged_at = fields.DateTime(required=True)
+    receipt_position = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "the receipt in the record"}
+    )
+
+
+_STATUS = "complete | gaps | purged (listened to and stored, then dropped by retention)"
+
+
 class CoverageSummary(Schema):
     complete = fields.Boolean(
         required=True,
         allow_none=True,
-        metadata={"description": "null when no time range could be determined"},
+        metadata={
+            "description": "null when no time range could be determined; false when part of "
+            "the range has gaps or was purged"
+        },
     )
+    status = fields.String(allow_none=True, metadata={"description": _STATUS})
     from_ = fields.DateTime(data_key="from", allow_none=True)
     to = fields.DateTime(allow_none=True)
     gaps = fields.List(fields.Nested(Gap), required=True)
+    purged = fields.List(fields.Nested(Purged))
 
 
 class Event(Schema):
@@ -316,6 +337,11 @@ class Timeline(Schema):
         required=True, allow_none=True, metadata={"description": "null: the last page"}
     )
     as_of = fields.DateTime(required=True, allow_none=True)
+    purged = fields.List(
+        fields.Nested(Purged),
+        required=True,
+        metadata={"description": "months of its lifetime whose events retention dropped"},
+    )
 
 
 class Interval(Schema):
@@ -337,8 +363,10 @@ class CoverageReport(Schema):
     from_ = fields.DateTime(data_key="from", required=True)
     to = fields.DateTime(required=True)
     complete = fields.Boolean(required=True)
+    status = fields.String(required=True, metadata={"description": _STATUS})
     accounts = fields.List(fields.Nested(AccountCoverage), required=True)
     gaps = fields.List(fields.Nested(Gap), required=True)
+    purged = fields.List(fields.Nested(Purged), required=True)
 
 
 class InvalidParam(Schema):

@@ -68,6 +68,10 @@ SOURCES: dict[str, LeafSource] = {
         LeafSource("coverage", db.coverage_intervals, {}),
         LeafSource("access", db.access_log, {}),
         LeafSource("checkpoint", db.checkpoints, {}),
+        # Retention (docs/retention.md): legal holds, their releases, purge receipts.
+        LeafSource("hold", db.legal_holds, {}),
+        LeafSource("release", db.hold_releases, {}),
+        LeafSource("purge", db.purges, {}),
     )
 }
 

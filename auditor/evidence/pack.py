@@ -37,6 +37,7 @@ from psycopg import sql
 from auditor.evidence import checkpoints, keys, leaves, tiles
 from auditor.evidence.canonical import canonical_bytes
 from auditor.evidence.pgtiles import PgTileStore
+from auditor.retention.receipts import mark_purged
 from auditor.store import coverage_queries
 from auditor.store.sources import _FORMATTED as PG_FORMATTED
 
@@ -240,7 +241,8 @@ def export(
         },
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
         "checkpoint": {"tree_size": size, "root": checkpoint.to_json()["root"]},
-        "coverage": _coverage_status(cov, start, end),
+        # retention (docs/retention.md): months of the range whose rows were purged
+        "coverage": mark_purged(conn, _coverage_status(cov, start, end), start, end),
         "unproven": unproven,
         "key_id": signer.key_id,
     }

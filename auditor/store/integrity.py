@@ -7,6 +7,10 @@ hash) (else *inserted* when skipping the position before mends the chain, *reord
 the leaf belongs elsewhere, otherwise *altered*: the record itself was changed). Positions
 must run without a gap (else *missing*). The first problem found is reported; a consistent
 rewrite of the whole tail is not a problem this can see: that takes a kept checkpoint.
+
+Purged events (docs/retention.md): a position whose event row is gone is not *missing* when
+a purge receipt sealed in the record names it; its chain link is still checked, and the
+leaf hashes at a receipt's positions must hash to what the receipt sealed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any
 import psycopg
 
 from auditor.evidence.canonical import ZERO_HASH, chain_next
-from auditor.store.sealer import BACKFILL_SOURCES, unsealed_counts
+from auditor.retention.receipts import PurgedPositions, sealed_receipts
+from auditor.store.sealer import UNSEALED_SOURCES, unsealed_counts
 from auditor.store.sources import Hasher, rows_by_id
 
 _BATCH = 10_000
@@ -47,6 +52,8 @@ class Report:
     checked: int = 0
     problem: Problem | None = None
     unsealed: dict[str, int] = field(default_factory=dict)
+    purged: list[str] = field(default_factory=list)  # receipts whose positions were skipped
+    purged_positions: int = 0
 
     @property
     def ok(self) -> bool:
@@ -69,12 +76,20 @@ def _rows(conn: psycopg.Connection[Any], batch: Sequence[RecordRow]) -> dict[tup
 
 
 class _Checker:
-    def __init__(self, conn: psycopg.Connection[Any], previous: bytes, start: int) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        previous: bytes,
+        start: int,
+        purged: PurgedPositions | None = None,
+    ) -> None:
         self.conn = conn
+        self.purged = purged or None  # None when there is no receipt: no lookup per row
         self.previous = previous
         self.before_previous: bytes | None = None
         self.expected = start
         self.hashers: dict[str, Hasher] = {}
+        self.skipped = 0
 
     def hasher(self, source: str) -> Hasher:
         if source not in self.hashers:
@@ -92,8 +107,21 @@ class _Checker:
                     f"positions jump from {self.expected - 1} to {position}",
                 )
             row = rows.get((source, source_id))
+            receipt = None
+            if self.purged is not None and source == "event":
+                receipt = self.purged.receipt_of(position)
+                if receipt is not None:
+                    receipt.seen += 1
+                    receipt.digest.update(leaf)
             if row is None:
-                return Problem(position, "missing", f"{source} {source_id} is not in its table")
+                if receipt is None:
+                    return Problem(position, "missing", f"{source} {source_id} is not in its table")
+                if chain_next(self.previous, leaf) != chain:
+                    return self._chain_broken(batch, index)
+                self.skipped += 1
+                self.before_previous, self.previous = self.previous, chain
+                self.expected += 1
+                continue
             recomputed = self.hasher(source).leaf(row)
             if chain_next(self.previous, leaf) != chain:
                 return self._chain_broken(batch, index)
@@ -178,7 +206,8 @@ def verify(
             report.problem = Problem(first - 1, "missing", "no record row at this position")
             return report
         previous = bytes(row[0])
-    checker = _Checker(conn, previous, first)
+    purged = sealed_receipts(conn)
+    checker = _Checker(conn, previous, first, purged)
     with conn.cursor(name="verify_record") as cur:
         cur.itersize = _BATCH
         cur.execute(_RECORD, (first, stop))
@@ -197,6 +226,18 @@ def verify(
             "missing",
             f"the record ends at position {first + report.checked - 1}",
         )
+    report.purged_positions = checker.skipped
+    for receipt in purged.receipts:
+        if receipt.seen:
+            report.purged.append(receipt.describe())
+        whole = first <= receipt.first and receipt.last <= first + report.checked - 1
+        if report.problem is None and whole and receipt.digest.digest() != receipt.leaves_sha256:
+            report.problem = Problem(
+                receipt.position,
+                "altered",
+                f"purge receipt {receipt.id} ({receipt.partition}) does not match the leaves"
+                " at the positions it names",
+            )
     if with_unsealed:
         report.unsealed = unsealed(conn)
     return report
@@ -204,4 +245,4 @@ def verify(
 
 def unsealed(conn: psycopg.Connection[Any]) -> dict[str, int]:
     """Rows not in the record yet, per source (only sources that have some)."""
-    return {k: v for k, v in unsealed_counts(conn, BACKFILL_SOURCES).items() if v}
+    return {k: v for k, v in unsealed_counts(conn, UNSEALED_SOURCES).items() if v}

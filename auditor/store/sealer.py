@@ -19,8 +19,12 @@ import psycopg
 from auditor.store import record as ledger
 from auditor.store.sources import Hasher, count_unsealed, select_unsealed
 
-PERIODIC_SOURCES = ("coverage", "access")
+# hold, release: placed through the API (which cannot write the record); purge receipts are
+# sealed by the retention command itself, before their partition goes.
+PERIODIC_SOURCES = ("coverage", "access", "hold", "release")
 BACKFILL_SOURCES = ("event", "quarantine", "coverage", "access")
+# What `verify` counts as not sealed yet.
+UNSEALED_SOURCES = (*BACKFILL_SOURCES, "hold", "release")
 _CHUNK = 5_000
 
 Progress = Callable[[str, int], None]  # (source, rows sealed since the last call)

@@ -5,9 +5,10 @@ refused (positive_data_acceptance).
 Four rules the document cannot express are kept out of the generated cases: a cursor is
 valid only if this server signed it (HMAC), `from` must not be after `to` (times or record
 positions: one parameter
-against another), `as_of` must not be in the future, and an evidence pack selects by exactly
-one of its three selectors. Each has
-its own tests (test_hardening.py, test_search.py, test_evidence_pack.py).
+against another), `as_of` must not be in the future, an evidence pack selects by exactly one
+of its three selectors, and a legal hold names at least one predicate over a non-empty time
+range. Each has its own tests (test_hardening.py, test_search.py, test_evidence_pack.py,
+test_retention_api.py).
 
 Operations are driven one by one with hypothesis (schemathesis' pytest plugin does not yet
 work with pytest 9's fixture nodes)."""
@@ -89,6 +90,8 @@ def test_api_conforms_to_its_openapi_document(
 
 
 def _within_the_unwritten_rules(case: Case) -> None:
+    if case.path.endswith("/holds") and isinstance(case.body, dict):
+        _a_hold_with_a_predicate(case.body)
     if case.path.endswith("/evidence/export") and not isinstance(case.query, dict):
         case.query = {}
     query = case.query if isinstance(case.query, dict) else None
@@ -106,6 +109,21 @@ def _within_the_unwritten_rules(case: Case) -> None:
         query["from"], query["to"] = high, low
     if case.path.endswith("/evidence/export"):
         _one_evidence_selector(query, start, end)
+
+
+_PREDICATES = ("interaction_ids", "reference_ids", "account", "media_type", "from", "to")
+
+
+def _a_hold_with_a_predicate(body: dict[str, object]) -> None:
+    """A hold names at least one predicate; its `from` is before its `to`
+    (tests/api/test_retention_api.py covers the refusals)."""
+    if not any(name in body for name in _PREDICATES):
+        body["account"] = "agent0"
+    start, end = _instant(body.get("from")), _instant(body.get("to"))
+    if start is not None and end is not None and start >= end:
+        body.pop("to")
+        if start == end:
+            body.setdefault("account", "agent0")
 
 
 _SELECTORS = ("interaction_id", "reference_id", "account")

@@ -152,6 +152,8 @@ def test_search_reports_coverage_gaps_for_its_range(api: Api) -> None:
     body = api.get("/api/v1/events", **{"from": T0.isoformat(), "to": "2026-11-02T09:00:10Z"}).json
     assert body["coverage"] == {
         "complete": False,
+        "status": "gaps",
+        "purged": [],
         "from": "2026-11-02T09:00:00+00:00",
         "to": "2026-11-02T09:00:10+00:00",
         "gaps": [
@@ -170,7 +172,14 @@ def test_search_reports_coverage_gaps_for_its_range(api: Api) -> None:
 def test_search_without_range_or_rows_has_unknown_coverage(api: Api) -> None:
     body = api.get("/api/v1/events", account="nobody").json
     assert body["items"] == []
-    assert body["coverage"] == {"complete": None, "from": None, "to": None, "gaps": []}
+    assert body["coverage"] == {
+        "complete": None,
+        "status": None,
+        "from": None,
+        "to": None,
+        "gaps": [],
+        "purged": [],
+    }
 
 
 def test_events_of_an_account_never_covered_are_reported_incomplete(api: Api) -> None:

@@ -107,7 +107,7 @@ def test_sealer_enters_closed_coverage_and_access_rows_not_open_intervals(conn: 
         """ VALUES ('GET', '/api/v1/events', 200, '{"q": [1, 2.5, "x"]}')"""
     )
     result = sealer.seal(conn)
-    assert result.sealed == {"coverage": 1, "access": 1}
+    assert result.sealed == {"coverage": 1, "access": 1, "hold": 0, "release": 0}
     assert sealer.seal(conn).total == 0
     report = integrity.verify(conn)
     assert report.ok, report.problem

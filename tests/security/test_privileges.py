@@ -58,6 +58,10 @@ bi_user_data_changes -----  -----  ----- IUDTS
 bi_findings         -----  -----  ----- IUDTS
 bi_daily_volumes    -----  -----  ----- IUDTS
 bi_user_data_columns -----  -----  ----- IUDTS
+legal_holds         ----S  -----  I---S I!!!S
+hold_releases       ----S  -----  I---S I!!!S
+purges              ----S  ----S  ----S I!!!S
+retention_runs      -----  -----  ----- I!!!S
 """
 
 
@@ -180,6 +184,30 @@ SAMPLES = {
         " VALUES (4, (random() * 1e9)::bigint, decode(repeat('00', 32), 'hex'))",
         "hash",
     ),
+    # Retention (docs/retention.md): holds and releases placed by admins through the API.
+    "legal_holds": Sample(
+        "INSERT INTO legal_holds (placed_by, reason, account) VALUES ('probe', 'probe', 'a1')",
+        "reason",
+    ),
+    "hold_releases": Sample(
+        "WITH h AS (INSERT INTO legal_holds (placed_by, reason, account)"
+        " VALUES ('probe', 'probe', 'a1') RETURNING id)"
+        " INSERT INTO hold_releases (hold_id, released_by, reason) SELECT id, 'probe', 'probe'"
+        " FROM h",
+        "reason",
+    ),
+    "purges": Sample(
+        "INSERT INTO purges (partition, range_from, range_to, row_count, event_ids, positions,"
+        " leaves_sha256, head_position, head_chain, purged_by, reason) VALUES"
+        " ('events_1999_01', '1999-01-01+00', '1999-02-01+00', 0, '{}', '{}',"
+        " decode(repeat('00', 32), 'hex'), 0, decode(repeat('00', 32), 'hex'), 'probe', 'probe')",
+        "reason",
+    ),
+    "retention_runs": Sample(
+        "INSERT INTO retention_runs (run_by, dry_run, settings, dropped, kept)"
+        " VALUES ('probe', true, '{}', '[]', '[]')",
+        "run_by",
+    ),
     "alembic_version": Sample(
         "INSERT INTO alembic_version VALUES (left(md5(random()::text), 32))", "version_num"
     ),
@@ -212,6 +240,13 @@ OBJECTS: list[tuple[str, str, LiteralString, str]] = [
         "EXECUTE",
         "SELECT auditor_projection_remove_unbacked(ARRAY['probe'])",
         "yes no no yes",
+    ),
+    (
+        "function auditor_purge_event_partition(bigint) (SECURITY DEFINER)",
+        "EXECUTE",
+        # STRICT: NULL (not a constant, which the planner would fold) does nothing.
+        "SELECT auditor_purge_event_partition((CASE WHEN random() < 2 THEN NULL END)::bigint)",
+        "no no no yes",
     ),
     ("schema public", "CREATE", "CREATE TABLE auditor_probe (i int)", "no no no yes"),
 ]
