@@ -2,7 +2,7 @@
 function through which a monthly events partition may be dropped.
 
 Revision ID: 2026_12_02_retention
-Revises: 2026_12_02_verifier
+Revises: 2026_12_02_userdata_index
 Create Date: 2026-12-02
 
 Written by hand. Constraint names follow auditor.db.NAMING_CONVENTION. See docs/retention.md.
@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "2026_12_02_retention"
-down_revision: str | None = "2026_12_02_verifier"
+down_revision: str | None = "2026_12_02_userdata_index"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
