@@ -195,18 +195,19 @@ def evidence_export(
         # One snapshot for rows, coverage and proofs.
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         try:
-            built = pack.export(conn, query, signer, made_by=_who())
+            plan = pack.prepare(conn, query, signer, made_by=_who())
+            stream = pack.PackStream(conn, plan)
+            pack.write_directory(stream, out)  # file by file as the rows are read
         except pack.NothingToProve as exc:
             raise UserError(str(exc)) from None
         finally:
             conn.rollback()
-    built.write(out)
-    counts = built.manifest["counts"]
+    counts = stream.manifest["counts"]
     seconds = time.perf_counter() - began
     click.echo(
         f"wrote {out}: {counts['events']} events, {counts['coverage_intervals']} coverage"
         f" intervals, {counts['proven']} proven, {counts['unproven']} not proven"
-        f" ({seconds:.2f} s); coverage {built.manifest['coverage']['status']}"
+        f" ({seconds:.2f} s); coverage {stream.manifest['coverage']['status']}"
     )
 
 

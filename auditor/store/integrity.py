@@ -18,10 +18,12 @@ from typing import Any
 import psycopg
 
 from auditor.evidence.canonical import ZERO_HASH, chain_next
+from auditor.store import leaf_reader
+from auditor.store.leaf_reader import LeafSource, Leaves
 from auditor.store.sealer import BACKFILL_SOURCES, unsealed_counts
-from auditor.store.sources import Hasher, rows_by_id
 
 _BATCH = 10_000
+_POOL_FROM = 4 * _BATCH  # fewer positions: starting processes costs more than it saves
 _RECORD = (
     "SELECT position, source, source_id, leaf_hash, chain_hash FROM record"
     " WHERE position >= %s AND position <= %s ORDER BY position"
@@ -57,32 +59,14 @@ class BadRange(ValueError):
     """A position range that does not fit the record."""
 
 
-def _rows(conn: psycopg.Connection[Any], batch: Sequence[RecordRow]) -> dict[tuple[str, int], Any]:
-    by_source: dict[str, list[int]] = {}
-    for _, source, source_id, _, _ in batch:
-        by_source.setdefault(source, []).append(source_id)
-    found: dict[tuple[str, int], Any] = {}
-    for source, ids in by_source.items():
-        for source_id, row in rows_by_id(conn, source, min(ids), max(ids)).items():
-            found[(source, source_id)] = row
-    return found
-
-
 class _Checker:
-    def __init__(self, conn: psycopg.Connection[Any], previous: bytes, start: int) -> None:
-        self.conn = conn
+    def __init__(self, previous: bytes, start: int) -> None:
         self.previous = previous
         self.before_previous: bytes | None = None
         self.expected = start
-        self.hashers: dict[str, Hasher] = {}
 
-    def hasher(self, source: str) -> Hasher:
-        if source not in self.hashers:
-            self.hashers[source] = Hasher(source)
-        return self.hashers[source]
-
-    def check(self, batch: Sequence[RecordRow]) -> Problem | None:
-        rows = _rows(self.conn, batch)
+    def check(self, batch: Sequence[RecordRow], recomputed_leaves: Leaves) -> Problem | None:
+        """``recomputed_leaves``: the leaf hash of every stored row the batch names."""
         for index, (position, source, source_id, leaf, chain) in enumerate(batch):
             leaf, chain = bytes(leaf), bytes(chain)
             if position != self.expected:
@@ -91,10 +75,9 @@ class _Checker:
                     "missing",
                     f"positions jump from {self.expected - 1} to {position}",
                 )
-            row = rows.get((source, source_id))
-            if row is None:
+            recomputed = recomputed_leaves.get((source, source_id))
+            if recomputed is None:
                 return Problem(position, "missing", f"{source} {source_id} is not in its table")
-            recomputed = self.hasher(source).leaf(row)
             if chain_next(self.previous, leaf) != chain:
                 return self._chain_broken(batch, index)
             if recomputed != leaf:
@@ -166,9 +149,18 @@ def verify(
     end: int | None = None,
     progress: Progress | None = None,
     with_unsealed: bool = True,
+    *,
+    workers: int = 1,
+    conninfo: str | None = None,
+    pool_from: int = _POOL_FROM,
 ) -> Report:
     """Check positions [start, end] (default: the whole record) in the caller's
-    transaction. A range that starts after 1 trusts the stored chain hash before it."""
+    transaction. A range that starts after 1 trusts the stored chain hash before it.
+
+    With ``workers`` > 1 and ``conninfo`` (how to connect as the caller), a range of at
+    least ``pool_from`` positions is re-hashed by that many processes reading in the caller's
+    snapshot (the caller's transaction must not have written: they would not see it).
+    """
     first, stop = resolve_range(conn, start, end)
     report = Report(first, stop)
     previous = ZERO_HASH
@@ -178,19 +170,16 @@ def verify(
             report.problem = Problem(first - 1, "missing", "no record row at this position")
             return report
         previous = bytes(row[0])
-    checker = _Checker(conn, previous, first)
-    with conn.cursor(name="verify_record") as cur:
-        cur.itersize = _BATCH
-        cur.execute(_RECORD, (first, stop))
-        while batch := cur.fetchmany(_BATCH):
-            problem = checker.check(batch)
-            checked = checker.expected - first - report.checked
-            report.checked += checked
-            if progress is not None:
-                progress(checked)
-            if problem is not None:
-                report.problem = problem
-                break
+    checker = _Checker(previous, first)
+    pooled = workers > 1 and conninfo is not None and stop - first + 1 >= pool_from
+    source = _leaf_source(conn, workers if pooled else 1, conninfo)
+    try:
+        with conn.cursor(name="verify_record") as cur:
+            cur.itersize = _BATCH
+            cur.execute(_RECORD, (first, stop))
+            _walk(cur, checker, source, report, progress)
+    finally:
+        source.close()
     if report.problem is None and report.checked < stop - first + 1:
         report.problem = Problem(
             first + report.checked,
@@ -200,6 +189,43 @@ def verify(
     if with_unsealed:
         report.unsealed = unsealed(conn)
     return report
+
+
+def _leaf_source(conn: psycopg.Connection[Any], workers: int, conninfo: str | None) -> LeafSource:
+    if workers < 2 or conninfo is None or conn.autocommit:
+        return leaf_reader.LocalLeaves(conn)
+    snapshot = str(conn.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+    return leaf_reader.PooledLeaves(conn, conninfo, snapshot, workers)
+
+
+def _walk(
+    cur: psycopg.Cursor[Any],
+    checker: _Checker,
+    source: LeafSource,
+    report: Report,
+    progress: Progress | None,
+) -> None:
+    """Check batch after batch; the next batch's leaves are asked for before this one is
+    checked, so a pool hashes while this process walks the chain."""
+    first = checker.expected
+    batch = cur.fetchmany(_BATCH)
+    pending = source.submit(leaf_reader.wanted(leaf_reader.refs(batch)))
+    while batch:
+        following = cur.fetchmany(_BATCH)
+        ahead = (
+            source.submit(leaf_reader.wanted(leaf_reader.refs(following))) if following else None
+        )
+        problem = checker.check(batch, pending())
+        checked = checker.expected - first - report.checked
+        report.checked += checked
+        if progress is not None:
+            progress(checked)
+        if problem is not None:
+            report.problem = problem
+            return
+        batch = following
+        if ahead is not None:
+            pending = ahead
 
 
 def unsealed(conn: psycopg.Connection[Any]) -> dict[str, int]:
