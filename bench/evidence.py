@@ -35,7 +35,7 @@ from sqlalchemy import create_engine, pool
 
 from auditor import evidence_verify
 from auditor.config import libpq_conninfo, parse_database_url
-from auditor.evidence import checkpoints, keys, pack
+from auditor.evidence import checkpoints, keys, pack, pack_csv
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
 from auditor.store import integrity, schema, sealer
@@ -130,8 +130,10 @@ def main() -> None:
                 t0, c0 = time.perf_counter(), time.process_time()
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 target = out_dir / f"run{run}"
-                stream = pack.PackStream(conn, pack.prepare(conn, query, signer, made_by="bench"))
-                pack.write_directory(stream, target)  # as `auditor evidence export` does
+                plan = pack.prepare(conn, query, signer, made_by="bench")
+                with pack_csv.twin(conn, dsn) as other:  # as `auditor evidence export` does
+                    stream = pack.PackStream(conn, plan, csv_conn=other)
+                    pack.write_directory(stream, target)
                 conn.rollback()
                 export_s = time.perf_counter() - t0
                 export_cpu = time.process_time() - c0

@@ -36,6 +36,7 @@ from psycopg import sql
 
 from auditor.evidence import checkpoints, keys, leaves, tiles
 from auditor.evidence.canonical import canonical_bytes
+from auditor.evidence.pack_csv import EarlyCsv, csv_chunks
 from auditor.evidence.pack_zip import zip_chunks
 from auditor.evidence.pgtiles import PgTileStore
 from auditor.store import coverage_queries
@@ -170,11 +171,19 @@ class PackStream:
     out. Run it in a REPEATABLE READ transaction (see prepare)."""
 
     def __init__(
-        self, conn: psycopg.Connection[Any], plan: Plan, chunk_rows: int | None = None
+        self,
+        conn: psycopg.Connection[Any],
+        plan: Plan,
+        chunk_rows: int | None = None,
+        *,
+        csv_conn: psycopg.Connection[Any] | None = None,
     ) -> None:
+        """``csv_conn``: a second connection in the same snapshot (pack_csv.twin); PostgreSQL
+        then writes the CSV while this process encodes the leaves, into a spool file."""
         self.conn = conn
         self.plan = plan
         self.chunk_rows = chunk_rows or CHUNK_ROWS
+        self.csv_conn = csv_conn
         self.manifest: dict[str, Any] = {}
         self.rows_out = 0  # events written to events.ndjson so far
         self.proven = 0
@@ -193,8 +202,20 @@ class PackStream:
                 yield name, chunk
 
         events = _Seen(events=True)
-        yield from file("events.ndjson", self._lines("event", "events", where, params, events))
-        yield from file("events.csv", _csv(conn, where, params, events, self.chunk_rows))
+        early = None
+        if self.csv_conn is not None:
+            early = EarlyCsv(self.csv_conn, where, params, self.chunk_rows)
+        try:
+            yield from file("events.ndjson", self._lines("event", "events", where, params, events))
+            if early is not None:
+                yield from file("events.csv", early.chunks())
+            else:
+                bounds = (events.first_id or 0, events.last_id or -1)
+                csv = csv_chunks(conn, where, params, bounds, self.chunk_rows)
+                yield from file("events.csv", csv)
+        finally:
+            if early is not None:
+                early.close()
         start, end, accounts = _range(plan.query, events)
         cov = coverage_queries.coverage(conn, start, end, accounts) if accounts else None
         intervals = _Seen(events=False)
@@ -368,38 +389,6 @@ def write_directory(stream: Iterable[tuple[str, bytes]], directory: Path) -> Non
     finally:
         if out is not None:
             out.close()
-
-
-def _csv(
-    conn: psycopg.Connection[Any],
-    where: sql.Composable,
-    params: list[Any],
-    events: _Seen,
-    chunk_rows: int,
-) -> Iterator[bytes]:
-    """The exported events as CSV, written by PostgreSQL (COPY, a quarter of the client CPU
-    of Python's csv), streamed: the rows of events.ndjson in the same order, selected by the
-    same filter within the ids it saw (in the REPEATABLE READ transaction the CLI and the
-    API use, the very same rows). Times in UTC (set by the caller)."""
-    fields = leaves.SOURCES["event"].fields
-    columns = sql.SQL(", ").join(sql.SQL("e.{}").format(sql.Identifier(n)) for n in fields)
-    bounds = sql.SQL(" AND e.id >= {} AND e.id <= {}").format(
-        sql.Literal(events.first_id or 0), sql.Literal(events.last_id or -1)
-    )
-    statement = sql.SQL(
-        "COPY (SELECT r.position, {} FROM events AS e"
-        " LEFT JOIN record AS r ON r.source = 'event' AND r.source_id = e.id"
-        " WHERE {}{} ORDER BY r.position NULLS LAST, e.id)"
-        " TO STDOUT WITH (FORMAT csv, HEADER)"
-    ).format(columns, where, bounds)
-    with conn.cursor() as cur, cur.copy(statement, params) as copy:
-        pending: list[bytes] = []
-        for line in copy:  # a row (the header first) per piece COPY gives
-            pending.append(bytes(line))
-            if len(pending) >= chunk_rows:
-                yield b"".join(pending)
-                pending = []
-        yield b"".join(pending)
 
 
 def _range(query: Query, events: _Seen) -> tuple[datetime, datetime, list[str]]:
