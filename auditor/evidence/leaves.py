@@ -342,6 +342,12 @@ class LeafEncoder:
         encoded = self._encode_leaf(leaf)
         return self.encode_careful(row) if encoded is None else encoded
 
+    def encode_present(self, leaf: dict[str, Any], row: Callable[[], Mapping[str, Any]]) -> bytes:
+        """As encode_row, for a caller that built the dict of the row's non-NULL fields
+        itself (it is used up); ``row`` gives the whole row when the careful way is needed."""
+        encoded = self._encode_leaf(leaf)
+        return self.encode_careful(row()) if encoded is None else encoded
+
     def encode_careful(self, row: Mapping[str, Any]) -> bytes:
         """The leaf built field by field, the payload canonicalised on its own."""
         values = [row[name] for name in self.fields]
