@@ -90,9 +90,13 @@ class Query:
             return sql.SQL("e.interaction_id = %s"), [self.interaction]
         if self.reference_id is not None:
             return sql.SQL("e.reference_id = %s"), [self.reference_id]
+        # In UTC: COPY takes no parameters, so psycopg writes them into the statement, and
+        # PostgreSQL refuses an offset beyond 15:59 there (+16:00 is valid ISO 8601).
+        start = self.start.astimezone(UTC) if self.start else None
+        end = self.end.astimezone(UTC) if self.end else None
         return (
             sql.SQL("e.account = %s AND e.received_at >= %s AND e.received_at < %s"),
-            [self.account, self.start, self.end],
+            [self.account, start, end],
         )
 
 

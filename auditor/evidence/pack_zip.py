@@ -9,6 +9,7 @@ zipstream-ng does the same as a dependency; zipfile already streams to an unseek
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from collections.abc import Iterator
 from typing import IO
@@ -54,17 +55,24 @@ def zip_chunks(pieces: Iterator[tuple[str, bytes]]) -> Iterator[bytes]:
     )
     entry: IO[bytes] | None = None
     current: str | None = None
-    for name, data in pieces:
-        if name != current:
-            if entry is not None:
+    try:
+        for name, data in pieces:
+            if name != current:
+                if entry is not None:
+                    entry.close()
+                entry = archive.open(name, "w", force_zip64=True)
+                current = name
+            assert entry is not None
+            entry.write(data)
+            if sink.size >= PIECE_BYTES:
+                yield sink.take()
+        if entry is not None:
+            entry.close()
+            entry = None
+        archive.close()
+        yield sink.take()
+    finally:
+        if entry is not None:  # given up half-way (an error, or the client went away)
+            with contextlib.suppress(Exception):
                 entry.close()
-            entry = archive.open(name, "w", force_zip64=True)
-            current = name
-        assert entry is not None
-        entry.write(data)
-        if sink.size >= PIECE_BYTES:
-            yield sink.take()
-    if entry is not None:
-        entry.close()
-    archive.close()
-    yield sink.take()
+                archive.close()
