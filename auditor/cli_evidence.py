@@ -85,8 +85,19 @@ def _checkpoint_problems(
     type=click.Path(path_type=Path, dir_okay=False),
     help="the public key that must have signed the --against checkpoint",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1, max=64),
+    default=lambda: min(os.cpu_count() or 1, 8),
+    show_default="the number of CPUs, at most 8",
+    help="processes that re-hash the rows (each with its own connection, in one snapshot)",
+)
 def verify_command(
-    start: int | None, end: int | None, against: Path | None, public_key: Path | None
+    start: int | None,
+    end: int | None,
+    against: Path | None,
+    public_key: Path | None,
+    jobs: int,
 ) -> None:
     """Recompute every leaf from the stored rows and the hash chain; exit 1 if broken.
 
@@ -95,10 +106,12 @@ def verify_command(
     the record up to that checkpoint is the one it signed (a rewrite of the whole tail, which
     the chain alone cannot show, fails here).
     """
+    from auditor.config import libpq_conninfo
     from auditor.store import integrity
 
     console = Console(stderr=True)
-    with connect(Settings.from_env(os.environ).database_url) as conn:
+    url = Settings.from_env(os.environ).database_url
+    with connect(url) as conn:
         kept_problems: list[str] = []
         if against is not None:
             size, kept_problems = _checkpoint_problems(conn, against, public_key)
@@ -113,7 +126,14 @@ def verify_command(
         began = time.perf_counter()
         with _progress(console) as bar:
             task = bar.add_task("verify", total=stop - first + 1)
-            report = integrity.verify(conn, start, end, lambda n: bar.advance(task, n))
+            report = integrity.verify(
+                conn,
+                start,
+                end,
+                lambda n: bar.advance(task, n),
+                workers=jobs,
+                conninfo=libpq_conninfo(url),
+            )
         seconds = time.perf_counter() - began
         conn.rollback()
     rate = f", {report.checked / seconds:,.0f} rows/s" if seconds > 0 and report.checked else ""

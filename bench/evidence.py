@@ -5,9 +5,10 @@
 On a fresh embedded PostgreSQL (durable) the batch writer stores the notifications (all for
 one account, so that one `--account` pack holds them all), then, each measured --runs times:
 
-- `auditor verify` over the whole record (recompute every leaf from the rows + the chain);
+- `auditor verify` over the whole record (recompute every leaf from the rows + the chain),
+  in one process and with --jobs worker processes (the order alternating between runs);
 - a signed checkpoint (the first one builds the tiles of the whole record);
-- an evidence export of every event with its inclusion proof (pack.export + files written);
+- an evidence export of every event with its inclusion proof (streamed to files, as the CLI);
 - the standalone offline verifier (auditor/evidence_verify.py) on that pack.
 
 Targets (issue 16): verify >= 100,000 rows/s, export >= 30,000 rows/s including proofs,
@@ -34,7 +35,7 @@ from sqlalchemy import create_engine, pool
 
 from auditor import evidence_verify
 from auditor.config import libpq_conninfo, parse_database_url
-from auditor.evidence import checkpoints, keys, pack
+from auditor.evidence import checkpoints, keys, pack, pack_csv
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
 from auditor.store import integrity, schema, sealer
@@ -64,6 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--notifications", type=int, default=120_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2, help="verify's worker processes")
     args = parser.parse_args()
 
     receipts = _receipts(args.notifications)
@@ -98,16 +100,19 @@ def main() -> None:
         last = max(r.received_at for r in receipts)
         query = pack.Query(account=ACCOUNT, start=first, end=last + timedelta(seconds=1))
         print(
-            "| run | verify rows/s | checkpoint s | export rows/s (with proofs) | pack verify s |"
+            f"| run | verify rows/s, 1 process | verify rows/s, {args.jobs} jobs | checkpoint s"
+            " | export rows/s (with proofs) | pack verify s |"
         )
-        print("|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|")
         for run in range(1, args.runs + 1):
             with psycopg.connect(dsn) as conn:
-                t0 = time.perf_counter()
-                report = integrity.verify(conn, with_unsealed=False)
-                verify_s = time.perf_counter() - t0
-                conn.rollback()
-                assert report.problem is None, report.problem
+                rates = {}
+                for jobs in (1, args.jobs) if run % 2 else (args.jobs, 1):
+                    t0 = time.perf_counter()
+                    report = integrity.verify(conn, with_unsealed=False, workers=jobs, conninfo=dsn)
+                    rates[jobs] = report.checked / (time.perf_counter() - t0)
+                    conn.rollback()
+                    assert report.problem is None, report.problem
                 # a few new rows so that each run signs a new checkpoint
                 with conn.transaction():
                     store_batch(
@@ -124,19 +129,21 @@ def main() -> None:
                 assert made is not None
                 t0, c0 = time.perf_counter(), time.process_time()
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                built = pack.export(conn, query, signer, made_by="bench")
-                conn.rollback()
                 target = out_dir / f"run{run}"
-                built.write(target)
+                plan = pack.prepare(conn, query, signer, made_by="bench")
+                with pack_csv.twin(conn, dsn) as other:  # as `auditor evidence export` does
+                    stream = pack.PackStream(conn, plan, csv_conn=other)
+                    pack.write_directory(stream, target)
+                conn.rollback()
                 export_s = time.perf_counter() - t0
                 export_cpu = time.process_time() - c0
-            rows = built.manifest["counts"]["events"]
+            rows = stream.manifest["counts"]["events"]
             t0, c0 = time.perf_counter(), time.process_time()
             evidence_verify.verify(target, public)
             pack_verify_s = time.perf_counter() - t0
             pack_verify_cpu = time.process_time() - c0
             print(
-                f"| {run} | {report.checked / verify_s:,.0f} ({report.checked:,} rows)"
+                f"| {run} | {rates[1]:,.0f} | {rates[args.jobs]:,.0f} ({report.checked:,} rows)"
                 f" | {checkpoint_s:.2f} | {rows / export_s:,.0f} ({rows:,} rows,"
                 f" {export_s:.2f} s; client CPU {export_cpu:.2f} s)"
                 f" | {pack_verify_s:.2f} (CPU {pack_verify_cpu:.2f}; {rows:,} rows) |"

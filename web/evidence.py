@@ -9,7 +9,9 @@ manifest is signed with the key in AUDITOR_SIGNING_KEY_FILE; without one the exp
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Generator
 from typing import Any
 
 from apiflask import APIBlueprint, HTTPError, Schema, fields, validators
@@ -17,15 +19,14 @@ from flask import Response, current_app, g
 from marshmallow import RAISE
 
 from auditor.evidence import checkpoints, keys, pack
-from web.audit import conn, requires, set_rows
+from auditor.evidence.pack_zip import zip_chunks
+from web.audit import conn, database, request_record, requires, set_rows
 from web.errors import bad_params
+from web.export import ExportStream, _take_slot
 from web.paging import dumps, json_response
 from web.schemas import Digits, _instant, _text
 
 bp = APIBlueprint("evidence", __name__, url_prefix="/api/v1", tag="Evidence")
-# The pack is built in memory (about 3 KB a GWS event): larger ones from `auditor evidence
-# export`, which has no limit.
-MAX_EVENTS = 200_000
 
 
 class CheckpointsQuery(Schema):
@@ -103,6 +104,7 @@ _RESPONSES: dict[int | str, dict[str, str | dict[str, dict[str, Any]]]] = {
     401: {"description": "no, unknown or revoked token"},
     403: {"description": "the token's role is not exporter or admin"},
     409: {"description": "no checkpoint exists yet"},
+    429: {"description": "this token already runs as many exports as allowed"},
     503: {"description": "no signing key configured"},
 }
 
@@ -111,10 +113,13 @@ _RESPONSES: dict[int | str, dict[str, str | dict[str, dict[str, Any]]]] = {
 @requires("exporter")
 @bp.input(EvidenceQuery, location="query", arg_name="query", unknown=RAISE)
 @bp.doc(
-    summary="An evidence pack (zip) with inclusion proofs against a signed checkpoint",
+    summary="An evidence pack (zip, streamed) with inclusion proofs against a signed checkpoint",
     responses=_RESPONSES,
 )
 def export_pack(query: dict[str, Any]) -> Response:
+    """The zip is written while the rows are read (flat memory, no size limit), on the
+    export's own connection in one REPEATABLE READ snapshot, holding one of the token's
+    export slots like /events/export; the access log gets `started` and how it ended."""
     try:
         wanted = pack.Query(
             query.get("interaction_id"),
@@ -126,18 +131,40 @@ def export_pack(query: dict[str, Any]) -> Response:
     except ValueError as exc:
         raise bad_params(query=str(exc).replace("--", "")) from None
     signer = _signer()
-    db = conn()
+    db = database()
     token = getattr(g, "token", None)
     who = f"api token {token.name}" if token is not None else "api"
+    limit: int = current_app.config["AUDITOR_SETTINGS"].api.exports_per_token
+    record = request_record(200)
+    stack, connection = _take_slot(db, g.token.id, limit, repeatable_read=True)
     try:
-        with db.transaction():  # one transaction: SET LOCAL and the reads hold together
-            built = pack.export(db, wanted, signer, made_by=who, max_events=MAX_EVENTS)
-    except pack.TooLarge as exc:
-        raise bad_params(query=str(exc)) from None
+        plan = pack.prepare(connection, wanted, signer, made_by=who)
     except pack.NothingToProve as exc:
+        stack.close()
         raise HTTPError(409, str(exc)) from None
-    set_rows(built.manifest["counts"]["events"])
-    response = Response(built.zip_bytes(), mimetype="application/zip")
+    except BaseException:
+        stack.close()
+        raise
+    stream = ExportStream(
+        stack,
+        db,
+        _zip_body(pack.PackStream(connection, plan)),
+        current_app.extensions["auditor_metrics"],
+        record,
+    )
+    g.export_stream = stream  # web.audit writes the `started` row and hands its id over
+    response = Response(stream, mimetype="application/zip")
     response.headers["Content-Disposition"] = 'attachment; filename="evidence.zip"'
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _zip_body(stream: pack.PackStream) -> Generator[tuple[str | bytes, int]]:
+    """(zip piece, events in it); before the end, (the zip's sha256, -1) for the log."""
+    digest = hashlib.sha256()
+    handed = 0
+    for piece in zip_chunks(iter(stream)):
+        digest.update(piece)
+        rows, handed = stream.rows_out - handed, stream.rows_out
+        yield piece, rows
+    yield digest.hexdigest(), -1

@@ -89,15 +89,17 @@ def export_events(query: dict[str, Any]) -> Response:
 
 
 def _take_slot(
-    db: Database, token_id: int, limit: int
+    db: Database, token_id: int, limit: int, *, repeatable_read: bool = False
 ) -> tuple[ExitStack, psycopg.Connection[Any]]:
     """The export's own connection in a transaction holding one of the token's slots (a
     transaction-level advisory lock, released when the stream closes); 429 when all are
-    taken."""
+    taken. ``repeatable_read``: one snapshot for every read of the export."""
     stack = ExitStack()
     try:
         connection = stack.enter_context(db.connection())
         stack.enter_context(connection.transaction())
+        if repeatable_read:
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         for slot in range(limit):
             key = (token_id % 30_000_000) * 64 + slot  # fits PostgreSQL's int4
             row = connection.execute(
@@ -125,7 +127,7 @@ class ExportStream:
         self,
         stack: ExitStack,
         db: Database,
-        body: Generator[tuple[str, int]],
+        body: Generator[tuple[str | bytes, int]],
         metrics: Metrics,
         record: AccessRecord,
     ) -> None:
@@ -142,10 +144,10 @@ class ExportStream:
         self._finished = False
         self._closed = False
 
-    def __iter__(self) -> ExportStream:
+    def __iter__(self) -> ExportStream:  # of bytes: str chunks are sent as UTF-8
         return self
 
-    def __next__(self) -> str:
+    def __next__(self) -> bytes:
         self._handed_on += self._in_flight
         self._in_flight = 0
         try:
@@ -160,11 +162,11 @@ class ExportStream:
             self.close()
             raise
         if rows < 0:  # the summary: the hash it carries goes into the log
-            self._sha256 = chunk
+            self._sha256 = chunk if isinstance(chunk, str) else chunk.decode()
             return self.__next__()
         self._in_flight = rows
         self._metrics.export_rows.inc(rows)
-        return chunk
+        return chunk.encode() if isinstance(chunk, str) else chunk
 
     def close(self) -> None:
         if self._closed:

@@ -308,7 +308,31 @@ class LeafEncoder:
         ]
 
     def encode(self, values: Sequence[Any]) -> bytes:
-        return self.encode_row(dict(zip(self.fields, values, strict=True)))
+        # One dict, NULLs left out, instead of the row's dict and then the leaf's.
+        leaf = {
+            name: value
+            for name, value in zip(self.fields, values, strict=True)
+            if value is not None
+        }
+        encoded = self._encode_leaf(leaf)
+        if encoded is None:
+            return self.encode_careful(dict(zip(self.fields, values, strict=True)))
+        return encoded
+
+    def _encode_leaf(self, leaf: dict[str, Any]) -> bytes | None:
+        """One orjson call; None when its bytes could differ from the reference."""
+        leaf["source"] = self.source
+        for name, convert in self._inline:
+            value = leaf.get(name)
+            if value is not None:
+                leaf[name] = convert(value)
+        try:
+            encoded = orjson.dumps(leaf, option=_SORT_UTC_Z)
+        except orjson.JSONEncodeError:
+            return None
+        if not encoded.isascii() and _ASTRAL.search(encoded):
+            return None
+        return encoded
 
     def encode_row(self, row: Mapping[str, Any]) -> bytes:
         """The leaf of a row given as {field: value} with exactly ``fields`` as keys.
@@ -319,18 +343,14 @@ class LeafEncoder:
         bits, a lone surrogate), the row goes the careful way (``encode_careful``).
         """
         leaf = {name: value for name, value in row.items() if value is not None}
-        leaf["source"] = self.source
-        for name, convert in self._inline:
-            value = leaf.get(name)
-            if value is not None:
-                leaf[name] = convert(value)
-        try:
-            encoded = orjson.dumps(leaf, option=_SORT_UTC_Z)
-        except orjson.JSONEncodeError:
-            return self.encode_careful(row)
-        if not encoded.isascii() and _ASTRAL.search(encoded):
-            return self.encode_careful(row)
-        return encoded
+        encoded = self._encode_leaf(leaf)
+        return self.encode_careful(row) if encoded is None else encoded
+
+    def encode_present(self, leaf: dict[str, Any], row: Callable[[], Mapping[str, Any]]) -> bytes:
+        """As encode_row, for a caller that built the dict of the row's non-NULL fields
+        itself (it is used up); ``row`` gives the whole row when the careful way is needed."""
+        encoded = self._encode_leaf(leaf)
+        return self.encode_careful(row()) if encoded is None else encoded
 
     def encode_careful(self, row: Mapping[str, Any]) -> bytes:
         """The leaf built field by field, the payload canonicalised on its own."""

@@ -23,30 +23,29 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import psycopg
 from psycopg import sql
 
 from auditor.evidence import checkpoints, keys, leaves, tiles
 from auditor.evidence.canonical import canonical_bytes
+from auditor.evidence.pack_csv import EarlyCsv, csv_chunks
+from auditor.evidence.pack_zip import zip_chunks
 from auditor.evidence.pgtiles import PgTileStore
 from auditor.retention.receipts import mark_purged
 from auditor.store import coverage_queries
 from auditor.store.sources import _FORMATTED as PG_FORMATTED
 
 FORMAT = "auditor-evidence-pack/1"
+CHUNK_ROWS = 5000  # rows read, encoded and handed on at a time
 FILES = ("events.ndjson", "events.csv", "coverage.ndjson", "proofs.ndjson", "checkpoint.json")
-
-
-class TooLarge(ValueError):
-    """More events match than one pack may hold here."""
 
 
 class NothingToProve(LookupError):
@@ -92,15 +91,19 @@ class Query:
             return sql.SQL("e.interaction_id = %s"), [self.interaction]
         if self.reference_id is not None:
             return sql.SQL("e.reference_id = %s"), [self.reference_id]
+        # In UTC: COPY takes no parameters, so psycopg writes them into the statement, and
+        # PostgreSQL refuses an offset beyond 15:59 there (+16:00 is valid ISO 8601).
+        start = self.start.astimezone(UTC) if self.start else None
+        end = self.end.astimezone(UTC) if self.end else None
         return (
             sql.SQL("e.account = %s AND e.received_at >= %s AND e.received_at < %s"),
-            [self.account, self.start, self.end],
+            [self.account, start, end],
         )
 
 
 @dataclass
 class Pack:
-    """What was written: the files' bytes, the manifest, and the counts."""
+    """A pack held in memory: the files' bytes and the manifest (tests, small packs)."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -111,13 +114,7 @@ class Pack:
             (directory / name).write_bytes(data)
 
     def zip_bytes(self) -> bytes:
-        import zipfile
-
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, data in self.files.items():
-                archive.writestr(name, data)
-        return buffer.getvalue()
+        return b"".join(zip_chunks(iter(self.files.items())))
 
 
 def _columns(source: str, alias: str) -> sql.Composable:
@@ -132,29 +129,234 @@ def _columns(source: str, alias: str) -> sql.Composable:
     )
 
 
-def _rows(
-    conn: psycopg.Connection[Any],
-    source: str,
-    table: str,
-    where: sql.Composable,
-    params: list[Any],
-    limit: int | None = None,
-) -> list[tuple[Any, ...]]:
+def _select(source: str, table: str, where: sql.Composable) -> sql.Composed:
     """(position or None, *fields) of the matching rows, in record order (unsealed last)."""
-    query = sql.SQL(
+    return sql.SQL(
         "SELECT r.position, {} FROM {} AS e"
         " LEFT JOIN record AS r ON r.source = {} AND r.source_id = e.id"
-        " WHERE {} ORDER BY r.position NULLS LAST, e.id{}"
-    ).format(
-        _columns(source, "e"),
-        sql.Identifier(table),
-        sql.Literal(source),
-        where,
-        sql.SQL("") if limit is None else sql.SQL(" LIMIT {}").format(sql.Literal(limit)),
-    )
-    with conn.cursor() as cur:
-        cur.execute(query, params)
-        return cur.fetchall()
+        " WHERE {} ORDER BY r.position NULLS LAST, e.id"
+    ).format(_columns(source, "e"), sql.Identifier(table), sql.Literal(source), where)
+
+
+@dataclass
+class Plan:
+    """What is settled before the first byte: the query, the checkpoint the proofs lead to,
+    who and when. ``prepare`` raises what would otherwise fail half-way."""
+
+    query: Query
+    checkpoint: checkpoints.Checkpoint
+    signer: keys.Signer
+    made_by: str
+    made_at: datetime
+
+
+def prepare(
+    conn: psycopg.Connection[Any],
+    query: Query,
+    signer: keys.Signer,
+    *,
+    made_by: str,
+    checkpoint: checkpoints.Checkpoint | None = None,
+    now: datetime | None = None,
+) -> Plan:
+    """Settle the checkpoint (default: the latest) in the caller's transaction, which should
+    be REPEATABLE READ: the pack reads the events twice (NDJSON, then CSV)."""
+    if checkpoint is None:
+        checkpoint = checkpoints.latest(conn)
+    if checkpoint is None:
+        raise NothingToProve("no checkpoint exists yet: make one with `auditor checkpoint make`")
+    return Plan(query, checkpoint, signer, made_by, now or datetime.now(UTC))
+
+
+class PackStream:
+    """The pack's files as (name, bytes) pieces, every file's pieces in a row, in FILES order
+    and manifest.json last; read from server-side cursors ``chunk_rows`` (CHUNK_ROWS) rows
+    at a time, so memory stays flat but for 8 bytes per event (its position, for the
+    proofs) and the list of rows not proven. ``manifest`` is set once the last piece is
+    out. Run it in a REPEATABLE READ transaction (see prepare)."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        plan: Plan,
+        chunk_rows: int | None = None,
+        *,
+        csv_conn: psycopg.Connection[Any] | None = None,
+    ) -> None:
+        """``csv_conn``: a second connection in the same snapshot (pack_csv.twin); PostgreSQL
+        then writes the CSV while this process encodes the leaves, into a spool file."""
+        self.conn = conn
+        self.plan = plan
+        self.chunk_rows = chunk_rows or CHUNK_ROWS
+        self.csv_conn = csv_conn
+        self.manifest: dict[str, Any] = {}
+        self.rows_out = 0  # events written to events.ndjson so far
+        self.proven = 0
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        conn, plan = self.conn, self.plan
+        where, params = plan.query.where()
+        # times in UTC, in the CSV as in the leaves
+        conn.execute("SET LOCAL timezone = 'UTC'")
+        digests = {name: hashlib.sha256() for name in FILES}
+
+        def file(name: str, chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
+            yield name, b""  # the file exists even when empty
+            for chunk in chunks:
+                digests[name].update(chunk)
+                yield name, chunk
+
+        events = _Seen(events=True)
+        early = None
+        if self.csv_conn is not None:
+            early = EarlyCsv(self.csv_conn, where, params, self.chunk_rows)
+        try:
+            yield from file("events.ndjson", self._lines("event", "events", where, params, events))
+            if early is not None:
+                yield from file("events.csv", early.chunks())
+            else:
+                bounds = (events.first_id or 0, events.last_id or -1)
+                csv = csv_chunks(conn, where, params, bounds, self.chunk_rows)
+                yield from file("events.csv", csv)
+        finally:
+            if early is not None:
+                early.close()
+        start, end, accounts = _range(plan.query, events)
+        cov = coverage_queries.coverage(conn, start, end, accounts) if accounts else None
+        intervals = _Seen(events=False)
+        cov_where = sql.SQL(
+            "e.account = ANY(%s) AND e.ended_at IS NOT NULL"
+            " AND e.started_at < %s AND e.ended_at > %s"
+        )
+        cov_lines = self._lines(
+            "coverage", "coverage_intervals", cov_where, [accounts, end, start], intervals
+        )
+        yield from file("coverage.ndjson", cov_lines if accounts else ())
+        size = plan.checkpoint.tree_size
+        proofs = self._proofs((("events.ndjson", events), ("coverage.ndjson", intervals)))
+        yield from file("proofs.ndjson", proofs)
+        checkpoint_file = json.dumps(plan.checkpoint.to_json(), indent=2).encode() + b"\n"
+        yield from file("checkpoint.json", (checkpoint_file,))
+        unproven = events.unproven("events.ndjson", size)
+        unproven += intervals.unproven("coverage.ndjson", size)
+        manifest = {
+            "format": FORMAT,
+            "query": plan.query.filters(),
+            "schema_version": _schema_version(conn),
+            "made_at": leaves.timestamp(plan.made_at),
+            "made_by": plan.made_by,
+            "counts": {
+                "events": events.count,
+                "coverage_intervals": intervals.count,
+                "proven": self.proven,
+                "unproven": len(unproven),
+            },
+            "files": {name: digest.hexdigest() for name, digest in digests.items()},
+            "checkpoint": {"tree_size": size, "root": plan.checkpoint.to_json()["root"]},
+            # retention (docs/retention.md): months of the range whose rows were purged
+            "coverage": mark_purged(conn, _coverage_status(cov, start, end), start, end),
+            "unproven": unproven,
+            "key_id": plan.signer.key_id,
+        }
+        signature = plan.signer.sign(canonical_bytes(manifest))
+        manifest["signature"] = base64.b64encode(signature).decode("ascii")
+        self.manifest = manifest
+        yield "manifest.json", json.dumps(manifest, indent=2).encode() + b"\n"
+
+    def _lines(
+        self,
+        source: str,
+        table: str,
+        where: sql.Composable,
+        params: list[Any],
+        seen: _Seen,
+    ) -> Iterator[bytes]:
+        """The leaf lines of the matching rows, a chunk of rows at a time."""
+        encoder = leaves.LeafEncoder(source, formatted=True)
+        with self.conn.cursor(name=f"pack_{source}") as cur:
+            cur.itersize = self.chunk_rows
+            cur.execute(_select(source, table, where), params)
+            while rows := cur.fetchmany(self.chunk_rows):
+                seen.add(rows)
+                if source == "event":
+                    self.rows_out += len(rows)
+                yield b"".join([encoder.encode(row[1:]) + b"\n" for row in rows])
+
+    def _proofs(self, files: Sequence[tuple[str, _Seen]]) -> Iterator[bytes]:
+        """proofs.ndjson, a chunk of proven lines at a time; each chunk reads the tiles it
+        needs afresh (a few queries), so no cache grows with the pack."""
+        size = self.plan.checkpoint.tree_size
+        for name, seen in files:
+            part: list[tuple[int, int]] = []
+            for line, position in enumerate(seen.positions, start=1):
+                if 0 < position <= size:
+                    part.append((line, position))
+                    if len(part) == self.chunk_rows:
+                        yield self._proof_lines(name, part)
+                        part = []
+            if part:
+                yield self._proof_lines(name, part)
+
+    def _proof_lines(self, name: str, part: list[tuple[int, int]]) -> bytes:
+        size = self.plan.checkpoint.tree_size
+        view = tiles.TreeView(PgTileStore(self.conn), size)
+        paths = view.joined_paths([position - 1 for _, position in part])
+        self.proven += len(part)
+        # file names are fixed ASCII and the rest numbers and base64: no escaping needed
+        return b"".join(
+            [
+                b'{"file":"%s","line":%d,"position":%d,"path":"%s"}\n'
+                % (name.encode(), line, position, base64.b64encode(path))
+                for (line, position), path in zip(part, paths, strict=True)
+            ]
+        )
+
+
+class _Seen:
+    """What the pack remembers of the rows it wrote: positions (0: not sealed), and for
+    events the id range, times and accounts (the CSV and the coverage need them)."""
+
+    def __init__(self, *, events: bool) -> None:
+        self.events = events
+        self.positions = array("q")
+        self.count = 0
+        self.first_id: int | None = None
+        self.last_id: int | None = None
+        self.first_at: str | None = None
+        self.last_at: str | None = None
+        self.accounts: set[str] = set()
+
+    def add(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        fields = leaves.SOURCES["event"].fields
+        self.count += len(rows)
+        self.positions.extend(0 if row[0] is None else row[0] for row in rows)
+        if not self.events:
+            return
+        at, acc, ident = (fields.index(f) + 1 for f in ("received_at", "account", "id"))
+        times = [row[at] for row in rows]  # fixed-width UTC text: text order is time order
+        ids = [row[ident] for row in rows]
+        low, high = min(times), max(times)
+        self.first_at = low if self.first_at is None else min(self.first_at, low)
+        self.last_at = high if self.last_at is None else max(self.last_at, high)
+        self.first_id = min(ids) if self.first_id is None else min(self.first_id, min(ids))
+        self.last_id = max(ids) if self.last_id is None else max(self.last_id, max(ids))
+        self.accounts.update(row[acc] for row in rows)
+
+    def unproven(self, name: str, size: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for line, position in enumerate(self.positions, start=1):
+            if position == 0:
+                out.append({"file": name, "line": line, "reason": "not yet sealed"})
+            elif position > size:
+                out.append(
+                    {
+                        "file": name,
+                        "line": line,
+                        "position": position,
+                        "reason": f"newer than checkpoint {size}",
+                    }
+                )
+        return out
 
 
 def export(
@@ -165,131 +367,44 @@ def export(
     made_by: str,
     checkpoint: checkpoints.Checkpoint | None = None,
     now: datetime | None = None,
-    max_events: int | None = None,
 ) -> Pack:
-    """Build a pack in the caller's transaction, proven against checkpoint (default: the
-    latest). Rows the checkpoint does not hold are exported and listed as not proven. The
-    pack is built in memory (about 3 KB of files a GWS event): max_events refuses more."""
-    where, params = query.where()
-    # times in UTC, in the CSV as in the leaves
-    conn.execute("SET LOCAL timezone = 'UTC'")
-    limit = None if max_events is None else max_events + 1
-    events = _rows(conn, "event", "events", where, params, limit)
-    if max_events is not None and len(events) > max_events:
-        raise TooLarge(f"more than {max_events:,} events match: narrow the query or use the CLI")
-    start, end, accounts = _range(query, events)
-    cov = coverage_queries.coverage(conn, start, end, accounts) if accounts else None
-    cov_rows: list[tuple[Any, ...]] = []
-    if accounts:
-        cov_where = sql.SQL(
-            "e.account = ANY(%s) AND e.ended_at IS NOT NULL"
-            " AND e.started_at < %s AND e.ended_at > %s"
-        )
-        cov_rows = _rows(conn, "coverage", "coverage_intervals", cov_where, [accounts, end, start])
-    if checkpoint is None:
-        checkpoint = checkpoints.latest(conn)
-    if checkpoint is None:
-        raise NothingToProve("no checkpoint exists yet: make one with `auditor checkpoint make`")
-    size = checkpoint.tree_size
-
-    event_lines = _leaf_lines("event", events)
-    coverage_lines = _leaf_lines("coverage", cov_rows)
-    proven: list[tuple[str, int, int]] = []  # (file, line, position)
-    unproven: list[dict[str, Any]] = []
-    for name, rows in (("events.ndjson", events), ("coverage.ndjson", cov_rows)):
-        for line, row in enumerate(rows, start=1):
-            position = row[0]
-            if position is None:
-                unproven.append({"file": name, "line": line, "reason": "not yet sealed"})
-            elif position > size:
-                unproven.append(
-                    {
-                        "file": name,
-                        "line": line,
-                        "position": position,
-                        "reason": f"newer than checkpoint {size}",
-                    }
-                )
-            else:
-                proven.append((name, line, position))
-    view = tiles.TreeView(PgTileStore(conn), size)
-    paths = view.joined_paths([position - 1 for _, _, position in proven])
-    # file names are fixed ASCII and the rest numbers and base64: no escaping needed
-    proof_lines = [
-        b'{"file":"%s","line":%d,"position":%d,"path":"%s"}\n'
-        % (name.encode(), line, position, base64.b64encode(path))
-        for (name, line, position), path in zip(proven, paths, strict=True)
-    ]
-    files = {
-        "events.ndjson": b"".join(event_lines),
-        "events.csv": _csv(conn, events),
-        "coverage.ndjson": b"".join(coverage_lines),
-        "proofs.ndjson": b"".join(proof_lines),
-        "checkpoint.json": json.dumps(checkpoint.to_json(), indent=2).encode() + b"\n",
-    }
-    manifest = {
-        "format": FORMAT,
-        "query": query.filters(),
-        "schema_version": _schema_version(conn),
-        "made_at": leaves.timestamp(now or datetime.now(UTC)),
-        "made_by": made_by,
-        "counts": {
-            "events": len(events),
-            "coverage_intervals": len(cov_rows),
-            "proven": len(proven),
-            "unproven": len(unproven),
-        },
-        "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
-        "checkpoint": {"tree_size": size, "root": checkpoint.to_json()["root"]},
-        # retention (docs/retention.md): months of the range whose rows were purged
-        "coverage": mark_purged(conn, _coverage_status(cov, start, end), start, end),
-        "unproven": unproven,
-        "key_id": signer.key_id,
-    }
-    signature = signer.sign(canonical_bytes(manifest))
-    manifest["signature"] = base64.b64encode(signature).decode("ascii")
-    files["manifest.json"] = json.dumps(manifest, indent=2).encode() + b"\n"
-    return Pack(files, manifest)
+    """The whole pack in memory (about 3 KB of files a GWS event); PackStream for large
+    ones."""
+    plan = prepare(conn, query, signer, made_by=made_by, checkpoint=checkpoint, now=now)
+    stream = PackStream(conn, plan)
+    files: dict[str, bytearray] = {}
+    for name, data in stream:
+        files.setdefault(name, bytearray()).extend(data)
+    return Pack({name: bytes(data) for name, data in files.items()}, stream.manifest)
 
 
-def _leaf_lines(source: str, rows: Sequence[tuple[Any, ...]]) -> list[bytes]:
-    encoder = leaves.LeafEncoder(source, formatted=True)
-    return [encoder.encode(row[1:]) + b"\n" for row in rows]
+def write_directory(stream: Iterable[tuple[str, bytes]], directory: Path) -> None:
+    """The pieces written to files of a new directory as they come."""
+    directory.mkdir(parents=True, exist_ok=True)
+    current: str | None = None
+    out: BinaryIO | None = None
+    try:
+        for name, data in stream:
+            if name != current:
+                if out is not None:
+                    out.close()
+                out = (directory / name).open("xb")
+                current = name
+            assert out is not None
+            out.write(data)
+    finally:
+        if out is not None:
+            out.close()
 
 
-def _csv(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> bytes:
-    """The exported events as CSV, written by PostgreSQL (COPY, a quarter of the client CPU
-    of Python's csv) for the very rows of events.ndjson, in the same order: their ids are
-    given, so no newer row slips in. Times in UTC (set by export)."""
-    fields = leaves.SOURCES["event"].fields
-    at = fields.index("id") + 1
-    columns = sql.SQL(", ").join(sql.SQL("e.{}").format(sql.Identifier(n)) for n in fields)
-    statement = sql.SQL(
-        "COPY (SELECT r.position, {} FROM events AS e"
-        " LEFT JOIN record AS r ON r.source = 'event' AND r.source_id = e.id"
-        " WHERE e.id = ANY({}) ORDER BY r.position NULLS LAST, e.id)"
-        " TO STDOUT WITH (FORMAT csv, HEADER)"
-    ).format(columns, sql.Literal([row[at] for row in rows]))
-    out = bytearray()
-    with conn.cursor() as cur, cur.copy(statement) as copy:
-        for chunk in copy:
-            out += chunk
-    return bytes(out)
-
-
-def _range(query: Query, events: Sequence[tuple[Any, ...]]) -> tuple[datetime, datetime, list[str]]:
-    fields = leaves.SOURCES["event"].fields
-    at = fields.index("received_at") + 1
-    acc = fields.index("account") + 1
+def _range(query: Query, events: _Seen) -> tuple[datetime, datetime, list[str]]:
     if query.account is not None and query.start and query.end:
         return query.start, query.end, [query.account]
-    if not events:
+    if events.first_at is None or events.last_at is None:
         now = datetime.now(UTC)
         return now, now, []
-    # received_at as the leaf writes it: fixed-width UTC, so text order is time order
-    times = [row[at] for row in events]
-    first, last = datetime.fromisoformat(min(times)), datetime.fromisoformat(max(times))
-    return first, last, sorted({row[acc] for row in events})
+    first, last = datetime.fromisoformat(events.first_at), datetime.fromisoformat(events.last_at)
+    return first, last, sorted(events.accounts)
 
 
 def _coverage_status(

@@ -1,8 +1,10 @@
 """When the worker signs a checkpoint: every AUDITOR_CHECKPOINT_INTERVAL seconds (default
 300) or as soon as AUDITOR_CHECKPOINT_ROWS positions were appended since the last one
 (default 0: no row trigger), whichever comes first. Each one can also be written to
-AUDITOR_CHECKPOINT_WITNESS_DIR, a directory outside PostgreSQL (mount it from elsewhere), so a
-rewrite by whoever controls the database is caught against a copy they do not control."""
+AUDITOR_CHECKPOINT_WITNESS_DIR, a directory outside PostgreSQL (mount it from elsewhere), and
+POSTed to AUDITOR_CHECKPOINT_WITNESS_URL (auditor.evidence.witness_http: queued, retried, never
+in the way), so a rewrite by whoever controls the database is caught against a copy they do
+not control."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import psycopg
 
 from auditor.errors import ConfigError
 from auditor.evidence import checkpoints, keys
+from auditor.evidence.witness_http import HttpWitness, url_from_env
 
 INTERVAL = "AUDITOR_CHECKPOINT_INTERVAL"
 ROWS = "AUDITOR_CHECKPOINT_ROWS"
@@ -47,6 +50,7 @@ class Checkpointer:
     interval: float = 300.0
     rows: int = 0
     witness: Path | None = None
+    http_witness: HttpWitness | None = None
     _last_made: float = 0.0
     _conn: psycopg.Connection[Any] | None = None
 
@@ -57,9 +61,17 @@ class Checkpointer:
         interval = _number(environ, INTERVAL, 300.0, 1.0)
         rows = int(_number(environ, ROWS, 0, 0))
         witness = environ.get(WITNESS_DIR) or None
+        url = url_from_env(environ)
         if signer is None:
             return None
-        return cls(conninfo, signer, interval, rows, Path(witness) if witness else None)
+        return cls(
+            conninfo,
+            signer,
+            interval,
+            rows,
+            Path(witness) if witness else None,
+            HttpWitness(url) if url else None,
+        )
 
     @property
     def poll_seconds(self) -> float:
@@ -84,7 +96,7 @@ class Checkpointer:
             with conn.transaction():
                 made = checkpoints.make(conn, self.signer)
         except psycopg.Error:
-            self.close()
+            self._drop_connection()  # the witness goes on sending what it has
             raise
         self._last_made = now
         if made is not None:
@@ -94,6 +106,8 @@ class Checkpointer:
             )
             if self.witness is not None:
                 checkpoints.write_witness(self.witness, made)
+            if self.http_witness is not None:
+                self.http_witness.submit(made)
         return made
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -101,7 +115,12 @@ class Checkpointer:
             self._conn = psycopg.connect(self.conninfo, connect_timeout=10)
         return self._conn
 
-    def close(self) -> None:
+    def _drop_connection(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def close(self) -> None:
+        self._drop_connection()
+        if self.http_witness is not None:
+            self.http_witness.close()

@@ -22,11 +22,13 @@ from typing import Any
 import psycopg
 
 from auditor.evidence.canonical import ZERO_HASH, chain_next
+from auditor.store import leaf_reader
+from auditor.store.leaf_reader import LeafSource, Leaves
 from auditor.retention.receipts import PurgedPositions, sealed_receipts
 from auditor.store.sealer import UNSEALED_SOURCES, unsealed_counts
-from auditor.store.sources import Hasher, rows_by_id
 
 _BATCH = 10_000
+_POOL_FROM = 4 * _BATCH  # fewer positions: starting processes costs more than it saves
 _RECORD = (
     "SELECT position, source, source_id, leaf_hash, chain_hash FROM record"
     " WHERE position >= %s AND position <= %s ORDER BY position"
@@ -64,40 +66,16 @@ class BadRange(ValueError):
     """A position range that does not fit the record."""
 
 
-def _rows(conn: psycopg.Connection[Any], batch: Sequence[RecordRow]) -> dict[tuple[str, int], Any]:
-    by_source: dict[str, list[int]] = {}
-    for _, source, source_id, _, _ in batch:
-        by_source.setdefault(source, []).append(source_id)
-    found: dict[tuple[str, int], Any] = {}
-    for source, ids in by_source.items():
-        for source_id, row in rows_by_id(conn, source, min(ids), max(ids)).items():
-            found[(source, source_id)] = row
-    return found
-
-
 class _Checker:
-    def __init__(
-        self,
-        conn: psycopg.Connection[Any],
-        previous: bytes,
-        start: int,
-        purged: PurgedPositions | None = None,
-    ) -> None:
-        self.conn = conn
+    def __init__(self, previous: bytes, start: int, purged: PurgedPositions | None = None) -> None:
         self.purged = purged or None  # None when there is no receipt: no lookup per row
         self.previous = previous
         self.before_previous: bytes | None = None
         self.expected = start
-        self.hashers: dict[str, Hasher] = {}
         self.skipped = 0
 
-    def hasher(self, source: str) -> Hasher:
-        if source not in self.hashers:
-            self.hashers[source] = Hasher(source)
-        return self.hashers[source]
-
-    def check(self, batch: Sequence[RecordRow]) -> Problem | None:
-        rows = _rows(self.conn, batch)
+    def check(self, batch: Sequence[RecordRow], recomputed_leaves: Leaves) -> Problem | None:
+        """``recomputed_leaves``: the leaf hash of every stored row the batch names."""
         for index, (position, source, source_id, leaf, chain) in enumerate(batch):
             leaf, chain = bytes(leaf), bytes(chain)
             if position != self.expected:
@@ -106,14 +84,14 @@ class _Checker:
                     "missing",
                     f"positions jump from {self.expected - 1} to {position}",
                 )
-            row = rows.get((source, source_id))
             receipt = None
             if self.purged is not None and source == "event":
                 receipt = self.purged.receipt_of(position)
                 if receipt is not None:
                     receipt.seen += 1
                     receipt.digest.update(leaf)
-            if row is None:
+            recomputed = recomputed_leaves.get((source, source_id))
+            if recomputed is None:
                 if receipt is None:
                     return Problem(position, "missing", f"{source} {source_id} is not in its table")
                 if chain_next(self.previous, leaf) != chain:
@@ -122,7 +100,6 @@ class _Checker:
                 self.before_previous, self.previous = self.previous, chain
                 self.expected += 1
                 continue
-            recomputed = self.hasher(source).leaf(row)
             if chain_next(self.previous, leaf) != chain:
                 return self._chain_broken(batch, index)
             if recomputed != leaf:
@@ -194,9 +171,18 @@ def verify(
     end: int | None = None,
     progress: Progress | None = None,
     with_unsealed: bool = True,
+    *,
+    workers: int = 1,
+    conninfo: str | None = None,
+    pool_from: int = _POOL_FROM,
 ) -> Report:
     """Check positions [start, end] (default: the whole record) in the caller's
-    transaction. A range that starts after 1 trusts the stored chain hash before it."""
+    transaction. A range that starts after 1 trusts the stored chain hash before it.
+
+    With ``workers`` > 1 and ``conninfo`` (how to connect as the caller), a range of at
+    least ``pool_from`` positions is re-hashed by that many processes reading in the caller's
+    snapshot (the caller's transaction must not have written: they would not see it).
+    """
     first, stop = resolve_range(conn, start, end)
     report = Report(first, stop)
     previous = ZERO_HASH
@@ -207,25 +193,16 @@ def verify(
             return report
         previous = bytes(row[0])
     purged = sealed_receipts(conn)
-    checker = _Checker(conn, previous, first, purged)
-    with conn.cursor(name="verify_record") as cur:
-        cur.itersize = _BATCH
-        cur.execute(_RECORD, (first, stop))
-        while batch := cur.fetchmany(_BATCH):
-            problem = checker.check(batch)
-            checked = checker.expected - first - report.checked
-            report.checked += checked
-            if progress is not None:
-                progress(checked)
-            if problem is not None:
-                report.problem = problem
-                break
-    if report.problem is None and report.checked < stop - first + 1:
-        report.problem = Problem(
-            first + report.checked,
-            "missing",
-            f"the record ends at position {first + report.checked - 1}",
-        )
+    checker = _Checker(previous, first, purged)
+    pooled = workers > 1 and conninfo is not None and stop - first + 1 >= pool_from
+    source = _leaf_source(conn, workers if pooled else 1, conninfo)
+    try:
+        with conn.cursor(name="verify_record") as cur:
+            cur.itersize = _BATCH
+            cur.execute(_RECORD, (first, stop))
+            _walk(cur, checker, source, report, progress)
+    finally:
+        source.close()
     report.purged_positions = checker.skipped
     for receipt in purged.receipts:
         if receipt.seen:
@@ -238,9 +215,52 @@ def verify(
                 f"purge receipt {receipt.id} ({receipt.partition}) does not match the leaves"
                 " at the positions it names",
             )
+    if report.problem is None and report.checked < stop - first + 1:
+        report.problem = Problem(
+            first + report.checked,
+            "missing",
+            f"the record ends at position {first + report.checked - 1}",
+        )
     if with_unsealed:
         report.unsealed = unsealed(conn)
     return report
+
+
+def _leaf_source(conn: psycopg.Connection[Any], workers: int, conninfo: str | None) -> LeafSource:
+    if workers < 2 or conninfo is None or conn.autocommit:
+        return leaf_reader.LocalLeaves(conn)
+    snapshot = str(conn.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+    return leaf_reader.PooledLeaves(conn, conninfo, snapshot, workers)
+
+
+def _walk(
+    cur: psycopg.Cursor[Any],
+    checker: _Checker,
+    source: LeafSource,
+    report: Report,
+    progress: Progress | None,
+) -> None:
+    """Check batch after batch; the next batch's leaves are asked for before this one is
+    checked, so a pool hashes while this process walks the chain."""
+    first = checker.expected
+    batch = cur.fetchmany(_BATCH)
+    pending = source.submit(leaf_reader.wanted(leaf_reader.refs(batch)))
+    while batch:
+        following = cur.fetchmany(_BATCH)
+        ahead = (
+            source.submit(leaf_reader.wanted(leaf_reader.refs(following))) if following else None
+        )
+        problem = checker.check(batch, pending())
+        checked = checker.expected - first - report.checked
+        report.checked += checked
+        if progress is not None:
+            progress(checked)
+        if problem is not None:
+            report.problem = problem
+            return
+        batch = following
+        if ahead is not None:
+            pending = ahead
 
 
 def unsealed(conn: psycopg.Connection[Any]) -> dict[str, int]:

@@ -150,11 +150,18 @@ def _leaf(event_id: int, receipt: Receipt, record: Record) -> tuple[tuple[object
     """The COPY row and the leaf hash of one event. Raises ValueError when the payload has
     no canonical form (docs/evidence.md), which sends the receipt to quarantine."""
     row = _copy_row(receipt, record)
-    fields = dict(zip(_COPY_COLUMNS, row, strict=True))
-    fields["id"] = event_id
+    # The leaf's dict built once, NULLs left out (the encoder's own pass is skipped).
+    leaf = {
+        name: value for name, value in zip(_COPY_COLUMNS, row, strict=True) if value is not None
+    }
+    leaf["id"] = event_id
     # The payload with the value parse() decoded, not decoded a second time.
-    fields["payload"] = Parsed(record.payload_text, record.payload)
-    return row, leaf_hash(_EVENT_LEAF.encode_row(fields))
+    payload = leaf["payload"] = Parsed(record.payload_text, record.payload)
+
+    def whole() -> dict[str, Any]:
+        return {**dict(zip(_COPY_COLUMNS, row, strict=True)), "id": event_id, "payload": payload}
+
+    return row, leaf_hash(_EVENT_LEAF.encode_present(leaf, whole))
 
 
 def _key(receipt: Receipt) -> Key:

@@ -1,0 +1,179 @@
+"""Leaf hashes recomputed from the stored rows, by id range: what `verify` compares with the
+record. In this process (``LocalLeaves``), or spread over worker processes (``PooledLeaves``)
+that read in the caller's snapshot, so `verify` uses every core: per row, reading and
+re-encoding the row (about 10 us of Python) is most of its work, and PostgreSQL's share runs
+in one backend per worker too.
+
+A batch is asked for before the previous one is checked (``submit`` returns at once; the
+result is waited for when needed), so the workers hash the next batch while the caller
+checks the chain of this one.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from array import array
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from auditor.store.sources import Hasher, rows_by_id, select_range
+
+Wanted = dict[str, tuple[int, int]]  # source -> (lowest id, highest id) of a batch
+Leaves = dict[tuple[str, int], bytes]  # (source, id) -> leaf hash of the stored row
+Pending = Callable[[], Leaves]
+
+log = logging.getLogger(__name__)
+
+
+def wanted(refs: Iterable[tuple[str, int]]) -> Wanted:
+    """The id range per source that holds the rows named by (source, source_id) pairs."""
+    found: Wanted = {}
+    for source, source_id in refs:
+        span = found.get(source)
+        if span is None:
+            found[source] = (source_id, source_id)
+        elif source_id < span[0]:
+            found[source] = (source_id, span[1])
+        elif source_id > span[1]:
+            found[source] = (span[0], source_id)
+    return found
+
+
+class LocalLeaves:
+    """Rows read and hashed here, on the caller's connection, when the result is asked for."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.hashers: dict[str, Hasher] = {}
+
+    def _hasher(self, source: str) -> Hasher:
+        if source not in self.hashers:
+            self.hashers[source] = Hasher(source)
+        return self.hashers[source]
+
+    def submit(self, want: Wanted) -> Pending:
+        def result() -> Leaves:
+            found: Leaves = {}
+            for source, (lo, hi) in want.items():
+                hasher = self._hasher(source)
+                for source_id, row in rows_by_id(self.conn, source, lo, hi).items():
+                    found[(source, source_id)] = hasher.leaf(row)
+            return found
+
+        return result
+
+    def close(self) -> None:
+        pass
+
+
+# --- worker processes ----------------------------------------------------------------------
+_worker_conn: psycopg.Connection[Any] | None = None
+_worker_hashers: dict[str, Hasher] = {}
+
+
+def _worker_start(conninfo: str, snapshot: str) -> None:
+    """Each worker reads in the caller's snapshot: the rows it sees are the caller's."""
+    global _worker_conn
+    conn = psycopg.connect(conninfo)
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+    _worker_conn = conn
+
+
+def _worker_hash(source: str, lo: int, hi: int) -> tuple[bytes, bytes]:
+    """(ids as int64 array bytes, their leaf hashes concatenated) of rows lo <= id <= hi:
+    two byte strings cross the pipe instead of an object per row."""
+    assert _worker_conn is not None
+    hasher = _worker_hashers.get(source)
+    if hasher is None:
+        hasher = _worker_hashers[source] = Hasher(source)
+    ids = array("q")
+    hashes = bytearray()
+    with _worker_conn.cursor() as cur:
+        cur.execute(select_range(source), (lo, hi))
+        for source_id, leaf in hasher.leaves(cur.fetchall()):
+            ids.append(source_id)
+            hashes += leaf
+    return ids.tobytes(), bytes(hashes)
+
+
+def _split(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
+    step = max(1, -(-(hi - lo + 1) // parts))
+    return [(start, min(hi, start + step - 1)) for start in range(lo, hi + 1, step)]
+
+
+class PooledLeaves:
+    """Rows read and hashed by ``workers`` processes, each on its own connection in the
+    snapshot ``snapshot`` (pg_export_snapshot() of ``conn``'s transaction, which must stay
+    open while the pool lives). Should the pool fail (no connection slot left, say), the
+    rest is hashed here on ``conn``: slower, the same answer."""
+
+    def __init__(
+        self, conn: psycopg.Connection[Any], conninfo: str, snapshot: str, workers: int
+    ) -> None:
+        self.workers = workers
+        self.local = LocalLeaves(conn)
+        self.broken = False
+        # forkserver: a clean process to fork from (the caller may hold threads and open
+        # connections that a plain fork would copy); it imports this module once.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        self.pool = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_worker_start, initargs=(conninfo, snapshot)
+        )
+
+    def submit(self, want: Wanted) -> Pending:
+        if self.broken:
+            return self.local.submit(want)
+        jobs: list[tuple[str, Future[tuple[bytes, bytes]]]] = []
+        try:
+            for source, (lo, hi) in want.items():
+                for part_lo, part_hi in _split(lo, hi, self.workers):
+                    job = self.pool.submit(_worker_hash, source, part_lo, part_hi)
+                    jobs.append((source, job))
+        except (BrokenProcessPool, RuntimeError) as exc:
+            return self._fall_back(want, exc)
+
+        def result() -> Leaves:
+            try:
+                return self._collect(jobs)
+            except (BrokenProcessPool, psycopg.Error) as exc:
+                return self._fall_back(want, exc)()
+
+        return result
+
+    def _fall_back(self, want: Wanted, exc: BaseException) -> Pending:
+        if not self.broken:
+            log.warning("verify: worker processes failed (%s); hashing in this process", exc)
+            self.broken = True
+        return self.local.submit(want)
+
+    @staticmethod
+    def _collect(jobs: list[tuple[str, Future[tuple[bytes, bytes]]]]) -> Leaves:
+        found: Leaves = {}
+        for source, job in jobs:
+            raw_ids, hashes = job.result()
+            ids = array("q")
+            ids.frombytes(raw_ids)
+            for at, source_id in enumerate(ids):
+                found[(source, source_id)] = hashes[at * 32 : at * 32 + 32]
+        return found
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.local.close()
+
+
+LeafSource = LocalLeaves | PooledLeaves
+
+
+def refs(batch: Sequence[tuple[Any, ...]]) -> Iterable[tuple[str, int]]:
+    """(source, source_id) of record rows (position, source, source_id, ...)."""
+    return ((row[1], row[2]) for row in batch)
