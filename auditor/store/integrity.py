@@ -22,9 +22,9 @@ from typing import Any
 import psycopg
 
 from auditor.evidence.canonical import ZERO_HASH, chain_next
+from auditor.retention.receipts import PurgedPositions, sealed_receipts
 from auditor.store import leaf_reader
 from auditor.store.leaf_reader import LeafSource, Leaves
-from auditor.retention.receipts import PurgedPositions, sealed_receipts
 from auditor.store.sealer import UNSEALED_SOURCES, unsealed_counts
 
 _BATCH = 10_000
