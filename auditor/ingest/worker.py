@@ -86,6 +86,7 @@ class Worker:
         self._cov_conn: psycopg.Connection[Any] | None = None
         self._items_conn: psycopg.Connection[Any] | None = None
         self._items_lock = threading.Lock()
+        self._cov_lock = threading.Lock()
         self._oldest: tuple[float, str | None] = (0.0, None)
         self.watchdog: threading.Timer | None = None
         self.health = Health(self)
@@ -174,10 +175,23 @@ class Worker:
     # -- background tasks ---------------------------------------------------------------------
 
     def _flush_coverage(self) -> None:
+        # One flush at a time: a flush abandoned by a cancelled task still runs in its thread.
+        with self._cov_lock:
+            self._flush_coverage_locked()
+
+    def _flush_coverage_locked(self) -> None:
         if self._cov_conn is None or self._cov_conn.closed:
-            self._cov_conn = psycopg.connect(self.config.conninfo, connect_timeout=5)
+            # A worker frozen inside a flush must not hold its leases' FOR KEY SHARE locks
+            # (which a hand-over waits for) for longer than this.
+            self._cov_conn = psycopg.connect(
+                self.config.conninfo,
+                connect_timeout=5,
+                options="-c idle_in_transaction_session_timeout=5000",
+            )
+        fenced = self.coverage.fenced
         try:
             self.coverage.flush(self._cov_conn)
+            self.metrics.fenced.inc(self.coverage.fenced - fenced)
         except psycopg.Error:
             with contextlib.suppress(psycopg.Error):
                 self._cov_conn.close()
@@ -296,6 +310,9 @@ class Worker:
             if late:
                 log.warning("sessions still closing at shutdown", extra={"sessions": len(late)})
         if leases is not None:
+            # The sessions' last coverage rows while the fences are surely current.
+            with contextlib.suppress(TimeoutError, psycopg.Error):
+                await asyncio.wait_for(asyncio.to_thread(self._flush_coverage), budget * 0.1)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(leases.release_all(), budget * 0.1)
         with contextlib.suppress(TimeoutError):

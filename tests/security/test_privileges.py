@@ -207,6 +207,12 @@ OBJECTS: list[tuple[str, str, LiteralString, str]] = [
         " NULL, '127.0.0.1'::inet, 'answered', NULL, NULL, NULL)",
         "no no yes yes",
     ),
+    (
+        "function auditor_lease_fence_ok(text, bigint) (SECURITY DEFINER)",
+        "EXECUTE",
+        "SELECT auditor_lease_fence_ok('agent001', NULL)",
+        "yes no no yes",
+    ),
     ("schema public", "CREATE", "CREATE TABLE auditor_probe (i int)", "no no no yes"),
 ]
 
