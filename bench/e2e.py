@@ -490,10 +490,11 @@ def notify_cost(
 ) -> dict[str, str]:
     """Worker CPU per stored notification at 1,000/s spread over `agents` agents."""
     db = bench.fresh_db()
-    truth = bench.work / f"truth-notify{agents}.ndjson"
+    run = f"notify{agents}-{bench.db_index}"  # files of their own per run (rounds)
+    truth = bench.work / f"truth-{run}.ndjson"
     sim = bench.simulator(agents, 1000, truth, timeout_ms=30_000)
     sim_proc = bench.procs[-1]
-    worker = bench.worker(bench.config(f"notify{agents}", sim, agents), db, src)
+    worker = bench.worker(bench.config(run, sim, agents), db, src)
     _wait_subscribed(db, agents, timeout=900)
     time.sleep(5)
     _control(sim, "resume")
@@ -502,7 +503,7 @@ def notify_cost(
     connects_before = _stats(sim)["connects"]
     rss_start = _rss_mb(worker.pid)
     started = time.monotonic()
-    raw = None if profile is None else profile / f"notify{agents}.txt"
+    raw = None if profile is None else profile / f"{run}.txt"
     spy = None if raw is None else _profile(worker.pid, seconds, raw)
     time.sleep(seconds)
     stored_after, cpu_after = _notifications(db), _tree_cpu(worker.pid)
@@ -642,6 +643,9 @@ def main() -> None:
         help="git revision: the notify phase alternates its worker with this tree's"
         " (--rounds times)",
     )
+    parser.add_argument(
+        "--candidate", help="git revision compared with --baseline (default: this tree)"
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--profile", type=Path, help="directory: py-spy profiles of the notify phase (slower)"
@@ -672,8 +676,9 @@ def main() -> None:
                     results |= notify_cost(bench, int(agents), args.notify_seconds, args.profile)
                     continue
                 base = checkout(work, args.baseline)
+                new = None if args.candidate is None else checkout(work, args.candidate)
                 for round_ in range(1, args.rounds + 1):
-                    for src, name in ((base, args.baseline), (None, "this tree")):
+                    for src, name in ((base, args.baseline), (new, args.candidate or "this tree")):
                         results |= notify_cost(
                             bench,
                             int(agents),

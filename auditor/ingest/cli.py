@@ -54,7 +54,13 @@ def ingest(config_path: str | None, allow_owner: bool) -> None:
         worker = Worker(config)
         return await worker.run()
 
-    code = asyncio.run(main())
+    if config.event_loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code = runner.run(main())
+    else:
+        code = asyncio.run(main())
     if worker is not None and worker.watchdog is not None:
         worker.watchdog.cancel()
     sys.exit(code)

@@ -19,6 +19,7 @@ from auditor.errors import ConfigError
 
 CONFIG_ENV = "AUDITOR_CONFIG"
 TRANSPORTS = ("long-polling", "websocket")
+EVENT_LOOPS = ("uvloop", "asyncio")
 # Every key the file may hold, per table: anything else is a typo that would silently leave
 # a default in force, so it stops start-up.
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
@@ -53,6 +54,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "max_setups",
         "setup_rate",
         "saturation_lag",
+        "event_loop",
     ),
     "database": ("url",),
     "accounts": ("name", "password_env", "password"),
@@ -99,6 +101,10 @@ class WorkerConfig:
     leases: bool = False
     lease_ttl: float = 15.0
     lease_renew: float = 5.0
+    # uvloop (libuv) runs the same asyncio code with a cheaper loop, tasks and sockets: the
+    # receive loop's cost per long-poll cycle (docs/worker.md, "Sizing"); asyncio: the
+    # standard library's loop.
+    event_loop: str = "uvloop"
 
     @property
     def conninfo(self) -> str:
@@ -239,6 +245,9 @@ def from_mapping(
     if port > 65535:
         raise worker.fail("metrics_port", "must be 0..65535")
     spool = Path(worker.get("spool", str, "auditor-spool.sqlite3"))
+    event_loop = worker.get("event_loop", str, "uvloop")
+    if event_loop not in EVENT_LOOPS:
+        raise worker.fail("event_loop", f"must be one of {', '.join(EVENT_LOOPS)}")
     return WorkerConfig(
         database_url=url,
         base_url=base_url,
@@ -269,4 +278,5 @@ def from_mapping(
         leases=bool(worker.get("leases", bool, False)),
         lease_ttl=worker.number("lease_ttl", 15.0, 1.0),
         lease_renew=worker.number("lease_renew", 5.0, 0.1),
+        event_loop=event_loop,
     )
