@@ -487,12 +487,13 @@ def notify_cost(
     profile: Path | None = None,
     src: Path | None = None,
     label: str = "",
+    rate: int = 1000,
 ) -> dict[str, str]:
-    """Worker CPU per stored notification at 1,000/s spread over `agents` agents."""
+    """Worker CPU per stored notification at `rate`/s spread over `agents` agents."""
     db = bench.fresh_db()
     run = f"notify{agents}-{bench.db_index}"  # files of their own per run (rounds)
     truth = bench.work / f"truth-{run}.ndjson"
-    sim = bench.simulator(agents, 1000, truth, timeout_ms=30_000)
+    sim = bench.simulator(agents, rate, truth, timeout_ms=30_000)
     sim_proc = bench.procs[-1]
     worker = bench.worker(bench.config(run, sim, agents), db, src)
     _wait_subscribed(db, agents, timeout=900)
@@ -519,12 +520,13 @@ def notify_cost(
     own = cpu_after[0] - cpu_before[0]
     total = cpu_after[1] - cpu_before[1]
     lost = _settle(bench, sim_proc, db, worker, truth)
-    label = f"1,000/s over {agents:,} agents{label}"
+    label = f"{rate:,}/s over {agents:,} agents{label}"
     return {
         f"{label}: stored": f"{stored / window:,.0f}/s over {window:.0f} s"
         f" ({connects / window:,.0f} long-poll cycles/s)",
         f"{label}: CPU per stored notification": f"{total / stored * 1e6:.0f} µs (worker"
-        f" {own / stored * 1e6:.0f} µs + drain process {(total - own) / stored * 1e6:.0f} µs)",
+        f" {own / stored * 1e6:.0f} µs + drain process {(total - own) / stored * 1e6:.0f} µs;"
+        f" {stored / max(connects, 1):.1f} notifications per long-poll cycle)",
         f"{label}: worker RSS": f"{rss_start:.0f} -> {rss_end:.0f} MB",
         f"{label}: against the ground truth": lost,
     }
@@ -638,6 +640,7 @@ def main() -> None:
     parser.add_argument("--drop-sessions", type=int, default=5000)
     parser.add_argument("--notify-agents", default="100,10000")
     parser.add_argument("--notify-seconds", type=float, default=60)
+    parser.add_argument("--notify-rate", type=int, default=1000)
     parser.add_argument(
         "--baseline",
         help="git revision: the notify phase alternates its worker with this tree's"
@@ -673,7 +676,9 @@ def main() -> None:
         if "notify" in only:
             for agents in args.notify_agents.split(","):
                 if args.baseline is None:
-                    results |= notify_cost(bench, int(agents), args.notify_seconds, args.profile)
+                    results |= notify_cost(
+                        bench, int(agents), args.notify_seconds, args.profile, rate=args.notify_rate
+                    )
                     continue
                 base = checkout(work, args.baseline)
                 new = None if args.candidate is None else checkout(work, args.candidate)
@@ -685,6 +690,7 @@ def main() -> None:
                             args.notify_seconds,
                             src=src,
                             label=f" ({name}, round {round_})",
+                            rate=args.notify_rate,
                         )
         if "soak" in only:
             results |= soak(bench, args.soak_minutes)
