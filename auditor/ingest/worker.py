@@ -22,6 +22,7 @@ from auditor.ingest.config import WorkerConfig
 from auditor.ingest.coverage import Coverage
 from auditor.ingest.drain import Drainer, OnCommit
 from auditor.ingest.drain_process import DrainProcess
+from auditor.ingest.drained import DrainedWatch
 from auditor.ingest.evidence_task import EvidenceTask
 from auditor.ingest.health import Health
 from auditor.ingest.metrics import Metrics
@@ -87,7 +88,7 @@ class Worker:
         self._items_conn: psycopg.Connection[Any] | None = None
         self._items_lock = threading.Lock()
         self._cov_lock = threading.Lock()
-        self._oldest: tuple[float, str | None] = (0.0, None)
+        self.drained = DrainedWatch(self.spool)
         self.watchdog: threading.Timer | None = None
         self.health = Health(self)
 
@@ -126,21 +127,7 @@ class Worker:
         """Wait until every row received before `since` is in PostgreSQL: the projection
         read next must include what the session received before its gap, or an item that
         ended in the gap would stay "active" for ever."""
-        await self.spool.wait_committed(self.spool.put_count)
-        committed_at = time.monotonic()
-        deadline = committed_at + timeout
-        while True:
-            stamp, oldest = self._oldest
-            # One spool read shared by every session, if it is recent and was made after
-            # this session's rows were committed.
-            if stamp < committed_at or time.monotonic() - stamp > 0.2:
-                oldest = await asyncio.to_thread(self.spool.oldest_received_at)
-                self._oldest = (time.monotonic(), oldest)
-            if oldest is None or oldest >= since:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError("the drain is behind")
-            await asyncio.sleep(0.1)
+        await self.drained.wait(since, timeout)
 
     async def _active_items(self, account: str, since: str) -> set[str]:
         await self._spool_drained_before(since)
