@@ -349,7 +349,9 @@ def latency(bench: Bench, seconds: float) -> dict[str, str]:
     return {"latency at 1,000/s (receipt -> committed)": value}
 
 
-def many_sessions(bench: Bench, sessions: int, idle_seconds: float = 60) -> dict[str, str]:
+def many_sessions(
+    bench: Bench, sessions: int, idle_seconds: float = 60, profile: Path | None = None
+) -> dict[str, str]:
     db = bench.fresh_db()
     # The simulator holds a long-poll up to 30 s (GWS's default), so each idle session cycles
     # every poll_timeout (10 s by default): the steady load of a real centre at night.
@@ -357,8 +359,14 @@ def many_sessions(bench: Bench, sessions: int, idle_seconds: float = 60) -> dict
     sim_pid = bench.procs[-1].pid
     worker = bench.worker(bench.config("many", sim, sessions), db)
     started = time.monotonic()
+    raw = None if profile is None else profile / f"setup{sessions}.txt"
+    spy = None if raw is None else _profile(worker.pid, 60, raw)  # the first minute of set-up
     _wait_subscribed(db, sessions, timeout=900)
     took = time.monotonic() - started
+    if spy is not None and raw is not None:
+        spy.wait(60)
+        if raw.exists():
+            print(f"profile, set-up of {sessions:,} sessions:\n{profile_top(raw)}", file=sys.stderr)
     rss = _rss_mb(worker.pid)
     time.sleep(12)  # one poll_timeout: the set-up phase's snapshots and log rows settle
     before, sim_before, cpu_before = _stats(sim), _cpu_seconds(sim_pid), _tree_cpu(worker.pid)
@@ -670,7 +678,7 @@ def main() -> None:
         if "latency" in only:
             results |= latency(bench, args.seconds)
         if "sessions" in only:
-            results |= many_sessions(bench, args.sessions, args.idle_seconds)
+            results |= many_sessions(bench, args.sessions, args.idle_seconds, args.profile)
         if "drop" in only:
             results |= mass_drop(bench, args.drop_sessions)
         if "notify" in only:
