@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -54,9 +55,15 @@ def ingest(config_path: str | None, allow_owner: bool) -> None:
         worker = Worker(config)
         return await worker.run()
 
+    uvloop: Any = None
     if config.event_loop == "uvloop":
-        import uvloop
-
+        try:
+            import uvloop
+        except ImportError:  # a dependency, but an environment may predate it
+            logging.getLogger("auditor.ingest").warning(
+                "uvloop is not installed: running on asyncio's own event loop"
+            )
+    if uvloop is not None:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             code = runner.run(main())
     else:
