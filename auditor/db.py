@@ -170,6 +170,9 @@ coverage_intervals = Table(
     Column("heartbeat_at", TZ, nullable=False),
     Column("ended_at", TZ),
     Column("end_reason", Text),
+    # The lease fence the writing worker held (NULL: a worker without leases); checked by
+    # PostgreSQL (migration 2026_12_02_fencing).
+    Column("fence", BigInteger),
     PrimaryKeyConstraint("id"),
     CheckConstraint("heartbeat_at >= started_at", name="heartbeat_after_start"),
     CheckConstraint("ended_at IS NULL OR ended_at >= started_at", name="end_after_start"),
@@ -189,6 +192,7 @@ session_log = Table(
     Column("worker_id", Text, nullable=False),
     Column("event", Text, nullable=False),
     Column("detail", Text),
+    Column("fence", BigInteger),  # as in coverage_intervals
     PrimaryKeyConstraint("id"),
     Index(None, "account", "at"),
     Index(None, "at"),
@@ -204,7 +208,10 @@ account_leases = Table(
     Column("acquired_at", TZ, nullable=False),
     Column("renewed_at", TZ, nullable=False),
     Column("expires_at", TZ, nullable=False),
+    # The fencing token: a new value at every hand-over to another worker (docs/worker.md).
+    Column("fence", BigInteger, Identity(always=False), nullable=False),
     PrimaryKeyConstraint("account"),
+    UniqueConstraint("fence"),
     Index(None, "worker_id"),
     Index(None, "expires_at"),
 )

@@ -55,11 +55,13 @@ from auditor.ingest.drain import BatchReport
 from auditor.ingest.spool import Row, Spool
 from auditor.ingest.worker import Worker
 from auditor.pgserver import EmbeddedPostgres
+from auditor.roles import grant_login
 from auditor.store import schema
 from auditor.store.receipts import new_receipt_id
 
 AUDITOR = str(Path(sys.executable).parent / "auditor")
 PASSWORD = "secret"  # noqa: S105  (the simulator's documented default)
+WORKER_LOGIN = "bench_worker"  # a login in auditor_writer, made in each fresh database
 
 
 def _port() -> int:
@@ -137,6 +139,10 @@ class Bench:
         with engine.begin() as conn:
             schema.upgrade(conn)
         engine.dispose()
+        # The worker runs as a login in auditor_writer, as deployed (it refuses a superuser).
+        with psycopg.connect(libpq_conninfo(url)) as conn:
+            grant_login(conn, "writer", WORKER_LOGIN, PASSWORD)
+            conn.commit()
         return url
 
     def simulator(
@@ -195,8 +201,13 @@ class Bench:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def worker(self, config: Path, db: URL) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, AUDITOR_DATABASE_URL=db.render_as_string(hide_password=False))
+    def worker(self, config: Path, db: URL, src: Path | None = None) -> subprocess.Popen[bytes]:
+        """The worker as a subprocess; with `src`, the `auditor` package from that directory
+        (an earlier revision, see --baseline) instead of this tree's."""
+        login = db.set(username=WORKER_LOGIN, password=PASSWORD)
+        env = dict(os.environ, AUDITOR_DATABASE_URL=login.render_as_string(hide_password=False))
+        if src is not None:
+            env["PYTHONPATH"] = str(src)
         env["GWS_PW"] = PASSWORD
         with (self.work / (config.stem + ".log")).open("ab") as log:
             proc = subprocess.Popen(
@@ -338,7 +349,9 @@ def latency(bench: Bench, seconds: float) -> dict[str, str]:
     return {"latency at 1,000/s (receipt -> committed)": value}
 
 
-def many_sessions(bench: Bench, sessions: int, idle_seconds: float = 60) -> dict[str, str]:
+def many_sessions(
+    bench: Bench, sessions: int, idle_seconds: float = 60, profile: Path | None = None
+) -> dict[str, str]:
     db = bench.fresh_db()
     # The simulator holds a long-poll up to 30 s (GWS's default), so each idle session cycles
     # every poll_timeout (10 s by default): the steady load of a real centre at night.
@@ -346,8 +359,14 @@ def many_sessions(bench: Bench, sessions: int, idle_seconds: float = 60) -> dict
     sim_pid = bench.procs[-1].pid
     worker = bench.worker(bench.config("many", sim, sessions), db)
     started = time.monotonic()
+    raw = None if profile is None else profile / f"setup{sessions}.txt"
+    spy = None if raw is None else _profile(worker.pid, 60, raw)  # the first minute of set-up
     _wait_subscribed(db, sessions, timeout=900)
     took = time.monotonic() - started
+    if spy is not None and raw is not None:
+        spy.wait(60)
+        if raw.exists():
+            print(f"profile, set-up of {sessions:,} sessions:\n{profile_top(raw)}", file=sys.stderr)
     rss = _rss_mb(worker.pid)
     time.sleep(12)  # one poll_timeout: the set-up phase's snapshots and log rows settle
     before, sim_before, cpu_before = _stats(sim), _cpu_seconds(sim_pid), _tree_cpu(worker.pid)
@@ -420,13 +439,71 @@ def mass_drop(bench: Bench, sessions: int) -> dict[str, str]:
     }
 
 
-def notify_cost(bench: Bench, agents: int, seconds: float) -> dict[str, str]:
-    """Worker CPU per stored notification at 1,000/s spread over `agents` agents."""
+def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy (a separate tool, not a dependency: `pip install py-spy`, or PY_SPY=path)
+    sampling the worker for `seconds`, as collapsed stacks; None when it is not installed."""
+    spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if spy is None:
+        print("py-spy not found: no profile", file=sys.stderr)
+        return None
+    command = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250"]
+    command += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profile_top(raw: Path, count: int = 15) -> str:
+    """The frames holding most samples (inclusive: anywhere on the stack, once per sample),
+    and the functions most often running themselves (self), from py-spy's collapsed stacks."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, number = line.rpartition(" ")
+        if not stack:
+            continue
+        samples = int(number)
+        total += samples
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + samples
+        own[frames[-1]] = own.get(frames[-1], 0) + samples
+    out = [f"{total} samples; inclusive:"]
+    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:count]:
+        out.append(f"  {n / total:6.1%}  {frame}")
+    out.append("self:")
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:count]:
+        out.append(f"  {n / total:6.1%}  {frame}")
+    return "\n".join(out)
+
+
+def checkout(work: Path, revision: str) -> Path:
+    """The `auditor` package of an earlier revision, for a before/after in the same run."""
+    target = work / f"src-{revision}"
+    target.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", revision, "auditor"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def notify_cost(
+    bench: Bench,
+    agents: int,
+    seconds: float,
+    profile: Path | None = None,
+    src: Path | None = None,
+    label: str = "",
+    rate: int = 1000,
+) -> dict[str, str]:
+    """Worker CPU per stored notification at `rate`/s spread over `agents` agents."""
     db = bench.fresh_db()
-    truth = bench.work / f"truth-notify{agents}.ndjson"
-    sim = bench.simulator(agents, 1000, truth, timeout_ms=30_000)
+    run = f"notify{agents}-{bench.db_index}"  # files of their own per run (rounds)
+    truth = bench.work / f"truth-{run}.ndjson"
+    sim = bench.simulator(agents, rate, truth, timeout_ms=30_000)
     sim_proc = bench.procs[-1]
-    worker = bench.worker(bench.config(f"notify{agents}", sim, agents), db)
+    worker = bench.worker(bench.config(run, sim, agents), db, src)
     _wait_subscribed(db, agents, timeout=900)
     time.sleep(5)
     _control(sim, "resume")
@@ -435,8 +512,14 @@ def notify_cost(bench: Bench, agents: int, seconds: float) -> dict[str, str]:
     connects_before = _stats(sim)["connects"]
     rss_start = _rss_mb(worker.pid)
     started = time.monotonic()
+    raw = None if profile is None else profile / f"{run}.txt"
+    spy = None if raw is None else _profile(worker.pid, seconds, raw)
     time.sleep(seconds)
     stored_after, cpu_after = _notifications(db), _tree_cpu(worker.pid)
+    if spy is not None and raw is not None:
+        spy.wait(60)
+        if raw.exists():
+            print(f"profile, 1,000/s over {agents:,} agents:\n{profile_top(raw)}", file=sys.stderr)
     connects = _stats(sim)["connects"] - connects_before
     window = time.monotonic() - started
     rss_end = _rss_mb(worker.pid)
@@ -445,12 +528,13 @@ def notify_cost(bench: Bench, agents: int, seconds: float) -> dict[str, str]:
     own = cpu_after[0] - cpu_before[0]
     total = cpu_after[1] - cpu_before[1]
     lost = _settle(bench, sim_proc, db, worker, truth)
-    label = f"1,000/s over {agents:,} agents"
+    label = f"{rate:,}/s over {agents:,} agents{label}"
     return {
         f"{label}: stored": f"{stored / window:,.0f}/s over {window:.0f} s"
         f" ({connects / window:,.0f} long-poll cycles/s)",
         f"{label}: CPU per stored notification": f"{total / stored * 1e6:.0f} µs (worker"
-        f" {own / stored * 1e6:.0f} µs + drain process {(total - own) / stored * 1e6:.0f} µs)",
+        f" {own / stored * 1e6:.0f} µs + drain process {(total - own) / stored * 1e6:.0f} µs;"
+        f" {stored / max(connects, 1):.1f} notifications per long-poll cycle)",
         f"{label}: worker RSS": f"{rss_start:.0f} -> {rss_end:.0f} MB",
         f"{label}: against the ground truth": lost,
     }
@@ -564,6 +648,19 @@ def main() -> None:
     parser.add_argument("--drop-sessions", type=int, default=5000)
     parser.add_argument("--notify-agents", default="100,10000")
     parser.add_argument("--notify-seconds", type=float, default=60)
+    parser.add_argument("--notify-rate", type=int, default=1000)
+    parser.add_argument(
+        "--baseline",
+        help="git revision: the notify phase alternates its worker with this tree's"
+        " (--rounds times)",
+    )
+    parser.add_argument(
+        "--candidate", help="git revision compared with --baseline (default: this tree)"
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--profile", type=Path, help="directory: py-spy profiles of the notify phase (slower)"
+    )
     parser.add_argument("--soak-minutes", type=float, default=30)
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--only", default="throughput,latency,sessions,drop,notify,backlog")
@@ -581,12 +678,28 @@ def main() -> None:
         if "latency" in only:
             results |= latency(bench, args.seconds)
         if "sessions" in only:
-            results |= many_sessions(bench, args.sessions, args.idle_seconds)
+            results |= many_sessions(bench, args.sessions, args.idle_seconds, args.profile)
         if "drop" in only:
             results |= mass_drop(bench, args.drop_sessions)
         if "notify" in only:
             for agents in args.notify_agents.split(","):
-                results |= notify_cost(bench, int(agents), args.notify_seconds)
+                if args.baseline is None:
+                    results |= notify_cost(
+                        bench, int(agents), args.notify_seconds, args.profile, rate=args.notify_rate
+                    )
+                    continue
+                base = checkout(work, args.baseline)
+                new = None if args.candidate is None else checkout(work, args.candidate)
+                for round_ in range(1, args.rounds + 1):
+                    for src, name in ((base, args.baseline), (new, args.candidate or "this tree")):
+                        results |= notify_cost(
+                            bench,
+                            int(agents),
+                            args.notify_seconds,
+                            src=src,
+                            label=f" ({name}, round {round_})",
+                            rate=args.notify_rate,
+                        )
         if "soak" in only:
             results |= soak(bench, args.soak_minutes)
         if "backlog" in only:

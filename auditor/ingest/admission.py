@@ -101,6 +101,13 @@ class Admission:
         return time.monotonic() - self._lag_seen_at < _LAG_MEMORY
 
     @property
+    def setting_up(self) -> bool:
+        """Sessions hold set-up slots or wait for one (a mass (re-)subscription); accounts
+        that wait only because max_sessions is reached do not count."""
+        waiting = bool(self._new) and not self.at_capacity
+        return self.setups > 0 or bool(self._steps) or waiting
+
+    @property
     def at_capacity(self) -> bool:
         return bool(self.max_sessions) and self.held >= self.max_sessions
 

@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -54,7 +55,19 @@ def ingest(config_path: str | None, allow_owner: bool) -> None:
         worker = Worker(config)
         return await worker.run()
 
-    code = asyncio.run(main())
+    uvloop: Any = None
+    if config.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # a dependency, but an environment may predate it
+            logging.getLogger("auditor.ingest").warning(
+                "uvloop is not installed: running on asyncio's own event loop"
+            )
+    if uvloop is not None:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code = runner.run(main())
+    else:
+        code = asyncio.run(main())
     if worker is not None and worker.watchdog is not None:
         worker.watchdog.cancel()
     sys.exit(code)

@@ -20,13 +20,20 @@ exactly or quarantined with the reason by the storage core's parser.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
 _COMPACT = (",", ":")
+# Digits to "1", everything else to "0": a run of 19 digits is then a substring search, two
+# passes in C (a tenth of the cost of the regex [0-9]{19}, which was a sixth of the receive
+# loop's time at 1,000 notifications/s).
+_DIGIT_MAP = bytes(0x31 if 0x30 <= i <= 0x39 else 0x30 for i in range(256))
+_LONG_RUN = b"1" * 19
+
+
+def _long_digit_run(data: bytes) -> bool:
+    return _LONG_RUN in data.translate(_DIGIT_MAP)
 
 
 class _StdlibDecoded(dict[str, Any]):
@@ -34,10 +41,14 @@ class _StdlibDecoded(dict[str, Any]):
 
 
 def loads(text: str | bytes) -> Any:
-    if _LONG_DIGITS.search(text if isinstance(text, str) else text.decode("utf-8", "replace")):
+    try:
+        data = text.encode() if isinstance(text, str) else text
+    except UnicodeEncodeError:  # an unpaired surrogate: only the standard library takes it
+        return json.loads(text, object_pairs_hook=_StdlibDecoded)
+    if _long_digit_run(data):
         return json.loads(text, object_pairs_hook=_StdlibDecoded)
     try:
-        return orjson.loads(text)
+        return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(text, object_pairs_hook=_StdlibDecoded)
 

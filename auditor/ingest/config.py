@@ -19,6 +19,7 @@ from auditor.errors import ConfigError
 
 CONFIG_ENV = "AUDITOR_CONFIG"
 TRANSPORTS = ("long-polling", "websocket")
+EVENT_LOOPS = ("uvloop", "asyncio")
 # Every key the file may hold, per table: anything else is a typo that would silently leave
 # a default in force, so it stops start-up.
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
@@ -55,6 +56,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "saturation_lag",
         "sweep_interval",
         "bi_refresh_interval",
+        "event_loop",
     ),
     "database": ("url",),
     "accounts": ("name", "password_env", "password"),
@@ -106,6 +108,10 @@ class WorkerConfig:
     sweep_interval: float = 900.0
     # auditor_bi_refresh() every this many seconds (docs/bi.md); 0 turns it off.
     bi_refresh_interval: float = 10.0
+    # uvloop (libuv) runs the same asyncio code with a cheaper loop, tasks and sockets: the
+    # receive loop's cost per long-poll cycle (docs/worker.md, "Sizing"); asyncio: the
+    # standard library's loop.
+    event_loop: str = "uvloop"
 
     @property
     def conninfo(self) -> str:
@@ -246,6 +252,9 @@ def from_mapping(
     if port > 65535:
         raise worker.fail("metrics_port", "must be 0..65535")
     spool = Path(worker.get("spool", str, "auditor-spool.sqlite3"))
+    event_loop = worker.get("event_loop", str, "uvloop")
+    if event_loop not in EVENT_LOOPS:
+        raise worker.fail("event_loop", f"must be one of {', '.join(EVENT_LOOPS)}")
     return WorkerConfig(
         database_url=url,
         base_url=base_url,
@@ -278,6 +287,7 @@ def from_mapping(
         lease_renew=worker.number("lease_renew", 5.0, 0.1),
         sweep_interval=_sweep_interval(worker, environ),
         bi_refresh_interval=worker.number("bi_refresh_interval", 10.0, 0.0),
+        event_loop=event_loop,
     )
 
 

@@ -3,6 +3,11 @@
 Sessions record what happens in memory (never waiting on PostgreSQL); a task flushes the
 queued operations in order, in one transaction, every heartbeat interval. If PostgreSQL is
 down, the operations wait and are applied when it is back, in the same order.
+
+With leases, every row carries the fence of the account's lease as it was when the row was
+made; PostgreSQL skips the rows of a fence that is no longer current (a worker that stalled
+past its lease: migration 2026_12_02_fencing), so an interval whose opening was skipped gets
+no heartbeats or close either.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class _Open:
     client_id: str | None
     channels: list[str]
     started_at: datetime
+    fence: int | None
 
 
 @dataclass
@@ -40,6 +46,7 @@ class _Log:
     account: str
     event: str
     detail: str | None
+    fence: int | None
 
 
 @dataclass
@@ -58,12 +65,16 @@ class Coverage:
         self._ids: dict[int, int] = {}  # our key -> coverage_intervals.id
         self._closed: set[int] = set()
         self._next = 0
+        # account -> the fence of the lease this worker holds on it (kept by Leases)
+        self.fences: dict[str, int] = {}
+        self.fenced = 0  # rows PostgreSQL skipped because their fence was stale
 
     # -- called by sessions (event loop, never blocks) ----------------------------------------
 
     def open(self, account: str, client_id: str | None, channels: list[str], at: datetime) -> int:
         self._next += 1
-        self._ops.append(_Open(self._next, account, client_id, channels, at))
+        fence = self.fences.get(account)
+        self._ops.append(_Open(self._next, account, client_id, channels, at, fence))
         return self._next
 
     def heartbeat(self, key: int, at: datetime) -> None:
@@ -78,7 +89,7 @@ class Coverage:
         self._ops.append(_Close(key, at, reason))
 
     def log(self, at: datetime, account: str, event: str, detail: str | None = None) -> None:
-        self._ops.append(_Log(at, account, event, detail))
+        self._ops.append(_Log(at, account, event, detail, self.fences.get(account)))
 
     def close_stale(self, account: str) -> None:
         """Close open intervals of an account that this worker did not open (a dead worker's,
@@ -97,6 +108,7 @@ class Coverage:
             return
         new_ids: dict[int, int] = {}
         logs: list[tuple[Any, ...]] = []
+        fenced = 0
         with conn.transaction(), conn.cursor() as cur:
             for op in ops:
                 if logs and not isinstance(op, _Log):
@@ -104,7 +116,8 @@ class Coverage:
                 if isinstance(op, _Open):
                     cur.execute(
                         "INSERT INTO coverage_intervals (account, worker_id, client_id, channels,"
-                        " started_at, heartbeat_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                        " started_at, heartbeat_at, fence) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                        " RETURNING id",
                         (
                             op.account,
                             self.worker_id,
@@ -112,11 +125,18 @@ class Coverage:
                             op.channels,
                             op.started_at,
                             op.started_at,
+                            op.fence,
                         ),
                     )
                     row = cur.fetchone()
-                    assert row is not None
-                    new_ids[op.key] = int(row[0])
+                    if row is None:  # skipped: the fence is stale (the lease passed on)
+                        fenced += 1
+                        log.warning(
+                            "coverage interval refused: the lease passed to another worker",
+                            extra={"account": op.account, "fence": op.fence},
+                        )
+                    else:
+                        new_ids[op.key] = int(row[0])
                 elif isinstance(op, _Close):
                     db_id = new_ids.get(op.key, self._ids.get(op.key))
                     if db_id is not None:
@@ -128,7 +148,7 @@ class Coverage:
                             (op.ended_at, op.ended_at, op.reason, db_id),
                         )
                 elif isinstance(op, _Log):
-                    logs.append((op.at, op.account, self.worker_id, op.event, op.detail))
+                    logs.append((op.at, op.account, self.worker_id, op.event, op.detail, op.fence))
                     continue
                 else:
                     mine = list(new_ids.values()) + list(self._ids.values())
@@ -154,6 +174,9 @@ class Coverage:
                     (ids, times),
                 )
         self._ids.update(new_ids)
+        self.fenced += fenced
+        # An interval whose opening was skipped has no row: its key is done with.
+        self._closed.update(op.key for op in ops if isinstance(op, _Open) and op.key not in new_ids)
         del self._ops[: len(ops)]
         for key, at in beats.items():
             if self._heartbeats.get(key) == at:
@@ -167,8 +190,8 @@ class Coverage:
         """Consecutive log rows in one executemany (pipelined): thousands at a mass login."""
         if logs:
             cur.executemany(
-                "INSERT INTO session_log (at, account, worker_id, event, detail)"
-                " VALUES (%s, %s, %s, %s, %s)",
+                "INSERT INTO session_log (at, account, worker_id, event, detail, fence)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
                 logs,
             )
             logs.clear()

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from auditor.ingest.fencing import without_stale_snapshots
 from auditor.ingest.spool import SpoolReader, Stored
 from auditor.store.receipts import Receipt
 from auditor.store.writer import store_batch
@@ -39,6 +40,7 @@ class BatchReport:
     committed: float  # wall clock (time.time()) of the commit
     # received_at (epoch seconds) of the batch's notifications, when asked for (benchmarks)
     received_at: tuple[float, ...] = ()
+    fenced: int = 0  # snapshots left out: their lease had passed to another worker
 
 
 # Called with each committed batch's report (benchmarks measure latency with it).
@@ -90,7 +92,8 @@ class Drainer:
         try:
             conn = self.connection()
             with conn.transaction():
-                result = store_batch(conn, receipts)
+                kept, fenced = without_stale_snapshots(conn, receipts)
+                result = store_batch(conn, kept)
         except psycopg.Error as exc:
             if self.failing_since is None:
                 self.failing_since = time.time()
@@ -119,6 +122,7 @@ class Drainer:
             seconds=time.perf_counter() - started,
             committed=committed,
             received_at=times,
+            fenced=fenced,
         )
 
     def close(self) -> None:

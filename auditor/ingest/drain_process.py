@@ -148,6 +148,12 @@ class DrainProcess:
         self.metrics.stored.inc(report.stored)
         self.metrics.duplicates.inc(report.duplicates)
         self.metrics.quarantined.inc(report.quarantined)
+        if report.fenced:
+            self.metrics.fenced.inc(report.fenced)
+            log.warning(
+                "snapshots left out: their lease passed to another worker",
+                extra={"snapshots": report.fenced},
+            )
         if self.on_commit is not None:
             self.on_commit(report)
 

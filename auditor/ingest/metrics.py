@@ -55,3 +55,8 @@ class Metrics:
             "auditor_setups_waiting", "Accounts and steps waiting for a set-up slot", registry=r
         )
         self.leases = Gauge("auditor_leases_held", "Accounts leased by this worker", registry=r)
+        self.fenced = Counter(
+            "auditor_fenced",
+            "Snapshots, coverage intervals refused: their lease had passed to another worker",
+            registry=r,
+        )

@@ -27,7 +27,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def snapshot_row(account: str, at: str, item: Any, request: str, count: int, **extra: Any) -> Row:
+def snapshot_row(
+    account: str, at: str, item: Any, request: str, count: int, fence: int | None, **extra: Any
+) -> Row:
+    """A snapshot receipt; `fence` is the lease's fencing token (None without leases), which
+    PostgreSQL checks when the snapshot is stored (docs/worker.md, "Fenced leases")."""
+    if fence is not None:
+        extra["fence"] = fence
     raw = {
         "data": {
             "messageType": "OpenmediaSnapshot",
@@ -80,7 +86,10 @@ async def take_snapshot(source: Source) -> tuple[set[str], str] | None:
             items = body.get("openmedia") if isinstance(body, dict) else None
             items = items if isinstance(items, list) else []
             at = now().isoformat(timespec="microseconds")
-            rows = [snapshot_row(source.account, at, item, request, len(items)) for item in items]
+            fence = source.coverage.fences.get(source.account)
+            rows = [
+                snapshot_row(source.account, at, item, request, len(items), fence) for item in items
+            ]
             seen |= {i["id"] for i in items if isinstance(i, dict) and "id" in i}
             if rows:
                 source.spool.put_many(rows)
@@ -110,7 +119,15 @@ async def record_absent(source: Source, seen: set[str], since: str) -> None:
     request = "GET /api/v2/me/openmedia/{" + ",".join(source.config.media_types) + "}?fields=*"
     source.spool.put_many(
         [
-            snapshot_row(source.account, at, {"id": i, "state": "Absent"}, request, 0, absent=True)
+            snapshot_row(
+                source.account,
+                at,
+                {"id": i, "state": "Absent"},
+                request,
+                0,
+                source.coverage.fences.get(source.account),
+                absent=True,
+            )
             for i in gone
         ]
     )

@@ -92,7 +92,10 @@ class Spool:
             self._pending.append(row)
             self.put_count += 1
             number = self.put_count
-        self._wake.set()
+        # Waking the writer takes a lock and a notify: once per group, not per row (the writer
+        # clears the flag under self._lock when it takes the group, so none is missed).
+        if not self._wake.is_set():
+            self._wake.set()
         return number
 
     def put_many(self, rows: list[Row]) -> int:

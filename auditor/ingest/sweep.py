@@ -217,6 +217,9 @@ class Sweeper:
                     d.item,
                     request,
                     len(listed),
+                    # the lease's fencing token: a sweep by a worker that lost the account
+                    # is refused like any stale snapshot (auditor/ingest/fencing.py)
+                    source.coverage.fences.get(source.account),
                     sweep=True,
                     reason=d.reason,
                     **({"absent": True} if d.kind == "absent" else {}),

@@ -22,6 +22,7 @@ from auditor.ingest.config import WorkerConfig
 from auditor.ingest.coverage import Coverage
 from auditor.ingest.drain import Drainer, OnCommit
 from auditor.ingest.drain_process import DrainProcess
+from auditor.ingest.drained import DrainedWatch
 from auditor.ingest.evidence_task import EvidenceTask
 from auditor.ingest.health import Health
 from auditor.ingest.metrics import Metrics
@@ -30,6 +31,8 @@ from auditor.ingest.spool import Spool
 
 log = logging.getLogger("auditor.ingest.worker")
 GC_INTERVAL = 120.0  # seconds between full garbage collections
+GC_DEFER = 600.0  # seconds a full collection waits at most for set-ups to finish
+GC_RETRY = 5.0
 
 
 def _quiet_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -80,20 +83,24 @@ class Worker:
         self.evidence = EvidenceTask(
             config.conninfo, config.worker_id, self.spool, config.heartbeat_interval
         )
+        # By name: a search of the list per account was quadratic, a tenth of the event
+        # loop's time while 10,000 sessions were set up (py-spy).
+        self._accounts = {a.name: a for a in config.accounts}
         self.sources: dict[str, Source] = {}
         self.source_tasks: dict[str, asyncio.Task[None]] = {}
         self.stop = asyncio.Event()
         self._cov_conn: psycopg.Connection[Any] | None = None
         self._items_conn: psycopg.Connection[Any] | None = None
         self._items_lock = threading.Lock()
-        self._oldest: tuple[float, str | None] = (0.0, None)
+        self._cov_lock = threading.Lock()
+        self.drained = DrainedWatch(self.spool)
         self.watchdog: threading.Timer | None = None
         self.health = Health(self)
 
     # -- accounts -----------------------------------------------------------------------------
 
     def start_account(self, name: str) -> None:
-        account = next(a for a in self.config.accounts if a.name == name)
+        account = self._accounts[name]
         self.coverage.close_stale(name)
         source = Source(
             self.config,
@@ -125,21 +132,7 @@ class Worker:
         """Wait until every row received before `since` is in PostgreSQL: the projection
         read next must include what the session received before its gap, or an item that
         ended in the gap would stay "active" for ever."""
-        await self.spool.wait_committed(self.spool.put_count)
-        committed_at = time.monotonic()
-        deadline = committed_at + timeout
-        while True:
-            stamp, oldest = self._oldest
-            # One spool read shared by every session, if it is recent and was made after
-            # this session's rows were committed.
-            if stamp < committed_at or time.monotonic() - stamp > 0.2:
-                oldest = await asyncio.to_thread(self.spool.oldest_received_at)
-                self._oldest = (time.monotonic(), oldest)
-            if oldest is None or oldest >= since:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError("the drain is behind")
-            await asyncio.sleep(0.1)
+        await self.drained.wait(since, timeout)
 
     async def _active_items(self, account: str, since: str) -> set[str]:
         await self._spool_drained_before(since)
@@ -174,10 +167,23 @@ class Worker:
     # -- background tasks ---------------------------------------------------------------------
 
     def _flush_coverage(self) -> None:
+        # One flush at a time: a flush abandoned by a cancelled task still runs in its thread.
+        with self._cov_lock:
+            self._flush_coverage_locked()
+
+    def _flush_coverage_locked(self) -> None:
         if self._cov_conn is None or self._cov_conn.closed:
-            self._cov_conn = psycopg.connect(self.config.conninfo, connect_timeout=5)
+            # A worker frozen inside a flush must not hold its leases' FOR KEY SHARE locks
+            # (which a hand-over waits for) for longer than this.
+            self._cov_conn = psycopg.connect(
+                self.config.conninfo,
+                connect_timeout=5,
+                options="-c idle_in_transaction_session_timeout=5000",
+            )
+        fenced = self.coverage.fenced
         try:
             self.coverage.flush(self._cov_conn)
+            self.metrics.fenced.inc(self.coverage.fenced - fenced)
         except psycopg.Error:
             with contextlib.suppress(psycopg.Error):
                 self._cov_conn.close()
@@ -197,6 +203,14 @@ class Worker:
         flight at a freeze: RSS grew 4 MB a minute in a soak.)"""
         while True:
             await asyncio.sleep(GC_INTERVAL)
+            # A full collection stops the loop for seconds at thousands of sessions (7.4 s
+            # at 6,000 on a starved machine), and set-ups in flight then miss their
+            # deadlines: the server expires them and they come back as a storm. So it waits
+            # while sessions are being set up, for at most GC_DEFER seconds.
+            deferred = 0.0
+            while self.admission.setting_up and deferred < GC_DEFER:
+                await asyncio.sleep(GC_RETRY)
+                deferred += GC_RETRY
             started = time.perf_counter()
             freed = gc.collect()
             took = time.perf_counter() - started
@@ -307,6 +321,9 @@ class Worker:
             if late:
                 log.warning("sessions still closing at shutdown", extra={"sessions": len(late)})
         if leases is not None:
+            # The sessions' last coverage rows while the fences are surely current.
+            with contextlib.suppress(TimeoutError, psycopg.Error):
+                await asyncio.wait_for(asyncio.to_thread(self._flush_coverage), budget * 0.1)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(leases.release_all(), budget * 0.1)
         with contextlib.suppress(TimeoutError):

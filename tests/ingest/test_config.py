@@ -48,6 +48,7 @@ def test_a_valid_file_loads_with_defaults(tmp_path: Path) -> None:
         (GOOD.replace('"http://', '"ftp://'), {"GWS_PW1": "x"}, "config.toml: gws.base_url"),
         (GOOD + '[worker]\nbatch_size = "big"\n', {"GWS_PW1": "x"}, "worker.batch_size"),
         (GOOD.replace("[gws]", '[gws]\ntransport = "smoke"'), {"GWS_PW1": "x"}, "gws.transport"),
+        (GOOD + '[worker]\nevent_loop = "trio"\n', {"GWS_PW1": "x"}, "worker.event_loop"),
         ("[gws\n", {}, "is not valid TOML"),
         (GOOD.replace('password_env = "GWS_PW1"', 'password = "x"'), {}, "accounts[0].password"),
     ],
@@ -131,6 +132,7 @@ def test_a_file_with_every_known_key_loads_and_applies_them(tmp_path: Path) -> N
         "shutdown_timeout = 6\nleases = true\nlease_ttl = 20\nlease_renew = 4\n"
         "max_sessions = 11\nmax_setups = 12\nsetup_rate = 13\nsaturation_lag = 0.7\n"
         "sweep_interval = 60\nbi_refresh_interval = 5\n"
+        'event_loop = "asyncio"\n'
     )
     config = load(_write(tmp_path, text), {"GWS_PW1": "x"})
     known = {k for table in ("gws", "worker") for k in KNOWN_KEYS[table]}
@@ -139,6 +141,7 @@ def test_a_file_with_every_known_key_loads_and_applies_them(tmp_path: Path) -> N
     assert (config.max_sessions, config.max_setups, config.setup_rate) == (11, 12, 13.0)
     assert (config.saturation_lag, config.worker_id, config.lease_renew) == (0.7, "w1", 4.0)
     assert (config.sweep_interval, config.bi_refresh_interval) == (60.0, 5.0)
+    assert config.event_loop == "asyncio"
 
 
 def test_the_sweep_interval_comes_from_the_environment_first_and_is_checked(

@@ -248,6 +248,12 @@ OBJECTS: list[tuple[str, str, LiteralString, str]] = [
         "SELECT auditor_purge_event_partition((CASE WHEN random() < 2 THEN NULL END)::bigint)",
         "no no no yes",
     ),
+    (
+        "function auditor_lease_fence_ok(text, bigint) (SECURITY DEFINER)",
+        "EXECUTE",
+        "SELECT auditor_lease_fence_ok('agent001', NULL)",
+        "yes no no yes",
+    ),
     ("schema public", "CREATE", "CREATE TABLE auditor_probe (i int)", "no no no yes"),
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from hypothesis import given
@@ -68,3 +69,8 @@ def test_plain_messages_take_the_fast_path_and_keep_unicode_as_utf8() -> None:
     [message] = codec.loads('[{"channel": "/v2/me/openmedia", "data": {"note": "café"}}]')
     assert type(message) is dict
     assert codec.dumps(message) == '{"channel":"/v2/me/openmedia","data":{"note":"café"}}'
+
+
+@given(st.binary(max_size=200) | st.text(alphabet='0123456789a,"', max_size=200).map(str.encode))
+def test_the_long_digit_check_finds_exactly_the_runs_of_19_digits(data: bytes) -> None:
+    assert codec._long_digit_run(data) == bool(re.search(rb"[0-9]{19}", data))
