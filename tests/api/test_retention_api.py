@@ -1,5 +1,6 @@
 """Legal holds through the API (admins only, problem+json on bad input) and answers over a
-purged range: the coverage says "purged", nothing fails, the integrity check passes."""
+purged range: the coverage says "purged" in the API and on the pages, nothing fails, the
+integrity check passes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import psycopg
 from auditor.config import libpq_conninfo
 from auditor.store import sealer
 from tests.api.conftest import Api
+from tests.pages.conftest import csrf_of
 from tests.retention.support import run, store_month
 
 
@@ -120,3 +122,34 @@ def test_answers_over_a_purged_range_say_purged_and_never_fail(api: Api) -> None
     assert integrity.json["ok"] is True, integrity.json
     assert integrity.json["purged_positions"] == 2
     assert "events_2023_01" in integrity.json["purged"][0]
+
+
+def test_the_pages_say_what_was_purged_and_never_fail(api: Api) -> None:
+    with psycopg.connect(libpq_conninfo(api.url), autocommit=True) as conn:
+        with conn.transaction():
+            store_month(conn, 2023, 1, ["P-1", "P-2"])
+            store_month(conn, 2026, 11, ["Q-1", "P-1"])  # P-1 spans both months
+        api.cover("agent001", datetime(2022, 12, 1, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC))
+        run(conn, 24)
+    client = api.app.test_client()
+    csrf = csrf_of(client.get("/ui/login").get_data(as_text=True))
+    signed_in = client.post("/ui/login", data={"token": api.tokens["reader"], "csrf_token": csrf})
+    assert signed_in.status_code == 303
+    window = {"from": "2023-01-01T00:00:00", "to": "2023-03-01T00:00:00", "account": "agent001"}
+    pages = {
+        "search": client.get("/ui/search", query_string={"what": "events", **window}),
+        "timeline": client.get("/ui/interactions/P-1"),
+        "coverage": client.get("/ui/coverage", query_string=window),
+    }
+    for name, page in pages.items():
+        html = page.get_data(as_text=True)
+        assert page.status_code == 200, (name, html)
+        assert "Purged by retention" in html, name
+        assert "events_2023_01" in html, name
+    assert "Coverage has gaps" not in pages["search"].get_data(as_text=True)
+    november = {"from": "2026-11-01T00:00:00", "to": "2026-11-20T00:00:00"}
+    later = client.get("/ui/coverage", query_string={**window, **november})
+    assert later.status_code == 200
+    assert "Purged by retention" not in later.get_data(as_text=True)
+    gone = client.get("/ui/interactions/P-2")  # every event purged: nothing left to show
+    assert gone.status_code == 404

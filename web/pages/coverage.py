@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from flask import Response, request
 
+from auditor.retention import receipts
 from auditor.store import coverage_queries
 from web import schemas
 from web.audit import conn, set_rows
@@ -55,4 +56,5 @@ def coverage() -> Response:
         chart=chart,
         connected=connected,
         span=end - start,
+        purged=[p.as_json() for p in receipts.purged_ranges(conn(), start, end)],
     )

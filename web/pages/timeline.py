@@ -10,6 +10,7 @@ from typing import Any
 from apiflask import Schema, fields, validators
 from flask import Response, request
 
+from auditor.retention import receipts
 from auditor.store import findings_queries
 from auditor.store import timeline as timeline_store
 from web import schemas
@@ -98,4 +99,11 @@ def timeline(interaction_id: str) -> Response:
         default_limit=PAGE_SIZE,
         live_after=last_id if live else None,
         gaps=found.gaps,
+        # months of its lifetime whose events retention dropped (docs/retention.md)
+        purged=[
+            p.as_json()
+            for p in receipts.purged_ranges(
+                connection, view.first_seen_at, max(found.lifetime_end, view.first_seen_at)
+            )
+        ],
     )
