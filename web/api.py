@@ -11,12 +11,10 @@ from marshmallow import RAISE
 
 from auditor.retention import receipts
 from auditor.store import coverage_queries, queries, timeline
-from web import schemas
+from web import schemas, searches
 from web.audit import conn, requires, set_rows
 from web.cursor import query_digest
 from web.paging import (
-    coverage_summary,
-    digest,
     dumps,
     gap_json,
     id_position,
@@ -24,8 +22,6 @@ from web.paging import (
     json_response,
     next_cursor,
     page,
-    split_page,
-    time_and_text_position,
     user_data_filters,
 )
 from web.query_params import USER_DATA_DOC
@@ -122,9 +118,6 @@ def get_timeline(interaction_id: str, query: dict[str, Any]) -> Response:
     return json_response(body)
 
 
-_EVENT_FILTERS = tuple(queries.EVENT_EQUALS)
-
-
 @bp.get("/events")
 @requires("reader")
 @bp.input(schemas.EventQuery, location="query", arg_name="query", unknown=RAISE)
@@ -136,38 +129,8 @@ _EVENT_FILTERS = tuple(queries.EVENT_EQUALS)
     responses=READ_ERRORS,
 )
 def search_events(query: dict[str, Any]) -> Response:
-    order = query["order"]
-    user_data = user_data_filters()
-    bound = digest("events", query, _EVENT_FILTERS, order, user_data)
-    after_id = id_position(query, bound)
-    flt = queries.EventFilter(
-        equals={k: query[k] for k in _EVENT_FILTERS if query.get(k) is not None},
-        start=query.get("from_"),
-        end=query.get("to"),
-        user_data=user_data,
-        as_of=query.get("as_of"),
-    )
-    limit = query["limit"]
-    connection = conn()
-    rows = queries.search_events(
-        connection, flt, newest_first=order == "newest", limit=limit + 1, after_id=after_id
-    )
-    rows, last = split_page(rows, limit)
-    cursor = next_cursor(bound, None if last is None else [last[0]])
-    coverage = coverage_summary(
-        connection,
-        flt.start,
-        flt.end,
-        [r[1] for r in rows],
-        query.get("account"),
-        {r[2] for r in rows},
-        flt.as_of,
-    )
-    set_rows(len(rows))
-    return page([r[3] for r in rows], cursor, coverage)
-
-
-_INTERACTION_FILTERS = ("state", "mediaType", "openmediaType", "account", "ever")
+    found = searches.events(query, user_data_filters(), "events")
+    return page(found.items, found.next_cursor, found.coverage)
 
 
 @bp.get("/interactions")
@@ -182,37 +145,8 @@ _INTERACTION_FILTERS = ("state", "mediaType", "openmediaType", "account", "ever"
     responses=READ_ERRORS,
 )
 def search_interactions(query: dict[str, Any]) -> Response:
-    order = query["order"]
-    user_data = user_data_filters()
-    bound = digest("interactions", query, _INTERACTION_FILTERS, order, user_data)
-    key = time_and_text_position(query, bound)
-    flt = queries.InteractionFilter(
-        equals={k: query[k] for k in queries.INTERACTION_EQUALS if query.get(k) is not None},
-        account=query.get("account"),
-        start=query.get("from_"),
-        end=query.get("to"),
-        user_data=user_data,
-        ever=query["ever"],
-        as_of=query.get("as_of"),
-    )
-    limit = query["limit"]
-    connection = conn()
-    rows = queries.search_interactions(
-        connection, flt, newest_first=order == "newest", limit=limit + 1, after=key
-    )
-    rows, last = split_page(rows, limit)
-    cursor = next_cursor(bound, None if last is None else [iso(last[0]), last[1]])
-    coverage = coverage_summary(
-        connection,
-        flt.start,
-        flt.end,
-        [r[0] for r in rows],
-        flt.account,
-        {a for r in rows for a in r[2]},
-        flt.as_of,
-    )
-    set_rows(len(rows))
-    return page([r[3] for r in rows], cursor, coverage)
+    found = searches.interactions(query, user_data_filters(), "interactions")
+    return page(found.items, found.next_cursor, found.coverage)
 
 
 @bp.get("/coverage")

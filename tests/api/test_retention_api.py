@@ -84,14 +84,20 @@ def test_only_admins_may_hold(api: Api) -> None:
     assert api.get("/api/v1/holds", role="reader").status_code == 403
 
 
-def test_answers_over_a_purged_range_say_purged_and_never_fail(api: Api) -> None:
+def _purge_january_2023(api: Api) -> list[dict[str, Any]]:
+    """Events in January 2023 and November 2026, listened to throughout; retention keeps
+    24 months. Returns what it dropped."""
     with psycopg.connect(libpq_conninfo(api.url), autocommit=True) as conn:
         with conn.transaction():
             store_month(conn, 2023, 1, ["P-1", "P-2"])
             store_month(conn, 2026, 11, ["Q-1", "P-1"])  # P-1 spans both months
         api.cover("agent001", datetime(2022, 12, 1, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC))
-        result = run(conn, 24)
-    assert [d["partition"] for d in result.dropped] == ["events_2023_01"]
+        dropped: list[dict[str, Any]] = run(conn, 24).dropped
+    return dropped
+
+
+def test_answers_over_a_purged_range_say_purged_and_never_fail(api: Api) -> None:
+    assert [d["partition"] for d in _purge_january_2023(api)] == ["events_2023_01"]
     window = {"from": "2023-01-01T00:00:00Z", "to": "2023-03-01T00:00:00Z"}
     coverage = api.get("/api/v1/coverage", account="agent001", **window)
     assert coverage.status_code == 200, coverage.json
@@ -125,12 +131,7 @@ def test_answers_over_a_purged_range_say_purged_and_never_fail(api: Api) -> None
 
 
 def test_the_pages_say_what_was_purged_and_never_fail(api: Api) -> None:
-    with psycopg.connect(libpq_conninfo(api.url), autocommit=True) as conn:
-        with conn.transaction():
-            store_month(conn, 2023, 1, ["P-1", "P-2"])
-            store_month(conn, 2026, 11, ["Q-1", "P-1"])  # P-1 spans both months
-        api.cover("agent001", datetime(2022, 12, 1, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC))
-        run(conn, 24)
+    _purge_january_2023(api)
     client = api.app.test_client()
     csrf = csrf_of(client.get("/ui/login").get_data(as_text=True))
     signed_in = client.post("/ui/login", data={"token": api.tokens["reader"], "csrf_token": csrf})

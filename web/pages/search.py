@@ -9,24 +9,12 @@ from typing import Any
 from flask import Response, redirect, request
 from werkzeug.wrappers import Response as Answer
 
-from auditor.store import queries, userdata
-from web import schemas
-from web.audit import conn, set_rows
+from auditor.store import userdata
+from web import schemas, searches
 from web.pages.forms import form_values, load
 from web.pages.gate import PREFIX, bp
 from web.pages.views import page
-from web.paging import (
-    coverage_summary,
-    digest,
-    id_position,
-    iso,
-    next_cursor,
-    split_page,
-    time_and_text_position,
-)
 
-EVENT_FIELDS = tuple(queries.EVENT_EQUALS)
-INTERACTION_FIELDS = ("state", "mediaType", "openmediaType", "account", "ever")
 FORM_FIELDS = (
     "mediaType",
     "state",
@@ -51,7 +39,7 @@ PAGE_SIZE = 50
 # multi-line box would send newlines, which every parameter refuses).
 USER_DATA_ROWS = 3
 USER_DATA_FIELDS = tuple(f"ud{kind}{n}" for n in range(1, USER_DATA_ROWS + 1) for kind in "kv")
-EVENTS_ONLY = tuple(f for f in EVENT_FIELDS if f not in INTERACTION_FIELDS)
+EVENTS_ONLY = tuple(f for f in searches.EVENT_FILTERS if f not in searches.INTERACTION_FILTERS)
 
 
 @bp.get("/")
@@ -109,35 +97,9 @@ def _events(
     query, errors = load(schemas.EventQuery(), values)
     if errors:
         return _form(shown, errors)
-    order = query["order"]
-    bound = digest("ui-events", query, EVENT_FIELDS, order, user_data)
-    after_id = id_position(query, bound)
-    flt = queries.EventFilter(
-        equals={k: query[k] for k in EVENT_FIELDS if query.get(k) is not None},
-        start=query.get("from_"),
-        end=query.get("to"),
-        user_data=user_data,
-        as_of=query.get("as_of"),
-    )
-    limit = query["limit"]
-    connection = conn()
-    rows = queries.search_events(
-        connection, flt, newest_first=order == "newest", limit=limit + 1, after_id=after_id
-    )
-    rows, last = split_page(rows, limit)
-    cursor = next_cursor(bound, None if last is None else [last[0]])
-    coverage = coverage_summary(
-        connection,
-        flt.start,
-        flt.end,
-        [r[1] for r in rows],
-        query.get("account"),
-        {r[2] for r in rows},
-        flt.as_of,
-    )
-    set_rows(len(rows))
-    items = [json.loads(r[3]) for r in rows]
-    return _results(shown, "events", items, cursor, coverage)
+    found = searches.events(query, user_data, "ui-events")
+    items = [json.loads(item) for item in found.items]
+    return _results(shown, "events", items, found.next_cursor, found.coverage)
 
 
 def _interactions(
@@ -146,37 +108,9 @@ def _interactions(
     query, errors = load(schemas.InteractionQuery(), values)
     if errors:
         return _form(shown, errors)
-    order = query["order"]
-    bound = digest("ui-interactions", query, INTERACTION_FIELDS, order, user_data)
-    key = time_and_text_position(query, bound)
-    flt = queries.InteractionFilter(
-        equals={k: query[k] for k in queries.INTERACTION_EQUALS if query.get(k) is not None},
-        account=query.get("account"),
-        start=query.get("from_"),
-        end=query.get("to"),
-        user_data=user_data,
-        ever=query["ever"],
-        as_of=query.get("as_of"),
-    )
-    limit = query["limit"]
-    connection = conn()
-    rows = queries.search_interactions(
-        connection, flt, newest_first=order == "newest", limit=limit + 1, after=key
-    )
-    rows, last = split_page(rows, limit)
-    cursor = next_cursor(bound, None if last is None else [iso(last[0]), last[1]])
-    coverage = coverage_summary(
-        connection,
-        flt.start,
-        flt.end,
-        [r[0] for r in rows],
-        flt.account,
-        {a for r in rows for a in r[2]},
-        flt.as_of,
-    )
-    set_rows(len(rows))
-    items = [json.loads(r[3]) for r in rows]
-    return _results(shown, "interactions", items, cursor, coverage)
+    found = searches.interactions(query, user_data, "ui-interactions")
+    items = [json.loads(item) for item in found.items]
+    return _results(shown, "interactions", items, found.next_cursor, found.coverage)
 
 
 def _results(
