@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import sys
 import time
@@ -38,6 +39,7 @@ from auditor.bi.samples import SAMPLE_QUERIES, for_psycopg
 from auditor.config import libpq_conninfo, parse_database_url
 from auditor.db import sa_connection
 from auditor.pgserver import EmbeddedPostgres
+from auditor.roles import grant_login
 from auditor.store import schema
 
 START = datetime(2025, 12, 1, tzinfo=UTC)
@@ -170,12 +172,12 @@ def load(url: URL, total: int) -> None:
 
 
 def _bi_login(url: URL) -> URL:
+    """A login in auditor_bi, as analysts connect (the embedded cluster asks every login but
+    its bootstrap superuser for a password)."""
+    password = secrets.token_urlsafe(24)
     with psycopg.connect(libpq_conninfo(url), autocommit=True) as conn:
-        name = "bench_bi"
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
-        if not exists:
-            conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE auditor_bi")
-    return url.set(username="bench_bi")
+        grant_login(conn, "bi", "bench_bi", password)
+    return url.set(username="bench_bi", password=password)
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -6,6 +6,7 @@ account but the GET no longer lists get a snapshot with state "Absent" (they end
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime
@@ -102,16 +103,31 @@ async def take_snapshot(source: Source) -> tuple[set[str], str] | None:
     return seen, started
 
 
-async def record_absent(source: Source, seen: set[str], since: str) -> None:
+ABSENT_RETRY = 5.0  # seconds between tries of the "Absent" check while it cannot be made
+
+
+async def record_absent(
+    source: Source, seen: set[str], since: str, retry_delay: float = ABSENT_RETRY
+) -> None:
     """Items the projection shows active for this account that the GET no longer lists
-    ended while nobody listened: record that as a snapshot with state "Absent"."""
+    ended while nobody listened: record that as a snapshot with state "Absent".
+
+    The check needs the spool drained past `since` and PostgreSQL up. Until then it is
+    retried for as long as the session lives: only states received before `since` count, so
+    the conclusion holds however late it is drawn, while giving up left an item that ended in
+    the gap "active" until the next re-subscription (a drain more than 30 s behind, under
+    heavy load, was enough)."""
     if source.active_items is None:
         return
-    try:
-        active = await source.active_items(source.account, since)
-    except Exception as exc:  # PostgreSQL down, or the drain behind: the next snapshot retries
-        log.warning("absent check skipped", extra={"account": source.account, "error": str(exc)})
-        return
+    while True:
+        try:
+            active = await source.active_items(source.account, since)
+            break
+        except Exception as exc:  # the drain behind, or PostgreSQL down
+            log.warning(
+                "absent check delayed", extra={"account": source.account, "error": str(exc)}
+            )
+            await asyncio.sleep(retry_delay)
     gone = sorted(active - seen)
     if not gone:
         return
