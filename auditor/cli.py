@@ -222,3 +222,10 @@ def main() -> None:
             err=True,
         )
         sys.exit(2)
+    except psycopg.OperationalError as exc:
+        # The server went away mid-command (shut down, restarted, the connection killed):
+        # not the user's doing, and nothing a traceback would help with. Each command's
+        # transactions are whole, so rerunning it is safe.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"auditor: the database connection was lost: {reason}", err=True)
+        sys.exit(1)

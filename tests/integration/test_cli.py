@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -158,3 +159,35 @@ def test_token_commands_import_neither_the_cometd_client_nor_the_simulator() -> 
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == ""
+
+
+def test_a_connection_lost_mid_command_is_one_line_not_a_traceback(fresh_db: URL) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AUDITOR_DATABASE_URL"}
+    env["AUDITOR_DATABASE_URL"] = fresh_db.render_as_string(hide_password=False)
+    follower = subprocess.Popen(
+        [AUDITOR, "bi", "refresh", "--follow", "0.1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with psycopg.connect(libpq_conninfo(fresh_db), autocommit=True) as admin:
+            for _ in range(200):  # until the command is connected, then cut it off
+                killed = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND backend_type = 'client backend'"
+                ).fetchall()
+                if killed:
+                    break
+                time.sleep(0.05)
+        _, stderr = follower.communicate(timeout=30)
+    finally:
+        follower.kill()
+    assert killed, "the command never connected"
+    assert follower.returncode == 1, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert lines[0].startswith("auditor: the database connection was lost")
