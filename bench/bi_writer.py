@@ -88,7 +88,7 @@ def main() -> None:
                 beside.append(timed(dsn))
             finally:
                 # SIGTERM ends it at once; its transaction of a batch is rolled back whole.
-                # (Ctrl-C waits for the batch in flight, which can take a minute here.)
+                # (after SIGINT it had not ended within 60 s here, mid-batch)
                 follower.terminate()
                 follower.wait(timeout=60)
             with psycopg.connect(dsn) as conn:
