@@ -41,7 +41,7 @@ def search_access_log(query: dict[str, Any]) -> Response:
         conn(), flt, newest_first=order == "newest", limit=limit + 1, after_id=after_id
     )
     rows, last = split_page(rows, limit)
-    cursor = next_cursor(bound, None if last is None else [last[0]])
+    cursor = next_cursor(bound, None if last is None else [last.id])
     set_rows(len(rows))
-    body = '{"items":[' + ",".join(r[1] for r in rows) + '],"next_cursor":' + dumps(cursor)
+    body = '{"items":[' + ",".join(r.json for r in rows) + '],"next_cursor":' + dumps(cursor)
     return json_response(body + "}")

@@ -52,26 +52,19 @@ def get_interaction(interaction_id: str, query: dict[str, Any]) -> Response:
 
 
 def _timeline_event(entry: timeline.TimelineEntry) -> dict[str, Any]:
-    diff = entry.user_data_diff
-    return {
-        "event_id": entry.event_id,
-        "received_at": iso(entry.received_at),
-        "stored_at": iso(entry.stored_at),
-        "account": entry.account,
-        "kind": entry.kind,
-        "snapshot": entry.kind == "snapshot",
-        "channel": entry.channel,
-        "notificationType": entry.notification_type,
-        "messageType": entry.message_type,
-        "state": entry.state,
-        "capabilities": entry.capabilities,
-        "referenceId": entry.reference_id,
-        "user_data_diff": None
-        if diff is None
-        else {"added": diff.added, "changed": diff.changed, "removed": diff.removed},
-        "error_code": entry.error_code,
-        "error_message": entry.error_message,
+    """An entry as schemas.TimelineEvent says (its fields come from the same table)."""
+    shown: dict[str, Any] = {
+        name: getattr(entry, attribute) for name, attribute in schemas.TIMELINE_COLUMNS.items()
     }
+    diff = entry.user_data_diff
+    shown["snapshot"] = entry.kind == "snapshot"
+    shown["capabilities"] = entry.capabilities
+    shown["user_data_diff"] = (
+        None
+        if diff is None
+        else {"added": diff.added, "changed": diff.changed, "removed": diff.removed}
+    )
+    return shown
 
 
 @bp.get("/interactions/<interaction_id>/timeline")

@@ -4,7 +4,7 @@ cursor in constant memory, ending with a summary that lets an auditor check comp
 ndjson: one event per line; the last line is {"_summary": {...}}.
 csv: a header record, one record per event; the last record starts with the field `_summary`
 followed by the row count, the sha256 and the coverage as JSON. Cells a spreadsheet would
-read as a formula are neutralised (auditor.store.queries: OWASP's CSV injection rule).
+read as a formula are neutralised (auditor.shapes: OWASP's CSV injection rule).
 sha256 is over every byte sent before the summary (the csv header included).
 
 The access log gets two rows: `started` when the answer begins, and how it ended when the
@@ -75,7 +75,9 @@ def export_events(query: dict[str, Any]) -> Response:
     limit: int = current_app.config["AUDITOR_SETTINGS"].api.exports_per_token
     record = request_record(200)
     metrics = current_app.extensions["auditor_metrics"]
-    stack, connection = _take_slot(db, g.token.id, limit)  # nothing may fail after this
+    # CSV: one snapshot for the COPY and the summary's look at the same rows. Nothing may
+    # fail after this.
+    stack, connection = _take_slot(db, g.token.id, limit, repeatable_read=as_csv)
     stream = ExportStream(
         stack, db, _body(connection, flt, as_csv, query.get("account")), metrics, record
     )
@@ -199,15 +201,10 @@ class ExportStream:
             log.exception("could not write how an export ended")
 
 
-def _csv_chunk(rows: list[tuple[Any, ...]]) -> str:
+def _summary_record(rows: int, sha256: str, coverage: dict[str, Any]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(row[2:] for row in rows)
+    csv.writer(buffer, lineterminator="\n").writerow(["_summary", rows, sha256, dumps(coverage)])
     return buffer.getvalue()
-
-
-def _lines(rows: list[tuple[Any, ...]]) -> str:
-    """PostgreSQL made each line (a JSON object or a quoted CSV record)."""
-    return "\n".join(row[2] for row in rows) + "\n"
 
 
 def _body(
@@ -215,32 +212,38 @@ def _body(
     flt: queries.EventFilter,
     as_csv: bool,
     account: str | None,
-) -> Generator[tuple[str, int]]:
+) -> Generator[tuple[str | bytes, int]]:
     """(chunk, rows in it); the summary is preceded by (its sha256, -1) for the log."""
     digest = hashlib.sha256()
     accounts: set[str] = set()
     earliest: datetime | None = None
     sent = 0
-    statement, params = queries.export_events_query(flt, csv=as_csv)
-    with connection.cursor(name="auditor_export") as cur:
-        cur.execute(statement, params)
-        if as_csv:
-            header = ",".join(queries.EVENT_CSV_COLUMNS) + "\n"
-            digest.update(header.encode())
-            yield header, 0
-        while rows := cur.fetchmany(FETCH_ROWS):
-            chunk = _lines(rows)
-            digest.update(chunk.encode())
-            first = min(row[0] for row in rows)
+    if as_csv:
+        # COPY sends bytes only: what the summary needs of the rows is asked first, in the
+        # same snapshot (the export's transaction is REPEATABLE READ).
+        extent = queries.export_extent(connection, flt)
+        earliest, accounts = extent.earliest, set(extent.accounts)
+        header = ",".join(queries.EVENT_CSV_COLUMNS) + "\n"
+        digest.update(header.encode())
+        yield header, 0
+        for chunk, count in queries.export_events_csv(connection, flt, chunk_rows=FETCH_ROWS):
+            digest.update(chunk)
+            sent += count
+            yield chunk, count
+    else:
+        for rows in queries.export_events_json(connection, flt, fetch=FETCH_ROWS):
+            text = "\n".join(row.json for row in rows) + "\n"
+            digest.update(text.encode())
+            first = min(row.received_at for row in rows)
             earliest = first if earliest is None else min(earliest, first)
-            accounts.update(row[1] for row in rows)
+            accounts.update(row.account for row in rows)
             sent += len(rows)
-            yield chunk, len(rows)
+            yield text, len(rows)
     seen = [earliest] if earliest is not None else []
     coverage = coverage_summary(connection, flt.start, flt.end, seen, account, accounts)
-    summary = {"rows": sent, "sha256": digest.hexdigest(), "coverage": coverage}
-    yield digest.hexdigest(), -1
+    sha256 = digest.hexdigest()
+    yield sha256, -1
     if as_csv:
-        yield _csv_chunk([(None, None, "_summary", sent, summary["sha256"], dumps(coverage))]), 0
+        yield _summary_record(sent, sha256, coverage), 0
     else:
-        yield dumps({"_summary": summary}) + "\n", 0
+        yield dumps({"_summary": {"rows": sent, "sha256": sha256, "coverage": coverage}}) + "\n", 0

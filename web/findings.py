@@ -9,6 +9,7 @@ from apiflask import APIBlueprint, Schema, fields, validators
 from flask import Response
 from marshmallow import RAISE
 
+from auditor import shapes
 from auditor.store import findings_queries
 from web import schemas
 from web.audit import conn, requires, set_rows
@@ -20,31 +21,14 @@ bp = APIBlueprint("findings", __name__, url_prefix="/api/v1", tag="Findings")
 _FILTERS = ("interactionId", "account", "code")
 
 
-class FindingQuery(schemas._Paging):
-    interactionId = schemas._text()
-    account = schemas._text("the agent session the event came from")
+class FindingQuery(schemas.EventKeys, schemas.Paging):
     code = fields.String(
         validate=validators.OneOf(findings_queries.FINDING_CODES),
         metadata={"description": "a finding code (docs/bi.md)"},
     )
 
 
-class Finding(Schema):
-    code = fields.String(required=True, metadata={"description": "stable finding code"})
-    explanation = fields.String(required=True)
-    detail = fields.String(required=True)
-    interaction_id = fields.String(required=True, allow_none=True)
-    account = fields.String(required=True)
-    event_id = fields.Integer(required=True)
-    received_at = fields.DateTime(required=True)
-    kind = fields.String(required=True)
-    notificationType = fields.String(required=True, allow_none=True)
-    referenceId = fields.String(required=True, allow_none=True)
-    previous_state = fields.String(required=True, allow_none=True)
-    state = fields.String(required=True, allow_none=True)
-    mediaType = fields.String(required=True, allow_none=True)
-    error_code = fields.String(required=True, allow_none=True)
-    error_message = fields.String(required=True, allow_none=True)
+Finding = schemas.shape_schema("Finding", shapes.FINDING, described={"code": "stable finding code"})
 
 
 class FindingPage(Schema):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from apiflask import HTTPError
 from flask import Response, current_app, request
@@ -18,6 +18,7 @@ from web.errors import bad_params
 from web.strict import CONTROL
 
 JSON = "application/json"
+Row = TypeVar("Row")
 BIGINT_MAX = 2**63 - 1
 
 
@@ -80,7 +81,7 @@ def position(query: dict[str, Any], bound_to: str) -> list[Any] | None:
         raise bad_params(cursor=str(exc)) from None
 
 
-def split_page(rows: list[Any], limit: int) -> tuple[list[Any], Any | None]:
+def split_page(rows: list[Row], limit: int) -> tuple[list[Row], Row | None]:
     """A page fetched with limit + 1 rows: (the page, its last row if another page follows)."""
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from apiflask import Schema, fields, validators
 from marshmallow import ValidationError, validates_schema
 
+from auditor import shapes
 from auditor.store import timeline as store_timeline
 from web.query_params import (
     ISO,
@@ -51,6 +52,44 @@ def _text(description: str = "exact match") -> fields.String:
 _instant = instant
 
 
+def field_of(f: shapes.Field, description: str | None = None) -> fields.Field[Any]:
+    """The response field showing one field of a shape (auditor.shapes)."""
+    options: dict[str, Any] = {"required": True, "allow_none": f.nullable}
+    if description is not None:
+        options["metadata"] = {"description": description}
+    if f.kind == "text":
+        return fields.String(**options)
+    if f.kind == "integer":
+        return fields.Integer(**options)
+    if f.kind == "number":
+        return fields.Float(**options)
+    if f.kind == "boolean":
+        return fields.Boolean(**options)
+    if f.kind == "timestamp":
+        return fields.DateTime(**options)
+    if f.kind == "object":
+        return fields.Dict(**options)
+    if f.kind == "list":
+        return fields.List(fields.String(), **options)
+    return fields.Raw(**options)
+
+
+def shape_schema(
+    name: str, shape: shapes.Shape, described: dict[str, str] | None = None
+) -> type[Schema]:
+    """The response schema of a shape: one field per field of the shape, in its order."""
+    described = described or {}
+    unknown = set(described) - set(shape.names)
+    if unknown:
+        raise ValueError(f"{name} has no field(s) {sorted(unknown)}")
+    return cast(
+        type[Schema],
+        Schema.from_dict(
+            {f.name: field_of(f, described.get(f.name)) for f in shape.fields}, name=name
+        ),
+    )
+
+
 class _Range(Schema):
     from_ = _instant("from", "start of the range (inclusive), not after `to`, " + ISO)
     to = _instant("to", "end of the range (exclusive), " + ISO)
@@ -66,7 +105,7 @@ class _Range(Schema):
             raise ValidationError("must not be after `to` (an impossible range)", "from")
 
 
-class _Paging(_Range):
+class Paging(_Range):
     order = fields.String(
         load_default="newest",
         validate=validators.OneOf(["newest", "oldest"]),
@@ -87,20 +126,27 @@ class _Paging(_Range):
     )
 
 
-class _EventFilters(Schema):
+class EventKeys(Schema):
+    """The filters an event and what is said of it (a finding) share."""
+
+    interactionId = _text()
+    account = _text("the agent session the event came from")
+
+
+class _EventFilters(EventKeys):
+    """Every filter of queries.EVENT_EQUALS (tests/unit/test_shapes.py keeps them equal)."""
+
     referenceId = _text()
     mediaType = _text()
     openmediaType = _text()
     state = _text()
     notificationType = _text()
     messageType = _text()
-    interactionId = _text()
-    account = _text()
     channel = _text()
     kind = fields.String(validate=validators.OneOf(["notification", "snapshot"]))
 
 
-class EventQuery(_EventFilters, _Paging, AsOf, UserDataParams):
+class EventQuery(_EventFilters, Paging, AsOf, UserDataParams):
     pass
 
 
@@ -112,7 +158,7 @@ class ExportQuery(_EventFilters, _Range):
     )
 
 
-class InteractionQuery(_Paging, AsOf, UserDataParams):
+class InteractionQuery(Paging, AsOf, UserDataParams):
     state = _text()
     mediaType = _text()
     openmediaType = _text()
@@ -149,7 +195,7 @@ class TimelineQuery(AsOf):
     )
 
 
-class AccessLogQuery(_Paging):
+class AccessLogQuery(Paging):
     token = _text("name of the token that made the request")
     role = fields.String(validate=validators.OneOf(["reader", "exporter", "admin"]))
     endpoint = _text("request path, e.g. /api/v1/events")
@@ -203,23 +249,7 @@ class CoverageSummary(Schema):
     purged = fields.List(fields.Nested(Purged))
 
 
-class Event(Schema):
-    event_id = fields.Integer(required=True)
-    received_at = fields.DateTime(required=True)
-    stored_at = fields.DateTime(required=True)
-    kind = fields.String(required=True)
-    account = fields.String(required=True)
-    channel = fields.String(required=True, allow_none=True)
-    interaction_id = fields.String(required=True, allow_none=True)
-    messageType = fields.String(required=True, allow_none=True)
-    notificationType = fields.String(required=True, allow_none=True)
-    referenceId = fields.String(required=True, allow_none=True)
-    mediaType = fields.String(required=True, allow_none=True)
-    openmediaType = fields.String(required=True, allow_none=True)
-    state = fields.String(required=True, allow_none=True)
-    error_code = fields.String(required=True, allow_none=True)
-    error_message = fields.String(required=True, allow_none=True)
-    payload = fields.Dict(required=True)
+Event = shape_schema("Event", shapes.EVENT)
 
 
 class EventPage(Schema):
@@ -228,24 +258,7 @@ class EventPage(Schema):
     coverage = fields.Nested(CoverageSummary, required=True)
 
 
-class Interaction(Schema):
-    interaction_id = fields.String(required=True)
-    state = fields.String(required=True, allow_none=True)
-    capabilities = fields.Raw(required=True, allow_none=True)
-    mediaType = fields.String(required=True, allow_none=True)
-    openmediaType = fields.String(required=True, allow_none=True)
-    uri = fields.String(required=True, allow_none=True)
-    user_data = fields.Dict(required=True, allow_none=True)
-    accounts = fields.List(fields.String(), required=True)
-    account_states = fields.Dict(required=True)
-    first_seen_at = fields.DateTime(required=True)
-    last_seen_at = fields.DateTime(required=True)
-    completed_at = fields.DateTime(required=True, allow_none=True)
-    event_count = fields.Integer(required=True)
-    first_event_id = fields.Integer(required=True)
-    last_event_id = fields.Integer(required=True)
-    last_notificationType = fields.String(required=True, allow_none=True)
-    last_referenceId = fields.String(required=True, allow_none=True)
+Interaction = shape_schema("Interaction", shapes.INTERACTION)
 
 
 class InteractionPage(Schema):
@@ -254,33 +267,19 @@ class InteractionPage(Schema):
     coverage = fields.Nested(CoverageSummary, required=True)
 
 
-class AccessEntry(Schema):
-    id = fields.Integer(required=True)
-    at = fields.DateTime(required=True)
-    token = fields.String(required=True, allow_none=True, metadata={"description": "null: none"})
-    role = fields.String(required=True, allow_none=True)
-    method = fields.String(required=True)
-    endpoint = fields.String(required=True)
-    filters = fields.Dict(required=True, metadata={"description": "query parameters as sent"})
-    status = fields.Integer(required=True)
-    rows_returned = fields.Integer(required=True, allow_none=True)
-    client = fields.String(
-        required=True, allow_none=True, metadata={"description": "the client's IP address"}
-    )
-    outcome = fields.String(
-        required=True,
-        metadata={
-            "description": "answered; for an export: started, then completed, cut or failed "
-            "in a second row that `follows` the first"
-        },
-    )
-    follows = fields.Integer(required=True, allow_none=True)
-    sha256 = fields.String(
-        required=True, allow_none=True, metadata={"description": "a completed export's hash"}
-    )
-    error = fields.String(
-        required=True, allow_none=True, metadata={"description": "a failed export's error class"}
-    )
+AccessEntry = shape_schema(
+    "AccessEntry",
+    shapes.ACCESS,
+    described={
+        "token": "name of the token (null: none)",
+        "filters": "query parameters as sent",
+        "client": "the client's IP address",
+        "outcome": "answered; for an export: started, then completed, cut or failed in a "
+        "second row that `follows` the first",
+        "sha256": "a completed export's hash",
+        "error": "a failed export's error class",
+    },
+)
 
 
 class AccessLogPage(Schema):
@@ -294,24 +293,33 @@ class UserDataDiff(Schema):
     removed = fields.List(fields.String(), required=True)
 
 
-class TimelineEvent(Schema):
-    event_id = fields.Integer(required=True)
-    received_at = fields.DateTime(required=True)
-    stored_at = fields.DateTime(
-        required=True, metadata={"description": "when it was stored (as_of compares this)"}
-    )
-    account = fields.String(required=True)
-    kind = fields.String(required=True, metadata={"description": "notification or snapshot"})
-    snapshot = fields.Boolean(required=True, metadata={"description": "state re-read after a gap"})
-    channel = fields.String(required=True, allow_none=True)
-    notificationType = fields.String(required=True, allow_none=True)
-    messageType = fields.String(required=True, allow_none=True)
-    state = fields.String(required=True, allow_none=True)
-    capabilities = fields.Raw(required=True, allow_none=True)
-    referenceId = fields.String(required=True, allow_none=True)
-    user_data_diff = fields.Nested(UserDataDiff, required=True, allow_none=True)
-    error_code = fields.String(required=True, allow_none=True)
-    error_message = fields.String(required=True, allow_none=True)
+# A timeline entry as the API shows it: the fields of store.timeline.TimelineEntry that show
+# a column of events, under the column's API name, then what the timeline adds. (Its userData
+# is shown as its diff; the payload is the export's.) web/api.py serialises by this table.
+TIMELINE_COLUMNS = {
+    shapes.EVENT.column(column).name: attribute
+    for column, attribute in store_timeline.ENTRY_COLUMNS.items()
+}
+TimelineEvent = Schema.from_dict(
+    {
+        **{
+            name: field_of(
+                shapes.EVENT.column(column),
+                {
+                    "stored_at": "when it was stored (as_of compares this)",
+                    "kind": "notification or snapshot",
+                }.get(name),
+            )
+            for column, name in zip(store_timeline.ENTRY_COLUMNS, TIMELINE_COLUMNS, strict=True)
+        },
+        "snapshot": fields.Boolean(
+            required=True, metadata={"description": "state re-read after a gap"}
+        ),
+        "capabilities": fields.Raw(required=True, allow_none=True),
+        "user_data_diff": fields.Nested(UserDataDiff, required=True, allow_none=True),
+    },
+    name="TimelineEvent",
+)
 
 
 class Timeline(Schema):
@@ -386,5 +394,5 @@ def utc_iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
-class InteractionDetail(Interaction):
-    """GET /interactions/{id} (its own class: apispec registers each class under one name)."""
+# GET /interactions/{id} (its own class: apispec registers each class under one name).
+InteractionDetail = shape_schema("InteractionDetail", shapes.INTERACTION)

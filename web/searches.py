@@ -52,14 +52,14 @@ def events(query: dict[str, Any], user_data: tuple[UserDataFilter, ...], scope: 
         connection,
         flt.start,
         flt.end,
-        [r[1] for r in rows],
+        [r.received_at for r in rows],
         query.get("account"),
-        {r[2] for r in rows},
+        {r.account for r in rows},
         flt.as_of,
     )
     set_rows(len(rows))
-    cursor = next_cursor(bound, None if last is None else [last[0]])
-    return SearchPage([r[3] for r in rows], cursor, coverage)
+    cursor = next_cursor(bound, None if last is None else [last.id])
+    return SearchPage([r.json for r in rows], cursor, coverage)
 
 
 def interactions(
@@ -87,11 +87,13 @@ def interactions(
         connection,
         flt.start,
         flt.end,
-        [r[0] for r in rows],
+        [r.last_seen_at for r in rows],
         flt.account,
-        {a for r in rows for a in r[2]},
+        {a for r in rows for a in r.accounts},
         flt.as_of,
     )
     set_rows(len(rows))
-    cursor = next_cursor(bound, None if last is None else [iso(last[0]), last[1]])
-    return SearchPage([r[3] for r in rows], cursor, coverage)
+    cursor = next_cursor(
+        bound, None if last is None else [iso(last.last_seen_at), last.interaction_id]
+    )
+    return SearchPage([r.json for r in rows], cursor, coverage)

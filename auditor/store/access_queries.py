@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import args_row
 from psycopg.types.json import Jsonb
 
+from auditor import shapes
 from auditor.store.queries import equals_and_range, where
 
 ACCESS_EQUALS = {"token": "token_name", "role": "role", "endpoint": "endpoint"}
 
-ACCESS_JSON = """json_build_object(
-    'id', id, 'at', at, 'token', token_name, 'role', role, 'method', method,
-    'endpoint', endpoint, 'filters', filters, 'status', status,
-    'rows_returned', rows_returned, 'client', host(client), 'outcome', outcome,
-    'follows', follows, 'sha256', sha256, 'error', error)::text"""
+ACCESS_JSON = shapes.ACCESS.json_sql()  # an entry as the API shows it (auditor.shapes)
+
+
+class AccessRow(NamedTuple):
+    id: int
+    json: str
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,8 @@ def search_access_log(
     newest_first: bool,
     limit: int,
     after_id: int | None = None,
-) -> list[tuple[int, str]]:
-    """Up to ``limit`` access-log entries as (id, json), keyset-paged by id."""
+) -> list[AccessRow]:
+    """Up to ``limit`` access-log entries, keyset-paged by id."""
     clauses, params = equals_and_range(flt.equals, ACCESS_EQUALS, "at", flt.start, flt.end)
     if flt.status is not None:
         clauses.append(sql.SQL("status = %s"))
@@ -53,7 +56,7 @@ def search_access_log(
             sql.SQL(" LIMIT %s"),
         ]
     )
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=args_row(AccessRow)) as cur:
         cur.execute(query, [*params, limit])
         return cur.fetchall()
 

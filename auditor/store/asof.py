@@ -10,14 +10,12 @@ answer (found through the BRIN index on stored_at, migration 2026_12_02_userdata
 
 from __future__ import annotations
 
+from auditor import shapes
 from auditor.store.userdata import EVENT_USER_DATA_SQL, OPENMEDIA_SQL
 
-# The projection columns in the order of INTERACTION_JSON's fields (queries.py).
-PROJECTION_COLUMNS = (
-    "interaction_id, state, capabilities, media_type, openmedia_type, uri, user_data,"
-    " accounts, account_states, first_seen_at, last_seen_at, completed_at, event_count,"
-    " first_event_id, last_event_id, last_notification_type, last_reference_id"
-)
+# The projection's columns the API shows (auditor.shapes): each as-of row computes them all.
+PROJECTION_COLUMNS = ", ".join(str(f.column) for f in shapes.INTERACTION.fields)
+_FROM_P = ", ".join(f"p.{f.column}" for f in shapes.INTERACTION.fields)
 
 # {iid}: a SQL expression naming the interaction (a parameter or an outer column);
 # {t}: the as_of parameter. Each "newest non-null" reads the (interaction_id, id) index
@@ -91,6 +89,6 @@ def as_of_interactions_sql(t: str) -> str:
     WHERE i.first_seen_at IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM ({touched}) AS x WHERE x.interaction_id = i.interaction_id)
     UNION ALL
-    SELECT p.* FROM ({touched}) AS x
+    SELECT {_FROM_P} FROM ({touched}) AS x
     CROSS JOIN LATERAL ({projection_sql("x.interaction_id", t)}) AS p
 )"""

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import args_row
 
 LIVE_WINDOW_SECONDS = 15
 
@@ -132,13 +133,6 @@ def gaps_of(
     return [gap for gap in gaps if gap.end > gap.start]
 
 
-def known_accounts(conn: psycopg.Connection[Any]) -> list[str]:
-    """Every account the worker ever held a session for."""
-    with conn.cursor() as cur:
-        cur.execute(_KNOWN_ACCOUNTS)
-        return [row[0] for row in cur.fetchall()]
-
-
 def coverage(
     conn: psycopg.Connection[Any],
     start: datetime,
@@ -156,7 +150,11 @@ def coverage(
     given = sorted(set(accounts or ()))
     if as_of is not None:
         end = max(start, min(end, as_of))
-    with conn.pipeline(), conn.cursor() as known_cur, conn.cursor() as cur:
+    with (
+        conn.pipeline(),
+        conn.cursor() as known_cur,
+        conn.cursor(row_factory=args_row(Interval)) as cur,
+    ):
         if every:
             if as_of is None:
                 known_cur.execute(_KNOWN_ACCOUNTS)
@@ -164,7 +162,7 @@ def coverage(
                 known_cur.execute(_KNOWN_BY, {"t": as_of})
         cur.execute(_INTERVALS, {"from": start, "to": end, "all": every, "accounts": given})
         known = [row[0] for row in known_cur.fetchall()] if every else []
-        rows = [Interval(*row) for row in cur.fetchall()]
+        rows = cur.fetchall()
     if as_of is not None:
         rows = _as_known_at(conn, rows, as_of)
     by_account: dict[str, list[Interval]] = {name: [] for name in [*known, *given]}

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from auditor import shapes
 from auditor.store.queries import equals_and_range, where
 
 # The stable codes (bi_v1.finding_codes holds the same, with their explanations; a test
@@ -29,12 +30,7 @@ FINDING_CODES = (
 
 FINDING_EQUALS = {"interactionId": "interaction_id", "account": "account", "code": "code"}
 
-_FINDING_JSON = """json_build_object(
-    'code', code, 'explanation', explanation, 'detail', detail,
-    'interaction_id', interaction_id, 'account', account, 'event_id', event_id,
-    'received_at', received_at, 'kind', kind, 'notificationType', notification_type,
-    'referenceId', reference_id, 'previous_state', previous_state, 'state', state,
-    'mediaType', media_type, 'error_code', error_code, 'error_message', error_message)::text"""
+_FINDING_JSON = shapes.FINDING.json_sql()  # a finding as the API shows it (auditor.shapes)
 
 
 @dataclass(frozen=True)

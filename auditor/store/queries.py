@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import args_row
 
+from auditor import shapes
 from auditor.store import asof, userdata
 from auditor.store.userdata import UserDataFilter
 
@@ -34,107 +37,15 @@ INTERACTION_EQUALS = {
     "openmediaType": "openmedia_type",
 }
 
-# One event as the API shows it, made by PostgreSQL (the payload is never re-encoded).
-EVENT_JSON = """json_build_object(
-    'event_id', id, 'received_at', received_at, 'stored_at', stored_at, 'kind', kind,
-    'account', account, 'channel', channel, 'interaction_id', interaction_id,
-    'messageType', message_type, 'notificationType', notification_type,
-    'referenceId', reference_id, 'mediaType', media_type, 'openmediaType', openmedia_type,
-    'state', state, 'error_code', error_code, 'error_message', error_message,
-    'payload', payload)::text"""
+# One event, one interaction as the API shows them, made by PostgreSQL (a jsonb value is
+# never re-encoded); the fields derive from the tables (auditor.shapes).
+EVENT_JSON = shapes.EVENT.json_sql()
+INTERACTION_JSON = shapes.INTERACTION.json_sql()
 
-EVENT_CSV_COLUMNS = (
-    "event_id",
-    "received_at",
-    "stored_at",
-    "kind",
-    "account",
-    "channel",
-    "interaction_id",
-    "messageType",
-    "notificationType",
-    "referenceId",
-    "mediaType",
-    "openmediaType",
-    "state",
-    "error_code",
-    "error_message",
-    "payload",
-)
-# to_json gives the same ISO 8601 text as the JSON forms (with T and offset).
-_CSV_SOURCES = (
-    "id::text",
-    "to_json(received_at) #>> '{}'",
-    "to_json(stored_at) #>> '{}'",
-    "kind",
-    "account",
-    "channel",
-    "interaction_id",
-    "message_type",
-    "notification_type",
-    "reference_id",
-    "media_type",
-    "openmedia_type",
-    "state",
-    "error_code",
-    "error_message",
-    "payload::text",
-)
-
-
-# OWASP CSV injection: a cell starting with one of these is a formula to a spreadsheet.
-CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_FORMULA_START_CODES = "(" + ", ".join(str(ord(c)) for c in CSV_FORMULA_STARTS) + ")"
-# Cells that cannot start with one: a bigint identity, times as PostgreSQL writes them (a year
-# first; BC is a suffix), `kind` and a JSON object (CHECK constraints). Guarding them would
-# only compute them again.
-_NEVER_FORMULAS = frozenset(
-    {
-        "id::text",
-        "to_json(received_at) #>> '{}'",
-        "to_json(stored_at) #>> '{}'",
-        "kind",
-        "payload::text",
-    }
-)
-
-
-def csv_field(source: str, *, guard_formulas: bool = True) -> str:
-    """RFC 4180 quoting done by PostgreSQL (as Python's csv QUOTE_MINIMAL would), with a
-    single quote before a cell a spreadsheet would run (the raw value stays in NDJSON): the
-    export then only joins finished lines, which keeps it well above 50,000 rows/s. The quote
-    changes neither whether a cell needs quoting nor its escaping, so the source is not
-    evaluated more often than for plain quoting."""
-    guard = (
-        "''"
-        if source in _NEVER_FORMULAS or not guard_formulas
-        else f"CASE WHEN ascii({source}) IN {_FORMULA_START_CODES} THEN chr(39) ELSE '' END"
-    )
-    return (
-        f"CASE WHEN ({source}) IS NULL THEN ''"
-        f" WHEN ({source}) ~ '[\",\r\n]'"
-        f" THEN '\"' || {guard} || replace({source}, '\"', '\"\"') || '\"'"
-        f" ELSE {guard} || ({source}) END"
-    )
-
-
-def csv_line(*, guard_formulas: bool = True) -> str:
-    """One finished CSV line per event (bench/csv_guard.py compares the two kinds)."""
-    return " || ',' || ".join(csv_field(e, guard_formulas=guard_formulas) for e in _CSV_SOURCES)
-
-
-# One finished CSV line per event.
-_EVENT_CSV_SELECT = csv_line()
-
-INTERACTION_JSON = """json_build_object(
-    'interaction_id', interaction_id, 'state', state, 'capabilities', capabilities,
-    'mediaType', media_type, 'openmediaType', openmedia_type, 'uri', uri,
-    'user_data', user_data, 'accounts', accounts, 'account_states', account_states,
-    'first_seen_at', first_seen_at, 'last_seen_at', last_seen_at,
-    'completed_at', completed_at, 'event_count', event_count,
-    'first_event_id', first_event_id, 'last_event_id', last_event_id,
-    'last_notificationType', last_notification_type,
-    'last_referenceId', last_reference_id)::text"""
+# The CSV export: its header, and one expression per cell (formula-guarded, auditor.shapes);
+# COPY ... TO STDOUT (FORMAT csv) does the quoting.
+EVENT_CSV_COLUMNS = shapes.EVENT.names
+_EVENT_CSV_CELLS = ", ".join(shapes.csv_cells(shapes.EVENT))
 
 
 @dataclass(frozen=True)
@@ -186,6 +97,15 @@ def where(clauses: list[sql.Composable]) -> sql.Composable:
     return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses)
 
 
+class EventRow(NamedTuple):
+    """An event of a page: its key, what coverage needs, and the API's JSON of it."""
+
+    id: int
+    received_at: datetime
+    account: str
+    json: str
+
+
 def search_events(
     conn: psycopg.Connection[Any],
     flt: EventFilter,
@@ -193,8 +113,8 @@ def search_events(
     newest_first: bool,
     limit: int,
     after_id: int | None = None,
-) -> list[tuple[int, datetime, str, str]]:
-    """Up to ``limit`` events as (id, received_at, account, json), keyset-paged by id.
+) -> list[EventRow]:
+    """Up to ``limit`` events, keyset-paged by id.
 
     Events become visible in id order (one writer at a time), so paging by id never skips
     a row that commits while an auditor pages. The page's keys are found first (from an
@@ -214,19 +134,84 @@ def search_events(
             order,
         ]
     )
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=args_row(EventRow)) as cur:
         cur.execute(query, [*params, limit])
         return cur.fetchall()
 
 
-def export_events_query(flt: EventFilter, *, csv: bool) -> tuple[sql.Composed, list[Any]]:
-    """The statement an export runs through a server-side cursor, oldest first."""
+class ExportRow(NamedTuple):
+    received_at: datetime
+    account: str
+    json: str
+
+
+def export_events_json(
+    conn: psycopg.Connection[Any], flt: EventFilter, *, fetch: int
+) -> Iterator[list[ExportRow]]:
+    """Every matching event, oldest first, ``fetch`` rows at a time from a server-side cursor
+    (constant memory), in the caller's transaction."""
     clauses, params = _event_where(flt)
-    select = "SELECT received_at, account, " + (_EVENT_CSV_SELECT if csv else EVENT_JSON)
     query = sql.Composed(
-        [sql.SQL(select + " FROM events"), where(clauses), sql.SQL(" ORDER BY id")]
+        [
+            sql.SQL("SELECT received_at, account, " + EVENT_JSON + " FROM events"),
+            where(clauses),
+            sql.SQL(" ORDER BY id"),
+        ]
     )
-    return query, params
+    with conn.cursor(name="auditor_export", row_factory=args_row(ExportRow)) as cur:
+        cur.execute(query, params)
+        while rows := cur.fetchmany(fetch):
+            yield rows
+
+
+def export_events_csv(
+    conn: psycopg.Connection[Any], flt: EventFilter, *, chunk_rows: int
+) -> Iterator[tuple[bytes, int]]:
+    """Every matching event as CSV records (no header), oldest first, as (chunk, rows in it).
+    PostgreSQL's COPY does the RFC 4180 quoting (faster than quoting written in SQL, and
+    than Python's csv: bench/csv_export.py); the cells carry the formula guard."""
+    clauses, params = _event_where(flt)
+    statement = sql.Composed(
+        [
+            sql.SQL("COPY (SELECT " + _EVENT_CSV_CELLS + " FROM events"),
+            where(clauses),
+            sql.SQL(" ORDER BY id) TO STDOUT (FORMAT csv)"),
+        ]
+    )
+    with conn.cursor() as cur, cur.copy(statement, params) as copy:
+        pending: list[bytes] = []
+        for record in copy:  # one record per piece COPY gives
+            pending.append(bytes(record))
+            if len(pending) >= chunk_rows:
+                yield b"".join(pending), len(pending)
+                pending = []
+        if pending:
+            yield b"".join(pending), len(pending)
+
+
+class Extent(NamedTuple):
+    """What an export's coverage summary needs of its rows."""
+
+    earliest: datetime | None
+    accounts: list[str]
+
+
+def export_extent(conn: psycopg.Connection[Any], flt: EventFilter) -> Extent:
+    """The earliest receipt and the accounts among the matching events (in the export's
+    REPEATABLE READ snapshot: the rows the COPY sends)."""
+    clauses, params = _event_where(flt)
+    query = sql.Composed(
+        [
+            sql.SQL(
+                "SELECT min(received_at), coalesce(array_agg(DISTINCT account), '{}') FROM events"
+            ),
+            where(clauses),
+        ]
+    )
+    with conn.cursor(row_factory=args_row(Extent)) as cur:
+        cur.execute(query, params)
+        found = cur.fetchone()
+    return found if found is not None else Extent(None, [])
 
 
 @dataclass(frozen=True)
@@ -261,6 +246,15 @@ def _ever(flt: UserDataFilter, as_of: str | None) -> tuple[sql.Composable, list[
     )
 
 
+class InteractionRow(NamedTuple):
+    """An interaction of a page: its key, its accounts (for coverage), the API's JSON of it."""
+
+    last_seen_at: datetime
+    interaction_id: str
+    accounts: list[str]
+    json: str
+
+
 def search_interactions(
     conn: psycopg.Connection[Any],
     flt: InteractionFilter,
@@ -268,9 +262,8 @@ def search_interactions(
     newest_first: bool,
     limit: int,
     after: tuple[datetime, str] | None = None,
-) -> list[tuple[datetime, str, list[str], str]]:
-    """Up to ``limit`` projection rows as (last_seen_at, interaction_id, accounts, json), paged
-    over (last_seen_at, interaction_id)."""
+) -> list[InteractionRow]:
+    """Up to ``limit`` projection rows, paged over (last_seen_at, interaction_id)."""
     clauses, params = equals_and_range(
         flt.equals, INTERACTION_EQUALS, "last_seen_at", flt.start, flt.end
     )
@@ -300,7 +293,7 @@ def search_interactions(
         + where(clauses)
         + sql.SQL(f" ORDER BY last_seen_at {direction}, interaction_id {direction} LIMIT %s")
     )
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=args_row(InteractionRow)) as cur:
         cur.execute(query, [*params, limit])
         return cur.fetchall()
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import args_row, dict_row
 
+from auditor import db
 from auditor.store import asof, coverage_queries, queries
 from auditor.store.userdata import EVENT_USER_DATA_SQL, OPENMEDIA_SQL
 
@@ -99,14 +100,29 @@ class TimelinePage:
     as_of: datetime | None
 
 
-# The page's columns; capabilities and userData are extracted by PostgreSQL, never re-parsed.
-_ENTRY_COLUMNS = f"""id, received_at, stored_at, account, kind, channel, message_type,
-    notification_type, state, reference_id, error_code, error_message,
-    CASE WHEN jsonb_typeof({OPENMEDIA_SQL}->'capabilities') = 'array'
-         THEN {OPENMEDIA_SQL}->'capabilities' END AS capabilities,
-    CASE WHEN jsonb_typeof({EVENT_USER_DATA_SQL}) = 'object'
-         THEN {EVENT_USER_DATA_SQL} END AS user_data,
-    payload::text AS payload_text"""
+# The page's columns, by TimelineEntry's fields: a field named as a column of events reads it
+# (event_id: the id); the others are extracted by PostgreSQL here, never re-parsed in Python.
+# (user_data_diff is computed from user_data below.)
+EXTRACTED = {
+    "capabilities": f"""CASE WHEN jsonb_typeof({OPENMEDIA_SQL}->'capabilities') = 'array'
+         THEN {OPENMEDIA_SQL}->'capabilities' END""",
+    "user_data": f"""CASE WHEN jsonb_typeof({EVENT_USER_DATA_SQL}) = 'object'
+         THEN {EVENT_USER_DATA_SQL} END""",
+    "payload_text": "payload::text",
+}
+COMPUTED = ("user_data_diff",)
+# The entry's field of each column it shows (the id is the API's event_id).
+ENTRY_COLUMNS = {
+    ("id" if f.name == "event_id" else f.name): f.name
+    for f in fields(TimelineEntry)
+    if f.name not in EXTRACTED and f.name not in COMPUTED
+}
+if not set(ENTRY_COLUMNS) <= {c.name for c in db.events.columns}:
+    raise RuntimeError("a TimelineEntry field is neither a column of events nor extracted")
+_ENTRY_COLUMNS = ", ".join(
+    [f"{column} AS {name}" for column, name in ENTRY_COLUMNS.items()]
+    + [f"{sql} AS {name}" for name, sql in EXTRACTED.items()]
+)
 
 _STORED_BY = " AND stored_at <= %(as_of)s"
 
@@ -123,8 +139,9 @@ _PREVIOUS_USER_DATA = (
 )
 
 _VIEW_COLUMNS = (
-    queries.INTERACTION_JSON + ", first_seen_at, last_seen_at, completed_at, accounts, event_count,"
-    " CASE WHEN completed_at IS NOT NULL THEN last_seen_at ELSE {now} END"
+    queries.INTERACTION_JSON
+    + " AS json, first_seen_at, last_seen_at, completed_at, accounts, event_count,"
+    " CASE WHEN completed_at IS NOT NULL THEN last_seen_at ELSE {now} END AS lifetime_end"
 )
 _CURRENT = (
     "SELECT "
@@ -140,10 +157,17 @@ _AS_OF = (
 )
 
 
-def _view(row: tuple[Any, ...] | None) -> tuple[InteractionView, datetime] | None:
-    if row is None:
-        return None
-    return InteractionView(*row[:6]), row[6]
+class _ViewRow(NamedTuple):
+    json: str
+    first_seen_at: datetime
+    last_seen_at: datetime
+    completed_at: datetime | None
+    accounts: list[str]
+    event_count: int
+    lifetime_end: datetime  # last_seen_at once completed, else now (or as_of)
+
+    def view(self) -> InteractionView:
+        return InteractionView(*self[:-1])
 
 
 def _entries(rows: list[dict[str, Any]], previous: dict[str, Any] | None) -> list[TimelineEntry]:
@@ -154,26 +178,7 @@ def _entries(rows: list[dict[str, Any]], previous: dict[str, Any] | None) -> lis
         if user_data is not None:
             diff = user_data_diff(previous, user_data)
             previous = user_data
-        entries.append(
-            TimelineEntry(
-                event_id=row["id"],
-                received_at=row["received_at"],
-                stored_at=row["stored_at"],
-                account=row["account"],
-                kind=row["kind"],
-                channel=row["channel"],
-                message_type=row["message_type"],
-                notification_type=row["notification_type"],
-                state=row["state"],
-                reference_id=row["reference_id"],
-                capabilities=row["capabilities"],
-                user_data=user_data,
-                user_data_diff=diff,
-                error_code=row["error_code"],
-                error_message=row["error_message"],
-                payload_text=row["payload_text"],
-            )
-        )
+        entries.append(TimelineEntry(**row, user_data_diff=diff))
     return entries
 
 
@@ -199,10 +204,10 @@ def timeline_page(
     stored_by = _STORED_BY if as_of is not None else ""
     with (
         conn.pipeline(),
-        conn.cursor() as view_cur,
+        conn.cursor(row_factory=args_row(_ViewRow)) as view_cur,
         conn.cursor(row_factory=dict_row) as event_cur,
         conn.cursor() as previous_cur,
-        conn.cursor() as interval_cur,
+        conn.cursor(row_factory=args_row(coverage_queries.Interval)) as interval_cur,
     ):
         view_cur.execute(_AS_OF if as_of is not None else _CURRENT, params)
         event_cur.execute(_PAGE.format(stored_by=stored_by), params)
@@ -210,18 +215,14 @@ def timeline_page(
             previous_cur.execute(_PREVIOUS_USER_DATA.format(stored_by=stored_by), params)
         if as_of is None:
             interval_cur.execute(coverage_queries.INTERACTION_INTERVALS, (interaction_id,))
-        found = _view(view_cur.fetchone())
+        found = view_cur.fetchone()
         rows = event_cur.fetchall()
         previous_row = previous_cur.fetchone() if after is not None else None
-        intervals = (
-            [coverage_queries.Interval(*r) for r in interval_cur.fetchall()]
-            if as_of is None
-            else None
-        )
+        intervals = interval_cur.fetchall() if as_of is None else None
     if found is None:
         return None
-    view, end = found
-    end = max(end, view.first_seen_at)
+    view = found.view()
+    end = max(found.lifetime_end, view.first_seen_at)
     if intervals is None:  # as of T: the accounts of then, coverage as known then
         assert as_of is not None
         known = coverage_queries.coverage(conn, view.first_seen_at, end, view.accounts, as_of=as_of)
@@ -234,7 +235,7 @@ def timeline_page(
                 account, [i for i in intervals if i.account == account], view.first_seen_at, end
             )
         ]
-    next_after = rows[limit - 1]["id"] if len(rows) > limit else None
+    next_after = rows[limit - 1]["event_id"] if len(rows) > limit else None
     previous = previous_row[0] if previous_row is not None else None
     return TimelinePage(
         interaction=view,

@@ -17,7 +17,7 @@ they are the sequence's next values in COPY order, read before the COPY so each 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -35,21 +35,56 @@ from auditor.store.receipts import Receipt
 
 WRITER_LOCK_KEY = ledger.WRITER_LOCK_KEY
 
-# Every column of events but the two PostgreSQL assigns (checked against db.events below).
-_COPY_COLUMNS = (
-    "receipt_id", "received_at", "kind", "account", "channel", "message_type",
-    "notification_type", "interaction_id", "reference_id", "media_type", "openmedia_type",
-    "state", "error_code", "error_message", "payload",
-)  # fmt: skip
+# The COPY row of an event, derived from db.events: every column the parsed record carries
+# (by its name; the payload as the text parse() read), else the receipt, in that order.
+# A column neither carries (one added for a later writer) stays NULL, which leaves the
+# event's leaf unchanged (NULLs are not in it); it must have no default, or the stored row
+# would differ from the hashed one. PostgreSQL assigns the id (identity) and stored_at.
 _ASSIGNED = ("id", "stored_at")
-if _COPY_COLUMNS[-1] != "payload" or set(_COPY_COLUMNS) | set(_ASSIGNED) != {
-    c.name for c in db.events.columns
-}:
-    raise RuntimeError("the writer's COPY columns no longer match db.events")
+_RECORD_ATTRIBUTES = {"payload": "payload_text"}
+_RECORD_FIELDS = set(Record.__dataclass_fields__) - {"payload"} | {"payload_text"}
+_RECEIPT_FIELDS = set(Receipt.__dataclass_fields__)
+_FROM_RECORD = tuple(
+    c.name
+    for c in db.events.columns
+    if c.name not in _ASSIGNED and _RECORD_ATTRIBUTES.get(c.name, c.name) in _RECORD_FIELDS
+)
+_FROM_RECEIPT = tuple(
+    c.name
+    for c in db.events.columns
+    if c.name not in _ASSIGNED and c.name not in _FROM_RECORD and c.name in _RECEIPT_FIELDS
+)
+_COPY_COLUMNS = _FROM_RECEIPT + _FROM_RECORD
+_UNWRITTEN = tuple(
+    c.name for c in db.events.columns if c.name not in _ASSIGNED and c.name not in _COPY_COLUMNS
+)
+for _name in _UNWRITTEN:
+    _column = db.events.columns[_name]
+    if not _column.nullable or _column.server_default is not None:
+        raise RuntimeError(f"events.{_name} is neither written by the writer nor left NULL")
+
+
+def _row_builder() -> Callable[[Receipt, Record], tuple[object, ...]]:
+    """The COPY row as one tuple display, generated once from the derived names: as fast as
+    the hand-written tuple it replaces, where operator.attrgetter over the same 15 names is
+    7x slower (0.8 against 0.12 us a row). The names are the table's column names and the
+    two dataclasses' fields, checked to be identifiers; nothing from input."""
+    items = [f"receipt.{n}" for n in _FROM_RECEIPT] + [
+        f"record.{_RECORD_ATTRIBUTES.get(n, n)}" for n in _FROM_RECORD
+    ]
+    if not all(item.replace(".", "_").isidentifier() for item in items):
+        raise RuntimeError("a column of events is not an identifier")
+    built: Callable[[Receipt, Record], tuple[object, ...]] = eval(  # noqa: S307
+        f"lambda receipt, record: ({', '.join(items)},)", {}
+    )
+    return built
+
+
+_copy_row = _row_builder()
 _COPY_EVENTS = f"COPY events ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
 _EVENT_LEAF = LeafEncoder("event")
-# The event's leaf fields are the COPY columns and the id, so (id, *copy row) names them all.
-if set(_EVENT_LEAF.fields) != {"id", *_COPY_COLUMNS}:
+# The event's leaf fields are the COPY columns, the id and the unwritten (NULL) columns.
+if set(_EVENT_LEAF.fields) != {"id", *_COPY_COLUMNS, *_UNWRITTEN}:
     raise RuntimeError("the writer's COPY columns no longer match the event leaf")
 _QUARANTINE_LEAF = LeafEncoder("quarantine")
 
@@ -159,7 +194,12 @@ def _leaf(event_id: int, receipt: Receipt, record: Record) -> tuple[tuple[object
     payload = leaf["payload"] = Parsed(record.payload_text, record.payload)
 
     def whole() -> dict[str, Any]:
-        return {**dict(zip(_COPY_COLUMNS, row, strict=True)), "id": event_id, "payload": payload}
+        return {
+            **dict.fromkeys(_UNWRITTEN),
+            **dict(zip(_COPY_COLUMNS, row, strict=True)),
+            "id": event_id,
+            "payload": payload,
+        }
 
     return row, leaf_hash(_EVENT_LEAF.encode_present(leaf, whole))
 
@@ -190,26 +230,6 @@ def _not_stored(conn: psycopg.Connection[Any], items: Sequence[Item]) -> list[It
         )
     }
     return [item for item, key in zip(items, keys, strict=True) if key not in found]
-
-
-def _copy_row(receipt: Receipt, record: Record) -> tuple[object, ...]:
-    return (
-        receipt.receipt_id,
-        receipt.received_at,
-        receipt.kind,
-        receipt.account,
-        record.channel,
-        record.message_type,
-        record.notification_type,
-        record.interaction_id,
-        record.reference_id,
-        record.media_type,
-        record.openmedia_type,
-        record.state,
-        record.error_code,
-        record.error_message,
-        record.payload_text,
-    )
 
 
 class _Outcome:
