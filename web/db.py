@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, cast
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import psycopg
-from sqlalchemy.pool import QueuePool
+from psycopg_pool import ConnectionPool
 
 from auditor.config import Settings
+
+Pool = ConnectionPool[psycopg.Connection[Any]]
 
 
 class Database:
@@ -21,6 +24,7 @@ class Database:
     the same pool."""
 
     def __init__(self, settings: Settings) -> None:
+        self._opening = threading.Lock()
         self._options = (
             f"-c TimeZone=UTC -c statement_timeout={settings.api.statement_timeout_ms}"
             " -c application_name=auditor-api"
@@ -33,17 +37,20 @@ class Database:
         )
         self.has_replica = settings.read_database_url is not None
 
-    def _make_pool(self, conninfo: str, settings: Settings) -> QueuePool:
-        def connect() -> psycopg.Connection[Any]:
-            return psycopg.connect(
-                conninfo, autocommit=True, connect_timeout=5, options=self._options
-            )
-
-        return QueuePool(
-            cast(Any, connect),
-            pool_size=settings.api.pool_size,
-            max_overflow=settings.api.pool_size,
-            reset_on_return="rollback",
+    def _make_pool(self, conninfo: str, settings: Settings) -> Pool:
+        # psycopg's own pool (psycopg_pool) rather than SQLAlchemy's QueuePool around psycopg
+        # connections: it knows psycopg's connection states (a broken or in-transaction
+        # connection handed back is discarded or rolled back), retires connections after
+        # max_lifetime, reconnects in the background, and costs no more per checkout
+        # (bench/api_pool.py). Opened on first use: nothing connects at import, and each
+        # gunicorn worker makes its own after the fork.
+        return ConnectionPool(
+            conninfo,
+            kwargs={"autocommit": True, "connect_timeout": 5, "options": self._options},
+            min_size=0,
+            max_size=2 * settings.api.pool_size,
+            open=False,
+            name="auditor-api",
         )
 
     @contextmanager
@@ -58,23 +65,14 @@ class Database:
         with self._from(self._primary) as connection:
             yield connection
 
-    @contextmanager
-    def _from(self, pool: QueuePool) -> Iterator[psycopg.Connection[Any]]:
-        fairy = pool.connect()
-        connection = cast(psycopg.Connection[Any], fairy.driver_connection)
-        if connection.closed or connection.broken:  # the server went away since last use
-            fairy.invalidate()
-            fairy = pool.connect()
-            connection = cast(psycopg.Connection[Any], fairy.driver_connection)
-        try:
-            yield connection
-        finally:
-            if connection.closed or connection.broken:
-                fairy.invalidate()
-            else:
-                fairy.close()
+    def _from(self, pool: Pool) -> AbstractContextManager[psycopg.Connection[Any]]:
+        if pool.closed:
+            with self._opening:
+                if pool.closed:
+                    pool.open()
+        return pool.connection()
 
     def dispose(self) -> None:
-        self._pool.dispose()
+        self._pool.close()
         if self._primary is not self._pool:
-            self._primary.dispose()
+            self._primary.close()

@@ -29,7 +29,7 @@ from apiflask import APIBlueprint, HTTPError
 from flask import Response, current_app, g
 from marshmallow import RAISE
 
-from auditor.store import queries
+from auditor.store import export_slots, queries
 from auditor.store.access_queries import AccessRecord, append
 from web import schemas
 from web.audit import database, request_record, requires
@@ -39,7 +39,6 @@ from web.paging import coverage_summary, dumps
 
 bp = APIBlueprint("export", __name__, url_prefix="/api/v1", tag="API")
 FETCH_ROWS = 5000
-EXPORT_LOCK_SPACE = 0x61756478  # "audx": the first key of every export slot's advisory lock
 RETRY_EXPORT_SECONDS = 10
 log = logging.getLogger("auditor.api")
 
@@ -103,11 +102,7 @@ def _take_slot(
         if repeatable_read:
             connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         for slot in range(limit):
-            key = (token_id % 30_000_000) * 64 + slot  # fits PostgreSQL's int4
-            row = connection.execute(
-                "SELECT pg_try_advisory_xact_lock(%s::int4, %s::int4)", (EXPORT_LOCK_SPACE, key)
-            ).fetchone()
-            if row is not None and row[0]:
+            if export_slots.try_slot(connection, token_id, slot):
                 return stack, connection
     except BaseException:
         stack.close()

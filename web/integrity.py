@@ -8,7 +8,7 @@ from apiflask import APIBlueprint, Schema, fields, validators
 from flask import Response
 from marshmallow import RAISE
 
-from auditor.store import integrity
+from auditor.store import integrity, record
 from web.audit import conn, requires, set_rows
 from web.errors import bad_params
 from web.paging import dumps, json_response
@@ -81,7 +81,7 @@ def check_integrity(query: dict[str, Any]) -> Response:
     db = conn()
     # One snapshot for the whole answer (the API's connections are in autocommit).
     with db.transaction():
-        last = int(db.execute("SELECT coalesce(max(position), 0) FROM record").fetchone()[0])  # type: ignore[index]
+        last = record.head(db).position
         # A range reaching past the end of the record checks what is there: positions not
         # written yet cannot be broken.
         end = last if end is None else min(end, last)

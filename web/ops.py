@@ -41,9 +41,7 @@ def healthz() -> dict[str, str]:
 def readyz() -> Any:
     heads: tuple[str, ...] = current_app.extensions["auditor_heads"]
     try:
-        with conn().cursor() as cur:
-            cur.execute("SELECT version_num FROM alembic_version")
-            current = tuple(sorted(row[0] for row in cur.fetchall()))
+        current = schema.current_revisions(conn())
     except psycopg.Error:
         return problem_response(503, "the database is unreachable or not migrated")
     if current != tuple(sorted(heads)):

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
@@ -94,3 +95,10 @@ def ensure_partitions_ahead(connection: Connection, months_ahead: int = 3) -> li
         if made:
             created.append(f"events_{first:%Y_%m}")
     return created
+
+
+def current_revisions(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
+    """The migration revision(s) the database is at, sorted (raises when not migrated)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT version_num FROM alembic_version")
+        return tuple(sorted(str(row[0]) for row in cur.fetchall()))
