@@ -73,8 +73,16 @@ def test_csv_export_has_one_cell_per_json_field_guarded_unless_it_cannot_be_a_fo
 
 def test_the_writer_copies_every_column_but_those_postgresql_assigns_in_row_order() -> None:
     columns = {c.name for c in db.events.columns}
-    assert set(writer._COPY_COLUMNS) == columns - {"id", "stored_at"}
-    assert writer._UNWRITTEN == ()
+    assert set(writer._COPY_COLUMNS) | set(writer._UNWRITTEN) == columns - {"id", "stored_at"}
+    # a column the parsed record or the receipt carries is written
+    carried = {f.name for f in dataclasses.fields(Record)} | {
+        f.name for f in dataclasses.fields(Receipt)
+    }
+    assert {c for c in writer._UNWRITTEN if c in carried or c == "payload"} == set()
+    # a column left out stays NULL (so the hashed leaf is the stored row's)
+    for name in writer._UNWRITTEN:
+        assert db.events.columns[name].nullable
+        assert db.events.columns[name].server_default is None
     raw = '{"data":{"messageType":"M","notificationType":"StateChange","openmedia":{"id":"i"}}}'
     receipt = Receipt(uuid.uuid4(), datetime.now(UTC), "acc", "/v2/me/openmedia", raw)
     record = parse(raw, channel=receipt.channel)
