@@ -119,7 +119,13 @@ class Coverage:
 def gaps_of(
     account: str, intervals: Iterable[Interval], start: datetime, end: datetime
 ) -> list[Gap]:
-    """The parts of [start, end) that no interval covers (intervals sorted by started_at)."""
+    """The parts of [start, end) that no interval covers (intervals sorted by started_at).
+
+    Kept in Python rather than PostgreSQL's multiranges (tstzmultirange minus range_agg):
+    the intervals are fetched anyway (answers list them), "as known at T" clips them here
+    first (the SQL would need that clipping too), and the extra statement made small answers
+    (a timeline's few accounts) up to 1.9-2.8x slower while saving 10-50% only from hundreds
+    of accounts on (bench/coverage_gaps.py)."""
     gaps = []
     cursor = start
     for interval in intervals:
