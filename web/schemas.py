@@ -4,7 +4,6 @@ OpenAPI document from them."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from apiflask import Schema, fields, validators
@@ -388,10 +387,6 @@ class Problem(Schema):
     status = fields.Integer(required=True)
     detail = fields.String(required=True)
     invalid_params = fields.List(fields.Nested(InvalidParam))
-
-
-def utc_iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
 
 
 # GET /interactions/{id} (its own class: apispec registers each class under one name).
