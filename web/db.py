@@ -23,6 +23,8 @@ class Database:
     ``primary()`` the primary (the access log, the tokens' last use); without it both are
     the same pool."""
 
+    WAIT_SECONDS = 30.0  # for a free connection; then the request is a 503 (web/errors.py)
+
     def __init__(self, settings: Settings) -> None:
         self._opening = threading.Lock()
         self._options = (
@@ -50,6 +52,7 @@ class Database:
             min_size=0,
             max_size=2 * settings.api.pool_size,
             open=False,
+            timeout=self.WAIT_SECONDS,
             name="auditor-api",
         )
 

@@ -8,6 +8,7 @@ from http import HTTPStatus
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from apiflask import APIFlask, HTTPError
 from flask import Response, json
 from werkzeug.datastructures import Headers
@@ -108,6 +109,13 @@ def install(app: APIFlask) -> None:
                 "the query ran longer than the API's statement timeout; narrow it (a time "
                 "range, an account, a later as_of) and try again",
                 headers={"Retry-After": "60"},
+            )
+        if isinstance(error, psycopg_pool.PoolTimeout):
+            # Every connection of the process's pool stayed busy for the pool's timeout.
+            return problem_response(
+                503,
+                "the API's database connections are all busy; try again shortly",
+                headers={"Retry-After": "5"},
             )
         # The details go to the log, never to the client.
         log.exception("unexpected error while serving a request")
