@@ -1,12 +1,13 @@
 """Leaf hashes recomputed from the stored rows, by id range: what `verify` compares with the
-record. In this process (``LocalLeaves``), or spread over worker processes (``PooledLeaves``)
-that read in the caller's snapshot, so `verify` uses every core: per row, reading and
-re-encoding the row (about 10 us of Python) is most of its work, and PostgreSQL's share runs
-in one backend per worker too.
+record, by the fast encoding of auditor.store.leaf_sql. Read on the caller's connection
+(``LocalLeaves``), by a thread on a second connection in the caller's snapshot while this
+process hashes (``PrefetchedLeaves``: PostgreSQL formats the next batch meanwhile), or by
+worker processes that read and hash in the caller's snapshot (``PooledLeaves``). Each
+offers ``careful``: the reference leaf of one row, asked for before a row is called altered.
 
 A batch is asked for before the previous one is checked (``submit`` returns at once; the
-result is waited for when needed), so the workers hash the next batch while the caller
-checks the chain of this one.
+result is waited for when needed), so the next batch is read (and, in the pool, hashed)
+while the caller checks the chain of this one.
 """
 
 from __future__ import annotations
