@@ -88,9 +88,10 @@ def _checkpoint_problems(
 @click.option(
     "--jobs",
     type=click.IntRange(min=1, max=64),
-    default=lambda: min(os.cpu_count() or 1, 8),
-    show_default="the number of CPUs, at most 8",
-    help="processes that re-hash the rows (each with its own connection, in one snapshot)",
+    default=1,
+    show_default=True,
+    help="processes that re-hash the rows (each with its own connection, in one snapshot);"
+    " 1: this process, reading the next rows on a second connection while it hashes",
 )
 def verify_command(
     start: int | None,

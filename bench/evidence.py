@@ -22,14 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+from unittest.mock import patch
 
 import psycopg
+from cpu import tree_cpu
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, pool
 
@@ -38,8 +44,9 @@ from auditor.config import libpq_conninfo, parse_database_url
 from auditor.evidence import checkpoints, keys, pack, pack_csv
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
-from auditor.store import integrity, schema, sealer
+from auditor.store import integrity, leaf_reader, schema, sealer
 from auditor.store.receipts import Receipt
+from auditor.store.sources import Hasher, select_range
 from auditor.store.writer import store_batch
 
 ACCOUNT = "bench-agent"
@@ -59,6 +66,48 @@ def _receipts(count: int) -> list[Receipt]:
         )
         for line in lines[:count]
     ]
+
+
+def _careful_submit(self: leaf_reader.LocalLeaves, want: leaf_reader.Wanted) -> Any:
+    """verify's leaves as before leaf_sql and the reading thread: every column read and
+    encoded in Python, in this thread."""
+
+    def result() -> leaf_reader.Leaves:
+        found: leaf_reader.Leaves = {}
+        for source, (lo, hi) in want.items():
+            hasher = Hasher(source)
+            with self.conn.cursor() as cur:
+                cur.execute(select_range(source), (lo, hi))
+                for source_id, leaf in hasher.leaves(cur.fetchall()):
+                    found[(source, source_id)] = leaf
+        return found
+
+    return result
+
+
+class Meter:
+    """Wall time and the CPU of this process tree and of PostgreSQL's, per row."""
+
+    def __init__(self, postmaster: int) -> None:
+        self.postmaster = postmaster
+
+    @contextmanager
+    def measure(self, out: dict[str, float]) -> Iterator[None]:
+        time.sleep(0.3)  # the postmaster reaps backends that ended before: their CPU is counted
+        t0, c0, p0 = time.perf_counter(), tree_cpu(os.getpid()), tree_cpu(self.postmaster)
+        yield
+        out["wall"] = time.perf_counter() - t0
+        out["client"] = tree_cpu(os.getpid()) - c0
+        time.sleep(0.3)  # ...and those that ended in the block, so it is counted here
+        out["pg"] = tree_cpu(self.postmaster) - p0
+
+
+def _rate(rows: int, m: dict[str, float]) -> str:
+    """rows/s wall, and CPU per row (client + PostgreSQL) in microseconds."""
+    return (
+        f"{rows / m['wall']:,.0f} (CPU {m['client'] / rows * 1e6:.1f} + {m['pg'] / rows * 1e6:.1f}"
+        " us/row)"
+    )
 
 
 def main() -> None:
@@ -99,18 +148,36 @@ def main() -> None:
         first = min(r.received_at for r in receipts)
         last = max(r.received_at for r in receipts)
         query = pack.Query(account=ACCOUNT, start=first, end=last + timedelta(seconds=1))
+        postmaster = server.postmaster_pid()
+        assert postmaster is not None
+        meter = Meter(postmaster)
         print(
-            f"| run | verify rows/s, 1 process | verify rows/s, {args.jobs} jobs | checkpoint s"
-            " | export rows/s (with proofs) | pack verify s |"
+            "rows/s wall (CPU per row: this process and its children + PostgreSQL's"
+            f" processes); load average {os.getloadavg()[0]:.1f}"
         )
-        print("|---|---|---|---|---|---|")
+        print(
+            f"| run | verify, 1 process (+ reading thread) | verify, {args.jobs} jobs"
+            " | verify as before (1 process, careful leaves, no reading thread) | checkpoint s"
+            " | export (with proofs) | pack verify s |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        variants: list[tuple[str, int]] = [("1", 1), ("jobs", args.jobs), ("careful", 1)]
         for run in range(1, args.runs + 1):
             with psycopg.connect(dsn) as conn:
-                rates = {}
-                for jobs in (1, args.jobs) if run % 2 else (args.jobs, 1):
-                    t0 = time.perf_counter()
-                    report = integrity.verify(conn, with_unsealed=False, workers=jobs, conninfo=dsn)
-                    rates[jobs] = report.checked / (time.perf_counter() - t0)
+                rates: dict[str, dict[str, float]] = {}
+                for name, jobs in variants if run % 2 else variants[::-1]:
+                    rates[name] = {}
+                    careful = patch.object(leaf_reader.LocalLeaves, "submit", _careful_submit)
+                    with (
+                        careful if name == "careful" else nullcontext(),
+                        meter.measure(rates[name]),
+                    ):
+                        report = integrity.verify(
+                            conn,
+                            with_unsealed=False,
+                            workers=jobs,
+                            conninfo=None if name == "careful" else dsn,
+                        )
                     conn.rollback()
                     assert report.problem is None, report.problem
                 # a few new rows so that each run signs a new checkpoint
@@ -127,26 +194,26 @@ def main() -> None:
                     made = checkpoints.make(conn, signer)
                 checkpoint_s = time.perf_counter() - t0
                 assert made is not None
-                t0, c0 = time.perf_counter(), time.process_time()
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                target = out_dir / f"run{run}"
-                plan = pack.prepare(conn, query, signer, made_by="bench")
-                with pack_csv.twin(conn, dsn) as other:  # as `auditor evidence export` does
-                    stream = pack.PackStream(conn, plan, csv_conn=other)
-                    pack.write_directory(stream, target)
-                conn.rollback()
-                export_s = time.perf_counter() - t0
-                export_cpu = time.process_time() - c0
+                exported: dict[str, float] = {}
+                with meter.measure(exported):
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    target = out_dir / f"run{run}"
+                    plan = pack.prepare(conn, query, signer, made_by="bench")
+                    with pack_csv.twin(conn, dsn) as other:  # as `auditor evidence export` does
+                        stream = pack.PackStream(conn, plan, csv_conn=other)
+                        pack.write_directory(stream, target)
+                    conn.rollback()
             rows = stream.manifest["counts"]["events"]
             t0, c0 = time.perf_counter(), time.process_time()
             evidence_verify.verify(target, public)
             pack_verify_s = time.perf_counter() - t0
             pack_verify_cpu = time.process_time() - c0
+            checked = report.checked
             print(
-                f"| {run} | {rates[1]:,.0f} | {rates[args.jobs]:,.0f} ({report.checked:,} rows)"
-                f" | {checkpoint_s:.2f} | {rows / export_s:,.0f} ({rows:,} rows,"
-                f" {export_s:.2f} s; client CPU {export_cpu:.2f} s)"
-                f" | {pack_verify_s:.2f} (CPU {pack_verify_cpu:.2f}; {rows:,} rows) |"
+                f"| {run} | {_rate(checked, rates['1'])} | {_rate(checked, rates['jobs'])}"
+                f" | {_rate(checked, rates['careful'])} | {checkpoint_s:.2f}"
+                f" | {_rate(rows, exported)} | {pack_verify_s:.2f} (CPU {pack_verify_cpu:.2f};"
+                f" {rows:,} rows) |"
             )
             shutil.rmtree(target)
     finally:

@@ -28,6 +28,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from hashlib import sha256
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -41,7 +42,8 @@ from auditor.evidence.pack_zip import zip_chunks
 from auditor.evidence.pgtiles import PgTileStore
 from auditor.retention.receipts import mark_purged
 from auditor.store import coverage_queries
-from auditor.store.sources import _FORMATTED as PG_FORMATTED
+from auditor.store.leaf_sql import LeafQuery
+from auditor.store.sources import Hasher, rows_by_id
 
 FORMAT = "auditor-evidence-pack/1"
 CHUNK_ROWS = 5000  # rows read, encoded and handed on at a time
@@ -117,25 +119,29 @@ class Pack:
         return b"".join(zip_chunks(iter(self.files.items())))
 
 
-def _columns(source: str, alias: str) -> sql.Composable:
-    """The audited columns as the leaf writes them, formatted by PostgreSQL (the same
-    formats as verify reads them with: auditor.store.sources)."""
-    kinds = leaves.SOURCES[source].kinds
-    return sql.SQL(", ").join(
-        sql.SQL(PG_FORMATTED.get(kind, "{}")).format(
-            sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
-        )
-        for name, kind in kinds.items()
-    )
+_AT = """to_char(e.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+# Columns of _select before the leaf pieces: the record's position and leaf hash, then what
+# _Seen keeps of an event (its time as the leaf writes it, its account).
+_POSITION, _LEAF_HASH, _RECEIVED_AT, _ACCOUNT, _PIECES = 0, 1, 2, 3, 4
 
 
 def _select(source: str, table: str, where: sql.Composable) -> sql.Composed:
-    """(position or None, *fields) of the matching rows, in record order (unsealed last)."""
+    """(position or None, leaf hash or None, received_at, account, id, *leaf pieces) of the
+    matching rows, in record order (unsealed last); the pieces as auditor.store.leaf_sql
+    writes them (the same as verify reads them with)."""
+    events = source == "event"
     return sql.SQL(
-        "SELECT r.position, {} FROM {} AS e"
+        "SELECT r.position, r.leaf_hash, {}, {}, {} FROM {} AS e"
         " LEFT JOIN record AS r ON r.source = {} AND r.source_id = e.id"
         " WHERE {} ORDER BY r.position NULLS LAST, e.id"
-    ).format(_columns(source, "e"), sql.Identifier(table), sql.Literal(source), where)
+    ).format(
+        sql.SQL(_AT if events else "NULL"),
+        sql.SQL("e.account" if events else "NULL"),
+        LeafQuery(source, alias="e").columns,
+        sql.Identifier(table),
+        sql.Literal(source),
+        where,
+    )
 
 
 @dataclass
@@ -271,16 +277,30 @@ class PackStream:
         params: list[Any],
         seen: _Seen,
     ) -> Iterator[bytes]:
-        """The leaf lines of the matching rows, a chunk of rows at a time."""
-        encoder = leaves.LeafEncoder(source, formatted=True)
-        with self.conn.cursor(name=f"pack_{source}") as cur:
+        """The leaf lines of the matching rows, a chunk of rows at a time.
+
+        A line is the fast leaf (auditor.store.leaf_sql) when its hash is the one sealed,
+        which proves it the canonical bytes; otherwise (not sealed yet, a float in the
+        payload, or an altered row) the row is read again and encoded the careful way."""
+        query = LeafQuery(source, alias="e")
+        careful = Hasher(source)
+        with self.conn.cursor(name=f"pack_{source}", binary=True) as cur:
             cur.itersize = self.chunk_rows
             cur.execute(_select(source, table, where), params)
             while rows := cur.fetchmany(self.chunk_rows):
                 seen.add(rows)
                 if source == "event":
                     self.rows_out += len(rows)
-                yield b"".join([encoder.encode(row[1:]) + b"\n" for row in rows])
+                lines = []
+                for row in rows:
+                    leaf = query.join(row, _PIECES + 1)
+                    if row[_LEAF_HASH] is None or sha256(leaf).digest() != row[_LEAF_HASH]:
+                        source_id = row[_PIECES]
+                        full = rows_by_id(self.conn, source, source_id, source_id)[source_id]
+                        leaf = b"\x00" + careful.encoder.encode(full)
+                    lines.append(leaf[1:])  # without the 0x00 leaf prefix
+                lines.append(b"")
+                yield b"\n".join(lines)
 
     def _proofs(self, files: Sequence[tuple[str, _Seen]]) -> Iterator[bytes]:
         """proofs.ndjson, a chunk of proven lines at a time; each chunk reads the tiles it
@@ -327,12 +347,12 @@ class _Seen:
         self.accounts: set[str] = set()
 
     def add(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        fields = leaves.SOURCES["event"].fields
+        """Rows as _select gives them."""
         self.count += len(rows)
-        self.positions.extend(0 if row[0] is None else row[0] for row in rows)
+        self.positions.extend(0 if row[_POSITION] is None else row[_POSITION] for row in rows)
         if not self.events:
             return
-        at, acc, ident = (fields.index(f) + 1 for f in ("received_at", "account", "id"))
+        at, acc, ident = _RECEIVED_AT, _ACCOUNT, _PIECES
         times = [row[at] for row in rows]  # fixed-width UTC text: text order is time order
         ids = [row[ident] for row in rows]
         low, high = min(times), max(times)

@@ -1,12 +1,13 @@
 """Leaf hashes recomputed from the stored rows, by id range: what `verify` compares with the
-record. In this process (``LocalLeaves``), or spread over worker processes (``PooledLeaves``)
-that read in the caller's snapshot, so `verify` uses every core: per row, reading and
-re-encoding the row (about 10 us of Python) is most of its work, and PostgreSQL's share runs
-in one backend per worker too.
+record, by the fast encoding of auditor.store.leaf_sql. Read on the caller's connection
+(``LocalLeaves``), by a thread on a second connection in the caller's snapshot while this
+process hashes (``PrefetchedLeaves``: PostgreSQL formats the next batch meanwhile), or by
+worker processes that read and hash in the caller's snapshot (``PooledLeaves``). Each
+offers ``careful``: the reference leaf of one row, asked for before a row is called altered.
 
 A batch is asked for before the previous one is checked (``submit`` returns at once; the
-result is waited for when needed), so the workers hash the next batch while the caller
-checks the chain of this one.
+result is waited for when needed), so the next batch is read (and, in the pool, hashed)
+while the caller checks the chain of this one.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import logging
 import multiprocessing
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from auditor.store.sources import Hasher, rows_by_id, select_range
+from auditor.store.leaf_sql import LeafQuery
+from auditor.store.sources import Hasher, rows_by_id
 
 Wanted = dict[str, tuple[int, int]]  # source -> (lowest id, highest id) of a batch
 Leaves = dict[tuple[str, int], bytes]  # (source, id) -> leaf hash of the stored row
@@ -52,56 +54,130 @@ class LocalLeaves:
         self.conn = conn
         self.hashers: dict[str, Hasher] = {}
 
-    def _hasher(self, source: str) -> Hasher:
-        if source not in self.hashers:
-            self.hashers[source] = Hasher(source)
-        return self.hashers[source]
-
     def submit(self, want: Wanted) -> Pending:
         def result() -> Leaves:
             found: Leaves = {}
             for source, (lo, hi) in want.items():
-                hasher = self._hasher(source)
-                for source_id, row in rows_by_id(self.conn, source, lo, hi).items():
-                    found[(source, source_id)] = hasher.leaf(row)
+                _hashed(source, _read_range(self.conn, source, lo, hi), found)
             return found
 
         return result
+
+    def careful(self, source: str, source_id: int) -> bytes | None:
+        """The leaf hash of one row by the careful encoder (what the writer and the sealer
+        use), or None when the row is gone: the second opinion before a row is called
+        altered (auditor.store.leaf_sql says why the fast one can differ)."""
+        hasher = self.hashers.get(source)
+        if hasher is None:
+            hasher = self.hashers[source] = Hasher(source)
+        row = rows_by_id(self.conn, source, source_id, source_id).get(source_id)
+        return None if row is None else hasher.leaf(row)
 
     def close(self) -> None:
         pass
 
 
+_QUERIES: dict[str, LeafQuery] = {}
+
+
+def _query(source: str) -> LeafQuery:
+    query = _QUERIES.get(source)
+    if query is None:
+        query = _QUERIES[source] = LeafQuery(source)
+    return query
+
+
+def _read_range(conn: psycopg.Connection[Any], source: str, lo: int, hi: int) -> list[Any]:
+    """The leaf pieces (auditor.store.leaf_sql) of the rows of a source, lo <= id <= hi."""
+    # binary: ids as ints and the pieces as bytes, with no text decoding on either side
+    with conn.cursor(binary=True) as cur:
+        cur.execute(_query(source).select_range(), (lo, hi))
+        return cur.fetchall()
+
+
+def _hash_range(
+    conn: psycopg.Connection[Any], source: str, lo: int, hi: int
+) -> tuple[list[int], list[bytes]]:
+    """Ids and leaf hashes (auditor.store.leaf_sql: fast, compared only) of the rows of a
+    source with lo <= id <= hi."""
+    rows = _read_range(conn, source, lo, hi)
+    return [row[0] for row in rows], _query(source).hashes(rows)
+
+
+def _hashed(source: str, rows: list[Any], into: Leaves) -> None:
+    for source_id, leaf in zip([row[0] for row in rows], _query(source).hashes(rows), strict=True):
+        into[(source, source_id)] = leaf
+
+
+class PrefetchedLeaves:
+    """Rows read by a thread on a second connection in the caller's snapshot (``snapshot``
+    from pg_export_snapshot() of ``conn``'s open transaction) and hashed here: PostgreSQL
+    and the socket work on the next batch while this process hashes the current one. The
+    thread holds the GIL only to build the rows (a few byte strings each); libpq waits
+    without it. Should the second connection fail, rows are read on ``conn``."""
+
+    def __init__(self, conn: psycopg.Connection[Any], conninfo: str, snapshot: str) -> None:
+        self.local = LocalLeaves(conn)
+        self.reader = ThreadPoolExecutor(1, thread_name_prefix="verify-reader")
+        self.twin: Future[psycopg.Connection[Any]] = self.reader.submit(
+            _snapshot_connection, conninfo, snapshot
+        )
+
+    def _read(self, want: Wanted) -> dict[str, list[Any]]:
+        twin = self.twin.result()
+        return {source: _read_range(twin, source, lo, hi) for source, (lo, hi) in want.items()}
+
+    def submit(self, want: Wanted) -> Pending:
+        rows = self.reader.submit(self._read, want)
+
+        def result() -> Leaves:
+            found: Leaves = {}
+            try:
+                read = rows.result()
+            except psycopg.Error as exc:
+                log.warning("verify: the reading connection failed (%s); reading here", exc)
+                return self.local.submit(want)()
+            for source, source_rows in read.items():
+                _hashed(source, source_rows, found)
+            return found
+
+        return result
+
+    def careful(self, source: str, source_id: int) -> bytes | None:
+        return self.local.careful(source, source_id)
+
+    def close(self) -> None:
+        self.reader.shutdown(wait=True, cancel_futures=True)
+        if self.twin.done() and self.twin.exception() is None:
+            self.twin.result().close()
+        self.local.close()
+
+
+def _snapshot_connection(conninfo: str, snapshot: str) -> psycopg.Connection[Any]:
+    """A read-only connection that sees exactly what the snapshot's transaction sees."""
+    conn = psycopg.connect(conninfo)
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+    return conn
+
+
 # --- worker processes ----------------------------------------------------------------------
 _worker_conn: psycopg.Connection[Any] | None = None
-_worker_hashers: dict[str, Hasher] = {}
 
 
 def _worker_start(conninfo: str, snapshot: str) -> None:
     """Each worker reads in the caller's snapshot: the rows it sees are the caller's."""
     global _worker_conn
-    conn = psycopg.connect(conninfo)
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
-    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-    _worker_conn = conn
+    _worker_conn = _snapshot_connection(conninfo, snapshot)
 
 
 def _worker_hash(source: str, lo: int, hi: int) -> tuple[bytes, bytes]:
     """(ids as int64 array bytes, their leaf hashes concatenated) of rows lo <= id <= hi:
     two byte strings cross the pipe instead of an object per row."""
     assert _worker_conn is not None
-    hasher = _worker_hashers.get(source)
-    if hasher is None:
-        hasher = _worker_hashers[source] = Hasher(source)
-    ids = array("q")
-    hashes = bytearray()
-    with _worker_conn.cursor() as cur:
-        cur.execute(select_range(source), (lo, hi))
-        for source_id, leaf in hasher.leaves(cur.fetchall()):
-            ids.append(source_id)
-            hashes += leaf
-    return ids.tobytes(), bytes(hashes)
+    ids, hashes = _hash_range(_worker_conn, source, lo, hi)
+    return array("q", ids).tobytes(), b"".join(hashes)
 
 
 def _split(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
@@ -166,12 +242,15 @@ class PooledLeaves:
                 found[(source, source_id)] = hashes[at * 32 : at * 32 + 32]
         return found
 
+    def careful(self, source: str, source_id: int) -> bytes | None:
+        return self.local.careful(source, source_id)
+
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.local.close()
 
 
-LeafSource = LocalLeaves | PooledLeaves
+LeafSource = LocalLeaves | PrefetchedLeaves | PooledLeaves
 
 
 def refs(batch: Sequence[tuple[Any, ...]]) -> Iterable[tuple[str, int]]:

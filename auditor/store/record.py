@@ -8,13 +8,14 @@ stay gapless (trigger record_gapless); the hashes are computed here, never by a 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from auditor.evidence.canonical import ZERO_HASH, chain_next
+from auditor.evidence.canonical import ZERO_HASH
 
 # pg_advisory_xact_lock key: 'audit' in ASCII. The batch writer, the sealer and the
 # record_gapless trigger take it.
@@ -63,8 +64,9 @@ def append(conn: psycopg.Connection[Any], leaves: Sequence[Leaf], at: Head | Non
         return at
     chain = at.chain_hash
     chains = []
-    for _, _, leaf in leaves:
-        chain = chain_next(chain, leaf)
+    sha256 = hashlib.sha256  # chain_next without its length checks: a leaf of another
+    for _, _, leaf in leaves:  # length fails the record's CHECK constraint anyway
+        chain = sha256(chain + leaf).digest()
         chains.append(chain)
     with conn.cursor(binary=True) as cur:
         cur.execute(

@@ -1,5 +1,6 @@
-"""`verify` with worker processes: the same verdict as in one process, in the caller's
-snapshot, and the same answer when the workers cannot connect.
+"""`verify` with worker processes, or with a reading thread on a second connection: the
+same verdict as reading on the caller's connection, in the caller's snapshot, and the same
+answer when the workers (or the thread) cannot connect.
 
 The workers read through connections of their own, so these tests commit (fresh_db).
 """
@@ -81,34 +82,43 @@ def test_workers_check_every_position_of_an_intact_record(stored: str) -> None:
 def test_workers_find_the_altered_row_where_one_process_does(stored: str) -> None:
     position, event_id = _position_of(stored, 77)
     _tamper(stored, event_id)
-    alone, pooled = _verify(stored, workers=1), _verify(stored, workers=2)
+    with psycopg.connect(stored) as conn:
+        alone = integrity.verify(conn)  # no conninfo: read on the caller's connection
+        conn.rollback()
+    threaded, pooled = _verify(stored, workers=1), _verify(stored, workers=2)
     assert alone.problem is not None
     assert (alone.problem.position, alone.problem.kind) == (position, "altered")
-    assert pooled.problem == alone.problem
-    assert pooled.checked == alone.checked == position - 1
+    assert pooled.problem == threaded.problem == alone.problem
+    assert pooled.checked == threaded.checked == alone.checked == position - 1
 
 
-def test_workers_read_the_callers_snapshot_not_rows_committed_later(stored: str) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_readers_see_the_callers_snapshot_not_rows_committed_later(
+    stored: str, workers: int
+) -> None:
     position, event_id = _position_of(stored, 10)
     with psycopg.connect(stored) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         first, stop = integrity.resolve_range(conn, None, None)  # the snapshot starts here
         _tamper(stored, event_id)  # committed after the caller's snapshot was taken
-        report = integrity.verify(conn, workers=2, conninfo=stored, pool_from=0)
+        report = integrity.verify(conn, workers=workers, conninfo=stored, pool_from=0)
         conn.rollback()
     assert report.ok, report.problem
     assert (first, stop, report.checked) == (1, 120, 120)
-    assert _verify(stored, workers=2).problem == integrity.Problem(
+    assert _verify(stored, workers=workers).problem == integrity.Problem(
         position, "altered", f"event {event_id} differs from what was sealed"
     )
 
 
-def test_workers_that_cannot_connect_leave_the_work_to_this_process(
-    stored: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("workers", "warning"), [(1, "reading here"), (2, "hashing in this process")]
+)
+def test_readers_that_cannot_connect_leave_the_work_to_this_connection(
+    stored: str, caplog: pytest.LogCaptureFixture, workers: int, warning: str
 ) -> None:
     unreachable = stored.rsplit("/", 1)[0] + "/no_such_database"
     with caplog.at_level(logging.WARNING, logger="auditor.store.leaf_reader"):
-        report = _verify(stored, workers=2, pool_conninfo=unreachable)
+        report = _verify(stored, workers=workers, pool_conninfo=unreachable)
     assert report.ok, report.problem
     assert report.checked == 120
-    assert "hashing in this process" in caplog.text
+    assert warning in caplog.text
