@@ -112,10 +112,19 @@ than a dashboard may wait. They are therefore backed by summary tables (`bi_segm
 watermark (`bi_refresh_state`), recomputes every interaction they touch and recounts the days
 they fall on, then moves the watermark, in one transaction, with row-level deletes and
 inserts (no `REFRESH`, no lock a reader waits for).
-The worker calls it every `bi_refresh_interval` seconds (default 10, in its own connection
-and thread; docs/worker.md); `auditor bi refresh --follow 5` does the same by hand, and
-`SELECT auditor_bi_refresh()` may be called by the worker's role (`auditor_writer`). The
-batch writer itself does no BI work: its rate does not depend on the summaries.
+The worker runs it in its own connection and thread (docs/worker.md), one batch of 5,000
+events per transaction: batch after batch while there is a backlog and the writer is idle,
+then every `bi_refresh_interval` seconds (default 10) once caught up. While the writer is
+storing events (the event id sequence moved during the batch) the refresh yields: after each
+batch it pauses nine times as long as the batch took, so it works at most 10% of the time and
+leaves the cores to the writer (bench/bi_writer.py measures the writer beside it). Under a
+sustained full-speed load it therefore falls behind, and catches up as soon as the writer
+pauses. `auditor bi refresh --follow 5 [--duty 0.1] [--batch 5000]` does the same by hand
+(`--duty 1` never yields), and `SELECT auditor_bi_refresh()` may be called by the worker's
+role (`auditor_writer`). The batch writer itself does no BI work.
+
+`summary_freshness` says how far the summaries have got: the last event summarised, when,
+how many stored events are not yet in them and when the oldest of those was stored.
 
 The views stay exact whether or not the refresh keeps up: interactions (and days) with events
 past the watermark are computed live, the rest read from the summaries. A refresh that falls
