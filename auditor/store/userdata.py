@@ -2,9 +2,11 @@
 
 GWS sends an interaction's whole userData map with each notification that carries one, so the
 value a key has *at an event* is in that event's own payload, and an interaction's *current*
-value is in the projection's user_data. Exact matches are containment (`@>`) queries, which the
-jsonb_path_ops GIN indexes of migration 2026_12_02_userdata_index answer; a prefix match
-(`^abc`) is checked on the rows the other conditions select (docs/api.md says why).
+value is in the projection's user_data. Exact matches find their rows through the table
+user_data_values (auditor.store.userdata_values: each value with the range of events that held
+it, indexed by key and value), and are then checked on the row's own map with containment
+(`@>`); a prefix match (`^abc`) is checked on the rows the other conditions select (docs/api.md
+says why).
 """
 
 from __future__ import annotations
@@ -139,3 +141,83 @@ def conditions(
         clauses.insert(0, sql.SQL(f"{expression} @> %s::jsonb"))
         params.insert(0, json.dumps(together))
     return clauses, params
+
+
+def _values(flt: UserDataFilter) -> list[str]:
+    """The JSON values an exact filter accepts (as user_data_values.value)."""
+    return [json.dumps(doc[flt.key]) for doc in map(json.loads, _candidates(flt))]
+
+
+_HELD = "v.key = %s AND v.value = ANY(%s::jsonb[])"
+
+
+def event_conditions(
+    filters: Iterable[UserDataFilter], table: str = "events"
+) -> tuple[list[sql.Composable], list[Any]]:
+    """WHERE clauses for filters ANDed on the value at each event of ``table`` (a fixed name):
+    each exact filter finds the events inside the range of a row of user_data_values (by its
+    index on key and value), then every filter is checked on the event's own userData."""
+    filters = tuple(filters)
+    clauses: list[sql.Composable] = []
+    params: list[Any] = []
+    for flt in filters:
+        if flt.prefix:
+            continue
+        clauses.append(
+            sql.SQL(
+                f"EXISTS (SELECT 1 FROM user_data_values AS v WHERE {_HELD}"
+                f" AND v.interaction_id = {table}.interaction_id"
+                f" AND v.from_event_id <= {table}.id"
+                f" AND (v.to_event_id IS NULL OR v.to_event_id > {table}.id))"
+            )
+        )
+        params.extend([flt.key, _values(flt)])
+    checks, values = conditions(filters, EVENT_USER_DATA_SQL)
+    return clauses + checks, params + values
+
+
+def interaction_conditions(
+    filters: Iterable[UserDataFilter], *, current: bool
+) -> tuple[list[sql.Composable], list[Any]]:
+    """WHERE clauses for filters ANDed on the interactions' ``user_data``. With ``current``
+    (the live projection, not one recomputed as of a time) exact filters find their
+    interactions through the open rows of user_data_values first."""
+    filters = tuple(filters)
+    clauses: list[sql.Composable] = []
+    params: list[Any] = []
+    if current:
+        for flt in filters:
+            if flt.prefix:
+                continue
+            clauses.append(
+                sql.SQL(
+                    "interaction_id IN (SELECT v.interaction_id FROM user_data_values AS v"
+                    f" WHERE {_HELD} AND v.to_event_id IS NULL)"
+                )
+            )
+            params.extend([flt.key, _values(flt)])
+    checks, values = conditions(filters, "user_data")
+    return clauses + checks, params + values
+
+
+def ever_condition(flt: UserDataFilter, as_of: str | None) -> tuple[sql.Composable, list[Any]]:
+    """The interaction had an event whose userData matched ``flt``, stored by ``as_of`` (a
+    quoted constant) if given. Exact: a row of user_data_values (each value an interaction
+    held, with when it was stored); prefix: the events' own userData."""
+    if flt.prefix:
+        clause, params = condition(flt, EVENT_USER_DATA_SQL)
+        stored_by = f" AND e.stored_at <= {as_of}" if as_of is not None else ""
+        return (
+            sql.SQL("interaction_id IN (SELECT e.interaction_id FROM events AS e WHERE ")
+            + clause
+            + sql.SQL(stored_by + ")"),
+            params,
+        )
+    stored_by = f" AND v.stored_at <= {as_of}" if as_of is not None else ""
+    return (
+        sql.SQL(
+            "interaction_id IN (SELECT v.interaction_id FROM user_data_values AS v"
+            f" WHERE {_HELD}{stored_by})"
+        ),
+        [flt.key, _values(flt)],
+    )

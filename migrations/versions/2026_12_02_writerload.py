@@ -1,0 +1,166 @@
+"""User-data values by validity instead of per-event GIN indexes; the BI summaries' freshness.
+
+Revision ID: 2026_12_02_writerload
+Revises: 2026_12_02_fencing
+Create Date: 2026-12-02
+
+Written by hand. Constraint names follow auditor.db.NAMING_CONVENTION.
+
+- `user_data_values`: one row per (interaction, userData key, value) for as long as the value
+  was held: from the event that brought it to the first later event whose userData no longer
+  holds it (`to_event_id`, NULL while current). The writer adds a row only when a value
+  changes (auditor.store.userdata_values), so it costs a few rows per interaction where the
+  GIN indexes cost one entry per key per event (issue 12: 9-30% of the writer's rate). It
+  answers exact user-data filters: current value (`to_event_id IS NULL`), any value held
+  (`ever`, with `stored_at` for as_of) and the value at an event (an id inside the range).
+  Only values a filter can name are kept: strings of at most 256 characters, numbers and
+  booleans, under keys of auditor.store.userdata.KEY's form.
+- The GIN indexes ix_events_user_data and ix_interactions_user_data go.
+- The upgrade fills the table from the stored events itself, in one statement (about a
+  minute per 5,000,000 events; no separate command).
+- `bi_v1.summary_freshness` (and `bi.summary_freshness`): how far the BI summary refresh has
+  got, which now yields to a busy writer (docs/bi.md).
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "2026_12_02_writerload"
+down_revision: str | None = "2026_12_02_fencing"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+WRITER = "auditor_writer"
+READER = "auditor_reader"
+API = "auditor_api"
+BI_VERSION = "bi_v1"
+
+# Frozen copies of auditor.store.userdata.EVENT_USER_DATA_SQL and of the searchable-pair rule
+# (auditor.store.userdata_values.searchable) as of this revision.
+EVENT_USER_DATA = (
+    "((CASE WHEN jsonb_typeof(e.payload->'data') = 'object' THEN e.payload->'data'"
+    " WHEN NOT e.payload ? 'data'"
+    " AND e.payload ?| ARRAY['messageType', 'notificationType', 'openmedia', 'referenceId']"
+    " THEN e.payload END)->'openmedia'->'userData')"
+)
+SEARCHABLE = (
+    "(kv.key ~ '^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$'"
+    " AND (jsonb_typeof(kv.value) IN ('number', 'boolean')"
+    " OR (jsonb_typeof(kv.value) = 'string' AND length(kv.value #>> '{}') <= 256)))"
+)
+
+# Per interaction, the events that carry a userData object, each with the one before it:
+# a pair held now and not before starts a row, a pair held before and not now ends one. For a
+# given (interaction, key, value) starts and ends alternate, so the n-th start pairs with the
+# n-th end (none yet: the value is current).
+BACKFILL = f"""
+INSERT INTO user_data_values (interaction_id, key, value, from_event_id, to_event_id, stored_at)
+WITH carried AS (
+    SELECT e.interaction_id, e.id, e.stored_at, {EVENT_USER_DATA} AS m
+    FROM events AS e
+    WHERE e.interaction_id IS NOT NULL AND jsonb_typeof({EVENT_USER_DATA}) = 'object'
+), steps AS (
+    SELECT interaction_id, id, stored_at, m,
+           lag(m) OVER (PARTITION BY interaction_id ORDER BY id) AS before
+    FROM carried
+), starts AS (
+    SELECT s.interaction_id, kv.key, kv.value, s.id, s.stored_at,
+           row_number() OVER (PARTITION BY s.interaction_id, kv.key, kv.value ORDER BY s.id) AS n
+    FROM steps AS s, jsonb_each(s.m) AS kv
+    WHERE {SEARCHABLE} AND (s.before IS NULL OR s.before->kv.key IS DISTINCT FROM kv.value)
+), ends AS (
+    SELECT s.interaction_id, kv.key, kv.value, s.id,
+           row_number() OVER (PARTITION BY s.interaction_id, kv.key, kv.value ORDER BY s.id) AS n
+    FROM steps AS s, jsonb_each(s.before) AS kv
+    WHERE s.before IS NOT NULL AND {SEARCHABLE} AND s.m->kv.key IS DISTINCT FROM kv.value
+)
+SELECT st.interaction_id, st.key, st.value, st.id, en.id, st.stored_at
+FROM starts AS st
+LEFT JOIN ends AS en
+  ON en.interaction_id = st.interaction_id AND en.key = st.key AND en.value = st.value
+ AND en.n = st.n
+"""
+
+FRESHNESS = f"""
+CREATE VIEW {BI_VERSION}.summary_freshness AS
+SELECT s.last_event_id AS summarised_through_event_id,
+       s.refreshed_at AS refreshed_at,
+       (SELECT max(e.id) FROM events AS e) AS latest_event_id,
+       (SELECT count(*) FROM events AS e WHERE e.id > s.last_event_id) AS events_pending,
+       (SELECT min(e.stored_at) FROM events AS e WHERE e.id > s.last_event_id)
+           AS oldest_pending_stored_at
+FROM bi_refresh_state AS s
+WHERE s.id = 1
+"""
+
+FRESHNESS_COMMENTS = {
+    None: "How far the summaries behind agent_segments, interactions, user_data_changes,"
+    " lifecycle_findings and daily_volumes have got (one row). Those views are exact either"
+    " way: events past the summaries are computed live, so a refresh that is behind makes"
+    " them slower, never wrong. The refresh yields to a busy writer and catches up when it"
+    " is idle (docs/bi.md).",
+    "summarised_through_event_id": "Every event up to this id is in the summaries.",
+    "refreshed_at": "When the summaries last moved forward (NULL: never).",
+    "latest_event_id": "The newest stored event's id.",
+    "events_pending": "Stored events not yet in the summaries (computed live by the views).",
+    "oldest_pending_stored_at": "When the oldest event not yet in the summaries was stored"
+    " (NULL: none pending): the summaries are at most now() minus this behind.",
+}
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def upgrade() -> None:
+    op.execute(
+        """CREATE TABLE user_data_values (
+            interaction_id text NOT NULL,
+            key            text NOT NULL,
+            value          jsonb NOT NULL,
+            from_event_id  bigint NOT NULL,
+            to_event_id    bigint,
+            stored_at      timestamptz NOT NULL,
+            CONSTRAINT pk_user_data_values PRIMARY KEY (interaction_id, key, from_event_id)
+        )"""
+    )
+    op.execute(BACKFILL)
+    op.execute(
+        "CREATE INDEX ix_user_data_values_key_value_interaction_id ON user_data_values"
+        " (key, value, interaction_id) INCLUDE (from_event_id, to_event_id, stored_at)"
+    )
+    # The writer's lookup of an interaction's current values, and at most one per key.
+    op.execute(
+        "CREATE UNIQUE INDEX ix_user_data_values_interaction_id_key ON user_data_values"
+        " (interaction_id, key) WHERE to_event_id IS NULL"
+    )
+    op.execute("ANALYZE user_data_values")
+    op.execute(f"GRANT SELECT, INSERT, UPDATE ON user_data_values TO {WRITER}")
+    op.execute(f"GRANT SELECT ON user_data_values TO {READER}, {API}")
+    op.execute("DROP INDEX ix_events_user_data")
+    op.execute("DROP INDEX ix_interactions_user_data")
+
+    op.execute(FRESHNESS)
+    for column, text in FRESHNESS_COMMENTS.items():
+        target = (
+            f"VIEW {BI_VERSION}.summary_freshness"
+            if column is None
+            else f"COLUMN {BI_VERSION}.summary_freshness.{column}"
+        )
+        op.execute(f"COMMENT ON {target} IS {_literal(text)}")
+    op.execute(f"SELECT auditor_bi_alias('{BI_VERSION}', 'summary_freshness')")
+
+
+def downgrade() -> None:
+    op.execute("DROP VIEW bi.summary_freshness")
+    op.execute(f"DROP VIEW {BI_VERSION}.summary_freshness")
+    op.execute(
+        "CREATE INDEX ix_events_user_data ON events USING gin"
+        f" (({EVENT_USER_DATA.replace('e.payload', 'payload')}) jsonb_path_ops)"
+    )
+    op.execute(
+        "CREATE INDEX ix_interactions_user_data ON interactions"
+        " USING gin (user_data jsonb_path_ops)"
+    )
+    op.execute("DROP TABLE user_data_values")

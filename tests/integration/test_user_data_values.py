@@ -1,0 +1,145 @@
+"""The writer keeps user_data_values: a row per value an interaction held, opened by the event
+that brought it and closed by the first that no longer holds it, whatever the batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, inspect, pool
+from sqlalchemy.engine import URL
+
+from auditor.config import libpq_conninfo
+from auditor.sample import generate
+from auditor.store import schema, userdata_values
+from auditor.store.receipts import Receipt
+from auditor.store.writer import store_batch
+from tests.helpers import from_sample, om_message, receipt
+
+Conn = psycopg.Connection[Any]
+
+
+def _receipts() -> list[Receipt]:
+    maps: list[tuple[str, dict[str, Any] | None]] = [
+        ("a", {"Case": "4711", "Step": 1}),
+        ("b", {"Case": "4711"}),
+        ("a", None),  # no userData: changes nothing
+        ("a", {"Case": "4711", "Step": 2}),
+        ("a", {"Case": "4711", "Step": 2}),
+        ("a", {"Case": "4712", "Step": 2, "Big": {"nested": 1}, "Long": "x" * 300}),
+        ("b", {"Case": "4711", "Flag": True}),
+        ("a", {"Case": "4711", "Step": 2}),  # 4711 again: a new row
+        ("b", {"Flag": 1}),  # true then 1: JSON tells them apart
+    ]
+    return [
+        receipt(om_message(iid, "Handling", user_data=ud), at=n) for n, (iid, ud) in enumerate(maps)
+    ]
+
+
+def _rows(conn: Conn) -> list[tuple[Any, ...]]:
+    found = conn.execute(
+        "SELECT v.interaction_id, v.key, v.value, f.received_at, t.received_at"
+        " FROM user_data_values AS v JOIN events AS f ON f.id = v.from_event_id"
+        " LEFT JOIN events AS t ON t.id = v.to_event_id"
+        " ORDER BY 1, 2, 4"
+    ).fetchall()
+    start = min(r[3] for r in found)
+    # event positions instead of ids, so that runs in separate batches compare
+    return [
+        (
+            r[0],
+            r[1],
+            r[2],
+            int((r[3] - start).total_seconds() * 1000),
+            None if r[4] is None else int((r[4] - start).total_seconds() * 1000),
+        )
+        for r in found
+    ]
+
+
+EXPECTED = [
+    ("a", "Case", "4711", 0, 5),
+    ("a", "Case", "4712", 5, 7),
+    ("a", "Case", "4711", 7, None),
+    ("a", "Step", 1, 0, 3),
+    ("a", "Step", 2, 3, None),
+    ("b", "Case", "4711", 1, 8),
+    ("b", "Flag", True, 6, 8),
+    ("b", "Flag", 1, 8, None),
+]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 100])
+def test_each_value_is_a_row_from_the_event_that_brought_it_to_the_first_without_it(
+    conn: Conn, batch: int
+) -> None:
+    receipts = _receipts()
+    for start in range(0, len(receipts), batch):
+        store_batch(conn, receipts[start : start + batch])
+    assert _rows(conn) == EXPECTED
+
+
+def test_storing_a_batch_again_adds_no_rows(conn: Conn) -> None:
+    receipts = _receipts()
+    store_batch(conn, receipts)
+    store_batch(conn, receipts[3:])
+    assert _rows(conn) == EXPECTED
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "kept"),
+    [
+        ("Case", "x" * 256, True),
+        ("Case", "x" * 257, False),
+        ("Case", 4711, True),
+        ("Case", 0.5, True),
+        ("Case", False, True),
+        ("Case", None, False),
+        ("Case", ["4711"], False),
+        ("Case", {"a": 1}, False),
+        ("a b", "x", False),
+        ("-a", "x", False),
+    ],
+)
+def test_only_values_a_filter_can_name_are_kept(key: str, value: Any, kept: bool) -> None:
+    assert userdata_values.searchable(key, value) is kept
+
+
+def test_the_migration_fills_the_table_from_events_stored_before_it_as_the_writer_would(
+    fresh_db: URL,
+) -> None:
+    """Events stored, the database taken back to the revision before user_data_values, then
+    upgraded: the migration's backfill gives the rows the writer gave, stored_at included."""
+    with psycopg.connect(libpq_conninfo(fresh_db)) as conn:
+        receipts = _receipts() + [
+            from_sample(line) for line in generate(interactions=40, extra_updates=3)
+        ]
+        for start in range(0, len(receipts), 97):
+            store_batch(conn, receipts[start : start + 97])
+        conn.commit()
+        by_writer = conn.execute(_ALL).fetchall()
+    assert len(by_writer) > 100
+    engine = create_engine(fresh_db, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as connection:
+            schema.downgrade(connection, PREVIOUS)
+        with engine.connect() as connection:
+            assert "user_data_values" not in inspect(connection).get_table_names()
+        with engine.begin() as connection:
+            schema.upgrade(connection)
+    finally:
+        engine.dispose()
+    with psycopg.connect(libpq_conninfo(fresh_db)) as conn:
+        assert conn.execute(_ALL).fetchall() == by_writer
+        # the live copy of the statement (bench/api.py's bulk load) agrees
+        conn.execute("DELETE FROM user_data_values")
+        conn.execute(userdata_values.BACKFILL)
+        assert conn.execute(_ALL).fetchall() == by_writer
+
+
+PREVIOUS = "2026_12_02_fencing"
+_ALL = (
+    "SELECT interaction_id, key, value, from_event_id, to_event_id, stored_at"
+    " FROM user_data_values ORDER BY interaction_id, key, from_event_id"
+)
