@@ -106,11 +106,11 @@ def _catch_up(conn: psycopg.Connection[Any], batch: int, pacer: refresh.Pacer) -
         before = refresh.writer_position(conn)
         started = time.monotonic()
         consumed = refresh.refresh_once(conn, batch)
-        busy = refresh.writer_position(conn) != before
+        stored = refresh.writer_position(conn) - before
         conn.commit()
         if not consumed:
             return total
         total += consumed
-        pause = pacer.pause(time.monotonic() - started, busy)
+        pause = pacer.pause(time.monotonic() - started, stored)
         if pause:
             time.sleep(pause)

@@ -3,9 +3,10 @@ auditor_bi_refresh(): every interaction with events past the watermark is recomp
 views are exact either way (they compute the pending interactions live); the refresh only
 keeps them fast, and bi.summary_freshness says how far it has got.
 
-The refresh yields to the writer: while events keep being stored, each batch is followed by
-a pause so that the refresh works at most DEFAULT_DUTY of the wall time (the writer keeps its
-cores); when the writer is idle it runs batch after batch at full speed and catches up.
+The refresh yields to a busy writer: while events are stored at BUSY_RATE or more, each batch
+is followed by a pause so that the refresh works at most DEFAULT_DUTY of the wall time (the
+writer keeps its cores); at a trickle, or idle, it runs batch after batch at full speed and
+catches up.
 Functions take a connection and never commit."""
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ DEFAULT_PACED_BATCH = 5_000
 # Share of the wall time the refresh may work while the writer stores events. 0.1 left the
 # writer within 10% of its rate alone on 2 cores (bench/bi_writer.py, docs/bi.md).
 DEFAULT_DUTY = 0.1
+# Events/s stored during a batch from which the writer counts as busy: a contact centre's
+# average (4,000,000 a day is 46/s) leaves the refresh at full speed; a backlog drained or an
+# import at thousands per second makes it yield.
+BUSY_RATE = 500.0
 # Never pause longer than this after one batch (a slow batch on a busy machine).
 MAX_PAUSE = 60.0
 
@@ -50,16 +55,18 @@ def writer_position(conn: psycopg.Connection[Any]) -> int:
 
 @dataclass(frozen=True)
 class Pacer:
-    """How long to wait after a batch: nothing while the writer is idle (catch up at full
-    speed), else enough that the refresh works ``duty`` of the wall time."""
+    """How long to wait after a batch: nothing while the writer is idle or trickling (catch up
+    at full speed), else enough that the refresh works ``duty`` of the wall time."""
 
     duty: float = DEFAULT_DUTY
+    busy_rate: float = BUSY_RATE
 
     def __post_init__(self) -> None:
         if not 0 < self.duty <= 1:
             raise ValueError("the refresh's duty must be in (0, 1]")
 
-    def pause(self, worked: float, writer_busy: bool) -> float:
-        if not writer_busy:
+    def pause(self, worked: float, stored: int) -> float:
+        """``stored``: events the writer stored during the ``worked`` seconds of the batch."""
+        if stored < self.busy_rate * worked:
             return 0.0
         return min(MAX_PAUSE, worked * (1 - self.duty) / self.duty)

@@ -2,10 +2,11 @@
 thread, so the writer never waits for it (docs/bi.md).
 
 Each step folds at most one batch of events in its own transaction and says how long to wait
-before the next: bi_refresh_interval once caught up; nothing while the writer is idle and a
-backlog remains (an import is worked off at full speed); while the writer is storing events,
-a pause that keeps the refresh to refresh.DEFAULT_DUTY of the time, so it does not take the
-writer's cores. Readers never wait (the function deletes and inserts rows, no REFRESH)."""
+before the next: bi_refresh_interval once caught up; nothing while a backlog remains and the
+writer is idle or trickling (a backlog is worked off at full speed); while the writer stores
+events at refresh.BUSY_RATE or more, a pause that keeps the refresh to refresh.DEFAULT_DUTY of
+the time, so it does not take the writer's cores. Readers never wait (the function deletes,
+updates and inserts rows, no REFRESH)."""
 
 from __future__ import annotations
 
@@ -30,12 +31,12 @@ class BiRefresher:
         interval: float,
         registry: CollectorRegistry | None = None,
         batch: int = refresh.DEFAULT_PACED_BATCH,
-        duty: float = refresh.DEFAULT_DUTY,
+        pacer: refresh.Pacer | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.interval = interval
         self.batch = batch
-        self.pacer = refresh.Pacer(duty)
+        self.pacer = pacer or refresh.Pacer()
         self.refreshed = Counter(
             "auditor_bi_refreshed_events",
             "Events folded into the BI summaries by the worker",
@@ -52,7 +53,7 @@ class BiRefresher:
             before = refresh.writer_position(conn)
             started = time.monotonic()
             consumed = refresh.refresh_once(conn, self.batch)
-            busy = refresh.writer_position(conn) != before
+            stored = refresh.writer_position(conn) - before
             conn.commit()
         except psycopg.Error:
             self.close()
@@ -60,7 +61,7 @@ class BiRefresher:
         self.refreshed.inc(consumed)
         if not consumed:
             return 0, self.interval
-        return consumed, self.pacer.pause(time.monotonic() - started, busy)
+        return consumed, self.pacer.pause(time.monotonic() - started, stored)
 
     async def run(self) -> None:
         try:

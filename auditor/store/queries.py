@@ -267,10 +267,9 @@ def search_interactions(
         params.append(flt.account)
     t = _as_of_literal(conn, flt.as_of) if flt.as_of is not None else None
     if flt.ever:
-        for one in flt.user_data:
-            clause, values = userdata.ever_condition(one, t)
-            clauses.append(clause)
-            params.extend(values)
+        found, values = userdata.ever_conditions(flt.user_data, t)
+        clauses.extend(found)
+        params.extend(values)
     else:
         found, values = userdata.interaction_conditions(flt.user_data, current=t is None)
         clauses.extend(found)

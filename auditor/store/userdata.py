@@ -148,76 +148,91 @@ def _values(flt: UserDataFilter) -> list[str]:
     return [json.dumps(doc[flt.key]) for doc in map(json.loads, _candidates(flt))]
 
 
-_HELD = "v.key = %s AND v.value = ANY(%s::jsonb[])"
+def _held_by(
+    filters: Iterable[UserDataFilter], *, current: bool, as_of: str | None = None
+) -> tuple[sql.Composable, list[Any]] | None:
+    """``interaction_id = ANY(...)``: the interactions that hold (``current``) or have held
+    every exact filter's value (each on its own; with ``as_of``, a quoted constant, from an
+    event stored by then), found in the index of user_data_values; None without exact
+    filters. An array computed first (an InitPlan), so that PostgreSQL then reads only those
+    interactions' rows by index whatever it guesses of the values' frequency (as a join it
+    walked every event newest first, looking for a rare customer's)."""
+    exact = [flt for flt in filters if not flt.prefix]
+    if not exact:
+        return None
+    text = ""
+    params: list[Any] = []
+    for n, flt in enumerate(exact):
+        v = f"v{n}"
+        held = f"{v}.key = %s AND {v}.value = ANY(%s::jsonb[])"
+        if current:
+            held += f" AND {v}.to_event_id IS NULL"
+        if as_of is not None:
+            held += f" AND {v}.stored_at <= {as_of}"
+        if n == 0:
+            text = f"SELECT v0.interaction_id FROM user_data_values AS v0 WHERE {held}"
+        else:
+            text += (
+                f" AND EXISTS (SELECT 1 FROM user_data_values AS {v}"
+                f" WHERE {v}.interaction_id = v0.interaction_id AND {held})"
+            )
+        params.extend([flt.key, _values(flt)])
+    return sql.SQL("interaction_id = ANY(ARRAY(" + text + "))"), params
 
 
 def event_conditions(
     filters: Iterable[UserDataFilter], table: str = "events"
 ) -> tuple[list[sql.Composable], list[Any]]:
     """WHERE clauses for filters ANDed on the value at each event of ``table`` (a fixed name):
-    each exact filter finds the events inside the range of a row of user_data_values (by its
-    index on key and value), then every filter is checked on the event's own userData."""
+    the events of the interactions that ever held every exact filter's value, each then
+    checked on its own userData (the value at that event)."""
     filters = tuple(filters)
-    clauses: list[sql.Composable] = []
-    params: list[Any] = []
-    for flt in filters:
-        if flt.prefix:
-            continue
-        clauses.append(
-            sql.SQL(
-                f"EXISTS (SELECT 1 FROM user_data_values AS v WHERE {_HELD}"
-                f" AND v.interaction_id = {table}.interaction_id"
-                f" AND v.from_event_id <= {table}.id"
-                f" AND (v.to_event_id IS NULL OR v.to_event_id > {table}.id))"
-            )
-        )
-        params.extend([flt.key, _values(flt)])
-    checks, values = conditions(filters, EVENT_USER_DATA_SQL)
-    return clauses + checks, params + values
+    clauses, params = conditions(filters, EVENT_USER_DATA_SQL)
+    driver = _held_by(filters, current=False)
+    if driver is not None:
+        clauses.insert(0, sql.SQL(f"{table}.") + driver[0])
+        params[:0] = driver[1]
+    return clauses, params
 
 
 def interaction_conditions(
     filters: Iterable[UserDataFilter], *, current: bool
 ) -> tuple[list[sql.Composable], list[Any]]:
     """WHERE clauses for filters ANDed on the interactions' ``user_data``. With ``current``
-    (the live projection, not one recomputed as of a time) exact filters find their
-    interactions through the open rows of user_data_values first."""
+    (the live projection, not one recomputed as of a time) the interactions holding every
+    exact filter's value now are found in user_data_values first."""
+    filters = tuple(filters)
+    clauses, params = conditions(filters, "user_data")
+    driver = _held_by(filters, current=True) if current else None
+    if driver is not None:
+        clauses.insert(0, driver[0])
+        params[:0] = driver[1]
+    return clauses, params
+
+
+def ever_conditions(
+    filters: Iterable[UserDataFilter], as_of: str | None
+) -> tuple[list[sql.Composable], list[Any]]:
+    """WHERE clauses: the interaction had, for each filter on its own, an event whose userData
+    matched it, stored by ``as_of`` (a quoted constant) if given. Exact filters: from
+    user_data_values (each value an interaction held, with when it was stored); a prefix: from
+    the events' own userData."""
     filters = tuple(filters)
     clauses: list[sql.Composable] = []
     params: list[Any] = []
-    if current:
-        for flt in filters:
-            if flt.prefix:
-                continue
-            clauses.append(
-                sql.SQL(
-                    "interaction_id IN (SELECT v.interaction_id FROM user_data_values AS v"
-                    f" WHERE {_HELD} AND v.to_event_id IS NULL)"
-                )
-            )
-            params.extend([flt.key, _values(flt)])
-    checks, values = conditions(filters, "user_data")
-    return clauses + checks, params + values
-
-
-def ever_condition(flt: UserDataFilter, as_of: str | None) -> tuple[sql.Composable, list[Any]]:
-    """The interaction had an event whose userData matched ``flt``, stored by ``as_of`` (a
-    quoted constant) if given. Exact: a row of user_data_values (each value an interaction
-    held, with when it was stored); prefix: the events' own userData."""
-    if flt.prefix:
-        clause, params = condition(flt, EVENT_USER_DATA_SQL)
-        stored_by = f" AND e.stored_at <= {as_of}" if as_of is not None else ""
-        return (
+    driver = _held_by(filters, current=False, as_of=as_of)
+    if driver is not None:
+        clauses.append(driver[0])
+        params.extend(driver[1])
+    stored_by = f" AND e.stored_at <= {as_of}" if as_of is not None else ""
+    for flt in filters:
+        if not flt.prefix:
+            continue
+        clause, values = condition(flt, EVENT_USER_DATA_SQL)
+        clauses.append(
             sql.SQL("interaction_id IN (SELECT e.interaction_id FROM events AS e WHERE ")
             + clause
-            + sql.SQL(stored_by + ")"),
-            params,
+            + sql.SQL(stored_by + ")")
         )
-    stored_by = f" AND v.stored_at <= {as_of}" if as_of is not None else ""
-    return (
-        sql.SQL(
-            "interaction_id IN (SELECT v.interaction_id FROM user_data_values AS v"
-            f" WHERE {_HELD}{stored_by})"
-        ),
-        [flt.key, _values(flt)],
-    )
+        params.extend(values)
+    return clauses, params

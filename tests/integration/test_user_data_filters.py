@@ -118,9 +118,9 @@ def test_postgresql_answers_exact_filters_from_the_user_data_values_index(
     plans["current"] = _plan(
         conn, _statement(clauses, "SELECT interaction_id FROM interactions"), *params
     )
-    clause, params = userdata.ever_condition(case[0], None)
+    clauses, params = userdata.ever_conditions(case, None)
     plans["ever"] = _plan(
-        conn, _statement([clause], "SELECT interaction_id FROM interactions"), *params
+        conn, _statement(clauses, "SELECT interaction_id FROM interactions"), *params
     )
     for name, plan in plans.items():
         assert index in plan or "ix_user_data_values_interaction_id_key" in plan, (name, plan)

@@ -80,7 +80,11 @@ def test_the_refresher_pauses_after_a_batch_while_the_writer_stores_events(
                 conn.commit()
 
     writer = threading.Thread(target=write_on)
-    refresher = BiRefresher(libpq_conninfo(login_url(fresh_db, "writer")), 7.0, batch=20)
+    # any event stored during a batch counts as busy here (the test's writer is slow)
+    pacer = refresh.Pacer(0.1, busy_rate=0.001)
+    refresher = BiRefresher(
+        libpq_conninfo(login_url(fresh_db, "writer")), 7.0, batch=20, pacer=pacer
+    )
     writer.start()
     try:
         paused = [wait for _, wait in (refresher.step() for _ in range(20)) if wait]
@@ -93,11 +97,12 @@ def test_the_refresher_pauses_after_a_batch_while_the_writer_stores_events(
 
 
 def test_the_pause_keeps_the_refresh_to_its_duty_while_the_writer_is_busy() -> None:
-    pacer = refresh.Pacer(0.1)
-    assert pacer.pause(0.5, writer_busy=True) == pytest.approx(4.5)
-    assert pacer.pause(0.5, writer_busy=False) == 0.0
-    assert pacer.pause(100.0, writer_busy=True) == refresh.MAX_PAUSE
-    assert refresh.Pacer(1.0).pause(0.5, writer_busy=True) == 0.0
+    pacer = refresh.Pacer(0.1, busy_rate=500)
+    assert pacer.pause(0.5, stored=250) == pytest.approx(4.5)  # 500 events/s: busy
+    assert pacer.pause(0.5, stored=249) == 0.0  # a trickle: full speed
+    assert pacer.pause(0.5, stored=0) == 0.0
+    assert pacer.pause(100.0, stored=10**6) == refresh.MAX_PAUSE
+    assert refresh.Pacer(1.0).pause(0.5, stored=10**6) == 0.0
     for bad in (0.0, -0.1, 1.5):
         with pytest.raises(ValueError, match="duty"):
             refresh.Pacer(bad)
