@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from store import fresh_database, make_receipts, run_writer
+from store import LAST_CPU, cpu_seconds, fresh_database, make_receipts, run_writer
 
 from auditor.bi import refresh
 from auditor.pgserver import EmbeddedPostgres
@@ -34,17 +34,18 @@ from auditor.pgserver import EmbeddedPostgres
 AUDITOR = str(Path(sys.executable).with_name("auditor"))
 
 
-def _wait_connected(dsn: str) -> None:
-    """Until the refresh process holds its connection (its start-up is not measured)."""
+def _wait_connected(dsn: str) -> int:
+    """Until the refresh process holds its connection (its start-up is not measured); the
+    process id of its PostgreSQL backend."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity"
+                "SELECT pid FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             ).fetchone()
-            if row and row[0]:
-                return
+            if row:
+                return int(row[0])
             time.sleep(0.1)
     raise SystemExit("the refresh process did not connect within 60 s")
 
@@ -107,8 +108,14 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
             )
             try:
-                _wait_connected(dsn)
+                backend = _wait_connected(dsn)
+                pids = (follower.pid, backend)
+                cpu_before = sum(cpu_seconds(pid) for pid in pids)
                 beside.append(timed(dsn))
+                # What the refresh took of the machine while the writer ran: unlike the wall
+                # times, hardly moved by the other processes on a shared machine.
+                refresh_cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+                writer_cpu = LAST_CPU[0]
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     behind = refresh.pending_events(conn)
                     caught_up = _wait_caught_up(conn)
@@ -120,7 +127,8 @@ def main() -> None:
             print(
                 f"  writer with the refresh beside it, run {round_}: {beside[-1]:9,.0f}"
                 f" notifications/s (refresh {behind:,} events behind at the end, caught up"
-                f" {caught_up:.1f} s later)",
+                f" {caught_up:.1f} s later); CPU while the writer ran: writer {writer_cpu:.1f} s,"
+                f" refresh {refresh_cpu:.1f} s = {refresh_cpu / writer_cpu:.1%} of the writer's",
                 flush=True,
             )
 

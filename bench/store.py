@@ -66,7 +66,7 @@ def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """user + system CPU time of a process (Linux /proc): unlike wall time, hardly moved by
     other processes competing for the cores."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -81,11 +81,11 @@ LAST_CPU: list[float] = []
 def run_writer(dsn: str, receipts: list[Receipt], batch: int) -> int:
     with psycopg.connect(dsn) as conn:
         backend = conn.info.backend_pid
-        start = time.process_time() + _cpu_seconds(backend)
+        start = time.process_time() + cpu_seconds(backend)
         for part in chunks(receipts, batch):
             with conn.transaction():
                 store_batch(conn, part)
-        LAST_CPU[:] = [time.process_time() + _cpu_seconds(backend) - start]
+        LAST_CPU[:] = [time.process_time() + cpu_seconds(backend) - start]
     return len(receipts)
 
 

@@ -3,7 +3,8 @@ transaction.
 
 One batch: parse, hash and fold while COPYing straight into events (only when that meets
 receipts stored before, i.e. a replay, look them up and COPY the rest) → fold exactly the
-rows stored into the interactions projection → quarantine what could not be parsed →
+rows stored into the interactions projection and the user-data values that changed
+(auditor.store.userdata_values) → quarantine what could not be parsed →
 append every new event and quarantine entry to the hash-chained record (auditor.store.record).
 Storing the same batch twice changes nothing. Event batches from all writers of a database
 are serialised by a transaction-scoped advisory lock: event ids and record positions become

@@ -163,7 +163,7 @@ ADD_TO_DAYS = """    WITH added AS (
 def _replace_day_counting(new: str) -> None:
     bind = op.get_bind()
     definition = bind.exec_driver_sql(f"SELECT pg_get_functiondef({_REFRESH})").scalar_one()
-    start = min(definition.find(marker) % len(definition) for marker in _DAYS_FROM)
+    start = min(definition.index(m) for m in _DAYS_FROM if m in definition)
     end = definition.index(_DAYS_TO)
     bind.exec_driver_sql(definition[:start] + new + definition[end:])
 
