@@ -16,6 +16,8 @@ Written by hand. Constraint names follow auditor.db.NAMING_CONVENTION.
   Only values a filter can name are kept: strings of at most 256 characters, numbers and
   booleans, under keys of auditor.store.userdata.KEY's form.
 - The GIN indexes ix_events_user_data and ix_interactions_user_data go.
+- A retention purge forgets an interaction's values with its projection row (auditor_retention
+  may delete them).
 - The upgrade fills the table from the stored events itself, in one statement (about a
   minute per 5,000,000 events; no separate command).
 - `bi_v1.summary_freshness` (and `bi.summary_freshness`): how far the BI summary refresh has
@@ -37,6 +39,7 @@ depends_on: str | Sequence[str] | None = None
 WRITER = "auditor_writer"
 READER = "auditor_reader"
 API = "auditor_api"
+RETENTION = "auditor_retention"
 BI_VERSION = "bi_v1"
 
 # Frozen copies of auditor.store.userdata.EVENT_USER_DATA_SQL and of the searchable-pair rule
@@ -197,6 +200,8 @@ def upgrade() -> None:
     op.execute("ANALYZE user_data_values")
     op.execute(f"GRANT SELECT, INSERT, UPDATE ON user_data_values TO {WRITER}")
     op.execute(f"GRANT SELECT ON user_data_values TO {READER}, {API}")
+    # A purge forgets the values of the interactions it forgets (auditor.retention.purge).
+    op.execute(f"GRANT SELECT, DELETE ON user_data_values TO {RETENTION}")
     op.execute("DROP INDEX ix_events_user_data")
     op.execute("DROP INDEX ix_interactions_user_data")
 
