@@ -121,32 +121,17 @@ interactions = Table(
     Index("ix_interactions_accounts", "accounts", postgresql_using="gin"),
 )
 
-# migration 2026_12_02_writerload: each userData value an interaction held, with the range of
-# events that held it (auditor.store.userdata_values); exact user-data filters read it.
+# migration 2026_12_02_writerload: each userData value an interaction ever held, once, with
+# the first event that carried it (auditor.store.userdata_values); exact user-data filters
+# start from it.
 user_data_values = Table(
     "user_data_values",
     metadata,
-    Column("interaction_id", Text, nullable=False),
     Column("key", Text, nullable=False),
     Column("value", JSONB, nullable=False),
-    Column("from_event_id", BigInteger, nullable=False),
-    Column("to_event_id", BigInteger),
-    Column("stored_at", TZ, nullable=False),
-    PrimaryKeyConstraint("interaction_id", "key", "from_event_id"),
-    Index(
-        None,
-        "key",
-        "value",
-        "interaction_id",
-        postgresql_include=["from_event_id", "to_event_id", "stored_at"],
-    ),
-    Index(
-        None,
-        "interaction_id",
-        "key",
-        unique=True,
-        postgresql_where=text("to_event_id IS NULL"),
-    ),
+    Column("interaction_id", Text, nullable=False),
+    Column("first_event_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("key", "value", "interaction_id"),
 )
 
 quarantine = Table(

@@ -271,7 +271,7 @@ def search_interactions(
         clauses.extend(found)
         params.extend(values)
     else:
-        found, values = userdata.interaction_conditions(flt.user_data, current=t is None)
+        found, values = userdata.interaction_conditions(flt.user_data)
         clauses.extend(found)
         params.extend(values)
     if after is not None:

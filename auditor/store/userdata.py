@@ -148,12 +148,9 @@ def _values(flt: UserDataFilter) -> list[str]:
     return [json.dumps(doc[flt.key]) for doc in map(json.loads, _candidates(flt))]
 
 
-def _held_by(
-    filters: Iterable[UserDataFilter], *, current: bool, as_of: str | None = None
-) -> tuple[sql.Composable, list[Any]] | None:
-    """``interaction_id = ANY(...)``: the interactions that hold (``current``) or have held
-    every exact filter's value (each on its own; with ``as_of``, a quoted constant, from an
-    event stored by then), found in the index of user_data_values; None without exact
+def _held_by(filters: Iterable[UserDataFilter]) -> tuple[sql.Composable, list[Any]] | None:
+    """``interaction_id = ANY(...)``: the interactions that have held every exact filter's
+    value (each on its own), from the primary key of user_data_values; None without exact
     filters. An array computed first (an InitPlan), so that PostgreSQL then reads only those
     interactions' rows by index whatever it guesses of the values' frequency (as a join it
     walked every event newest first, looking for a rare customer's)."""
@@ -165,16 +162,12 @@ def _held_by(
     for n, flt in enumerate(exact):
         v = f"v{n}"
         held = f"{v}.key = %s AND {v}.value = ANY(%s::jsonb[])"
-        if current:
-            held += f" AND {v}.to_event_id IS NULL"
-        if as_of is not None:
-            held += f" AND {v}.stored_at <= {as_of}"
         if n == 0:
             text = f"SELECT v0.interaction_id FROM user_data_values AS v0 WHERE {held}"
         else:
             text += (
                 f" AND EXISTS (SELECT 1 FROM user_data_values AS {v}"
-                f" WHERE {v}.interaction_id = v0.interaction_id AND {held})"
+                f" WHERE {held} AND {v}.interaction_id = v0.interaction_id)"
             )
         params.extend([flt.key, _values(flt)])
     return sql.SQL("interaction_id = ANY(ARRAY(" + text + "))"), params
@@ -188,7 +181,7 @@ def event_conditions(
     checked on its own userData (the value at that event)."""
     filters = tuple(filters)
     clauses, params = conditions(filters, EVENT_USER_DATA_SQL)
-    driver = _held_by(filters, current=False)
+    driver = _held_by(filters)
     if driver is not None:
         clauses.insert(0, sql.SQL(f"{table}.") + driver[0])
         params[:0] = driver[1]
@@ -196,14 +189,14 @@ def event_conditions(
 
 
 def interaction_conditions(
-    filters: Iterable[UserDataFilter], *, current: bool
+    filters: Iterable[UserDataFilter],
 ) -> tuple[list[sql.Composable], list[Any]]:
-    """WHERE clauses for filters ANDed on the interactions' ``user_data``. With ``current``
-    (the live projection, not one recomputed as of a time) the interactions holding every
-    exact filter's value now are found in user_data_values first."""
+    """WHERE clauses for filters ANDed on the interactions' ``user_data`` (the live projection,
+    or one recomputed as of a time): among the interactions that ever held every exact
+    filter's value, those whose user_data holds them."""
     filters = tuple(filters)
     clauses, params = conditions(filters, "user_data")
-    driver = _held_by(filters, current=True) if current else None
+    driver = _held_by(filters)
     if driver is not None:
         clauses.insert(0, driver[0])
         params[:0] = driver[1]
@@ -213,26 +206,29 @@ def interaction_conditions(
 def ever_conditions(
     filters: Iterable[UserDataFilter], as_of: str | None
 ) -> tuple[list[sql.Composable], list[Any]]:
-    """WHERE clauses: the interaction had, for each filter on its own, an event whose userData
-    matched it, stored by ``as_of`` (a quoted constant) if given. Exact filters: from
-    user_data_values (each value an interaction held, with when it was stored); a prefix: from
-    the events' own userData."""
+    """WHERE clauses on ``interactions``: for each filter on its own, the interaction had an
+    event whose userData matched it (stored by ``as_of``, a quoted constant, if given).
+    Exact filters: user_data_values says which interactions ever held the values; with
+    ``as_of``, their events say whether one stored by then did. A prefix: the events' own
+    userData."""
     filters = tuple(filters)
     clauses: list[sql.Composable] = []
     params: list[Any] = []
-    driver = _held_by(filters, current=False, as_of=as_of)
+    driver = _held_by(filters)
     if driver is not None:
         clauses.append(driver[0])
         params.extend(driver[1])
-    stored_by = f" AND e.stored_at <= {as_of}" if as_of is not None else ""
     for flt in filters:
-        if not flt.prefix:
-            continue
-        clause, values = condition(flt, EVENT_USER_DATA_SQL)
-        clauses.append(
-            sql.SQL("interaction_id IN (SELECT e.interaction_id FROM events AS e WHERE ")
-            + clause
-            + sql.SQL(stored_by + ")")
-        )
-        params.extend(values)
+        if flt.prefix or as_of is not None:
+            clause, values = condition(flt, EVENT_USER_DATA_SQL)
+            stored_by = f" AND e.stored_at <= {as_of}" if as_of is not None else ""
+            clauses.append(
+                sql.SQL(
+                    "EXISTS (SELECT 1 FROM events AS e"
+                    " WHERE e.interaction_id = interactions.interaction_id AND "
+                )
+                + clause
+                + sql.SQL(stored_by + ")")
+            )
+            params.extend(values)
     return clauses, params

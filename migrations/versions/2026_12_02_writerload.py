@@ -6,13 +6,12 @@ Create Date: 2026-12-02
 
 Written by hand. Constraint names follow auditor.db.NAMING_CONVENTION.
 
-- `user_data_values`: one row per (interaction, userData key, value) for as long as the value
-  was held: from the event that brought it to the first later event whose userData no longer
-  holds it (`to_event_id`, NULL while current). The writer adds a row only when a value
-  changes (auditor.store.userdata_values), so it costs a few rows per interaction where the
-  GIN indexes cost one entry per key per event (issue 12: 9-30% of the writer's rate). It
-  answers exact user-data filters: current value (`to_event_id IS NULL`), any value held
-  (`ever`, with `stored_at` for as_of) and the value at an event (an id inside the range).
+- `user_data_values`: one row per (userData key, value, interaction) ever held, with the first
+  event that carried it. The writer adds rows only for values an interaction had not held
+  before, insert-only (auditor.store.userdata_values), where the GIN indexes cost one entry
+  per key per event (issue 12: 9-30% of the writer's rate). Exact user-data filters start
+  from its primary key (key, value, interaction_id): the interactions that ever held each
+  value, whose rows (current userData, each event's own) are then checked by containment.
   Only values a filter can name are kept: strings of at most 256 characters, numbers and
   booleans, under keys of auditor.store.userdata.KEY's form.
 - The GIN indexes ix_events_user_data and ix_interactions_user_data go.
@@ -56,36 +55,14 @@ SEARCHABLE = (
     " OR (jsonb_typeof(kv.value) = 'string' AND length(kv.value #>> '{}') <= 256)))"
 )
 
-# Per interaction, the events that carry a userData object, each with the one before it:
-# a pair held now and not before starts a row, a pair held before and not now ends one. For a
-# given (interaction, key, value) starts and ends alternate, so the n-th start pairs with the
-# n-th end (none yet: the value is current).
+# Every searchable pair of every userData object an event carries, with the first event.
 BACKFILL = f"""
-INSERT INTO user_data_values (interaction_id, key, value, from_event_id, to_event_id, stored_at)
-WITH carried AS (
-    SELECT e.interaction_id, e.id, e.stored_at, {EVENT_USER_DATA} AS m
-    FROM events AS e
-    WHERE e.interaction_id IS NOT NULL AND jsonb_typeof({EVENT_USER_DATA}) = 'object'
-), steps AS (
-    SELECT interaction_id, id, stored_at, m,
-           lag(m) OVER (PARTITION BY interaction_id ORDER BY id) AS before
-    FROM carried
-), starts AS (
-    SELECT s.interaction_id, kv.key, kv.value, s.id, s.stored_at,
-           row_number() OVER (PARTITION BY s.interaction_id, kv.key, kv.value ORDER BY s.id) AS n
-    FROM steps AS s, jsonb_each(s.m) AS kv
-    WHERE {SEARCHABLE} AND (s.before IS NULL OR s.before->kv.key IS DISTINCT FROM kv.value)
-), ends AS (
-    SELECT s.interaction_id, kv.key, kv.value, s.id,
-           row_number() OVER (PARTITION BY s.interaction_id, kv.key, kv.value ORDER BY s.id) AS n
-    FROM steps AS s, jsonb_each(s.before) AS kv
-    WHERE s.before IS NOT NULL AND {SEARCHABLE} AND s.m->kv.key IS DISTINCT FROM kv.value
-)
-SELECT st.interaction_id, st.key, st.value, st.id, en.id, st.stored_at
-FROM starts AS st
-LEFT JOIN ends AS en
-  ON en.interaction_id = st.interaction_id AND en.key = st.key AND en.value = st.value
- AND en.n = st.n
+INSERT INTO user_data_values (key, value, interaction_id, first_event_id)
+SELECT DISTINCT ON (kv.key, kv.value, e.interaction_id) kv.key, kv.value, e.interaction_id, e.id
+FROM events AS e, jsonb_each({EVENT_USER_DATA}) AS kv
+WHERE e.interaction_id IS NOT NULL AND jsonb_typeof({EVENT_USER_DATA}) = 'object'
+  AND {SEARCHABLE}
+ORDER BY kv.key, kv.value, e.interaction_id, e.id
 """
 
 FRESHNESS = f"""
@@ -178,27 +155,20 @@ def _literal(text: str) -> str:
 def upgrade() -> None:
     op.execute(
         """CREATE TABLE user_data_values (
-            interaction_id text NOT NULL,
             key            text NOT NULL,
             value          jsonb NOT NULL,
-            from_event_id  bigint NOT NULL,
-            to_event_id    bigint,
-            stored_at      timestamptz NOT NULL,
-            CONSTRAINT pk_user_data_values PRIMARY KEY (interaction_id, key, from_event_id)
+            interaction_id text NOT NULL,
+            first_event_id bigint NOT NULL
         )"""
     )
+    # Filled before the key exists: one sort and a bulk index build, not millions of probes.
     op.execute(BACKFILL)
     op.execute(
-        "CREATE INDEX ix_user_data_values_key_value_interaction_id ON user_data_values"
-        " (key, value, interaction_id) INCLUDE (from_event_id, to_event_id, stored_at)"
-    )
-    # The writer's lookup of an interaction's current values, and at most one per key.
-    op.execute(
-        "CREATE UNIQUE INDEX ix_user_data_values_interaction_id_key ON user_data_values"
-        " (interaction_id, key) WHERE to_event_id IS NULL"
+        "ALTER TABLE user_data_values ADD CONSTRAINT pk_user_data_values"
+        " PRIMARY KEY (key, value, interaction_id)"
     )
     op.execute("ANALYZE user_data_values")
-    op.execute(f"GRANT SELECT, INSERT, UPDATE ON user_data_values TO {WRITER}")
+    op.execute(f"GRANT SELECT, INSERT ON user_data_values TO {WRITER}")
     op.execute(f"GRANT SELECT ON user_data_values TO {READER}, {API}")
     # A purge forgets the values of the interactions it forgets (auditor.retention.purge).
     op.execute(f"GRANT SELECT, DELETE ON user_data_values TO {RETENTION}")

@@ -1,5 +1,5 @@
-"""The writer keeps user_data_values: a row per value an interaction held, opened by the event
-that brought it and closed by the first that no longer holds it, whatever the batches."""
+"""The writer keeps user_data_values: a row per value an interaction ever held, with the first
+event that carried it, whatever the batches; the migration's backfill gives the same rows."""
 
 from __future__ import annotations
 
@@ -39,39 +39,28 @@ def _receipts() -> list[Receipt]:
 
 def _rows(conn: Conn) -> list[tuple[Any, ...]]:
     found = conn.execute(
-        "SELECT v.interaction_id, v.key, v.value, f.received_at, t.received_at"
-        " FROM user_data_values AS v JOIN events AS f ON f.id = v.from_event_id"
-        " LEFT JOIN events AS t ON t.id = v.to_event_id"
+        "SELECT v.interaction_id, v.key, v.value, f.received_at"
+        " FROM user_data_values AS v JOIN events AS f ON f.id = v.first_event_id"
         " ORDER BY 1, 2, 4"
     ).fetchall()
     start = min(r[3] for r in found)
     # event positions instead of ids, so that runs in separate batches compare
-    return [
-        (
-            r[0],
-            r[1],
-            r[2],
-            int((r[3] - start).total_seconds() * 1000),
-            None if r[4] is None else int((r[4] - start).total_seconds() * 1000),
-        )
-        for r in found
-    ]
+    return [(r[0], r[1], r[2], int((r[3] - start).total_seconds() * 1000)) for r in found]
 
 
 EXPECTED = [
-    ("a", "Case", "4711", 0, 5),
-    ("a", "Case", "4712", 5, 7),
-    ("a", "Case", "4711", 7, None),
-    ("a", "Step", 1, 0, 3),
-    ("a", "Step", 2, 3, None),
-    ("b", "Case", "4711", 1, 8),
-    ("b", "Flag", True, 6, 8),
-    ("b", "Flag", 1, 8, None),
+    ("a", "Case", "4711", 0),
+    ("a", "Case", "4712", 5),
+    ("a", "Step", 1, 0),
+    ("a", "Step", 2, 3),
+    ("b", "Case", "4711", 1),
+    ("b", "Flag", True, 6),
+    ("b", "Flag", 1, 8),
 ]
 
 
 @pytest.mark.parametrize("batch", [1, 2, 100])
-def test_each_value_is_a_row_from_the_event_that_brought_it_to_the_first_without_it(
+def test_each_value_an_interaction_held_is_one_row_with_the_first_event_that_carried_it(
     conn: Conn, batch: int
 ) -> None:
     receipts = _receipts()
@@ -110,7 +99,7 @@ def test_the_migration_fills_the_table_from_events_stored_before_it_as_the_write
     fresh_db: URL,
 ) -> None:
     """Events stored, the database taken back to the revision before user_data_values, then
-    upgraded: the migration's backfill gives the rows the writer gave, stored_at included."""
+    upgraded: the migration's backfill gives the rows the writer gave."""
     with psycopg.connect(libpq_conninfo(fresh_db)) as conn:
         receipts = _receipts() + [
             from_sample(line) for line in generate(interactions=40, extra_updates=3)
@@ -140,6 +129,6 @@ def test_the_migration_fills_the_table_from_events_stored_before_it_as_the_write
 
 PREVIOUS = "2026_12_02_fencing"
 _ALL = (
-    "SELECT interaction_id, key, value, from_event_id, to_event_id, stored_at"
-    " FROM user_data_values ORDER BY interaction_id, key, from_event_id"
+    "SELECT key, value, interaction_id, first_event_id FROM user_data_values"
+    " ORDER BY key, value, interaction_id"
 )

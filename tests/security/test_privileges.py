@@ -40,7 +40,7 @@ table               writer reader api   owner
 events              I---S  ----S  ----S I!!!S
 events_default      -----  -----  ----- I!!!S
 interactions        IU--S  ----S  ----S IUDTS
-user_data_values    IU--S  ----S  ----S IUDTS
+user_data_values    I---S  ----S  ----S IUDTS
 quarantine          I----  ----S  ----S I!!!S
 coverage_intervals  Iu--S  ----S  ----S IU!!S
 session_log         I----  ----S  ----- I!!!S
@@ -91,9 +91,9 @@ SAMPLES = {
         "last_reference_id",
     ),
     "user_data_values": Sample(
-        "INSERT INTO user_data_values (interaction_id, key, value, from_event_id, stored_at)"
-        " VALUES (gen_random_uuid()::text, 'Case', '\"4711\"', 1, now())",
-        "to_event_id",
+        "INSERT INTO user_data_values (key, value, interaction_id, first_event_id)"
+        " VALUES ('Case', '\"4711\"', gen_random_uuid()::text, 1)",
+        "first_event_id",
     ),
     "quarantine": Sample(
         "INSERT INTO quarantine (receipt_id, received_at, account, reason, raw)"
