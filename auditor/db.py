@@ -121,17 +121,21 @@ interactions = Table(
     Index("ix_interactions_accounts", "accounts", postgresql_using="gin"),
 )
 
-# migration 2026_12_02_writerload: each userData value an interaction ever held, once, with
-# the first event that carried it (auditor.store.userdata_values); exact user-data filters
-# start from it.
+# migration 2026_12_02_writerload: per event whose userData differs from its interaction's
+# previous map, the values it brought (auditor.store.userdata_values); exact user-data filters
+# start from its GIN index.
 user_data_values = Table(
     "user_data_values",
     metadata,
-    Column("key", Text, nullable=False),
-    Column("value", JSONB, nullable=False),
     Column("interaction_id", Text, nullable=False),
-    Column("first_event_id", BigInteger, nullable=False),
-    PrimaryKeyConstraint("key", "value", "interaction_id"),
+    Column("event_id", BigInteger, nullable=False),
+    Column("changed", JSONB, nullable=False),
+    Index(
+        None,
+        "changed",
+        postgresql_using="gin",
+        postgresql_ops={"changed": "jsonb_path_ops"},
+    ),
 )
 
 quarantine = Table(

@@ -1,12 +1,11 @@
-"""User-data filters (`userData.KEY=VALUE`) and the SQL expressions the GIN indexes cover.
+"""User-data filters (`userData.KEY=VALUE`) and the SQL they become.
 
 GWS sends an interaction's whole userData map with each notification that carries one, so the
 value a key has *at an event* is in that event's own payload, and an interaction's *current*
-value is in the projection's user_data. Exact matches find their rows through the table
-user_data_values (auditor.store.userdata_values: each value with the range of events that held
-it, indexed by key and value), and are then checked on the row's own map with containment
-(`@>`); a prefix match (`^abc`) is checked on the rows the other conditions select (docs/api.md
-says why).
+value is in the projection's user_data. Exact matches find their interactions through the
+table user_data_values (auditor.store.userdata_values: per event, the values it brought, in a
+GIN index), and are then checked on the row's own map with containment (`@>`); a prefix match
+(`^abc`) is checked on the rows the other conditions select (docs/api.md says why).
 """
 
 from __future__ import annotations
@@ -143,34 +142,23 @@ def conditions(
     return clauses, params
 
 
-def _values(flt: UserDataFilter) -> list[str]:
-    """The JSON values an exact filter accepts (as user_data_values.value)."""
-    return [json.dumps(doc[flt.key]) for doc in map(json.loads, _candidates(flt))]
-
-
 def _held_by(filters: Iterable[UserDataFilter]) -> tuple[sql.Composable, list[Any]] | None:
     """``interaction_id = ANY(...)``: the interactions that have held every exact filter's
-    value (each on its own), from the primary key of user_data_values; None without exact
+    value (each on its own), from the GIN index of user_data_values; None without exact
     filters. An array computed first (an InitPlan), so that PostgreSQL then reads only those
     interactions' rows by index whatever it guesses of the values' frequency (as a join it
     walked every event newest first, looking for a rare customer's)."""
     exact = [flt for flt in filters if not flt.prefix]
     if not exact:
         return None
-    text = ""
+    selects: list[str] = []
     params: list[Any] = []
-    for n, flt in enumerate(exact):
-        v = f"v{n}"
-        held = f"{v}.key = %s AND {v}.value = ANY(%s::jsonb[])"
-        if n == 0:
-            text = f"SELECT v0.interaction_id FROM user_data_values AS v0 WHERE {held}"
-        else:
-            text += (
-                f" AND EXISTS (SELECT 1 FROM user_data_values AS {v}"
-                f" WHERE {held} AND {v}.interaction_id = v0.interaction_id)"
-            )
-        params.extend([flt.key, _values(flt)])
-    return sql.SQL("interaction_id = ANY(ARRAY(" + text + "))"), params
+    for flt in exact:
+        docs = _candidates(flt)
+        held = " OR ".join("changed @> %s::jsonb" for _ in docs)
+        selects.append(f"SELECT interaction_id FROM user_data_values WHERE {held}")
+        params.extend(docs)
+    return sql.SQL("interaction_id = ANY(ARRAY(" + " INTERSECT ".join(selects) + "))"), params
 
 
 def event_conditions(

@@ -1,16 +1,18 @@
-"""The user-data values table: each (userData key, value, interaction) ever held, once.
+"""The user-data changes table: per event whose userData differs from its interaction's
+previous map, the keys whose value it brought, with their values.
 
-GWS sends an interaction's whole userData map with each notification that carries one, and the
-map rarely changes much from one event to the next. So instead of indexing every key of every
-event (a GIN entry per key per event: 9-30% of the writer's rate, issue 12), the writer adds a
-row only for a value an interaction had not held before (insert-only: no row is ever updated).
-Exact user-data filters start from it (auditor.store.userdata): the interactions that ever held
-every filter's value, by the primary key's index, whose rows (the projection's current userData,
-or each event's own) are then checked with containment. Migration 2026_12_02_writerload fills it
-for events stored before it existed, with the same rule.
+GWS sends an interaction's whole userData map with each notification that carries one, and
+from one event to the next most values stay the same. Indexing every key of every event (a GIN
+entry per key per event, plus the projection's) cost the writer 9-30% of its rate (issue 12);
+indexing only the values each event brings costs a fraction of that: one row per changed map,
+insert-only, in a GIN index with a pending list that PostgreSQL merges in bulk. Exact user-data
+filters start from it (auditor.store.userdata): the interactions that ever held every filter's
+value, whose rows (the projection's current userData, or each event's own) are then checked
+with containment. Migration 2026_12_02_writerload fills it for events stored before it existed,
+with the same rule.
 
-Only pairs a filter can name are kept (`searchable`). Numbers are compared as the JSON parser
-read them (a double, for non-integers of more than 15 significant digits).
+A map that differs from the one before only by a value flipping between true and 1 (Python
+compares those maps equal) is not looked into; JSON userData that does that is not known.
 """
 
 from __future__ import annotations
@@ -22,60 +24,39 @@ import orjson
 import psycopg
 
 from auditor.notifications import Record
-from auditor.store.userdata import EVENT_USER_DATA_SQL, KEY, MAX_VALUE
+from auditor.store.userdata import EVENT_USER_DATA_SQL
 
-# A value held again, or already stored by an earlier batch, is left as it is.
 _ADD = """
-INSERT INTO user_data_values (key, value, interaction_id, first_event_id)
-SELECT * FROM unnest(%s::text[], %s::jsonb[], %s::text[], %s::bigint[])
-ON CONFLICT DO NOTHING
+INSERT INTO user_data_values (interaction_id, event_id, changed)
+SELECT * FROM unnest(%s::text[], %s::bigint[], %s::jsonb[])
 """
 
-# searchable() in SQL, on jsonb_each's (key, value) as kv.
-_SEARCHABLE_SQL = (
-    "(kv.key ~ '^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$'"
-    " AND (jsonb_typeof(kv.value) IN ('number', 'boolean')"
-    f" OR (jsonb_typeof(kv.value) = 'string' AND length(kv.value #>> '{{}}') <= {MAX_VALUE})))"
-)
 _CARRIED = EVENT_USER_DATA_SQL.replace("payload", "e.payload")
 
 # The rows for events stored without the writer (a bulk load; the migration has its own copy
-# of this): every searchable pair of every userData object an event carries, with the first
-# event that carried it.
+# of this): per interaction, each event carrying a userData object with the one before it,
+# and the keys whose value differs.
 BACKFILL = f"""
-INSERT INTO user_data_values (key, value, interaction_id, first_event_id)
-SELECT DISTINCT ON (kv.key, kv.value, e.interaction_id) kv.key, kv.value, e.interaction_id, e.id
-FROM events AS e, jsonb_each({_CARRIED}) AS kv
-WHERE e.interaction_id IS NOT NULL AND jsonb_typeof({_CARRIED}) = 'object' AND {_SEARCHABLE_SQL}
-ORDER BY kv.key, kv.value, e.interaction_id, e.id
+INSERT INTO user_data_values (interaction_id, event_id, changed)
+SELECT s.interaction_id, s.id, jsonb_object_agg(kv.key, kv.value)
+FROM (
+    SELECT e.interaction_id, e.id, {_CARRIED} AS m,
+           lag({_CARRIED}) OVER (PARTITION BY e.interaction_id ORDER BY e.id) AS before
+    FROM events AS e
+    WHERE e.interaction_id IS NOT NULL AND jsonb_typeof({_CARRIED}) = 'object'
+) AS s, jsonb_each(s.m) AS kv
+WHERE s.before IS NULL OR s.before->kv.key IS DISTINCT FROM kv.value
+GROUP BY s.interaction_id, s.id
 """
 
 
-def searchable(key: str, value: Any) -> bool:
-    """A pair a user-data filter can name: a key of KEY's form, a string of at most MAX_VALUE
-    characters, a number or a boolean (the index entries stay small)."""
-    kind = type(value)
-    if kind is str:
-        if len(value) > MAX_VALUE:
-            return False
-    elif kind not in (int, float, bool):
-        return False
-    return KEY.fullmatch(key) is not None
-
-
-def _same(a: Any, b: Any) -> bool:
-    """JSON equality: true is not 1 (Python says it is)."""
-    return a == b and (type(a) is bool) == (type(b) is bool)
-
-
 class Changes:
-    """The (key, value, interaction) triples a batch's events bring that the event before them
-    in the batch (of the same interaction) did not already carry; each once, with the first
-    event that carried it. Fed in id order."""
+    """Per event of a batch (fed in id order), the userData keys whose value differs from the
+    map the interaction's previous event in the batch carried (all of them for its first)."""
 
     def __init__(self, events: Sequence[tuple[int, Any, Record]] = ()) -> None:
         self._last: dict[str, dict[str, Any]] = {}
-        self._rows: dict[tuple[str, str, str], int] = {}
+        self._rows: tuple[list[str], list[int], list[str]] = ([], [], [])
         for event_id, _receipt, record in events:
             self.add(event_id, record)
 
@@ -84,31 +65,30 @@ class Changes:
         if user_data is None or interaction_id is None:
             return
         last = self._last.get(interaction_id)
-        # Most events repeat their interaction's map. (`==` takes true for 1: a value that
-        # only flips between them is caught by the first map that differs otherwise, or not
-        # at all; JSON userData that does that is not known.)
         if last is not None and last == user_data:
-            return
+            return  # most events repeat their interaction's map
         self._last[interaction_id] = user_data
-        rows = self._rows
-        for key, value in user_data.items():
-            if last is not None and key in last and _same(last[key], value):
-                continue
-            if not searchable(key, value):
-                continue
-            row = (key, orjson.dumps(value).decode(), interaction_id)
-            if row not in rows:
-                rows[row] = event_id
+        if last is None:
+            changed = user_data
+        else:
+            changed = {
+                k: v
+                for k, v in user_data.items()
+                # (JSON tells true from 1: so does the type)
+                if k not in last or (old := last[k]) != v or type(old) is not type(v)
+            }
+            if not changed:
+                return  # only keys removed
+        self._rows[0].append(interaction_id)
+        self._rows[1].append(event_id)
+        self._rows[2].append(orjson.dumps(changed).decode())
 
     def __bool__(self) -> bool:
-        return bool(self._rows)
+        return bool(self._rows[0])
 
     def write(self, conn: psycopg.Connection[Any]) -> int:
-        """Add the triples not stored yet; returns how many were offered."""
-        if not self._rows:
+        """Insert the rows; returns how many."""
+        if not self._rows[0]:
             return 0
-        keys, values, interactions = zip(*self._rows, strict=True)
-        conn.execute(
-            _ADD, (list(keys), list(values), list(interactions), list(self._rows.values()))
-        )
-        return len(self._rows)
+        conn.execute(_ADD, self._rows)
+        return len(self._rows[0])

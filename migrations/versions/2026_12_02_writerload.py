@@ -1,4 +1,4 @@
-"""User-data values by validity instead of per-event GIN indexes; the BI summaries' freshness.
+"""User-data changes instead of per-event GIN indexes; the BI summaries' freshness and counts.
 
 Revision ID: 2026_12_02_writerload
 Revises: 2026_12_02_fencing
@@ -6,19 +6,18 @@ Create Date: 2026-12-02
 
 Written by hand. Constraint names follow auditor.db.NAMING_CONVENTION.
 
-- `user_data_values`: one row per (userData key, value, interaction) ever held, with the first
-  event that carried it. The writer adds rows only for values an interaction had not held
-  before, insert-only (auditor.store.userdata_values), where the GIN indexes cost one entry
-  per key per event (issue 12: 9-30% of the writer's rate). Exact user-data filters start
-  from its primary key (key, value, interaction_id): the interactions that ever held each
-  value, whose rows (current userData, each event's own) are then checked by containment.
-  Only values a filter can name are kept: strings of at most 256 characters, numbers and
-  booleans, under keys of auditor.store.userdata.KEY's form.
+- `user_data_values`: per event whose userData differs from its interaction's previous map,
+  the keys whose value it brought (`changed`, a jsonb object), in a jsonb_path_ops GIN index.
+  The writer adds these rows insert-only (auditor.store.userdata_values), where the GIN
+  indexes on every event's userData and on the projection took one entry per key per event
+  (issue 12: 9-30% of the writer's rate). Exact user-data filters start from it: the
+  interactions that ever held each value, whose rows (current userData, each event's own)
+  are then checked by containment.
 - The GIN indexes ix_events_user_data and ix_interactions_user_data go.
 - A retention purge forgets an interaction's values with its projection row (auditor_retention
   may delete them).
-- The upgrade fills the table from the stored events itself, in one statement (about a
-  minute per 5,000,000 events; no separate command).
+- The upgrade fills the table from the stored events itself, in one statement (no separate
+  command; docs/api.md has its time at 5,200,000 events).
 - `bi_v1.summary_freshness` (and `bi.summary_freshness`): how far the BI summary refresh has
   got, which now yields to a busy writer (docs/bi.md).
 - auditor_bi_refresh() adds the new events' counts to bi_daily_volumes instead of recounting
@@ -41,28 +40,28 @@ API = "auditor_api"
 RETENTION = "auditor_retention"
 BI_VERSION = "bi_v1"
 
-# Frozen copies of auditor.store.userdata.EVENT_USER_DATA_SQL and of the searchable-pair rule
-# (auditor.store.userdata_values.searchable) as of this revision.
+# Frozen copy of auditor.store.userdata.EVENT_USER_DATA_SQL (on events AS e) as of this
+# revision.
 EVENT_USER_DATA = (
     "((CASE WHEN jsonb_typeof(e.payload->'data') = 'object' THEN e.payload->'data'"
     " WHEN NOT e.payload ? 'data'"
     " AND e.payload ?| ARRAY['messageType', 'notificationType', 'openmedia', 'referenceId']"
     " THEN e.payload END)->'openmedia'->'userData')"
 )
-SEARCHABLE = (
-    "(kv.key ~ '^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$'"
-    " AND (jsonb_typeof(kv.value) IN ('number', 'boolean')"
-    " OR (jsonb_typeof(kv.value) = 'string' AND length(kv.value #>> '{}') <= 256)))"
-)
 
-# Every searchable pair of every userData object an event carries, with the first event.
+# Per interaction, each event carrying a userData object with the one before it, and the keys
+# whose value differs (auditor.store.userdata_values.BACKFILL as of this revision).
 BACKFILL = f"""
-INSERT INTO user_data_values (key, value, interaction_id, first_event_id)
-SELECT DISTINCT ON (kv.key, kv.value, e.interaction_id) kv.key, kv.value, e.interaction_id, e.id
-FROM events AS e, jsonb_each({EVENT_USER_DATA}) AS kv
-WHERE e.interaction_id IS NOT NULL AND jsonb_typeof({EVENT_USER_DATA}) = 'object'
-  AND {SEARCHABLE}
-ORDER BY kv.key, kv.value, e.interaction_id, e.id
+INSERT INTO user_data_values (interaction_id, event_id, changed)
+SELECT s.interaction_id, s.id, jsonb_object_agg(kv.key, kv.value)
+FROM (
+    SELECT e.interaction_id, e.id, {EVENT_USER_DATA} AS m,
+           lag({EVENT_USER_DATA}) OVER (PARTITION BY e.interaction_id ORDER BY e.id) AS before
+    FROM events AS e
+    WHERE e.interaction_id IS NOT NULL AND jsonb_typeof({EVENT_USER_DATA}) = 'object'
+) AS s, jsonb_each(s.m) AS kv
+WHERE s.before IS NULL OR s.before->kv.key IS DISTINCT FROM kv.value
+GROUP BY s.interaction_id, s.id
 """
 
 FRESHNESS = f"""
@@ -155,17 +154,16 @@ def _literal(text: str) -> str:
 def upgrade() -> None:
     op.execute(
         """CREATE TABLE user_data_values (
-            key            text NOT NULL,
-            value          jsonb NOT NULL,
-            interaction_id text NOT NULL,
-            first_event_id bigint NOT NULL
+            interaction_id text   NOT NULL,
+            event_id       bigint NOT NULL,
+            changed        jsonb  NOT NULL
         )"""
     )
-    # Filled before the key exists: one sort and a bulk index build, not millions of probes.
+    # Filled before the index exists: one bulk build, not millions of insertions.
     op.execute(BACKFILL)
     op.execute(
-        "ALTER TABLE user_data_values ADD CONSTRAINT pk_user_data_values"
-        " PRIMARY KEY (key, value, interaction_id)"
+        "CREATE INDEX ix_user_data_values_changed ON user_data_values"
+        " USING gin (changed jsonb_path_ops)"
     )
     op.execute("ANALYZE user_data_values")
     op.execute(f"GRANT SELECT, INSERT ON user_data_values TO {WRITER}")

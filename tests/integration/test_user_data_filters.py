@@ -110,7 +110,7 @@ def test_postgresql_answers_exact_filters_from_the_user_data_values_index(
     for table in ("events", "interactions", "user_data_values"):
         conn.execute(f"ANALYZE {table}")  # type: ignore[arg-type]
     case = (UserDataFilter("Case", "4711"),)
-    index = "pk_user_data_values"
+    index = "ix_user_data_values_changed"
     plans = {}
     clauses, params = userdata.event_conditions(case)
     plans["events"] = _plan(conn, _statement(clauses, "SELECT id FROM events"), *params)

@@ -91,9 +91,9 @@ SAMPLES = {
         "last_reference_id",
     ),
     "user_data_values": Sample(
-        "INSERT INTO user_data_values (key, value, interaction_id, first_event_id)"
-        " VALUES ('Case', '\"4711\"', gen_random_uuid()::text, 1)",
-        "first_event_id",
+        "INSERT INTO user_data_values (interaction_id, event_id, changed)"
+        ' VALUES (gen_random_uuid()::text, 1, \'{"Case": "4711"}\')',
+        "event_id",
     ),
     "quarantine": Sample(
         "INSERT INTO quarantine (receipt_id, received_at, account, reason, raw)"
