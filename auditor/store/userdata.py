@@ -142,37 +142,44 @@ def conditions(
     return clauses, params
 
 
-def _held_by(filters: Iterable[UserDataFilter]) -> tuple[sql.Composable, list[Any]] | None:
-    """``interaction_id = ANY(...)``: the interactions that have held every exact filter's
-    value (each on its own), from the GIN index of user_data_values; None without exact
-    filters. An array computed first (an InitPlan), so that PostgreSQL then reads only those
-    interactions' rows by index whatever it guesses of the values' frequency (as a join it
-    walked every event newest first, looking for a rare customer's)."""
+def _driver(filters: Iterable[UserDataFilter]) -> UserDataFilter | None:
+    """The exact filter most likely to be rare: a text value (not also a number or a boolean),
+    the longest (a case number or an email address rather than a step or a flag). Its
+    interactions are read from the index; the other filters are checked on their rows."""
     exact = [flt for flt in filters if not flt.prefix]
     if not exact:
         return None
-    selects: list[str] = []
-    params: list[Any] = []
-    for flt in exact:
-        docs = _candidates(flt)
-        held = " OR ".join("changed @> %s::jsonb" for _ in docs)
-        selects.append(f"SELECT interaction_id FROM user_data_values WHERE {held}")
-        params.extend(docs)
-    return sql.SQL("interaction_id = ANY(ARRAY(" + " INTERSECT ".join(selects) + "))"), params
+    return max(exact, key=lambda flt: (len(_candidates(flt)) == 1, len(flt.value), flt.key))
+
+
+def _held_by(flt: UserDataFilter) -> tuple[sql.Composable, list[Any]]:
+    """``interaction_id = ANY(...)``: the interactions that have held the value, from the GIN
+    index of user_data_values. An array computed first (an InitPlan), so that PostgreSQL then
+    reads only those interactions' rows by index whatever it guesses of the value's frequency
+    (as a join it walked every event newest first, looking for a rare customer's)."""
+    docs = _candidates(flt)
+    held = " OR ".join("changed @> %s::jsonb" for _ in docs)
+    return (
+        sql.SQL(
+            f"interaction_id = ANY(ARRAY(SELECT interaction_id FROM user_data_values WHERE {held}))"
+        ),
+        docs,
+    )
 
 
 def event_conditions(
     filters: Iterable[UserDataFilter], table: str = "events"
 ) -> tuple[list[sql.Composable], list[Any]]:
     """WHERE clauses for filters ANDed on the value at each event of ``table`` (a fixed name):
-    the events of the interactions that ever held every exact filter's value, each then
+    the events of the interactions that ever held the driving filter's value, each then
     checked on its own userData (the value at that event)."""
     filters = tuple(filters)
     clauses, params = conditions(filters, EVENT_USER_DATA_SQL)
-    driver = _held_by(filters)
+    driver = _driver(filters)
     if driver is not None:
-        clauses.insert(0, sql.SQL(f"{table}.") + driver[0])
-        params[:0] = driver[1]
+        held, values = _held_by(driver)
+        clauses.insert(0, sql.SQL(f"{table}.") + held)
+        params[:0] = values
     return clauses, params
 
 
@@ -180,14 +187,15 @@ def interaction_conditions(
     filters: Iterable[UserDataFilter],
 ) -> tuple[list[sql.Composable], list[Any]]:
     """WHERE clauses for filters ANDed on the interactions' ``user_data`` (the live projection,
-    or one recomputed as of a time): among the interactions that ever held every exact
-    filter's value, those whose user_data holds them."""
+    or one recomputed as of a time): among the interactions that ever held the driving
+    filter's value, those whose user_data holds every filter's."""
     filters = tuple(filters)
     clauses, params = conditions(filters, "user_data")
-    driver = _held_by(filters)
+    driver = _driver(filters)
     if driver is not None:
-        clauses.insert(0, driver[0])
-        params[:0] = driver[1]
+        held, values = _held_by(driver)
+        clauses.insert(0, held)
+        params[:0] = values
     return clauses, params
 
 
@@ -196,27 +204,28 @@ def ever_conditions(
 ) -> tuple[list[sql.Composable], list[Any]]:
     """WHERE clauses on ``interactions``: for each filter on its own, the interaction had an
     event whose userData matched it (stored by ``as_of``, a quoted constant, if given).
-    Exact filters: user_data_values says which interactions ever held the values; with
-    ``as_of``, their events say whether one stored by then did. A prefix: the events' own
-    userData."""
+    user_data_values says which interactions ever held the driving filter's value; the
+    events of those say the rest (and, with ``as_of``, whether one stored by then did)."""
     filters = tuple(filters)
     clauses: list[sql.Composable] = []
     params: list[Any] = []
-    driver = _held_by(filters)
+    driver = _driver(filters)
     if driver is not None:
-        clauses.append(driver[0])
-        params.extend(driver[1])
+        held, values = _held_by(driver)
+        clauses.append(held)
+        params.extend(values)
     for flt in filters:
-        if flt.prefix or as_of is not None:
-            clause, values = condition(flt, EVENT_USER_DATA_SQL)
-            stored_by = f" AND e.stored_at <= {as_of}" if as_of is not None else ""
-            clauses.append(
-                sql.SQL(
-                    "EXISTS (SELECT 1 FROM events AS e"
-                    " WHERE e.interaction_id = interactions.interaction_id AND "
-                )
-                + clause
-                + sql.SQL(stored_by + ")")
+        if flt is driver and as_of is None:
+            continue  # what user_data_values says is the answer
+        clause, values = condition(flt, EVENT_USER_DATA_SQL)
+        stored_by = f" AND e.stored_at <= {as_of}" if as_of is not None else ""
+        clauses.append(
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM events AS e"
+                " WHERE e.interaction_id = interactions.interaction_id AND "
             )
-            params.extend(values)
+            + clause
+            + sql.SQL(stored_by + ")")
+        )
+        params.extend(values)
     return clauses, params

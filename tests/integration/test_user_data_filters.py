@@ -65,6 +65,13 @@ def test_interactions_match_the_current_value_or_with_ever_any_value_held(
     assert _interactions(conn, case) == ["b"]  # a's Case is now 4712
     assert _interactions(conn, case, ever=True) == ["a", "b"]
     assert _interactions(conn, UserDataFilter("Case", "4712"), ever=True) == ["a"]
+    # several: each held at some time (4711 and Step 3 only by b; a's email with 4712)
+    step = UserDataFilter("Step", "3")
+    assert _interactions(conn, case, step, ever=True) == ["b"]
+    email = UserDataFilter("Email", "abc@x.org")
+    assert _interactions(conn, UserDataFilter("Case", "4712"), email, ever=True) == ["a"]
+    assert _interactions(conn, case, email, ever=True) == ["a"]
+    assert _interactions(conn, UserDataFilter("Case", "9"), step, ever=True) == []
 
 
 def test_filters_are_anded_and_prefix_matches_the_start_of_text_only(
