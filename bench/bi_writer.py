@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,9 +41,12 @@ def _wait_connected(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            # the refresh's own connection (the CLI may open a short-lived one first): it
+            # reads the event sequence and calls the refresh first thing
             row = conn.execute(
                 "SELECT pid FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND query ~ '(events_id_seq|auditor_bi_refresh)'"
             ).fetchone()
             if row:
                 return int(row[0])
@@ -72,7 +76,8 @@ def main() -> None:
     args = parser.parse_args()
     receipts = make_receipts(args.notifications, args.interactions)
     gc.freeze()
-    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="auditor-bench-biw-")), durable=True)
+    data_dir = Path(tempfile.mkdtemp(prefix="auditor-bench-biw-"))
+    server = EmbeddedPostgres(data_dir, durable=True)
     server.start()
 
     def fresh(name: str) -> str:
@@ -142,6 +147,7 @@ def main() -> None:
         print(f"ratio {ratio:.2f} (target >= 0.90); load {os.getloadavg()}")
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

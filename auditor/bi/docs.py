@@ -117,10 +117,10 @@ events per transaction: batch after batch while there is a backlog, then every
 `bi_refresh_interval` seconds (default 10) once caught up. While the writer is busy (it stored
 500 events/s or more during the batch: an import, a spool drained after an outage, a
 benchmark; not a contact centre's steady 50-500/s) the refresh yields: after each batch it
-pauses nine times as long as the batch took, so it works at most 10% of the time and leaves
+pauses nineteen times as long as the batch took, so it works at most 5% of the time and leaves
 the cores to the writer (bench/bi_writer.py measures the writer beside it). Under a sustained
 full-speed load it therefore falls behind, and catches up at full speed once the writer slows
-down. `auditor bi refresh --follow 5 [--duty 0.1] [--batch 5000]` does the same by hand
+down. `auditor bi refresh --follow 5 [--duty 0.05] [--batch 5000]` does the same by hand
 (`--duty 1` never yields), and `SELECT auditor_bi_refresh()` may be called by the worker's
 role (`auditor_writer`). The batch writer itself does no BI work. A batch adds its events'
 counts to `bi_daily_volumes` (events are never altered, so the sums stay exact) rather than

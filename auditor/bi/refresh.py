@@ -19,9 +19,10 @@ import psycopg
 DEFAULT_BATCH = 20_000
 # Events per batch while the writer is busy: a short transaction, so a pause comes soon.
 DEFAULT_PACED_BATCH = 5_000
-# Share of the wall time the refresh may work while the writer stores events. 0.1 left the
-# writer within 10% of its rate alone on 2 cores (bench/bi_writer.py, docs/bi.md).
-DEFAULT_DUTY = 0.1
+# Share of the wall time the refresh may work while the writer stores events. At 0.1 the
+# refresh (process and backend) took 9.4% of the writer's CPU beside it (bench/bi_writer.py,
+# a 2-core machine at load 20): 0.05 keeps it clearly under the 10% the writer may lose.
+DEFAULT_DUTY = 0.05
 # Events/s stored during a batch from which the writer counts as busy: a contact centre's
 # average (4,000,000 a day is 46/s) leaves the refresh at full speed; a backlog drained or an
 # import at thousands per second makes it yield.
