@@ -32,7 +32,6 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, UUID
@@ -42,7 +41,6 @@ from sqlalchemy.pool import NullPool
 
 from auditor.config import DATABASE_URL, libpq_conninfo, redacted
 from auditor.errors import ConfigError
-from auditor.store.userdata import EVENT_USER_DATA_SQL
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -89,16 +87,8 @@ events = Table(
     postgresql_partition_by="RANGE (received_at)",
 )
 # migration 2026_12_02_userdata_index: as_of answers find rows stored after T (BRIN: stored in
-# commit order); exact user-data filters on events (containment on the userData expression
-# that auditor.store.userdata's queries repeat).
+# commit order).
 Index("ix_events_stored_at", events.c.stored_at, postgresql_using="brin")
-Index(
-    "ix_events_user_data",
-    literal_column(EVENT_USER_DATA_SQL).label("user_data"),
-    _table=events,
-    postgresql_using="gin",
-    postgresql_ops={"user_data": "jsonb_path_ops"},
-)
 
 interactions = Table(
     "interactions",
@@ -129,12 +119,22 @@ interactions = Table(
     Index(None, "media_type", "state", "last_seen_at"),
     Index(None, "last_seen_at"),
     Index("ix_interactions_accounts", "accounts", postgresql_using="gin"),
-    # migration 2026_12_02_userdata_index: exact user-data filters (containment, @>)
+)
+
+# migration 2026_12_02_writerload: per event whose userData differs from its interaction's
+# previous map, the values it brought (auditor.store.userdata_values); exact user-data filters
+# start from its GIN index.
+user_data_values = Table(
+    "user_data_values",
+    metadata,
+    Column("interaction_id", Text, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("changed", JSONB, nullable=False),
     Index(
-        "ix_interactions_user_data",
-        "user_data",
+        None,
+        "changed",
         postgresql_using="gin",
-        postgresql_ops={"user_data": "jsonb_path_ops"},
+        postgresql_ops={"changed": "jsonb_path_ops"},
     ),
 )
 

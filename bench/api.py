@@ -45,7 +45,7 @@ from auditor.config import libpq_conninfo, parse_database_url
 from auditor.db import sa_connection
 from auditor.pgserver import EmbeddedPostgres
 from auditor.roles import grant_login
-from auditor.store import schema
+from auditor.store import schema, userdata_values
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 SPAN = timedelta(days=30)
@@ -247,10 +247,13 @@ def load(url: URL, total: int) -> None:
         print(f"COPY {copied:,} events: {t1 - t0:.1f} s ({copied / (t1 - t0):,.0f}/s)", flush=True)
         conn.execute("SET work_mem = '256MB'")
         conn.execute(PROJECT)
+        # What the writer keeps for user-data search, filled as the migration fills it.
+        conn.execute(userdata_values.BACKFILL)
         # As autovacuum would after a bulk load: statistics, and the visibility map that
         # index-only scans need.
         conn.execute("VACUUM (ANALYZE) events")
         conn.execute("VACUUM (ANALYZE) interactions")
+        conn.execute("VACUUM (ANALYZE) user_data_values")
         _cover(conn)
         print(f"projection, analyze, coverage: {time.perf_counter() - t1:.1f} s", flush=True)
 

@@ -62,9 +62,9 @@ USER_DATA_DOC = (
     f"User-data filters: `{PARAM_PREFIX}KEY=VALUE` query parameters (KEY: {KEY_RULE}), up to "
     f"{MAX_FILTERS}, ANDed. `VALUE` matches a string exactly (or the number or boolean it "
     "spells); `^VALUE` matches strings starting with VALUE; `\\VALUE` matches a value that "
-    "itself starts with ^ or \\. Exact matches use a GIN index (containment); a prefix is "
-    "checked on the rows the other filters select. A malformed key or value is a 400 naming "
-    "the parameter."
+    "itself starts with ^ or \\. Exact matches use an index of the values each interaction "
+    "held; a prefix is checked on the rows the other filters select. A malformed key or value "
+    "is a 400 naming the parameter."
 )
 
 

@@ -19,6 +19,7 @@ PREFERRED_ORDER = (
     "finding_codes",
     "coverage",
     "daily_volumes",
+    "summary_freshness",
 )
 
 _COLUMNS = """

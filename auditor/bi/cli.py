@@ -6,8 +6,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
+import psycopg
 
 from auditor.bi import refresh
 from auditor.bi.docs import render
@@ -62,7 +64,7 @@ def docs_command(output: Path, check: bool) -> None:
 @bi.command("refresh")
 @click.option(
     "--batch",
-    default=refresh.DEFAULT_BATCH,
+    default=refresh.DEFAULT_PACED_BATCH,
     show_default=True,
     type=click.IntRange(1, 1_000_000),
     help="events per transaction",
@@ -72,21 +74,43 @@ def docs_command(output: Path, check: bool) -> None:
     type=click.FloatRange(0.1, 3600),
     help="keep going: look for new events every this many seconds (until Ctrl-C)",
 )
-def refresh_command(batch: int, follow: float | None) -> None:
+@click.option(
+    "--duty",
+    default=refresh.DEFAULT_DUTY,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
+    help="share of the time to work while the writer stores events (1: never yield)",
+)
+def refresh_command(batch: int, follow: float | None, duty: float) -> None:
     """Bring the BI summaries up to the stored events (one transaction per batch; readers
-    never wait). Without it the views stay exact, only slower."""
+    never wait). While the writer is storing events the refresh works only DUTY of the time;
+    when it is idle, at full speed. Without it the views stay exact, only slower."""
     settings = Settings.from_env(os.environ)
+    pacer = refresh.Pacer(duty)
     with connect(settings.database_url, autocommit=False) as conn:
         while True:
-            total = 0
             t0 = time.perf_counter()
-            while consumed := refresh.refresh_once(conn, batch):
-                conn.commit()
-                total += consumed
-            conn.commit()
+            total = _catch_up(conn, batch, pacer)
             if total or follow is None:
                 rate = total / max(time.perf_counter() - t0, 1e-9)
                 click.echo(f"refreshed {total} events ({rate:,.0f}/s)")
             if follow is None:
                 return
             time.sleep(follow)
+
+
+def _catch_up(conn: psycopg.Connection[Any], batch: int, pacer: refresh.Pacer) -> int:
+    """Batches until none is left, each committed, paced while the writer is busy."""
+    total = 0
+    while True:
+        before = refresh.writer_position(conn)
+        started = time.monotonic()
+        consumed = refresh.refresh_once(conn, batch)
+        stored = refresh.writer_position(conn) - before
+        conn.commit()
+        if not consumed:
+            return total
+        total += consumed
+        pause = pacer.pause(time.monotonic() - started, stored)
+        if pause:
+            time.sleep(pause)

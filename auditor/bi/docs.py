@@ -109,13 +109,25 @@ functions), and `daily_volumes` counts every event: over a whole store that take
 than a dashboard may wait. They are therefore backed by summary tables (`bi_segments`,
 `bi_interaction_facts`, `bi_user_data_changes`, `bi_findings`, `bi_daily_volumes`) that
 `auditor_bi_refresh(max_events)` keeps up with the events: it takes the events past its
-watermark (`bi_refresh_state`), recomputes every interaction they touch and recounts the days
-they fall on, then moves the watermark, in one transaction, with row-level deletes and
-inserts (no `REFRESH`, no lock a reader waits for).
-The worker calls it every `bi_refresh_interval` seconds (default 10, in its own connection
-and thread; docs/worker.md); `auditor bi refresh --follow 5` does the same by hand, and
-`SELECT auditor_bi_refresh()` may be called by the worker's role (`auditor_writer`). The
-batch writer itself does no BI work: its rate does not depend on the summaries.
+watermark (`bi_refresh_state`), recomputes every interaction they touch and adds them to the
+counts of the days they fall on, then moves the watermark, in one transaction, with row-level
+deletes, updates and inserts (no `REFRESH`, no lock a reader waits for).
+The worker runs it in its own connection and thread (docs/worker.md), one batch of 5,000
+events per transaction: batch after batch while there is a backlog, then every
+`bi_refresh_interval` seconds (default 10) once caught up. While the writer is busy (it stored
+500 events/s or more during the batch: an import, a spool drained after an outage, a
+benchmark; not a contact centre's steady 50-500/s) the refresh yields: after each batch it
+pauses nineteen times as long as the batch took, so it works at most 5% of the time and leaves
+the cores to the writer (bench/bi_writer.py measures the writer beside it). Under a sustained
+full-speed load it therefore falls behind, and catches up at full speed once the writer slows
+down. `auditor bi refresh --follow 5 [--duty 0.05] [--batch 5000]` does the same by hand
+(`--duty 1` never yields), and `SELECT auditor_bi_refresh()` may be called by the worker's
+role (`auditor_writer`). The batch writer itself does no BI work. A batch adds its events'
+counts to `bi_daily_volumes` (events are never altered, so the sums stay exact) rather than
+recounting the days they fall on.
+
+`summary_freshness` says how far the summaries have got: the last event summarised, when,
+how many stored events are not yet in them and when the oldest of those was stored.
 
 The views stay exact whether or not the refresh keeps up: interactions (and days) with events
 past the watermark are computed live, the rest read from the summaries. A refresh that falls

@@ -46,11 +46,18 @@ RETURNING id
 
 
 # The projection of an interaction whose every event is gone goes too (its user data is what
-# privacy law asks to forget); one with events left keeps its row.
+# privacy law asks to forget), and so do the user-data values it held (user_data_values);
+# one with events left keeps its rows.
 _FORGET_INTERACTIONS = """
-DELETE FROM interactions AS i
-WHERE i.first_seen_at < %s
-  AND NOT EXISTS (SELECT FROM events AS e WHERE e.interaction_id = i.interaction_id)
+WITH gone AS (
+    DELETE FROM interactions AS i
+    WHERE i.first_seen_at < %s
+      AND NOT EXISTS (SELECT FROM events AS e WHERE e.interaction_id = i.interaction_id)
+    RETURNING i.interaction_id
+), values_gone AS (
+    DELETE FROM user_data_values AS v USING gone WHERE v.interaction_id = gone.interaction_id
+)
+SELECT count(*) FROM gone
 """
 
 
@@ -113,7 +120,8 @@ def purge_partition(conn: psycopg.Connection[Any], decision: Decision, purged_by
     sealed = ledger.append(conn, [("purge", receipt_id, leaf)], head)
     dropped = conn.execute("SELECT auditor_purge_event_partition(%s)", (receipt_id,)).fetchone()
     assert dropped is not None
-    forgotten = conn.execute(_FORGET_INTERACTIONS, (decision.end,)).rowcount
+    row = conn.execute(_FORGET_INTERACTIONS, (decision.end,)).fetchone()
+    forgotten = int(row[0]) if row else 0
     return Receipt(receipt_id, sealed.position, decision.partition, count, forgotten)
 
 

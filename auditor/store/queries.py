@@ -82,7 +82,7 @@ def equals_and_range(
 
 def _event_where(flt: EventFilter) -> tuple[list[sql.Composable], list[Any]]:
     clauses, params = equals_and_range(flt.equals, EVENT_EQUALS, "received_at", flt.start, flt.end)
-    found, values = userdata.conditions(flt.user_data, userdata.EVENT_USER_DATA_SQL)
+    found, values = userdata.event_conditions(flt.user_data)
     clauses.extend(found)
     params.extend(values)
     if flt.as_of is not None:
@@ -234,18 +234,6 @@ def _as_of_literal(conn: psycopg.Connection[Any], as_of: datetime) -> str:
     return sql.Literal(as_of).as_string(conn)
 
 
-def _ever(flt: UserDataFilter, as_of: str | None) -> tuple[sql.Composable, list[Any]]:
-    """The interaction had an event whose userData matched (each filter on its own)."""
-    clause, params = userdata.condition(flt, userdata.EVENT_USER_DATA_SQL)
-    stored_by = f" AND e.stored_at <= {as_of}" if as_of is not None else ""
-    return (
-        sql.SQL("interaction_id IN (SELECT e.interaction_id FROM events AS e WHERE ")
-        + clause
-        + sql.SQL(stored_by + ")"),
-        params,
-    )
-
-
 class InteractionRow(NamedTuple):
     """An interaction of a page: its key, its accounts (for coverage), the API's JSON of it."""
 
@@ -272,12 +260,11 @@ def search_interactions(
         params.append(flt.account)
     t = _as_of_literal(conn, flt.as_of) if flt.as_of is not None else None
     if flt.ever:
-        for one in flt.user_data:
-            clause, values = _ever(one, t)
-            clauses.append(clause)
-            params.extend(values)
+        found, values = userdata.ever_conditions(flt.user_data, t)
+        clauses.extend(found)
+        params.extend(values)
     else:
-        found, values = userdata.conditions(flt.user_data, "user_data")
+        found, values = userdata.interaction_conditions(flt.user_data)
         clauses.extend(found)
         params.extend(values)
     if after is not None:

@@ -1,9 +1,10 @@
-"""User-data filters (`userData.KEY=VALUE`) and the SQL expressions the GIN indexes cover.
+"""User-data filters (`userData.KEY=VALUE`) and the SQL they become.
 
 GWS sends an interaction's whole userData map with each notification that carries one, so the
 value a key has *at an event* is in that event's own payload, and an interaction's *current*
-value is in the projection's user_data. Exact matches are containment (`@>`) queries, which the
-jsonb_path_ops GIN indexes of migration 2026_12_02_userdata_index answer; a prefix match
+value is in the projection's user_data. Exact matches find their interactions through the
+table user_data_values (auditor.store.userdata_values: per event, the values it brought, in a
+GIN index), and are then checked on the row's own map with containment (`@>`); a prefix match
 (`^abc`) is checked on the rows the other conditions select (docs/api.md says why).
 """
 
@@ -138,4 +139,93 @@ def conditions(
     if together:
         clauses.insert(0, sql.SQL(f"{expression} @> %s::jsonb"))
         params.insert(0, json.dumps(together))
+    return clauses, params
+
+
+def _driver(filters: Iterable[UserDataFilter]) -> UserDataFilter | None:
+    """The exact filter most likely to be rare: a text value (not also a number or a boolean),
+    the longest (a case number or an email address rather than a step or a flag). Its
+    interactions are read from the index; the other filters are checked on their rows."""
+    exact = [flt for flt in filters if not flt.prefix]
+    if not exact:
+        return None
+    return max(exact, key=lambda flt: (len(_candidates(flt)) == 1, len(flt.value), flt.key))
+
+
+def _held_by(flt: UserDataFilter) -> tuple[sql.Composable, list[Any]]:
+    """``interaction_id = ANY(...)``: the interactions that have held the value, from the GIN
+    index of user_data_values. An array computed first (an InitPlan), so that PostgreSQL then
+    reads only those interactions' rows by index whatever it guesses of the value's frequency
+    (as a join it walked every event newest first, looking for a rare customer's)."""
+    docs = _candidates(flt)
+    held = " OR ".join("changed @> %s::jsonb" for _ in docs)
+    return (
+        sql.SQL(
+            f"interaction_id = ANY(ARRAY(SELECT interaction_id FROM user_data_values WHERE {held}))"
+        ),
+        docs,
+    )
+
+
+def event_conditions(
+    filters: Iterable[UserDataFilter], table: str = "events"
+) -> tuple[list[sql.Composable], list[Any]]:
+    """WHERE clauses for filters ANDed on the value at each event of ``table`` (a fixed name):
+    the events of the interactions that ever held the driving filter's value, each then
+    checked on its own userData (the value at that event)."""
+    filters = tuple(filters)
+    clauses, params = conditions(filters, EVENT_USER_DATA_SQL)
+    driver = _driver(filters)
+    if driver is not None:
+        held, values = _held_by(driver)
+        clauses.insert(0, sql.SQL(f"{table}.") + held)
+        params[:0] = values
+    return clauses, params
+
+
+def interaction_conditions(
+    filters: Iterable[UserDataFilter],
+) -> tuple[list[sql.Composable], list[Any]]:
+    """WHERE clauses for filters ANDed on the interactions' ``user_data`` (the live projection,
+    or one recomputed as of a time): among the interactions that ever held the driving
+    filter's value, those whose user_data holds every filter's."""
+    filters = tuple(filters)
+    clauses, params = conditions(filters, "user_data")
+    driver = _driver(filters)
+    if driver is not None:
+        held, values = _held_by(driver)
+        clauses.insert(0, held)
+        params[:0] = values
+    return clauses, params
+
+
+def ever_conditions(
+    filters: Iterable[UserDataFilter], as_of: str | None
+) -> tuple[list[sql.Composable], list[Any]]:
+    """WHERE clauses on ``interactions``: for each filter on its own, the interaction had an
+    event whose userData matched it (stored by ``as_of``, a quoted constant, if given).
+    user_data_values says which interactions ever held the driving filter's value; the
+    events of those say the rest (and, with ``as_of``, whether one stored by then did)."""
+    filters = tuple(filters)
+    clauses: list[sql.Composable] = []
+    params: list[Any] = []
+    driver = _driver(filters)
+    if driver is not None:
+        held, values = _held_by(driver)
+        clauses.append(held)
+        params.extend(values)
+    for flt in filters:
+        if flt is driver and as_of is None:
+            continue  # what user_data_values says is the answer
+        clause, values = condition(flt, EVENT_USER_DATA_SQL)
+        stored_by = f" AND e.stored_at <= {as_of}" if as_of is not None else ""
+        clauses.append(
+            sql.SQL(
+                "EXISTS (SELECT 1 FROM events AS e"
+                " WHERE e.interaction_id = interactions.interaction_id AND "
+            )
+            + clause
+            + sql.SQL(stored_by + ")")
+        )
+        params.extend(values)
     return clauses, params

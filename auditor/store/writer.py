@@ -3,7 +3,8 @@ transaction.
 
 One batch: parse, hash and fold while COPYing straight into events (only when that meets
 receipts stored before, i.e. a replay, look them up and COPY the rest) → fold exactly the
-rows stored into the interactions projection → quarantine what could not be parsed →
+rows stored into the interactions projection and the user-data values that changed
+(auditor.store.userdata_values) → quarantine what could not be parsed →
 append every new event and quarantine entry to the hash-chained record (auditor.store.record).
 Storing the same batch twice changes nothing. Event batches from all writers of a database
 are serialised by a transaction-scoped advisory lock: event ids and record positions become
@@ -29,7 +30,7 @@ from auditor import db
 from auditor.evidence.canonical import leaf_hash
 from auditor.evidence.leaves import LeafEncoder, Parsed
 from auditor.notifications import Record, Rejected, parse
-from auditor.store import projection
+from auditor.store import projection, userdata_values
 from auditor.store import record as ledger
 from auditor.store.receipts import Receipt
 
@@ -353,6 +354,7 @@ def _copy_streaming(
     receipts: Sequence[Receipt],
     bad: list[tuple[Receipt, str]],
     folded: projection.Fold,
+    values: userdata_values.Changes,
     out: _Outcome,
 ) -> None:
     """Parse, hash and fold while copying: PostgreSQL works on the rows already sent while
@@ -372,6 +374,7 @@ def _copy_streaming(
                     continue
                 copy.write_row(row)
                 folded.add(next_id, receipt, record)
+                values.add(next_id, record)
                 out.stored.append((next_id, receipt, record))
                 out.leaves.append(leaf)
                 next_id += 1
@@ -396,9 +399,10 @@ def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> B
     out = _Outcome()
     bad: list[tuple[Receipt, str]] = []
     folded = projection.Fold()
+    values = userdata_values.Changes()
     try:
         # The usual case: all new.
-        _copy_streaming(conn, receipts, bad, folded, out)
+        _copy_streaming(conn, receipts, bad, folded, values, out)
     except psycopg.Error as exc:
         if not _is_row_error(exc):
             raise
@@ -409,7 +413,9 @@ def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> B
         out = _Outcome()
         _copy_or_bisect(conn, _not_stored(conn, _unique(batch.good)), out)
         folded = projection.Fold(out.stored)
+        values = userdata_values.Changes(out.stored)
     projection.write(conn, folded.rows())
+    values.write(conn)
     entries = _quarantine(conn, bad + out.refused)
     quarantined = len(entries)
     leaves = [("event", event[0], leaf) for event, leaf in zip(out.stored, out.leaves, strict=True)]

@@ -149,6 +149,10 @@ def test_searches_as_of_t_filter_on_the_projection_and_events_of_then(
     assert ids("/api/v1/interactions", as_of=as_of, **{"userData.Case": "4711"}) == []
     assert ids("/api/v1/interactions", as_of=as_of, **{"userData.Case": "1"}) == ["late"]
     assert ids("/api/v1/interactions", ever="true", **{"userData.Case": "1"}) == ["late"]
+    # ever held by T: 4711 came with the rows stored late
+    ever_then = {"ever": "true", "as_of": as_of}
+    assert ids("/api/v1/interactions", **ever_then, **{"userData.Case": "4711"}) == []
+    assert ids("/api/v1/interactions", **ever_then, **{"userData.Case": "1"}) == ["late"]
     assert len(ids("/api/v1/events", interactionId="late")) == 3
     assert len(ids("/api/v1/events", interactionId="late", as_of=as_of)) == 1
     page = _get(api, "/api/v1/events", interactionId="late", as_of=as_of, account="agent001")

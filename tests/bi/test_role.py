@@ -47,7 +47,7 @@ def _views(conn: Conn) -> list[tuple[str, str]]:
 
 def test_the_bi_login_reads_every_view_of_both_schemas(bi_conn: Conn) -> None:
     views = _views(bi_conn)
-    assert len(views) == 18
+    assert len(views) == 20  # 10 views, in bi_v1 and in bi
     for schema, view in views:
         query = sql.SQL("SELECT count(*) FROM {}.{}").format(
             sql.Identifier(schema), sql.Identifier(view)

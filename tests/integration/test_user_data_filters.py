@@ -1,5 +1,5 @@
 """User-data filters in the store: exact and prefix, ANDed, current vs ever vs at the event,
-and PostgreSQL answering exact ones from the GIN indexes."""
+and PostgreSQL answering exact ones from the index of user_data_values."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from psycopg import sql
 
 from auditor.store import queries, userdata
 from auditor.store.userdata import BadUserDataFilter, UserDataFilter, parse_filter
@@ -64,6 +65,13 @@ def test_interactions_match_the_current_value_or_with_ever_any_value_held(
     assert _interactions(conn, case) == ["b"]  # a's Case is now 4712
     assert _interactions(conn, case, ever=True) == ["a", "b"]
     assert _interactions(conn, UserDataFilter("Case", "4712"), ever=True) == ["a"]
+    # several: each held at some time (4711 and Step 3 only by b; a's email with 4712)
+    step = UserDataFilter("Step", "3")
+    assert _interactions(conn, case, step, ever=True) == ["b"]
+    email = UserDataFilter("Email", "abc@x.org")
+    assert _interactions(conn, UserDataFilter("Case", "4712"), email, ever=True) == ["a"]
+    assert _interactions(conn, case, email, ever=True) == ["a"]
+    assert _interactions(conn, UserDataFilter("Case", "9"), step, ever=True) == []
 
 
 def test_filters_are_anded_and_prefix_matches_the_start_of_text_only(
@@ -92,31 +100,38 @@ def test_events_match_the_value_at_that_event(conn: psycopg.Connection[Any]) -> 
     assert [iid for iid, _ in _events(conn, UserDataFilter("Case", "9"))] == ["c"]
 
 
-def _plan(conn: psycopg.Connection[Any], statement: str, *params: Any) -> str:
+def _plan(conn: psycopg.Connection[Any], statement: Any, *params: Any) -> str:
     conn.execute("SET LOCAL enable_seqscan = off")
-    rows = conn.execute("EXPLAIN " + statement, params).fetchall()  # type: ignore[arg-type]
+    rows = conn.execute(sql.SQL("EXPLAIN ") + statement, params).fetchall()
     return "\n".join(str(r[0]) for r in rows)
 
 
-def test_postgresql_answers_exact_filters_from_the_gin_indexes(
+def _statement(clauses: list[Any], head: str) -> Any:
+    return sql.SQL(head) + queries.where(clauses)
+
+
+def test_postgresql_answers_exact_filters_from_the_user_data_values_index(
     conn: psycopg.Connection[Any],
 ) -> None:
     _seed(conn)
-    conn.execute("ANALYZE events")
-    conn.execute("ANALYZE interactions")
-    assert "ix_interactions_user_data" in _plan(
-        conn,
-        "SELECT interaction_id FROM interactions WHERE user_data @> %s::jsonb",
-        '{"Case": "4711"}',
+    for table in ("events", "interactions", "user_data_values"):
+        conn.execute(f"ANALYZE {table}")  # type: ignore[arg-type]
+    case = (UserDataFilter("Case", "4711"),)
+    index = "ix_user_data_values_changed"
+    plans = {}
+    clauses, params = userdata.event_conditions(case)
+    plans["events"] = _plan(conn, _statement(clauses, "SELECT id FROM events"), *params)
+    clauses, params = userdata.interaction_conditions(case)
+    plans["current"] = _plan(
+        conn, _statement(clauses, "SELECT interaction_id FROM interactions"), *params
     )
-    plan = _plan(
-        conn,
-        f"SELECT id FROM events WHERE {userdata.EVENT_USER_DATA_SQL} @> %s::jsonb",
-        '{"Case": "4711"}',
+    clauses, params = userdata.ever_conditions(case, None)
+    plans["ever"] = _plan(
+        conn, _statement(clauses, "SELECT interaction_id FROM interactions"), *params
     )
-    # the partitions' copies of ix_events_user_data are named after the partition
-    assert "Bitmap Index Scan on events_" in plan, plan
-    assert "Seq Scan" not in plan, plan
+    for name, plan in plans.items():
+        assert index in plan, (name, plan)
+        assert "Seq Scan on user_data_values" not in plan, (name, plan)
 
 
 @pytest.mark.parametrize(

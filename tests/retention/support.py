@@ -26,7 +26,7 @@ def store_month(
     account: str = "agent001",
     media_type: str = "email",
 ) -> None:
-    """One event per interaction, received on the 10th of the month."""
+    """One event per interaction, received on the 10th of the month, its userData naming it."""
     at = datetime(year, month, 10, 9, 0, tzinfo=UTC)
     store_batch(
         conn,
@@ -36,7 +36,9 @@ def store_month(
                 at.replace(minute=i % 60),
                 account,
                 "/v2/me/openmedia",
-                om_message(interaction, "Invited", media_type=media_type),
+                om_message(
+                    interaction, "Invited", media_type=media_type, user_data={"Case": interaction}
+                ),
             )
             for i, interaction in enumerate(interactions)
         ],

@@ -44,6 +44,8 @@ def test_a_purge_drops_old_partitions_and_verify_succeeds_naming_it(db: Conn) ->
     assert receipts == (2,)
     left = db.execute("SELECT interaction_id FROM interactions ORDER BY 1").fetchall()
     assert left == [("C-1",)]  # the purged interactions' projection rows went with them
+    values = db.execute("SELECT interaction_id, changed FROM user_data_values").fetchall()
+    assert values == [("C-1", {"Case": "C-1"})]  # and the user-data values they held
 
 
 def verify(db: Conn) -> integrity.Report:

@@ -40,6 +40,7 @@ table               writer reader api   owner
 events              I---S  ----S  ----S I!!!S
 events_default      -----  -----  ----- I!!!S
 interactions        IU--S  ----S  ----S IUDTS
+user_data_values    I---S  ----S  ----S IUDTS
 quarantine          I----  ----S  ----S I!!!S
 coverage_intervals  Iu--S  ----S  ----S IU!!S
 session_log         I----  ----S  ----- I!!!S
@@ -88,6 +89,11 @@ SAMPLES = {
         "INSERT INTO interactions (interaction_id, first_seen_at, last_seen_at, first_event_id,"
         " last_event_id, event_count) VALUES (gen_random_uuid()::text, now(), now(), 1, 1, 1)",
         "last_reference_id",
+    ),
+    "user_data_values": Sample(
+        "INSERT INTO user_data_values (interaction_id, event_id, changed)"
+        ' VALUES (gen_random_uuid()::text, 1, \'{"Case": "4711"}\')',
+        "event_id",
     ),
     "quarantine": Sample(
         "INSERT INTO quarantine (receipt_id, received_at, account, reason, raw)"
