@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import psycopg
@@ -171,6 +171,9 @@ def export_events_csv(
     PostgreSQL's COPY does the RFC 4180 quoting (faster than quoting written in SQL, and
     than Python's csv: bench/csv_export.py); the cells carry the formula guard."""
     clauses, params = _event_where(flt)
+    # COPY takes no bound parameters, so psycopg writes them into the statement as literals,
+    # and PostgreSQL refuses an offset beyond 15:59 there (+16:00 is valid ISO 8601).
+    params = [p.astimezone(UTC) if isinstance(p, datetime) else p for p in params]
     statement = sql.Composed(
         [
             sql.SQL("COPY (SELECT " + _EVENT_CSV_CELLS + " FROM events"),
