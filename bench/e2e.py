@@ -70,13 +70,16 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children (the worker and its drain process)."""
+def _rss_mb(pid: int, children: bool = True) -> float:
+    """Resident memory of a process and (unless not `children`) its children: the worker
+    and its drain process."""
     total = 0.0
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) / 1024
+        if not children:
+            return total
         for task in Path(f"/proc/{pid}/task").iterdir():
             for child in (task / "children").read_text().split():
                 total += _rss_mb(int(child))
@@ -201,11 +204,18 @@ class Bench:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def worker(self, config: Path, db: URL, src: Path | None = None) -> subprocess.Popen[bytes]:
+    def worker(
+        self,
+        config: Path,
+        db: URL,
+        src: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         """The worker as a subprocess; with `src`, the `auditor` package from that directory
         (an earlier revision, see --baseline) instead of this tree's."""
         login = db.set(username=WORKER_LOGIN, password=PASSWORD)
         env = dict(os.environ, AUDITOR_DATABASE_URL=login.render_as_string(hide_password=False))
+        env |= extra_env or {}
         if src is not None:
             env["PYTHONPATH"] = str(src)
         env["GWS_PW"] = PASSWORD
@@ -567,31 +577,51 @@ def _settle(
     )
 
 
-def soak(bench: Bench, minutes: float, agents: int = 1000) -> dict[str, str]:
+def soak(
+    bench: Bench, minutes: float, agents: int = 1000, tracemalloc: float | None = None
+) -> dict[str, str]:
+    """1,000/s over `agents` agents for `minutes`, RSS every 30 s. With `tracemalloc`
+    (seconds), the worker traces its allocations (AUDITOR_TRACEMALLOC, auditor/ingest/
+    memtrace.py) and its growth reports are printed at the end."""
     db = bench.fresh_db()
     truth = bench.work / "truth-soak.ndjson"
     sim = bench.simulator(agents, 1000, truth, timeout_ms=30_000)
     sim_proc = bench.procs[-1]
-    worker = bench.worker(bench.config("soak", sim, agents), db)
+    env = None if tracemalloc is None else {"AUDITOR_TRACEMALLOC": str(tracemalloc)}
+    worker = bench.worker(bench.config("soak", sim, agents), db, extra_env=env)
     _wait_subscribed(db, agents, timeout=900)
     _control(sim, "resume")
     started = time.monotonic()
     samples: list[tuple[float, float]] = []
+    own: list[float] = []  # the worker process alone, without its drain process
     while time.monotonic() - started < minutes * 60:
         time.sleep(30)
         samples.append(((time.monotonic() - started) / 60, _rss_mb(worker.pid)))
-        print(f"soak {samples[-1][0]:.1f} min: RSS {samples[-1][1]:.0f} MB", file=sys.stderr)
+        own.append(_rss_mb(worker.pid, children=False))
+        print(
+            f"soak {samples[-1][0]:.1f} min: RSS {samples[-1][1]:.0f} MB"
+            f" (worker {own[-1]:.0f} MB, drain process {samples[-1][1] - own[-1]:.0f} MB)",
+            file=sys.stderr,
+        )
     _control(sim, "pause")
     stored = _notifications(db)
     lost = _settle(bench, sim_proc, db, worker, truth)
+    if tracemalloc is not None:
+        for line in (bench.work / "soak.log").read_text().splitlines():
+            if "tracemalloc" in line:
+                report = json.loads(line)
+                print(f"{report['at']} traced {report['traced_kib']} KiB", file=sys.stderr)
+                for site in report.get("top", []):
+                    print(f"  {site}", file=sys.stderr)
     after5 = [rss for at, rss in samples if at >= 5] or [samples[-1][1]]
     growth = (after5[-1] - after5[0]) / after5[0] * 100
-    trace = ", ".join(f"{rss:.0f}" for _, rss in samples[::2])
+    trace = ", ".join(f"{rss:.0f}" for _, rss in samples[1::2])
+    own5 = [rss for (at, _), rss in zip(samples, own, strict=True) if at >= 5] or [own[-1]]
     return {
         f"soak 1,000/s over {agents:,} agents, {minutes:.0f} min": f"{stored:,} stored; {lost}",
         "soak RSS (MB, every minute)": trace,
         "soak RSS growth after minute 5": f"{after5[0]:.0f} -> {after5[-1]:.0f} MB"
-        f" ({growth:+.1f}%)",
+        f" ({growth:+.1f}%; the worker alone {own5[0]:.0f} -> {own5[-1]:.0f} MB)",
     }
 
 
@@ -662,6 +692,11 @@ def main() -> None:
         "--profile", type=Path, help="directory: py-spy profiles of the notify phase (slower)"
     )
     parser.add_argument("--soak-minutes", type=float, default=30)
+    parser.add_argument(
+        "--tracemalloc",
+        type=float,
+        help="seconds: the soak's worker traces allocations and reports growth this often",
+    )
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--only", default="throughput,latency,sessions,drop,notify,backlog")
     args = parser.parse_args()
@@ -701,7 +736,7 @@ def main() -> None:
                             rate=args.notify_rate,
                         )
         if "soak" in only:
-            results |= soak(bench, args.soak_minutes)
+            results |= soak(bench, args.soak_minutes, tracemalloc=args.tracemalloc)
         if "backlog" in only:
             results |= backlog(bench, args.backlog)
     finally:

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from auditor.evidence.schedule import Checkpointer
+from auditor.ingest import memtrace
 from auditor.ingest.admission import Admission
 from auditor.ingest.config import WorkerConfig
 from auditor.ingest.coverage import Coverage
@@ -265,6 +266,9 @@ class Worker:
             },
         )
         self.drain.start()
+        trace_seconds = memtrace.period(os.environ)
+        if trace_seconds is not None:
+            memtrace.start()
         background = [
             asyncio.create_task(self._coverage_loop(), name="coverage"),
             asyncio.create_task(self._gauges(), name="gauges"),
@@ -273,6 +277,8 @@ class Worker:
             asyncio.create_task(self.admission.dispatch(), name="admission"),
             asyncio.create_task(self.admission.watch_lag(), name="lag"),
         ]
+        if trace_seconds is not None:
+            background.append(asyncio.create_task(memtrace.run(trace_seconds), name="memtrace"))
         checkpointer = Checkpointer.from_env(self.config.conninfo, os.environ)
         if checkpointer is None:
             log.warning("no signing key (AUDITOR_SIGNING_KEY_FILE): no checkpoints are made")
