@@ -610,7 +610,10 @@ def soak(
         for line in (bench.work / "soak.log").read_text().splitlines():
             if "tracemalloc" in line:
                 report = json.loads(line)
-                print(f"{report['at']} traced {report['traced_kib']} KiB", file=sys.stderr)
+                print(
+                    f"{report['at']} {report.get('process')}: traced {report['traced_kib']} KiB",
+                    file=sys.stderr,
+                )
                 for site in report.get("top", []):
                     print(f"  {site}", file=sys.stderr)
     after5 = [rss for at, rss in samples if at >= 5] or [samples[-1][1]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import tracemalloc
 from collections.abc import Mapping
 
@@ -65,12 +66,45 @@ def growth(first: tracemalloc.Snapshot, now: tracemalloc.Snapshot, top: int = _T
     return lines
 
 
+def _report(first: tracemalloc.Snapshot) -> None:
+    snapshot = _filtered(tracemalloc.take_snapshot())
+    log.warning(
+        "tracemalloc: growth since the first snapshot",
+        extra={
+            "process": "drain",
+            "traced_kib": tracemalloc.get_traced_memory()[0] // 1024,
+            "top": growth(first, snapshot),
+        },
+    )
+
+
+def in_thread(seconds: float) -> None:
+    """The same reports from a daemon thread, for a process without an event loop (the
+    drain process, which inherits AUDITOR_TRACEMALLOC from the worker)."""
+    start()
+
+    def loop() -> None:
+        stop = threading.Event()
+        stop.wait(seconds)
+        first = _filtered(tracemalloc.take_snapshot())
+        log.warning(
+            "tracemalloc: first snapshot",
+            extra={"process": "drain", "traced_kib": tracemalloc.get_traced_memory()[0] // 1024},
+        )
+        while not stop.wait(seconds):
+            _report(first)
+
+    threading.Thread(target=loop, name="memtrace", daemon=True).start()
+
+
 async def run(seconds: float) -> None:
     """Log the growth since the first snapshot every `seconds` (runs until cancelled)."""
     await asyncio.sleep(seconds)
     first = await asyncio.to_thread(lambda: _filtered(tracemalloc.take_snapshot()))
     traced = tracemalloc.get_traced_memory()[0]
-    log.warning("tracemalloc: first snapshot", extra={"traced_kib": traced // 1024})
+    log.warning(
+        "tracemalloc: first snapshot", extra={"process": "worker", "traced_kib": traced // 1024}
+    )
     while True:
         await asyncio.sleep(seconds)
         # take_snapshot copies the traces under the GIL; comparing runs in a thread.
@@ -79,5 +113,5 @@ async def run(seconds: float) -> None:
         traced = tracemalloc.get_traced_memory()[0]
         log.warning(
             "tracemalloc: growth since the first snapshot",
-            extra={"traced_kib": traced // 1024, "top": lines},
+            extra={"process": "worker", "traced_kib": traced // 1024, "top": lines},
         )
