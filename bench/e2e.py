@@ -611,7 +611,7 @@ def soak(
             if "tracemalloc" in line:
                 report = json.loads(line)
                 print(
-                    f"{report['at']} {report.get('process')}: traced {report['traced_kib']} KiB",
+                    f"{report['at']} {report.get('traced')}: traced {report['traced_kib']} KiB",
                     file=sys.stderr,
                 )
                 for site in report.get("top", []):

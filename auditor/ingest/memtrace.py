@@ -71,7 +71,7 @@ def _report(first: tracemalloc.Snapshot) -> None:
     log.warning(
         "tracemalloc: growth since the first snapshot",
         extra={
-            "process": "drain",
+            "traced": "drain process",
             "traced_kib": tracemalloc.get_traced_memory()[0] // 1024,
             "top": growth(first, snapshot),
         },
@@ -89,7 +89,10 @@ def in_thread(seconds: float) -> None:
         first = _filtered(tracemalloc.take_snapshot())
         log.warning(
             "tracemalloc: first snapshot",
-            extra={"process": "drain", "traced_kib": tracemalloc.get_traced_memory()[0] // 1024},
+            extra={
+                "traced": "drain process",
+                "traced_kib": tracemalloc.get_traced_memory()[0] // 1024,
+            },
         )
         while not stop.wait(seconds):
             _report(first)
@@ -103,7 +106,7 @@ async def run(seconds: float) -> None:
     first = await asyncio.to_thread(lambda: _filtered(tracemalloc.take_snapshot()))
     traced = tracemalloc.get_traced_memory()[0]
     log.warning(
-        "tracemalloc: first snapshot", extra={"process": "worker", "traced_kib": traced // 1024}
+        "tracemalloc: first snapshot", extra={"traced": "worker", "traced_kib": traced // 1024}
     )
     while True:
         await asyncio.sleep(seconds)
@@ -113,5 +116,5 @@ async def run(seconds: float) -> None:
         traced = tracemalloc.get_traced_memory()[0]
         log.warning(
             "tracemalloc: growth since the first snapshot",
-            extra={"process": "worker", "traced_kib": traced // 1024, "top": lines},
+            extra={"traced": "worker", "traced_kib": traced // 1024, "top": lines},
         )
