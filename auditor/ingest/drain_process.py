@@ -33,7 +33,7 @@ from typing import IO, Any
 
 import psycopg
 
-from auditor.ingest import logs, memtrace
+from auditor.ingest import logs, memtrace, trim
 from auditor.ingest.backoff import backoff
 from auditor.ingest.drain import BatchReport, Drainer, OnCommit
 from auditor.ingest.metrics import Metrics
@@ -67,8 +67,12 @@ def _child() -> None:
     )
     out = sys.stdout
     failures = 0
+    trimmed = time.monotonic()
     try:
         while not stop.is_set():
+            if time.monotonic() - trimmed > trim.TRIM_INTERVAL:
+                trim.release()  # freed heap back to the OS (trim.py)
+                trimmed = time.monotonic()
             try:
                 report = drainer.drain_once()
                 failures = 0
