@@ -513,8 +513,10 @@ def notify_cost(
     truth = bench.work / f"truth-{run}.ndjson"
     sim = bench.simulator(agents, rate, truth, timeout_ms=30_000)
     sim_proc = bench.procs[-1]
+    setup_started = time.monotonic()
     worker = bench.worker(bench.config(run, sim, agents), db, src)
     _wait_subscribed(db, agents, timeout=900)
+    setup = time.monotonic() - setup_started  # the simulator is paused: no notifications yet
     time.sleep(5)
     _control(sim, "resume")
     time.sleep(10)  # the first notifications' snapshots of new items, the drain warm
@@ -545,6 +547,7 @@ def notify_cost(
         f"{label}: CPU per stored notification": f"{total / stored * 1e6:.0f} µs (worker"
         f" {own / stored * 1e6:.0f} µs + drain process {(total - own) / stored * 1e6:.0f} µs;"
         f" {stored / max(connects, 1):.1f} notifications per long-poll cycle)",
+        f"{label}: all subscribed in": f"{setup:.0f} s ({agents / setup:,.0f} set-ups/s)",
         f"{label}: worker RSS": f"{rss_start:.0f} -> {rss_end:.0f} MB",
         f"{label}: against the ground truth": lost,
     }

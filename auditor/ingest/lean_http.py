@@ -41,6 +41,11 @@ from auditor.ingest.http import HeaderCookieJar, dumps_request
 
 log = logging.getLogger("auditor.ingest.lean_http")
 _MAX_HEAD = 64 * 1024  # a status line and headers longer than this are refused
+# A request without a timeout from the server's advice (the handshake, a subscribe, a server
+# that advises none) still ends: a hung request holds its session's set-up slot, and 200 of
+# them stopped every set-up once (aiohttp's default is 300 s; GWS holds a connect 30 s).
+DEFAULT_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 10.0  # seconds for the TCP (and TLS) connection itself
 
 
 class HttpError(Exception):
@@ -253,9 +258,10 @@ class LeanHttp:
                 if self._ssl is False:  # aiohttp's ssl=False: no certificate check
                     context.check_hostname = False
                     context.verify_mode = ssl_module.CERT_NONE
-        _, conn = await loop.create_connection(
-            _Connection, host, port, ssl=context, server_hostname=host if tls else None
-        )
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            _, conn = await loop.create_connection(
+                _Connection, host, port, ssl=context, server_hostname=host if tls else None
+            )
         return conn
 
     async def post(
@@ -280,7 +286,8 @@ class LeanHttp:
         ]
         head += [f"{name}: {value}" for name, value in headers.items()]
         request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
-        async with asyncio.timeout(timeout):
+        # aiohttp too took a timeout of 0 (advice.timeout 0) as "none".
+        async with asyncio.timeout(timeout or DEFAULT_TIMEOUT):
             response = await self._exchange(request, host, port, tls)
         if response.cookies:
             self.jar.update_cookies_from_headers(response.cookies, URL(url))

@@ -307,3 +307,29 @@ def test_with_an_aiohttp_session_the_transport_is_the_library_s_own() -> None:
             server.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("advised", [None, 0])
+def test_a_request_without_an_advised_timeout_still_ends(
+    monkeypatch: pytest.MonkeyPatch, advised: float | None
+) -> None:
+    """A handshake has no timeout from the server's advice (and aiohttp took 0 as none): a
+    server that never answers must not hold the request, and the session's set-up slot,
+    for ever."""
+    monkeypatch.setattr("auditor.ingest.lean_http.DEFAULT_TIMEOUT", 0.3)
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(5)
+
+    async def run() -> None:
+        server, url = await _serve(stall)
+        http = await _lean()
+        try:
+            with pytest.raises(TimeoutError):
+                await http.post(url, b"[]", {}, advised)
+        finally:
+            await http.close()
+            server.close()
+
+    asyncio.run(run())
