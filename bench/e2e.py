@@ -13,11 +13,13 @@ ground truth. Prints one table:
   stored = delivered checked;
 * `--drop-sessions N` (5,000) subscribed sessions all lost at once (simulator restart): time
   until all are back, handshakes per account, peak set-ups at once;
-* `--soak-minutes M`: 1,000/s over 1,000 agents, RSS every 30 s, growth after 5 minutes;
+* `--soak-minutes M`: 1,000/s over 1,000 agents, RSS every 30 s (the worker's and its drain
+  process's apart), growth after 5 minutes; `--tracemalloc SECONDS` adds the allocation
+  sites that grew in both processes (AUDITOR_TRACEMALLOC, auditor/ingest/memtrace.py);
 * worker RSS while draining a 1,000,000-row spool backlog (filled directly), and its drain rate.
 
     python bench/e2e.py [--rate 12000] [--seconds 15] [--sessions 10000] [--backlog 1000000]
-        [--notify-agents 100,10000] [--notify-seconds 60] [--soak-minutes 30]
+        [--notify-agents 100,10000] [--notify-seconds 60] [--soak-minutes 30 [--tracemalloc 60]]
         [--drop-sessions 5000] [--only throughput,latency,sessions,drop,notify,soak,backlog]
 
 Interrupted (Ctrl-C, SIGTERM), it kills its simulator and workers (they also get SIGKILL
@@ -374,7 +376,7 @@ def many_sessions(
     _wait_subscribed(db, sessions, timeout=900)
     took = time.monotonic() - started
     if spy is not None and raw is not None:
-        spy.wait(60)
+        _finish_profile(spy)
         if raw.exists():
             print(f"profile, set-up of {sessions:,} sessions:\n{profile_top(raw)}", file=sys.stderr)
     rss = _rss_mb(worker.pid)
@@ -461,6 +463,17 @@ def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | N
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _finish_profile(spy: subprocess.Popen[bytes]) -> None:
+    """Wait for py-spy to write its profile; on a loaded machine that took over a minute
+    once, which must not end the benchmark (the profile is then missing, not the numbers)."""
+    try:
+        spy.wait(300)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+        print("py-spy did not finish: no profile", file=sys.stderr)
+
+
 def profile_top(raw: Path, count: int = 15) -> str:
     """The frames holding most samples (inclusive: anywhere on the stack, once per sample),
     and the functions most often running themselves (self), from py-spy's collapsed stacks."""
@@ -529,7 +542,7 @@ def notify_cost(
     time.sleep(seconds)
     stored_after, cpu_after = _notifications(db), _tree_cpu(worker.pid)
     if spy is not None and raw is not None:
-        spy.wait(60)
+        _finish_profile(spy)
         if raw.exists():
             print(f"profile, 1,000/s over {agents:,} agents:\n{profile_top(raw)}", file=sys.stderr)
     connects = _stats(sim)["connects"] - connects_before
