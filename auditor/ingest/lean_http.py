@@ -84,6 +84,11 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self._waiter is None:
+            # Bytes nobody asked for (a server's 408 on an idle connection): the connection
+            # can no longer be trusted to frame the next answer.
+            self.close()
+            return
         self.received_any = True
         self._buffer += data
         try:
@@ -129,6 +134,8 @@ class _Connection(asyncio.Protocol):
         response, self._response = self._response, None
         waiter, self._waiter = self._waiter, None
         assert response is not None
+        if self._buffer:  # bytes after the answer: nothing was asked for them
+            response.keep_alive = False
         if not response.keep_alive:
             self.close()
         if waiter is not None and not waiter.done():
