@@ -6,8 +6,9 @@ worker's and the drain process's traced memory flat (about 47 MB and under 10 MB
 their RSS crept up. It was memory that Python and the C libraries (SQLite, libpq, orjson)
 had freed but glibc kept: every larger-than-usual batch or burst of replies raised the heap's
 high-water mark, and a fragmented heap is not given back from its middle. Calling
-`malloc_trim(0)` on a running worker under that load gave back 55 MB of 333 MB, and 17 MB of
-95 MB in its drain process. So both processes trim every `TRIM_INTERVAL` seconds.
+`malloc_trim(0)` on a running worker under that load (tracemalloc on) gave back 55 MB of
+333 MB, and 17 MB of 95 MB in its drain process. So both processes trim every
+`TRIM_INTERVAL` seconds.
 
 Elsewhere than glibc (musl, macOS) there is no `malloc_trim`; `release()` then does nothing.
 """
