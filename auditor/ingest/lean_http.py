@@ -326,7 +326,13 @@ class LeanHttp:
         finally:
             self._busy.discard(conn)
         if response.keep_alive and not conn.closed and not self._closed:
-            self._idle.append(conn)
+            if self._idle:
+                # One idle connection is enough: the second one was for a subscribe beside
+                # the held connect. Kept, it doubled the sockets (10,000 sessions reached
+                # the 20,000 open files of the worker and the simulator).
+                conn.close()
+            else:
+                self._idle.append(conn)
         return response
 
 

@@ -377,3 +377,50 @@ def test_bytes_on_an_idle_connection_retire_it() -> None:
             server.close()
 
     asyncio.run(run())
+
+
+def test_a_session_keeps_at_most_one_idle_connection() -> None:
+    """Two requests at once (a subscribe beside the held connect) need two connections;
+    afterwards one is kept for the next request and the other closed, so 10,000 sessions
+    hold 10,000 sockets, not 20,000."""
+    open_now = 0
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_now
+        open_now += 1
+        try:
+            while True:
+                try:
+                    _, _, body = await _read_request(reader)
+                except asyncio.IncompleteReadError:
+                    return
+                if body == b"[1]":
+                    await release.wait()  # the held connect
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+                writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        finally:
+            open_now -= 1
+
+    async def run() -> None:
+        server, url = await _serve(handler)
+        http = await _lean()
+        try:
+            held = asyncio.ensure_future(http.post(url, b"[1]", {}, 5))
+            await asyncio.sleep(0.1)
+            assert (await http.post(url, b"[2]", {}, 5)).body == b"[2]"
+            release.set()
+            assert (await held).body == b"[1]"
+            for _ in range(50):  # the server sees the close
+                if open_now == 1:
+                    break
+                await asyncio.sleep(0.02)
+            assert open_now == 1
+            assert (await http.post(url, b"[3]", {}, 5)).body == b"[3]"
+            assert open_now == 1
+        finally:
+            await http.close()
+            server.close()
+
+    asyncio.run(run())
