@@ -13,11 +13,13 @@ ground truth. Prints one table:
   stored = delivered checked;
 * `--drop-sessions N` (5,000) subscribed sessions all lost at once (simulator restart): time
   until all are back, handshakes per account, peak set-ups at once;
-* `--soak-minutes M`: 1,000/s over 1,000 agents, RSS every 30 s, growth after 5 minutes;
+* `--soak-minutes M`: 1,000/s over 1,000 agents, RSS every 30 s (the worker's and its drain
+  process's apart), growth after 5 minutes; `--tracemalloc SECONDS` adds the allocation
+  sites that grew in both processes (AUDITOR_TRACEMALLOC, auditor/ingest/memtrace.py);
 * worker RSS while draining a 1,000,000-row spool backlog (filled directly), and its drain rate.
 
     python bench/e2e.py [--rate 12000] [--seconds 15] [--sessions 10000] [--backlog 1000000]
-        [--notify-agents 100,10000] [--notify-seconds 60] [--soak-minutes 30]
+        [--notify-agents 100,10000] [--notify-seconds 60] [--soak-minutes 30 [--tracemalloc 60]]
         [--drop-sessions 5000] [--only throughput,latency,sessions,drop,notify,soak,backlog]
 
 Interrupted (Ctrl-C, SIGTERM), it kills its simulator and workers (they also get SIGKILL
@@ -70,13 +72,16 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children (the worker and its drain process)."""
+def _rss_mb(pid: int, children: bool = True) -> float:
+    """Resident memory of a process and (unless not `children`) its children: the worker
+    and its drain process."""
     total = 0.0
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) / 1024
+        if not children:
+            return total
         for task in Path(f"/proc/{pid}/task").iterdir():
             for child in (task / "children").read_text().split():
                 total += _rss_mb(int(child))
@@ -201,11 +206,18 @@ class Bench:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def worker(self, config: Path, db: URL, src: Path | None = None) -> subprocess.Popen[bytes]:
+    def worker(
+        self,
+        config: Path,
+        db: URL,
+        src: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         """The worker as a subprocess; with `src`, the `auditor` package from that directory
         (an earlier revision, see --baseline) instead of this tree's."""
         login = db.set(username=WORKER_LOGIN, password=PASSWORD)
         env = dict(os.environ, AUDITOR_DATABASE_URL=login.render_as_string(hide_password=False))
+        env |= extra_env or {}
         if src is not None:
             env["PYTHONPATH"] = str(src)
         env["GWS_PW"] = PASSWORD
@@ -364,7 +376,7 @@ def many_sessions(
     _wait_subscribed(db, sessions, timeout=900)
     took = time.monotonic() - started
     if spy is not None and raw is not None:
-        spy.wait(60)
+        _finish_profile(spy)
         if raw.exists():
             print(f"profile, set-up of {sessions:,} sessions:\n{profile_top(raw)}", file=sys.stderr)
     rss = _rss_mb(worker.pid)
@@ -451,6 +463,17 @@ def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | N
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _finish_profile(spy: subprocess.Popen[bytes]) -> None:
+    """Wait for py-spy to write its profile; on a loaded machine that took over a minute
+    once, which must not end the benchmark (the profile is then missing, not the numbers)."""
+    try:
+        spy.wait(300)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+        print("py-spy did not finish: no profile", file=sys.stderr)
+
+
 def profile_top(raw: Path, count: int = 15) -> str:
     """The frames holding most samples (inclusive: anywhere on the stack, once per sample),
     and the functions most often running themselves (self), from py-spy's collapsed stacks."""
@@ -503,8 +526,10 @@ def notify_cost(
     truth = bench.work / f"truth-{run}.ndjson"
     sim = bench.simulator(agents, rate, truth, timeout_ms=30_000)
     sim_proc = bench.procs[-1]
+    setup_started = time.monotonic()
     worker = bench.worker(bench.config(run, sim, agents), db, src)
     _wait_subscribed(db, agents, timeout=900)
+    setup = time.monotonic() - setup_started  # the simulator is paused: no notifications yet
     time.sleep(5)
     _control(sim, "resume")
     time.sleep(10)  # the first notifications' snapshots of new items, the drain warm
@@ -517,7 +542,7 @@ def notify_cost(
     time.sleep(seconds)
     stored_after, cpu_after = _notifications(db), _tree_cpu(worker.pid)
     if spy is not None and raw is not None:
-        spy.wait(60)
+        _finish_profile(spy)
         if raw.exists():
             print(f"profile, 1,000/s over {agents:,} agents:\n{profile_top(raw)}", file=sys.stderr)
     connects = _stats(sim)["connects"] - connects_before
@@ -535,6 +560,7 @@ def notify_cost(
         f"{label}: CPU per stored notification": f"{total / stored * 1e6:.0f} µs (worker"
         f" {own / stored * 1e6:.0f} µs + drain process {(total - own) / stored * 1e6:.0f} µs;"
         f" {stored / max(connects, 1):.1f} notifications per long-poll cycle)",
+        f"{label}: all subscribed in": f"{setup:.0f} s ({agents / setup:,.0f} set-ups/s)",
         f"{label}: worker RSS": f"{rss_start:.0f} -> {rss_end:.0f} MB",
         f"{label}: against the ground truth": lost,
     }
@@ -567,31 +593,54 @@ def _settle(
     )
 
 
-def soak(bench: Bench, minutes: float, agents: int = 1000) -> dict[str, str]:
+def soak(
+    bench: Bench, minutes: float, agents: int = 1000, tracemalloc: float | None = None
+) -> dict[str, str]:
+    """1,000/s over `agents` agents for `minutes`, RSS every 30 s. With `tracemalloc`
+    (seconds), the worker traces its allocations (AUDITOR_TRACEMALLOC, auditor/ingest/
+    memtrace.py) and its growth reports are printed at the end."""
     db = bench.fresh_db()
     truth = bench.work / "truth-soak.ndjson"
     sim = bench.simulator(agents, 1000, truth, timeout_ms=30_000)
     sim_proc = bench.procs[-1]
-    worker = bench.worker(bench.config("soak", sim, agents), db)
+    env = None if tracemalloc is None else {"AUDITOR_TRACEMALLOC": str(tracemalloc)}
+    worker = bench.worker(bench.config("soak", sim, agents), db, extra_env=env)
     _wait_subscribed(db, agents, timeout=900)
     _control(sim, "resume")
     started = time.monotonic()
     samples: list[tuple[float, float]] = []
+    own: list[float] = []  # the worker process alone, without its drain process
     while time.monotonic() - started < minutes * 60:
         time.sleep(30)
         samples.append(((time.monotonic() - started) / 60, _rss_mb(worker.pid)))
-        print(f"soak {samples[-1][0]:.1f} min: RSS {samples[-1][1]:.0f} MB", file=sys.stderr)
+        own.append(_rss_mb(worker.pid, children=False))
+        print(
+            f"soak {samples[-1][0]:.1f} min: RSS {samples[-1][1]:.0f} MB"
+            f" (worker {own[-1]:.0f} MB, drain process {samples[-1][1] - own[-1]:.0f} MB)",
+            file=sys.stderr,
+        )
     _control(sim, "pause")
     stored = _notifications(db)
     lost = _settle(bench, sim_proc, db, worker, truth)
+    if tracemalloc is not None:
+        for line in (bench.work / "soak.log").read_text().splitlines():
+            if "tracemalloc" in line:
+                report = json.loads(line)
+                print(
+                    f"{report['at']} {report.get('traced')}: traced {report['traced_kib']} KiB",
+                    file=sys.stderr,
+                )
+                for site in report.get("top", []):
+                    print(f"  {site}", file=sys.stderr)
     after5 = [rss for at, rss in samples if at >= 5] or [samples[-1][1]]
     growth = (after5[-1] - after5[0]) / after5[0] * 100
-    trace = ", ".join(f"{rss:.0f}" for _, rss in samples[::2])
+    trace = ", ".join(f"{rss:.0f}" for _, rss in samples[1::2])
+    own5 = [rss for (at, _), rss in zip(samples, own, strict=True) if at >= 5] or [own[-1]]
     return {
         f"soak 1,000/s over {agents:,} agents, {minutes:.0f} min": f"{stored:,} stored; {lost}",
         "soak RSS (MB, every minute)": trace,
         "soak RSS growth after minute 5": f"{after5[0]:.0f} -> {after5[-1]:.0f} MB"
-        f" ({growth:+.1f}%)",
+        f" ({growth:+.1f}%; the worker alone {own5[0]:.0f} -> {own5[-1]:.0f} MB)",
     }
 
 
@@ -662,6 +711,11 @@ def main() -> None:
         "--profile", type=Path, help="directory: py-spy profiles of the notify phase (slower)"
     )
     parser.add_argument("--soak-minutes", type=float, default=30)
+    parser.add_argument(
+        "--tracemalloc",
+        type=float,
+        help="seconds: the soak's worker traces allocations and reports growth this often",
+    )
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--only", default="throughput,latency,sessions,drop,notify,backlog")
     args = parser.parse_args()
@@ -701,7 +755,7 @@ def main() -> None:
                             rate=args.notify_rate,
                         )
         if "soak" in only:
-            results |= soak(bench, args.soak_minutes)
+            results |= soak(bench, args.soak_minutes, tracemalloc=args.tracemalloc)
         if "backlog" in only:
             results |= backlog(bench, args.backlog)
     finally:

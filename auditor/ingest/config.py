@@ -20,6 +20,7 @@ from auditor.errors import ConfigError
 CONFIG_ENV = "AUDITOR_CONFIG"
 TRANSPORTS = ("long-polling", "websocket")
 EVENT_LOOPS = ("uvloop", "asyncio")
+HTTP_CLIENTS = ("lean", "aiohttp")
 # Every key the file may hold, per table: anything else is a typo that would silently leave
 # a default in force, so it stops start-up.
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
@@ -33,6 +34,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "poll_timeout",
         "connect_delay",
         "ack",
+        "http_client",
     ),
     "worker": (
         "spool",
@@ -76,6 +78,8 @@ class WorkerConfig:
     accounts: tuple[Account, ...]
     spool_path: Path
     transport: str = "long-polling"
+    # The long-poll's HTTP client: "lean" (auditor/ingest/lean_http.py) or "aiohttp".
+    http_client: str = "lean"
     topics: tuple[str, ...] = ("/v2/me/openmedia",)
     media_types: tuple[str, ...] = ("workitem",)
     worker_id: str = ""
@@ -252,6 +256,9 @@ def from_mapping(
     if port > 65535:
         raise worker.fail("metrics_port", "must be 0..65535")
     spool = Path(worker.get("spool", str, "auditor-spool.sqlite3"))
+    http_client = gws.get("http_client", str, "lean")
+    if http_client not in HTTP_CLIENTS:
+        raise gws.fail("http_client", f"must be one of {', '.join(HTTP_CLIENTS)}")
     event_loop = worker.get("event_loop", str, "uvloop")
     if event_loop not in EVENT_LOOPS:
         raise worker.fail("event_loop", f"must be one of {', '.join(EVENT_LOOPS)}")
@@ -261,6 +268,7 @@ def from_mapping(
         accounts=_accounts(source, data, environ),
         spool_path=spool if spool.is_absolute() else base / spool,
         transport=transport,
+        http_client=http_client,
         topics=topics,
         media_types=gws.strings("media_types", ("workitem",)),
         worker_id=worker.get("id", str, f"{socket.gethostname()}:{os.getpid()}"),

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from typing import IO, Any
 
 import psycopg
 
-from auditor.ingest import logs
+from auditor.ingest import logs, memtrace, trim
 from auditor.ingest.backoff import backoff
 from auditor.ingest.drain import BatchReport, Drainer, OnCommit
 from auditor.ingest.metrics import Metrics
@@ -47,6 +48,9 @@ def _child() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.setup()
+    trace_seconds = memtrace.period(os.environ)
+    if trace_seconds is not None:
+        memtrace.in_thread(trace_seconds)
     settings = json.loads(sys.stdin.readline())
     stop = threading.Event()
 
@@ -63,8 +67,12 @@ def _child() -> None:
     )
     out = sys.stdout
     failures = 0
+    trimmed = time.monotonic()
     try:
         while not stop.is_set():
+            if time.monotonic() - trimmed > trim.TRIM_INTERVAL:
+                trim.release()  # freed heap back to the OS (trim.py)
+                trimmed = time.monotonic()
             try:
                 report = drainer.drain_once()
                 failures = 0

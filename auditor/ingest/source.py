@@ -33,6 +33,7 @@ from auditor.ingest.backoff import backoff
 from auditor.ingest.config import Account, WorkerConfig
 from auditor.ingest.coverage import Coverage
 from auditor.ingest.http import HeaderCookieJar, new_session
+from auditor.ingest.lean_http import LeanHttp
 from auditor.ingest.metrics import Metrics
 from auditor.ingest.receive import Receiver
 from auditor.ingest.snapshot import record_absent, take_snapshot
@@ -361,7 +362,16 @@ class Source:
             json_loads=codec.loads,
             ssl=False if self.config.base_url.startswith("http://") else None,
         )
-        client._http_session = http  # our cookie jar (keeps cookies from IP hosts)
+        # Our cookie jar (keeps cookies from IP hosts); the long-poll's POSTs through the
+        # lean client unless [gws] http_client = "aiohttp" (lean_http.py).
+        transport_http: aiohttp.ClientSession | LeanHttp = http
+        if (
+            self.config.http_client == "lean"
+            and self.config.transport == "long-polling"
+            and self._jar is not None
+        ):
+            transport_http = LeanHttp(http, self._jar, client.ssl)
+        client._http_session = transport_http
         self._client = client
         reason, subscribed = "closed", False
         receiver: Receiver | None = None
@@ -402,6 +412,8 @@ class Source:
                 task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(client.close(), 5)
+            if not transport_http.closed:
+                await transport_http.close()
             if not http.closed:
                 await http.close()
         return reason, subscribed

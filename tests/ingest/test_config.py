@@ -49,6 +49,7 @@ def test_a_valid_file_loads_with_defaults(tmp_path: Path) -> None:
         (GOOD + '[worker]\nbatch_size = "big"\n', {"GWS_PW1": "x"}, "worker.batch_size"),
         (GOOD.replace("[gws]", '[gws]\ntransport = "smoke"'), {"GWS_PW1": "x"}, "gws.transport"),
         (GOOD + '[worker]\nevent_loop = "trio"\n', {"GWS_PW1": "x"}, "worker.event_loop"),
+        (GOOD.replace("[gws]", '[gws]\nhttp_client = "curl"'), {"GWS_PW1": "x"}, "gws.http_client"),
         ("[gws\n", {}, "is not valid TOML"),
         (GOOD.replace('password_env = "GWS_PW1"', 'password = "x"'), {}, "accounts[0].password"),
     ],
@@ -124,7 +125,8 @@ def test_a_file_with_every_known_key_loads_and_applies_them(tmp_path: Path) -> N
     text = GOOD.replace(
         "[gws]",
         '[gws]\ntransport = "websocket"\ntopics = ["/v2/me/*"]\nmedia_types = ["chat"]\n'
-        "connection_timeout = 3\npoll_timeout = 4\nconnect_delay = 0.5\nack = false",
+        "connection_timeout = 3\npoll_timeout = 4\nconnect_delay = 0.5\nack = false\n"
+        'http_client = "aiohttp"',
     ) + (
         '[worker]\nspool = "s.db"\nspool_synchronous = "NORMAL"\nmetrics_port = 9\nid = "w1"\n'
         "batch_size = 7\ndrain_interval = 0.2\ngroup_commit_interval = 0.01\n"
@@ -142,6 +144,7 @@ def test_a_file_with_every_known_key_loads_and_applies_them(tmp_path: Path) -> N
     assert (config.saturation_lag, config.worker_id, config.lease_renew) == (0.7, "w1", 4.0)
     assert (config.sweep_interval, config.bi_refresh_interval) == (60.0, 5.0)
     assert config.event_loop == "asyncio"
+    assert config.http_client == "aiohttp"
 
 
 def test_the_sweep_interval_comes_from_the_environment_first_and_is_checked(
