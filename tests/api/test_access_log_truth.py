@@ -45,7 +45,8 @@ def test_head_on_the_api_is_refused_and_logged(api: Api) -> None:
     ]
 
 
-def test_a_completed_export_has_a_second_row_with_its_rows_and_hash(api: Api) -> None:
+def test_a_completed_export_has_a_second_row_with_its_rows_and_hash(committed_api: Api) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     _load(api, 5)
     body = api.get("/api/v1/events/export", role="exporter").get_data(as_text=True)
     trailer = body.splitlines()[-1]
@@ -66,8 +67,9 @@ def test_a_completed_export_has_a_second_row_with_its_rows_and_hash(api: Api) ->
 
 
 def test_an_export_cut_by_the_client_says_so_with_the_rows_handed_on(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    committed_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     monkeypatch.setattr(export, "FETCH_ROWS", 2)
     _load(api, 10)
     response = api.client.get("/api/v1/events/export", headers=_auth(api))
@@ -79,8 +81,9 @@ def test_an_export_cut_by_the_client_says_so_with_the_rows_handed_on(
 
 
 def test_an_export_that_fails_on_the_server_says_so_with_the_error_class(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    committed_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     monkeypatch.setattr(export, "FETCH_ROWS", 2)
     _load(api, 10)
     response = api.client.get("/api/v1/events/export", headers=_auth(api))
