@@ -28,10 +28,12 @@ lint: $(STAMP)
 	$(BIN)/mypy auditor web
 
 # Files run in parallel (-n): the suite mostly waits on servers and subprocesses, not the CPU.
+# Whole files go to one process each (module fixtures are shared), the longest first
+# (tests/conftest.py orders them; xdist's reorder by number of tests would undo that).
 TEST_PROCESSES ?= 3
 
 test: lint tests/js/node_modules
-	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 # The official CometD JavaScript client for the simulator conformance test (node >= 18).
 tests/js/node_modules: $(STAMP) tests/js/package.json tests/js/package-lock.json

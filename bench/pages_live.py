@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import re
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,15 +32,12 @@ from auditor.store.receipts import Receipt, new_receipt_id
 from auditor.store.writer import store_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serving
 from store import fresh_database
 
+from tests.serving import serve
+
 INTERACTION = "BENCH-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(port: int, path: str, headers: dict[str, str]) -> tuple[int, str]:
@@ -116,6 +109,34 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def _measure(port: int, token: str, count: int, samples: int) -> None:
+    _latencies(port, token, 20)  # warm the workers' pools
+    alone = _latencies(port, token, samples)
+    stop = threading.Event()
+    viewers = [Viewer(port, token, stop) for _ in range(count)]
+    for viewer in viewers:
+        viewer.start()
+    while not all(v.answers for v in viewers):
+        time.sleep(0.1)
+    counted, started = sum(v.answers for v in viewers), time.monotonic()
+    busy = _latencies(port, token, samples)
+    rate = (sum(v.answers for v in viewers) - counted) / (time.monotonic() - started)
+    stop.set()
+    for viewer in viewers:
+        viewer.join(30)
+    print(f"API GET /api/v1/interactions/ID, {samples} requests, new connection each")
+    for name, values in (("no viewer", alone), (f"{count} live viewers", busy)):
+        print(
+            f"  {name:>18}: p50 {_pct(values, 0.5):7.2f} ms  p99 {_pct(values, 0.99):7.2f} ms"
+            f"  max {values[-1]:7.2f} ms"
+        )
+    print(
+        f"  p50 ratio {_pct(busy, 0.5) / _pct(alone, 0.5):.2f}x,"
+        f" p99 ratio {_pct(busy, 0.99) / _pct(alone, 0.99):.2f}x;"
+        f" viewers' live requests {rate:.1f}/s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--viewers", type=int, default=100)
@@ -123,63 +144,13 @@ def main() -> None:
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="auditor-bench-pages-"))
     server = EmbeddedPostgres(data_dir, durable=False).start()
-    proc = None
     try:
         url = fresh_database(server, "bench_pages")
         token, password = _seed(url)
         api_url = parse_database_url(url).set(username="bench_pages_api", password=password)
-        port = _free_port()
-        env = {
-            **os.environ,
-            "AUDITOR_DATABASE_URL": api_url.render_as_string(hide_password=False),
-            "AUDITOR_API_SECRET": secrets.token_urlsafe(32),
-        }
-        auditor = str(Path(sys.executable).parent / "auditor")
-        proc = subprocess.Popen(
-            [auditor, "serve", "--port", str(port), "--workers", "2", "--threads", "8"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _get(port, "/readyz", {})[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("auditor serve did not become ready")
-            time.sleep(0.2)
-        _latencies(port, token, 20)  # warm the workers' pools
-        alone = _latencies(port, token, args.samples)
-        stop = threading.Event()
-        viewers = [Viewer(port, token, stop) for _ in range(args.viewers)]
-        for viewer in viewers:
-            viewer.start()
-        while not all(v.answers for v in viewers):
-            time.sleep(0.1)
-        counted, started = sum(v.answers for v in viewers), time.monotonic()
-        busy = _latencies(port, token, args.samples)
-        rate = (sum(v.answers for v in viewers) - counted) / (time.monotonic() - started)
-        stop.set()
-        for viewer in viewers:
-            viewer.join(30)
-        print(f"API GET /api/v1/interactions/ID, {args.samples} requests, new connection each")
-        for name, values in (("no viewer", alone), (f"{args.viewers} live viewers", busy)):
-            print(
-                f"  {name:>18}: p50 {_pct(values, 0.5):7.2f} ms  p99 {_pct(values, 0.99):7.2f} ms"
-                f"  max {values[-1]:7.2f} ms"
-            )
-        print(
-            f"  p50 ratio {_pct(busy, 0.5) / _pct(alone, 0.5):.2f}x,"
-            f" p99 ratio {_pct(busy, 0.99) / _pct(alone, 0.99):.2f}x;"
-            f" viewers' live requests {rate:.1f}/s"
-        )
+        with serve(api_url, None, workers=2, threads=8) as served:
+            _measure(served.port, token, args.viewers, args.samples)
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(30)
         server.stop()
 
 

@@ -10,7 +10,8 @@ from marshmallow import RAISE
 
 from auditor.store import access_queries
 from web import schemas
-from web.audit import conn, requires, set_rows
+from web.audit import requires, set_rows
+from web.db import conn
 from web.paging import digest, dumps, id_position, json_response, next_cursor, split_page
 
 bp = APIBlueprint("admin", __name__, url_prefix="/api/v1", tag="Admin")

@@ -12,8 +12,9 @@ from marshmallow import RAISE
 from auditor.retention import receipts
 from auditor.store import coverage_queries, queries, timeline
 from web import schemas, searches
-from web.audit import conn, requires, set_rows
+from web.audit import requires, set_rows
 from web.cursor import query_digest
+from web.db import conn
 from web.paging import (
     dumps,
     gap_json,

@@ -24,7 +24,7 @@ from web import (
 )
 from web.client import redact_logger
 from web.cursor import CursorCodec
-from web.db import Database
+from web.db import ConnectionFactory, Database, install
 from web.metrics import Metrics
 
 DESCRIPTION = (
@@ -97,7 +97,9 @@ def _finish_spec(spec: dict[Any, Any] | str) -> dict[Any, Any] | str:
     return spec
 
 
-def create_app(settings: Settings) -> APIFlask:
+def create_app(settings: Settings, connections: ConnectionFactory = Database) -> APIFlask:
+    """``connections`` makes the app's connection source from the settings: the pool by
+    default; tests pass one that keeps every request inside the test's transaction."""
     app = APIFlask(
         __name__,
         title="auditor query API",
@@ -110,7 +112,7 @@ def create_app(settings: Settings) -> APIFlask:
     app.config["SYNC_LOCAL_SPEC"] = False
     app.security_schemes = {BEARER: {"type": "http", "scheme": "bearer"}}
     metrics = Metrics()
-    app.extensions["auditor_db"] = Database(settings)
+    install(app, connections(settings))
     app.extensions["auditor_metrics"] = metrics
     app.extensions["auditor_cursor"] = CursorCodec(settings.api.require_secret())
     app.extensions["auditor_heads"] = ops.migration_heads()

@@ -12,19 +12,18 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 
 from auditor import tokens
 from auditor.config import ApiSettings
 from auditor.store.access_queries import AccessRecord, append
 from web import headers, strict
 from web.client import client_address, endpoint_for_log, filters_for_log
-from web.db import Database
+from web.db import primary_conn
 from web.errors import problem_response
 from web.metrics import Metrics
 from web.ratelimit import FailureLimiter
@@ -46,33 +45,6 @@ def requires(role: str) -> Callable[[F], F]:
     return mark
 
 
-def database() -> Database:
-    db: Database = current_app.extensions["auditor_db"]
-    return db
-
-
-def conn() -> psycopg.Connection[Any]:
-    """The request's pooled connection for reads (returned to the pool at teardown): the hot
-    standby's when AUDITOR_READ_DATABASE_URL is set."""
-    if "conn" not in g:
-        g.conn_ctx = database().connection()
-        g.conn = g.conn_ctx.__enter__()
-    connection: psycopg.Connection[Any] = g.conn
-    return connection
-
-
-def primary_conn() -> psycopg.Connection[Any]:
-    """The request's connection to the primary, for what it writes (the access log, the
-    token's last use); the same connection as conn() when there is no standby."""
-    if not database().has_replica:
-        return conn()
-    if "primary" not in g:
-        g.primary_ctx = database().primary()
-        g.primary = g.primary_ctx.__enter__()
-    connection: psycopg.Connection[Any] = g.primary
-    return connection
-
-
 def set_rows(count: int) -> None:
     g.rows = count
 
@@ -90,14 +62,6 @@ def request_record(status: int, **fields: Any) -> AccessRecord:
         client=g.get("client"),
         **fields,
     )
-
-
-@contextmanager
-def _ignore_closed() -> Iterator[None]:
-    try:
-        yield
-    except psycopg.Error:
-        log.exception("database error while finishing a request")
 
 
 def _bearer() -> str | None:
@@ -188,15 +152,6 @@ def install(app: Flask, metrics: Metrics, settings: ApiSettings) -> None:
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         metrics.observe(rule, request.method, response.status_code, elapsed)
         return response
-
-    @app.teardown_request
-    def _release(_: BaseException | None) -> None:
-        for name in ("conn", "primary"):
-            ctx = g.pop(f"{name}_ctx", None)
-            g.pop(name, None)
-            if ctx is not None:
-                with _ignore_closed():
-                    ctx.__exit__(None, None, None)
 
 
 def _write_row(response: Response) -> Response:

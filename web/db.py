@@ -1,18 +1,29 @@
-"""A small pool of psycopg connections per process (gunicorn worker), made lazily."""
+"""A small pool of psycopg connections per process (gunicorn worker), made lazily; and the
+connection each request uses.
+
+``create_app`` takes a connection factory (``Settings -> Connections``): in production the
+pool below; in tests, one connection inside the test's own transaction
+(tests/transactional.py), so a test's writes and the app's reads share one transaction that
+is rolled back at the end. A request takes its connection on first use and hands it back at
+teardown (``install``)."""
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
+from flask import Flask, current_app, g
 from psycopg_pool import ConnectionPool
 
 from auditor.config import Settings
 
 Pool = ConnectionPool[psycopg.Connection[Any]]
+EXTENSION = "auditor_db"
+log = logging.getLogger("auditor.api")
 
 
 class Database:
@@ -79,3 +90,66 @@ class Database:
         self._pool.close()
         if self._primary is not self._pool:
             self._primary.close()
+
+
+class Connections(Protocol):
+    """What the app needs from its connection source."""
+
+    has_replica: bool
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """For reads: the standby when one is configured."""
+        ...
+
+    def primary(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """For writes (the access log, the tokens' last use): always the primary."""
+        ...
+
+    def dispose(self) -> None: ...
+
+
+ConnectionFactory = Callable[[Settings], Connections]
+
+
+def install(app: Flask, connections: Connections) -> None:
+    """The app's connection source, and the hand-back of each request's connections."""
+    app.extensions[EXTENSION] = connections
+    app.teardown_request(_release)
+
+
+def database() -> Connections:
+    connections: Connections = current_app.extensions[EXTENSION]
+    return connections
+
+
+def conn() -> psycopg.Connection[Any]:
+    """The request's connection for reads (handed back at teardown): the hot standby's when
+    AUDITOR_READ_DATABASE_URL is set."""
+    if "conn" not in g:
+        g.conn_ctx = database().connection()
+        g.conn = g.conn_ctx.__enter__()
+    connection: psycopg.Connection[Any] = g.conn
+    return connection
+
+
+def primary_conn() -> psycopg.Connection[Any]:
+    """The request's connection to the primary, for what it writes (the access log, the
+    token's last use); the same connection as conn() when there is no standby."""
+    if not database().has_replica:
+        return conn()
+    if "primary" not in g:
+        g.primary_ctx = database().primary()
+        g.primary = g.primary_ctx.__enter__()
+    connection: psycopg.Connection[Any] = g.primary
+    return connection
+
+
+def _release(_: BaseException | None) -> None:
+    for name in ("conn", "primary"):
+        ctx = g.pop(f"{name}_ctx", None)
+        g.pop(name, None)
+        if ctx is not None:
+            try:
+                ctx.__exit__(None, None, None)
+            except psycopg.Error:
+                log.exception("database error while finishing a request")

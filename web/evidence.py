@@ -20,7 +20,8 @@ from marshmallow import RAISE
 
 from auditor.evidence import checkpoints, keys, pack
 from auditor.evidence.pack_zip import zip_chunks
-from web.audit import conn, database, request_record, requires, set_rows
+from web.audit import request_record, requires, set_rows
+from web.db import conn, database
 from web.errors import bad_params
 from web.export import ExportStream, _take_slot
 from web.paging import dumps, json_response

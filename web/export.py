@@ -32,8 +32,8 @@ from marshmallow import RAISE
 from auditor.store import export_slots, queries
 from auditor.store.access_queries import AccessRecord, append
 from web import schemas
-from web.audit import database, request_record, requires
-from web.db import Database
+from web.audit import request_record, requires
+from web.db import Connections, database
 from web.metrics import Metrics
 from web.paging import coverage_summary, dumps
 
@@ -90,7 +90,7 @@ def export_events(query: dict[str, Any]) -> Response:
 
 
 def _take_slot(
-    db: Database, token_id: int, limit: int, *, repeatable_read: bool = False
+    db: Connections, token_id: int, limit: int, *, repeatable_read: bool = False
 ) -> tuple[ExitStack, psycopg.Connection[Any]]:
     """The export's own connection in a transaction holding one of the token's slots (a
     transaction-level advisory lock, released when the stream closes); 429 when all are
@@ -123,7 +123,7 @@ class ExportStream:
     def __init__(
         self,
         stack: ExitStack,
-        db: Database,
+        db: Connections,
         body: Generator[tuple[str | bytes, int]],
         metrics: Metrics,
         record: AccessRecord,

@@ -12,7 +12,8 @@ from marshmallow import RAISE
 from auditor import shapes
 from auditor.store import findings_queries
 from web import schemas
-from web.audit import conn, requires, set_rows
+from web.audit import requires, set_rows
+from web.db import conn
 from web.errors import bad_params
 from web.paging import coverage_summary, digest, next_cursor, page, position, split_page
 

@@ -13,7 +13,8 @@ from marshmallow import RAISE
 
 from auditor.errors import UserError
 from auditor.retention import holds
-from web.audit import conn, requires, set_rows
+from web.audit import requires, set_rows
+from web.db import conn
 from web.errors import bad_params
 from web.paging import dumps, json_response
 from web.schemas import _instant

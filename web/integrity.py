@@ -9,7 +9,8 @@ from flask import Response
 from marshmallow import RAISE
 
 from auditor.store import integrity, record
-from web.audit import conn, requires, set_rows
+from web.audit import requires, set_rows
+from web.db import conn
 from web.errors import bad_params
 from web.paging import dumps, json_response
 from web.schemas import Digits

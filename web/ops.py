@@ -10,7 +10,7 @@ from apiflask import APIBlueprint
 from flask import Response, current_app
 
 from auditor.store import schema
-from web.audit import conn
+from web.db import conn
 from web.docs_page import render
 from web.errors import problem_response
 from web.metrics import Metrics

@@ -8,7 +8,8 @@ from typing import Any
 
 from auditor.store import queries
 from auditor.store.userdata import UserDataFilter
-from web.audit import conn, set_rows
+from web.audit import set_rows
+from web.db import conn
 from web.paging import (
     coverage_summary,
     digest,

@@ -3,12 +3,7 @@ clients: half-sent requests and a client that stops reading an export."""
 
 from __future__ import annotations
 
-import os
-import secrets
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +20,7 @@ from auditor.store.writer import store_batch
 from tests.conftest import _admin, _create_from
 from tests.helpers import om_message, receipt
 from tests.logins import as_login
+from tests.serving import free_port, serve
 
 IDLE_CONNECTIONS = 50
 WORKERS, THREADS = 2, 4  # 8 threads: far fewer than the idle connections
@@ -37,13 +33,6 @@ STATES = (
     "Routing",
     "Completed",
 )  # seconds: a generous bound on an answer that takes milliseconds
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_until(condition: object, timeout: float, what: str) -> None:
@@ -90,51 +79,21 @@ def served(
             + [receipt(om_message("t1", state), at=40_000 + n) for n, state in enumerate(STATES)],
         )
         conn.commit()
-    port, metrics_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        # as the API's login, never the owner (auditor serve refuses the owner)
-        "AUDITOR_DATABASE_URL": as_login(fresh_db, "api").render_as_string(hide_password=False),
-        "AUDITOR_API_SECRET": secrets.token_urlsafe(32),
-        "AUDITOR_API_IO_TIMEOUT": str(IO_TIMEOUT),
-        "AUDITOR_API_HEADER_TIMEOUT": "30",
-        "AUDITOR_API_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    access_log = (tmp_path / "access.log").open("w")  # gunicorn's access log
-    error_log = (tmp_path / "error.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "auditor"),
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(WORKERS),
-            "--threads",
-            str(THREADS),
-        ],
-        env=env,
-        stdout=access_log,
-        stderr=error_log,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            try:
-                return _get(base + "/readyz")[0] == 200
-            except OSError:
-                return False
-
-        _wait_until(ready, 30, "the server to be ready")
+    metrics_port = free_port()
+    with serve(
+        as_login(fresh_db, "api"),  # never the owner (auditor serve refuses the owner)
+        tmp_path / "error.log",
+        access_log=tmp_path / "access.log",  # gunicorn's
+        workers=WORKERS,
+        threads=THREADS,
+        env={
+            "AUDITOR_API_IO_TIMEOUT": str(IO_TIMEOUT),
+            "AUDITOR_API_HEADER_TIMEOUT": "30",
+            "AUDITOR_API_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
+        },
+    ) as server:
         (tmp_path / "metrics_port").write_text(str(metrics_port))
-        yield base, made, tmp_path
-    finally:
-        proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
-        proc.wait(timeout=30)
-        access_log.close()
-        error_log.close()
+        yield server.base, made, tmp_path
 
 
 def _half_request(port: int) -> socket.socket:

@@ -13,8 +13,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.engine import URL
 
 from auditor import tokens
-from tests.api.conftest import Api
-from tests.api.test_hardening import make_api
+from tests.api.conftest import Api, in_transaction
 from tests.helpers import om_message, receipt
 from web import export
 from web.client import REDACTED
@@ -45,7 +44,8 @@ def test_head_on_the_api_is_refused_and_logged(api: Api) -> None:
     ]
 
 
-def test_a_completed_export_has_a_second_row_with_its_rows_and_hash(api: Api) -> None:
+def test_a_completed_export_has_a_second_row_with_its_rows_and_hash(committed_api: Api) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     _load(api, 5)
     body = api.get("/api/v1/events/export", role="exporter").get_data(as_text=True)
     trailer = body.splitlines()[-1]
@@ -66,8 +66,9 @@ def test_a_completed_export_has_a_second_row_with_its_rows_and_hash(api: Api) ->
 
 
 def test_an_export_cut_by_the_client_says_so_with_the_rows_handed_on(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    committed_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     monkeypatch.setattr(export, "FETCH_ROWS", 2)
     _load(api, 10)
     response = api.client.get("/api/v1/events/export", headers=_auth(api))
@@ -79,8 +80,9 @@ def test_an_export_cut_by_the_client_says_so_with_the_rows_handed_on(
 
 
 def test_an_export_that_fails_on_the_server_says_so_with_the_error_class(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    committed_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     monkeypatch.setattr(export, "FETCH_ROWS", 2)
     _load(api, 10)
     response = api.client.get("/api/v1/events/export", headers=_auth(api))
@@ -124,18 +126,17 @@ def test_the_client_address_comes_from_the_socket(api: Api) -> None:
     assert str(_rows(api)[-1]["client"]) == "198.51.100.4"  # no trusted proxy: header ignored
 
 
-def test_behind_a_trusted_proxy_the_client_is_the_forwarded_address(fresh_db: URL) -> None:
-    api = make_api(fresh_db, trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
-    try:
-        for peer in ("10.1.2.3", "198.51.100.4"):
-            api.client.get(
-                "/api/v1/events",
-                headers={**_auth(api, "reader"), "X-Forwarded-For": "203.0.113.9, 10.9.9.9"},
-                environ_base={"REMOTE_ADDR": peer},
-            )
-        assert [str(r["client"]) for r in _rows(api)] == ["203.0.113.9", "198.51.100.4"]
-    finally:
-        api.app.extensions["auditor_db"].dispose()
+def test_behind_a_trusted_proxy_the_client_is_the_forwarded_address(
+    conn: psycopg.Connection[Any], session_db: URL
+) -> None:
+    api = in_transaction(conn, session_db, trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
+    for peer in ("10.1.2.3", "198.51.100.4"):
+        api.client.get(
+            "/api/v1/events",
+            headers={**_auth(api, "reader"), "X-Forwarded-For": "203.0.113.9, 10.9.9.9"},
+            environ_base={"REMOTE_ADDR": peer},
+        )
+    assert [str(r["client"]) for r in _rows(api)] == ["203.0.113.9", "198.51.100.4"]
 
 
 def test_unauthenticated_rows_are_bounded_in_size(api: Api) -> None:

@@ -48,9 +48,11 @@ def _row(raw: str, at_ms: int) -> Row:
 
 
 @pytest.fixture
-def stored_late(api: Api, tmp_path: Path) -> datetime:
+def stored_late(committed_api: Api, tmp_path: Path) -> datetime:
     """Interaction `late`: Routing stored at once; Handling (+10 s, userData Case=4711) and
-    Completed (+20 s) spooled during an outage, stored after the returned time."""
+    Completed (+20 s) spooled during an outage, stored after the returned time (by a
+    connection of its own, committed: so on a database of its own)."""
+    api = committed_api
     api.store([receipt(om_message("late", "Routing", user_data={"Case": "1"}))])
     api.cover("agent001", T0 - timedelta(hours=1), T0 + timedelta(hours=1))
     spool = _spooled(
@@ -86,8 +88,9 @@ def _get(api: Api, path: str, **params: Any) -> Any:
 
 
 def test_the_timeline_as_of_t_leaves_out_rows_received_before_t_but_stored_after_it(
-    api: Api, stored_late: datetime
+    committed_api: Api, stored_late: datetime
 ) -> None:
+    api = committed_api
     now = _get(api, "/api/v1/interactions/late/timeline")
     assert [e["state"] for e in now["events"]] == ["Routing", "Handling", "Completed"]
     late = now["events"][1]
@@ -104,8 +107,9 @@ def test_the_timeline_as_of_t_leaves_out_rows_received_before_t_but_stored_after
 
 
 def test_coverage_as_known_then_has_a_gap_where_rows_were_still_in_the_spool(
-    api: Api, stored_late: datetime
+    committed_api: Api, stored_late: datetime
 ) -> None:
+    api = committed_api
     now = _get(api, "/api/v1/interactions/late/timeline")
     assert now["coverage_gaps"] == []  # covered throughout its 20 s lifetime
     then = _get(api, "/api/v1/interactions/late/timeline", as_of=stored_late.isoformat())
@@ -116,8 +120,9 @@ def test_coverage_as_known_then_has_a_gap_where_rows_were_still_in_the_spool(
 
 
 def test_the_projection_as_of_t_is_the_one_its_rows_stored_by_then_imply(
-    api: Api, stored_late: datetime
+    committed_api: Api, stored_late: datetime
 ) -> None:
+    api = committed_api
     as_of = stored_late.isoformat()
     then = _get(api, "/api/v1/interactions/late", as_of=as_of)
     now = _get(api, "/api/v1/interactions/late")
@@ -135,8 +140,9 @@ def test_the_projection_as_of_t_is_the_one_its_rows_stored_by_then_imply(
 
 
 def test_searches_as_of_t_filter_on_the_projection_and_events_of_then(
-    api: Api, stored_late: datetime
+    committed_api: Api, stored_late: datetime
 ) -> None:
+    api = committed_api
     as_of = stored_late.isoformat()
 
     def ids(path: str, **params: Any) -> list[str]:
@@ -160,7 +166,10 @@ def test_searches_as_of_t_filter_on_the_projection_and_events_of_then(
     assert page["coverage"]["complete"] is False  # the spool still held +10 s on
 
 
-def test_the_cli_timeline_as_of_shows_what_was_stored_then(api: Api, stored_late: datetime) -> None:
+def test_the_cli_timeline_as_of_shows_what_was_stored_then(
+    committed_api: Api, stored_late: datetime
+) -> None:
+    api = committed_api
     result = run("timeline", "late", "--as-of", stored_late.isoformat(), url=api.url)
     assert result.returncode == 0, result.stderr
     assert "as known at" in result.stdout

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import os
-import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +18,7 @@ from auditor import tokens
 from auditor.cli import cli
 from auditor.config import libpq_conninfo
 from tests.logins import as_login
+from tests.serving import serve
 
 
 def _env(url: URL) -> dict[str, str]:
@@ -77,51 +74,17 @@ def test_serve_without_a_secret_is_one_line_naming_the_setting(fresh_db: URL) ->
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.mark.slow
-def test_serve_runs_the_api_under_gunicorn(fresh_db: URL) -> None:
-    port = _free_port()
+def test_serve_runs_the_api_under_gunicorn(fresh_db: URL, tmp_path: Path) -> None:
     # As the API's login: /readyz must answer "ready" under auditor_api's privileges.
-    api_url = as_login(fresh_db, "api")
-    env = {**os.environ, **_env(api_url), "AUDITOR_API_SECRET": secrets.token_urlsafe(32)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "auditor"),
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        body = b""
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
-                    body = r.read()
-                break
-            except OSError:  # not listening yet (URLError) or the worker still booting
-                time.sleep(0.1)
-        assert b"ready" in body
+    with serve(as_login(fresh_db, "api"), tmp_path / "serve.log") as served:
+        with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/readyz", timeout=30) as r:
+            assert b"ready" in r.read()
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/events", timeout=10)
+            urllib.request.urlopen(f"http://127.0.0.1:{served.port}/api/v1/events", timeout=30)
         refused.value.close()  # a sync worker waits for the client to hang up
         assert refused.value.code == 401
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/metrics", timeout=30) as r:
             assert b"auditor_api_requests_total" in r.read()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+    err = served.log_text()
     assert "gunicorn" in err.lower() or "Booting worker" in err or "Listening" in err

@@ -38,7 +38,10 @@ def test_coverage_lists_intervals_and_gaps_per_account(api: Api) -> None:
     assert [a["account"] for a in only_b["accounts"]] == ["b"]
 
 
-def test_a_dead_workers_open_interval_ends_at_its_last_heartbeat(api: Api) -> None:
+def test_a_dead_workers_open_interval_ends_at_its_last_heartbeat(committed_api: Api) -> None:
+    api = (
+        committed_api  # a dead worker's interval is judged against now(), fixed in one transaction
+    )
     now = datetime.now(UTC)
     api.cover("dead", now - timedelta(minutes=10), None, heartbeat=now - timedelta(minutes=5))
     api.cover("live", now - timedelta(minutes=10), None, heartbeat=now - timedelta(seconds=2))

@@ -33,7 +33,10 @@ def _checkpoint(api: Api, signer: keys.Signer) -> checkpoints.Checkpoint:
     return made
 
 
-def test_checkpoints_are_listed_newest_first_for_readers(api: Api, signer: keys.Signer) -> None:
+def test_checkpoints_are_listed_newest_first_for_readers(
+    committed_api: Api, signer: keys.Signer
+) -> None:
+    api = committed_api  # checkpoints and evidence exports use connections of their own
     api.store([receipt(om_message("API-1", "Invited"), at=0)])
     first = _checkpoint(api, signer)
     api.store([receipt(om_message("API-1", "Processing"), at=1)])
@@ -51,8 +54,9 @@ def test_checkpoints_are_listed_newest_first_for_readers(api: Api, signer: keys.
 
 
 def test_the_export_is_a_zip_the_offline_verifier_accepts(
-    api: Api, signer: keys.Signer, tmp_path: Path
+    committed_api: Api, signer: keys.Signer, tmp_path: Path
 ) -> None:
+    api = committed_api  # checkpoints and evidence exports use connections of their own
     api.store([receipt(om_message("API-2", "Invited"), at=i) for i in range(4)])
     _checkpoint(api, signer)
     answer = api.get("/api/v1/evidence/export", role="exporter", interaction_id="API-2")
@@ -78,8 +82,9 @@ def test_the_export_needs_the_exporter_role_and_a_whole_query(
 
 
 def test_without_a_checkpoint_or_a_key_the_export_says_why(
-    api: Api, monkeypatch: pytest.MonkeyPatch, signer: keys.Signer
+    committed_api: Api, monkeypatch: pytest.MonkeyPatch, signer: keys.Signer
 ) -> None:
+    api = committed_api  # checkpoints and evidence exports use connections of their own
     api.store([receipt(om_message("API-3", "Invited"), at=0)])
     early = api.get("/api/v1/evidence/export", role="exporter", interaction_id="API-3")
     assert early.status_code == 409
@@ -92,8 +97,9 @@ def test_without_a_checkpoint_or_a_key_the_export_says_why(
 
 
 def test_a_large_pack_streams_in_pieces_and_the_log_says_how_it_ended(
-    api: Api, signer: keys.Signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    committed_api: Api, signer: keys.Signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    api = committed_api  # checkpoints and evidence exports use connections of their own
     from auditor.evidence import pack, pack_zip
 
     # a note no compressor shrinks much, so the zip is large enough to come in many pieces
@@ -130,8 +136,9 @@ def test_a_large_pack_streams_in_pieces_and_the_log_says_how_it_ended(
 
 
 def test_a_range_with_an_offset_postgresql_cannot_write_streams_whole(
-    api: Api, signer: keys.Signer, tmp_path: Path
+    committed_api: Api, signer: keys.Signer, tmp_path: Path
 ) -> None:
+    api = committed_api  # checkpoints and evidence exports use connections of their own
     # +16:00 is valid ISO 8601 but beyond PostgreSQL's offsets: the COPY of events.csv, which
     # carries its parameters in the statement, once failed half-way through the zip
     api.store([receipt(om_message("API-5", "Invited"), at=i) for i in range(2)])

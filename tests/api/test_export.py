@@ -25,7 +25,8 @@ def _load(api: Api, count: int) -> None:
     )
 
 
-def test_ndjson_export_streams_every_row_then_a_verifiable_summary(api: Api) -> None:
+def test_ndjson_export_streams_every_row_then_a_verifiable_summary(committed_api: Api) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     _load(api, 12_050)  # more than two server-side cursor fetches
     response = api.get("/api/v1/events/export", role="exporter")
     assert response.mimetype == "application/x-ndjson"
@@ -39,7 +40,8 @@ def test_ndjson_export_streams_every_row_then_a_verifiable_summary(api: Api) -> 
     assert summary["coverage"]["complete"] is False  # no coverage recorded at all
 
 
-def test_export_applies_the_search_filters(api: Api) -> None:
+def test_export_applies_the_search_filters(committed_api: Api) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     _load(api, 30)
     body = api.get("/api/v1/events/export", referenceId="1", account="agent1").get_data()
     rows = [json.loads(line) for line in body.splitlines()[:-1]]
@@ -47,7 +49,8 @@ def test_export_applies_the_search_filters(api: Api) -> None:
     assert len(rows) == 5
 
 
-def test_csv_export_ends_with_a_summary_record(api: Api) -> None:
+def test_csv_export_ends_with_a_summary_record(committed_api: Api) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     _load(api, 20)
     api.cover("agent0", T0 - timedelta(hours=1), T0 + timedelta(hours=1))
     api.cover("agent1", T0 - timedelta(hours=1), T0 + timedelta(hours=1))
@@ -92,7 +95,8 @@ def test_unknown_export_format_is_a_400_problem(api: Api) -> None:
     assert response.json["invalid_params"][0]["name"] == "format"
 
 
-def test_export_is_in_the_access_log_with_rows_sent(api: Api) -> None:
+def test_export_is_in_the_access_log_with_rows_sent(committed_api: Api) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     _load(api, 7)
     api.get("/api/v1/events/export", role="exporter", account="agent0").get_data()
     assert api.access_log()[-1] == (
@@ -107,12 +111,14 @@ def test_export_is_in_the_access_log_with_rows_sent(api: Api) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["ndjson", "csv"])
-def test_empty_export_still_has_a_summary(api: Api, fmt: str) -> None:
+def test_empty_export_still_has_a_summary(committed_api: Api, fmt: str) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     body = api.get("/api/v1/events/export", format=fmt).get_data(as_text=True)
     assert "_summary" in body.splitlines()[-1]
 
 
-def test_csv_quoting_round_trips_commas_quotes_and_newlines(api: Api) -> None:
+def test_csv_quoting_round_trips_commas_quotes_and_newlines(committed_api: Api) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     api.store(
         [receipt(om_message("q1", "Routing", user_data={"note": 'a,"b"\nc'}), account='x,"y"')]
     )

@@ -6,7 +6,6 @@ import base64
 import csv
 import io
 import json
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,38 +13,20 @@ import psycopg
 import pytest
 from sqlalchemy.engine import URL
 
-from auditor import tokens
-from auditor.config import ApiSettings, Settings, libpq_conninfo
-from tests.api.conftest import Api
+from tests.api.conftest import Api, committed, in_transaction
 from tests.helpers import om_message, receipt
-from web import create_app
 from web.cursor import CursorCodec, query_digest
 from web.docs_page import STYLE_HASH
 
 METRICS_TOKEN = "metrics-" + "m" * 24
 
 
-def make_api(url: URL, **settings: Any) -> Api:
-    app = create_app(
-        Settings(
-            database_url=url,
-            api=ApiSettings(secret=secrets.token_urlsafe(32), pool_size=2, **settings),
-        )
-    )
-    app.config["TESTING"] = True
-    with psycopg.connect(libpq_conninfo(url)) as conn:
-        made = {role: tokens.create(conn, f"h-{role}", role) for role in tokens.ROLES}
-        conn.commit()
-    return Api(app, app.test_client(), url, made)
+STRICT = {"auth_failures_per_minute": 3, "exports_per_token": 1, "metrics_token": METRICS_TOKEN}
 
 
 @pytest.fixture
-def strict_api(fresh_db: URL) -> Iterator[Api]:
-    api = make_api(
-        fresh_db, auth_failures_per_minute=3, exports_per_token=1, metrics_token=METRICS_TOKEN
-    )
-    yield api
-    api.app.extensions["auditor_db"].dispose()
+def strict_api(conn: psycopg.Connection[Any], session_db: URL) -> Api:
+    return in_transaction(conn, session_db, "h", **STRICT)
 
 
 def _raw(api: Api, query: str, role: str = "admin", path: str = "/api/v1/events") -> Any:
@@ -167,7 +148,8 @@ def test_the_openapi_document_states_the_limits(api: Api) -> None:
 FORMULAS = ["=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx", '=HYPERLINK("http://x")']
 
 
-def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(api: Api) -> None:
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(committed_api: Api) -> None:
+    api = committed_api  # exports hold a slot (an advisory lock) and stream past the request
     api.store(
         [
             receipt(om_message(f"f{n}", value, user_data={"n": n}), account=value, at=n)
@@ -253,7 +235,17 @@ def test_failed_authentication_is_rate_limited_per_address(strict_api: Api) -> N
     assert other.status_code == 200
 
 
-def test_concurrent_exports_per_token_are_limited(strict_api: Api) -> None:
+@pytest.fixture
+def committed_strict_api(fresh_db: URL) -> Iterator[Api]:
+    """Committed: an export's slot is an advisory lock, which the one session of a test's
+    transaction would take again and again."""
+    api = committed(fresh_db, "h", **STRICT)
+    yield api
+    api.app.extensions["auditor_db"].dispose()
+
+
+def test_concurrent_exports_per_token_are_limited(committed_strict_api: Api) -> None:
+    strict_api = committed_strict_api
     strict_api.store([receipt(om_message("e1", "Routing"))])
     first = strict_api.get("/api/v1/events/export", role="exporter")
     assert first.status_code == 200  # its stream holds the token's one slot until it ends

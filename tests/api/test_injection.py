@@ -31,7 +31,10 @@ INTERACTION_FILTERS = ["state", "mediaType", "openmediaType", "account"]
 
 
 @pytest.fixture
-def loaded(api: Api) -> Api:
+def loaded(committed_api: Api) -> Api:
+    """On a database of its own: the exports among these hold a slot (an advisory lock) and
+    stream past their request."""
+    api = committed_api
     api.store([receipt(om_message(f"i{n}", "Routing", reference_id=n), at=n) for n in range(5)])
     return api
 

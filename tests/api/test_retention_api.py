@@ -21,7 +21,8 @@ def _post(api: Api, path: str, body: Any, role: str = "admin") -> Any:
     return api.client.post(path, json=body, headers=headers)
 
 
-def test_admins_place_list_and_release_holds_and_both_enter_the_record(api: Api) -> None:
+def test_admins_place_list_and_release_holds_and_both_enter_the_record(committed_api: Api) -> None:
+    api = committed_api  # the sealer runs on a connection of its own
     placed = _post(
         api,
         "/api/v1/holds",
@@ -86,7 +87,7 @@ def test_only_admins_may_hold(api: Api) -> None:
 
 def _purge_january_2023(api: Api) -> list[dict[str, Any]]:
     """Events in January 2023 and November 2026, listened to throughout; retention keeps
-    24 months. Returns what it dropped."""
+    24 months. Returns what it dropped. Committed: ``api`` must be a ``committed_api``."""
     with psycopg.connect(libpq_conninfo(api.url), autocommit=True) as conn:
         with conn.transaction():
             store_month(conn, 2023, 1, ["P-1", "P-2"])
@@ -96,7 +97,8 @@ def _purge_january_2023(api: Api) -> list[dict[str, Any]]:
     return dropped
 
 
-def test_answers_over_a_purged_range_say_purged_and_never_fail(api: Api) -> None:
+def test_answers_over_a_purged_range_say_purged_and_never_fail(committed_api: Api) -> None:
+    api = committed_api  # a purge commits one transaction per partition
     assert [d["partition"] for d in _purge_january_2023(api)] == ["events_2023_01"]
     window = {"from": "2023-01-01T00:00:00Z", "to": "2023-03-01T00:00:00Z"}
     coverage = api.get("/api/v1/coverage", account="agent001", **window)
@@ -130,7 +132,8 @@ def test_answers_over_a_purged_range_say_purged_and_never_fail(api: Api) -> None
     assert "events_2023_01" in integrity.json["purged"][0]
 
 
-def test_the_pages_say_what_was_purged_and_never_fail(api: Api) -> None:
+def test_the_pages_say_what_was_purged_and_never_fail(committed_api: Api) -> None:
+    api = committed_api  # a purge commits one transaction per partition
     _purge_january_2023(api)
     client = api.app.test_client()
     csrf = csrf_of(client.get("/ui/login").get_data(as_text=True))

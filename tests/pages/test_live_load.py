@@ -7,17 +7,10 @@ all 16 threads with 16 viewers, and the API request below would wait for the wor
 from __future__ import annotations
 
 import http.client
-import os
 import re
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -25,59 +18,24 @@ from tests.ingest.support import wait_for
 from tests.logins import as_login
 from tests.pages.conftest import Site
 from tests.pages.support import CASE
+from tests.serving import serve
 
 VIEWERS = 100
 WORKERS, THREADS = 2, 8
 API_REQUESTS = 20
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    tmp = tmp_path_factory.mktemp("live-load")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "AUDITOR_DATABASE_URL": as_login(site.url, "api").render_as_string(hide_password=False),
-        "AUDITOR_API_SECRET": secrets.token_urlsafe(32),
-        "AUDITOR_API_POOL_SIZE": "8",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = (tmp / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "auditor"),
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(WORKERS),
-            "--threads",
-            str(THREADS),
-        ],
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        wait_for("the server", lambda: _status(port, "/readyz", {}) == 200)
-        yield port
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        log.close()
-
-
-def _status(port: int, path: str, headers: dict[str, str]) -> int:
-    try:
-        return _get(port, path, headers)[0]
-    except OSError:
-        return 0
+    log = tmp_path_factory.mktemp("live-load") / "serve.log"
+    with serve(
+        as_login(site.url, "api"),
+        log,
+        workers=WORKERS,
+        threads=THREADS,
+        env={"AUDITOR_API_POOL_SIZE": "8"},
+    ) as server:
+        yield server.port
 
 
 def _get(port: int, path: str, headers: dict[str, str]) -> tuple[int, str]:

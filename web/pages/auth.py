@@ -11,7 +11,7 @@ from flask import Response, current_app, g, redirect, render_template, request, 
 from werkzeug.wrappers import Response as Answer
 
 from auditor import tokens
-from web.audit import conn
+from web.db import conn
 from web.pages.gate import COOKIE, PREFIX, PageError, bp, limiter
 
 COOKIE_MAX_AGE = 12 * 3600  # a working day; the token itself may live longer

@@ -10,7 +10,8 @@ from flask import Response, request
 from auditor.retention import receipts
 from auditor.store import coverage_queries
 from web import schemas
-from web.audit import conn, set_rows
+from web.audit import set_rows
+from web.db import conn
 from web.pages import charts
 from web.pages.forms import form_values, load
 from web.pages.gate import bp

@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response as Answer
 
 from auditor import tokens
 from web import strict
-from web.audit import conn
+from web.db import conn
 from web.ratelimit import FailureLimiter
 
 PREFIX = "/ui"

@@ -12,7 +12,8 @@ from __future__ import annotations
 from flask import Response, get_template_attribute, request
 
 from auditor.store import timeline as timeline_store
-from web.audit import conn, set_rows
+from web.audit import set_rows
+from web.db import conn
 from web.pages import timeline_view
 from web.pages.gate import PageError, bp
 from web.pages.timeline import findings_by_event

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from flask import Response, current_app, request
 
 from auditor.store import overview_queries
-from web.audit import conn, set_rows
+from web.audit import set_rows
+from web.db import conn
 from web.pages import charts, worker_status
 from web.pages.gate import PageError, bp
 from web.pages.views import page

@@ -14,7 +14,8 @@ from auditor.retention import receipts
 from auditor.store import findings_queries
 from auditor.store import timeline as timeline_store
 from web import schemas
-from web.audit import conn, set_rows
+from web.audit import set_rows
+from web.db import conn
 from web.pages import timeline_view
 from web.pages.forms import form_values, load
 from web.pages.gate import PageError, bp
