@@ -33,6 +33,7 @@ from auditor.bi import refresh
 from auditor.pgserver import EmbeddedPostgres
 
 AUDITOR = str(Path(sys.executable).with_name("auditor"))
+REFRESH_APP = "auditor-bench-bi-refresh"  # libpq takes it from PGAPPNAME
 
 
 def _wait_connected(dsn: str) -> int:
@@ -41,12 +42,12 @@ def _wait_connected(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            # the refresh's own connection (the CLI may open a short-lived one first): it
-            # reads the event sequence and calls the refresh first thing
+            # the refresh's connection, by the name its environment gives it (its last query
+            # may be anything, COMMIT included, by the time this looks)
             row = conn.execute(
                 "SELECT pid FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND query ~ '(events_id_seq|auditor_bi_refresh)'"
+                " WHERE datname = current_database() AND application_name = %s",
+                (REFRESH_APP,),
             ).fetchone()
             if row:
                 return int(row[0])
@@ -103,7 +104,7 @@ def main() -> None:
 
         def run_beside(round_: int) -> None:
             dsn = fresh(f"beside_{round_}")
-            env = {**os.environ, "AUDITOR_DATABASE_URL": dsn}
+            env = {**os.environ, "AUDITOR_DATABASE_URL": dsn, "PGAPPNAME": REFRESH_APP}
             follower = subprocess.Popen(
                 [
                     *(AUDITOR, "bi", "refresh", "--follow", args.follow),
