@@ -49,6 +49,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "backoff_cap",
         "login_retry",
         "shutdown_timeout",
+        "polite_disconnects",
         "leases",
         "lease_ttl",
         "lease_renew",
@@ -96,6 +97,10 @@ class WorkerConfig:
     backoff_cap: float = 30.0
     login_retry: float = 60.0
     shutdown_timeout: float = 20.0
+    # At shutdown at most this many sessions send /meta/disconnect; the others just close
+    # their sockets and the server expires them: 10,000 disconnects at once on a busy loop
+    # overran the shutdown's budget (docs/worker.md "Shutdown").
+    polite_disconnects: int = 200
     # Overload (docs/worker.md "Overload"): at most max_sessions held (0: no limit); at most
     # max_setups logins/handshakes/snapshots at once, started at most setup_rate per second;
     # none started while the event loop lags more than saturation_lag seconds.
@@ -285,6 +290,7 @@ def from_mapping(
         backoff_cap=worker.number("backoff_cap", 30.0, 0.0),
         login_retry=worker.number("login_retry", 60.0, 0.0),
         shutdown_timeout=worker.number("shutdown_timeout", 20.0, 0.0),
+        polite_disconnects=int(worker.number("polite_disconnects", 200, 0)),
         max_sessions=int(worker.number("max_sessions", 0, 0)),
         max_setups=int(worker.number("max_setups", 200, 1)),
         setup_rate=worker.number("setup_rate", 200.0, 0.1),

@@ -111,6 +111,8 @@ class Source:
         self.cometd_url = f"{config.base_url}/api/v2/notifications"
         self._jar: HeaderCookieJar | None = None
         self.stop_reason = "shutdown"
+        # False: close without /meta/disconnect (the worker decides at shutdown)
+        self.polite_close = True
         self.interval: int | None = None
         self.started_at: datetime | None = None
         self._reset_session_state()
@@ -410,6 +412,10 @@ class Source:
             self._release_slot()
             for task in list(self._tasks):
                 task.cancel()
+            if not self.polite_close and not transport_http.closed:
+                # Closed first, the session makes the disconnect message fail at once: only
+                # the socket closes, and the server expires the session by itself.
+                await transport_http.close()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(client.close(), 5)
             if not transport_http.closed:

@@ -331,6 +331,8 @@ class Worker:
         for task in background:
             task.cancel()
         await asyncio.wait(background, timeout=1.0)
+        for rank, source in enumerate(self.sources.values()):
+            source.polite_close = rank < self.config.polite_disconnects
         stopping = [
             asyncio.ensure_future(self.stop_account(n, "shutdown")) for n in list(self.sources)
         ]

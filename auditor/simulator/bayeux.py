@@ -128,7 +128,13 @@ class BayeuxServer:
         self.on_acked: Callable[[ServerSession, list[Queued]], None] | None = None
         self.sessions: dict[str, ServerSession] = {}
         self.by_agent: dict[str, list[ServerSession]] = {}
-        self.stats = {"handshakes": 0, "connects": 0, "unknown_client": 0, "expired": 0}
+        self.stats = {
+            "handshakes": 0,
+            "connects": 0,
+            "disconnects": 0,
+            "unknown_client": 0,
+            "expired": 0,
+        }
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -244,6 +250,7 @@ class BayeuxServer:
                     self.config.meta_connect_delivery_only or session.ack
                 )
             elif channel == "/meta/disconnect":
+                self.stats["disconnects"] += 1
                 self.remove(session, "client disconnected", WAKE)
                 reply = {"channel": channel, "successful": True}
                 if "id" in msg:

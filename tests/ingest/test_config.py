@@ -131,7 +131,8 @@ def test_a_file_with_every_known_key_loads_and_applies_them(tmp_path: Path) -> N
         '[worker]\nspool = "s.db"\nspool_synchronous = "NORMAL"\nmetrics_port = 9\nid = "w1"\n'
         "batch_size = 7\ndrain_interval = 0.2\ngroup_commit_interval = 0.01\n"
         "heartbeat_interval = 2\nbackoff_base = 1\nbackoff_cap = 9\nlogin_retry = 5\n"
-        "shutdown_timeout = 6\nleases = true\nlease_ttl = 20\nlease_renew = 4\n"
+        "shutdown_timeout = 6\npolite_disconnects = 3\nleases = true\nlease_ttl = 20\n"
+        "lease_renew = 4\n"
         "max_sessions = 11\nmax_setups = 12\nsetup_rate = 13\nsaturation_lag = 0.7\n"
         "sweep_interval = 60\nbi_refresh_interval = 5\n"
         'event_loop = "asyncio"\n'
@@ -143,6 +144,7 @@ def test_a_file_with_every_known_key_loads_and_applies_them(tmp_path: Path) -> N
     assert (config.max_sessions, config.max_setups, config.setup_rate) == (11, 12, 13.0)
     assert (config.saturation_lag, config.worker_id, config.lease_renew) == (0.7, "w1", 4.0)
     assert (config.sweep_interval, config.bi_refresh_interval) == (60.0, 5.0)
+    assert (config.shutdown_timeout, config.polite_disconnects) == (6.0, 3)
     assert config.event_loop == "asyncio"
     assert config.http_client == "aiohttp"
 

@@ -184,3 +184,27 @@ def test_sigterm_under_overload_ends_the_worker_within_shutdown_timeout(
             assert took <= 4.0 + 0.5, took
             assert code == 0
         wait_for("the stall is over", lambda: sim.stats()["stall_remaining"] == 0, 15)
+
+
+def test_sessions_beyond_polite_disconnects_close_without_the_disconnect_message(
+    tmp_path: Path, fresh_db: URL
+) -> None:
+    # Thousands of /meta/disconnect at once overran the shutdown's budget on a busy loop:
+    # beyond polite_disconnects a session closes its socket only, and still ends its interval.
+    count = 6
+    agents = agent_names(count)
+    with Sim(fast_config(agents=count)) as sim:
+        path = write_config(
+            tmp_path / "worker.toml",
+            sim.url,
+            agents,
+            tmp_path / "spool.sqlite3",
+            polite_disconnects=2,
+        )
+        with worker_process(path, fresh_db, tmp_path / "worker.log") as worker:
+            wait_for("every session subscribed", lambda: len(open_accounts(fresh_db)) == count)
+            assert worker.terminate() == 0
+        assert sim.stats()["disconnects"] == 2
+    rows = query(fresh_db, "SELECT ended_at IS NOT NULL, end_reason FROM coverage_intervals")
+    assert len(rows) == count
+    assert set(rows) == {(True, "shutdown")}
