@@ -108,17 +108,22 @@ class _Children:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
-        log = (self.logs / f"{name}.log").open("ab")
         command = [str(Path(sys.executable).with_name("auditor")), *args]
-        proc = subprocess.Popen(command, env={**self.env, **(env or {})}, stdout=log, stderr=log)
+        with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                command, env={**self.env, **(env or {})}, stdout=log, stderr=log
+            )
         self.procs.append((name, proc))
 
     def check(self) -> None:
         for name, proc in self.procs:
             if proc.poll() is not None:
+                log = self.logs / f"{name}.log"
+                # The log's last line names the cause (a port taken, a traceback's last line):
+                # where the demo runs unattended (CI) the log itself may be gone afterwards.
                 raise UserError(
-                    f"demo: the {name} stopped (exit {proc.returncode}); "
-                    f"see {self.logs / (name + '.log')}"
+                    f"demo: the {name} stopped (exit {proc.returncode}): {_last_line(log)}; "
+                    f"see {log}"
                 )
 
     def stop(self, console: Console) -> None:
@@ -131,6 +136,16 @@ class _Children:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def _last_line(path: Path, limit: int = 300) -> str:
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, 2) - 4096))
+            lines = log.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1][:limit] if lines else "(empty log)"
 
 
 def _wait_http(url: str, children: _Children, seconds: float = 30) -> None:
