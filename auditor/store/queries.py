@@ -234,7 +234,8 @@ def _as_of_literal(conn: psycopg.Connection[Any], as_of: datetime) -> str:
     """T as a quoted constant (psycopg's quoting): it appears many times in one statement, and
     the planner must see its value to find the few rows stored after it with the BRIN index
     (a parameter hidden in a CTE made it scan every event)."""
-    return sql.Literal(as_of).as_string(conn)
+    # In UTC: PostgreSQL refuses an offset beyond 15:59 in a literal (-20:39 is valid ISO 8601).
+    return sql.Literal(as_of.astimezone(UTC)).as_string(conn)
 
 
 class InteractionRow(NamedTuple):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,24 @@ def test_the_cli_timeline_as_of_shows_what_was_stored_then(
     assert "Completed" not in result.stdout
     assert "agent001" in result.stdout.split("coverage gaps")[1]
     assert "Completed" in run("timeline", "late", url=api.url).stdout
+
+
+def test_an_as_of_with_an_offset_postgresql_cannot_write_answers_every_endpoint(
+    api: Api,
+) -> None:
+    # -20:39 is valid ISO 8601 but beyond PostgreSQL's offsets, and T goes into the statement
+    # as a constant: schemathesis found /interactions answering 500
+    api.store([receipt(om_message("x", "Routing"))])
+    beyond = timezone(-timedelta(hours=20, minutes=39))
+    as_of = datetime.now(UTC).astimezone(beyond).isoformat()
+    assert as_of.endswith("-20:39")
+    for path in (
+        "/api/v1/interactions/x/timeline",
+        "/api/v1/interactions/x",
+        "/api/v1/interactions",
+        "/api/v1/events",
+    ):
+        _get(api, path, as_of=as_of)
 
 
 @pytest.mark.parametrize(
