@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy import create_engine, pool
+from store import fresh_database
 
 from auditor.config import libpq_conninfo, parse_database_url
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
-from auditor.store import queries, schema
+from auditor.store import queries
 from auditor.store.receipts import Receipt
 from auditor.store.writer import store_batch
 
@@ -121,16 +121,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="auditor-bench-csv-"))
     server = EmbeddedPostgres(data_dir, durable=True).start()
     try:
-        admin = libpq_conninfo(parse_database_url(server.url("postgres")))
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute('CREATE DATABASE "bench_csv"')
-        url = parse_database_url(server.url("bench_csv"))
-        engine = create_engine(url, poolclass=pool.NullPool)
-        with engine.begin() as c:
-            schema.upgrade(c)
-            schema.ensure_partitions_ahead(c)
-        engine.dispose()
-        dsn = libpq_conninfo(url)
+        dsn = libpq_conninfo(parse_database_url(fresh_database(server, "bench_csv")))
         with psycopg.connect(dsn) as conn:
             for start in range(0, len(receipts), 2000):
                 with conn.transaction():

@@ -37,14 +37,14 @@ from unittest.mock import patch
 import psycopg
 from cpu import tree_cpu
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import create_engine, pool
+from store import fresh_database
 
 from auditor import evidence_verify
 from auditor.config import libpq_conninfo, parse_database_url
 from auditor.evidence import checkpoints, keys, pack, pack_csv
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
-from auditor.store import integrity, leaf_reader, schema, sealer
+from auditor.store import integrity, leaf_reader, sealer
 from auditor.store.receipts import Receipt
 from auditor.store.sources import Hasher, select_range
 from auditor.store.writer import store_batch
@@ -124,16 +124,7 @@ def main() -> None:
     signer = keys.Signer(Ed25519PrivateKey.generate())
     public = keys.load_public(keys.public_pem(signer.public).encode())
     try:
-        admin = libpq_conninfo(parse_database_url(server.url("postgres")))
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute('CREATE DATABASE "bench_evidence"')
-        url = parse_database_url(server.url("bench_evidence"))
-        engine = create_engine(url, poolclass=pool.NullPool)
-        with engine.begin() as c:
-            schema.upgrade(c)
-            schema.ensure_partitions_ahead(c)
-        engine.dispose()
-        dsn = libpq_conninfo(url)
+        dsn = libpq_conninfo(parse_database_url(fresh_database(server, "bench_evidence")))
         began = time.perf_counter()
         with psycopg.connect(dsn) as conn:
             for start in range(0, len(receipts), 2000):
