@@ -45,19 +45,23 @@ _ASSIGNED = ("id", "stored_at")
 _RECORD_ATTRIBUTES = {"payload": "payload_text"}
 _RECORD_FIELDS = set(Record.__dataclass_fields__) - {"payload"} | {"payload_text"}
 _RECEIPT_FIELDS = set(Receipt.__dataclass_fields__)
+# str(): SQLAlchemy's column names are a str subclass, and orjson refuses any key but an
+# exact str: the leaf's one-call encoding would fail on every event and take the careful way.
 _FROM_RECORD = tuple(
-    c.name
+    str(c.name)
     for c in db.events.columns
     if c.name not in _ASSIGNED and _RECORD_ATTRIBUTES.get(c.name, c.name) in _RECORD_FIELDS
 )
 _FROM_RECEIPT = tuple(
-    c.name
+    str(c.name)
     for c in db.events.columns
     if c.name not in _ASSIGNED and c.name not in _FROM_RECORD and c.name in _RECEIPT_FIELDS
 )
 _COPY_COLUMNS = _FROM_RECEIPT + _FROM_RECORD
 _UNWRITTEN = tuple(
-    c.name for c in db.events.columns if c.name not in _ASSIGNED and c.name not in _COPY_COLUMNS
+    str(c.name)
+    for c in db.events.columns
+    if c.name not in _ASSIGNED and c.name not in _COPY_COLUMNS
 )
 for _name in _UNWRITTEN:
     _column = db.events.columns[_name]
