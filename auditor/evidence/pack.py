@@ -38,6 +38,7 @@ from psycopg import sql
 from auditor.evidence import checkpoints, keys, leaves, tiles
 from auditor.evidence.canonical import canonical_bytes
 from auditor.evidence.pack_csv import EarlyCsv, csv_chunks
+from auditor.evidence.pack_rows import EventRows
 from auditor.evidence.pack_zip import zip_chunks
 from auditor.evidence.pgtiles import PgTileStore
 from auditor.retention.receipts import mark_purged
@@ -284,23 +285,34 @@ class PackStream:
         payload, or an altered row) the row is read again and encoded the careful way."""
         query = LeafQuery(source, alias="e")
         careful = Hasher(source)
+        for rows in self._chunks(source, table, where, params):
+            seen.add(rows)
+            if source == "event":
+                self.rows_out += len(rows)
+            lines = []
+            for row in rows:
+                leaf = query.join(row, _PIECES + 1)
+                if row[_LEAF_HASH] is None or sha256(leaf).digest() != row[_LEAF_HASH]:
+                    source_id = row[_PIECES]
+                    full = rows_by_id(self.conn, source, source_id, source_id)[source_id]
+                    leaf = b"\x00" + careful.encoder.encode(full)
+                lines.append(leaf[1:])  # without the 0x00 leaf prefix
+            lines.append(b"")
+            yield b"\n".join(lines)
+
+    def _chunks(
+        self, source: str, table: str, where: sql.Composable, params: list[Any]
+    ) -> Iterator[Sequence[tuple[Any, ...]]]:
+        """Rows as _select gives them, a chunk at a time. Events (many, wide) come through
+        pack_rows: sorted by a narrow key and read ahead on a thread."""
+        if source == "event":
+            yield from EventRows(self.conn, where, params, self.chunk_rows)
+            return
         with self.conn.cursor(name=f"pack_{source}", binary=True) as cur:
             cur.itersize = self.chunk_rows
             cur.execute(_select(source, table, where), params)
             while rows := cur.fetchmany(self.chunk_rows):
-                seen.add(rows)
-                if source == "event":
-                    self.rows_out += len(rows)
-                lines = []
-                for row in rows:
-                    leaf = query.join(row, _PIECES + 1)
-                    if row[_LEAF_HASH] is None or sha256(leaf).digest() != row[_LEAF_HASH]:
-                        source_id = row[_PIECES]
-                        full = rows_by_id(self.conn, source, source_id, source_id)[source_id]
-                        leaf = b"\x00" + careful.encoder.encode(full)
-                    lines.append(leaf[1:])  # without the 0x00 leaf prefix
-                lines.append(b"")
-                yield b"\n".join(lines)
+                yield rows
 
     def _proofs(self, files: Sequence[tuple[str, _Seen]]) -> Iterator[bytes]:
         """proofs.ndjson, a chunk of proven lines at a time; each chunk reads the tiles it
