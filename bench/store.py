@@ -291,12 +291,56 @@ def fresh_database(server: EmbeddedPostgres, name: str) -> str:
     return server.url(name)
 
 
+def chain_cost(
+    receipts: list[Receipt],
+    batch: int,
+    rounds: int,
+    fresh: Callable[[str], str],
+    checkpoint: Callable[[], None],
+) -> None:
+    """Issue 16's target alone: the writer with the hash chain against the same writer
+    without it, alternating (with first in odd rounds), each on a fresh database after a
+    CHECKPOINT; wall rate and CPU (client + backend) per notification, and the ratios."""
+    pairs: list[tuple[float, float, float, float]] = []
+    for round_ in range(1, rounds + 1):
+        measured: dict[str, tuple[float, float]] = {}
+        runs = [("with", run_writer), ("without", run_writer_without_chain)]
+        for name, writer in runs if round_ % 2 else runs[::-1]:
+            dsn = fresh(f"bench_chain_{name}_{round_}")
+            checkpoint()
+            rate = timed(
+                f"writer {name} the chain, round {round_}", partial(writer, dsn, receipts, batch)
+            )
+            measured[name] = (rate, LAST_CPU[0] / len(receipts) * 1e6)
+        pairs.append((*measured["with"], *measured["without"]))
+    print(f"\nload average {os.getloadavg()[0]:.1f}")
+    print("| round | with the chain /s (CPU us) | without /s (CPU us) | cost, wall | cost, CPU |")
+    print("|---|---|---|---|---|")
+    for round_, (rate, cpu, bare, bare_cpu) in enumerate(pairs, start=1):
+        print(
+            f"| {round_} | {rate:,.0f} ({cpu:.1f}) | {bare:,.0f} ({bare_cpu:.1f})"
+            f" | {1 - rate / bare:.1%} | {cpu / bare_cpu - 1:.1%} |"
+        )
+    best, best_bare = max(p[0] for p in pairs), max(p[2] for p in pairs)
+    print(
+        f"CHAIN COST (target <= 10%): best against best {1 - best / best_bare:.1%} of the rate;"
+        f" CPU per notification +{sorted(p[1] / p[3] - 1 for p in pairs)[len(pairs) // 2]:.1%}"
+        " (median of rounds)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--notifications", type=int, default=200_000)
     parser.add_argument("--interactions", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=2_000)
     parser.add_argument("--orm-notifications", type=int, default=20_000)
+    parser.add_argument(
+        "--chain-rounds",
+        type=int,
+        default=0,
+        help="only the hash chain's cost: the writer with and without it, alternating, N rounds",
+    )
     args = parser.parse_args()
 
     receipts = make_receipts(args.notifications, args.interactions)
@@ -326,6 +370,9 @@ def main() -> None:
             f"{len(receipts):,} notifications over {args.interactions:,} interactions, "
             f"batches of {args.batch:,}"
         )
+        if args.chain_rounds:
+            chain_cost(receipts, args.batch, args.chain_rounds, fresh, checkpoint)
+            return
         # Each measured twice, alternating, on fresh databases; the best of two is reported,
         # so that a checkpoint or a slow fsync in one run does not decide the comparison.
         writers: list[float] = []
@@ -334,6 +381,7 @@ def main() -> None:
         unindexed: list[float] = []
         writer_cpu: list[float] = []
         unindexed_cpu: list[float] = []
+        unchained_cpu: list[float] = []
         for round_ in (1, 2):
             writer_db = fresh(f"bench_writer_{round_}")
             unchained_db = fresh(f"bench_unchained_{round_}")
@@ -366,9 +414,10 @@ def main() -> None:
             for results, label, work in order if round_ == 1 else order[::-1]:
                 checkpoint()
                 results.append(timed(label, work))
-                if results is writers or results is unindexed:
+                if results is writers or results is unindexed or results is unchained:
                     cpu = LAST_CPU[0]
-                    (writer_cpu if results is writers else unindexed_cpu).append(cpu)
+                    cpus = {id(writers): writer_cpu, id(unindexed): unindexed_cpu}
+                    cpus.get(id(results), unchained_cpu).append(cpu)
                     print(f"    CPU (client + backend): {cpu:.1f} s")
         writer, ceiling, bare = max(writers), max(ceilings), max(unchained)
         no_index = max(unindexed)
@@ -395,6 +444,8 @@ def main() -> None:
         )
         for round_, (w, b) in enumerate(zip(writers, unchained, strict=True), start=1):
             print(f"| cost of the chain, run {round_} alone | {1 - w / b:.1%} | |")
+        for round_, (w, b) in enumerate(zip(writer_cpu, unchained_cpu, strict=True), start=1):
+            print(f"| CPU of the chain, run {round_} (with / without - 1) | {w / b - 1:.1%} | |")
         for round_, (w, u) in enumerate(zip(writers, unindexed, strict=True), start=1):
             print(f"| cost of user-data indexing, run {round_} alone | {1 - w / u:.1%} | |")
         for round_, (w, u) in enumerate(zip(writer_cpu, unindexed_cpu, strict=True), start=1):
