@@ -85,6 +85,18 @@ def _careful_submit(self: leaf_reader.LocalLeaves, want: leaf_reader.Wanted) -> 
     return result
 
 
+def _one_query_chunks(
+    self: pack.PackStream, source: str, table: str, where: Any, params: list[Any]
+) -> Iterator[Any]:
+    """The export's rows as before auditor/evidence/pack_rows.py: one query that sorts
+    whole rows (leaf pieces included) by position, read on this thread."""
+    with self.conn.cursor(name=f"pack_{source}", binary=True) as cur:
+        cur.itersize = self.chunk_rows
+        cur.execute(pack._select(source, table, where), params)
+        while rows := cur.fetchmany(self.chunk_rows):
+            yield rows
+
+
 class Meter:
     """Wall time and the CPU of this process tree and of PostgreSQL's, per row."""
 
@@ -149,10 +161,11 @@ def main() -> None:
         print(
             f"| run | verify, 1 process (+ reading thread) | verify, {args.jobs} jobs"
             " | verify as before (1 process, careful leaves, no reading thread) | checkpoint s"
-            " | export (with proofs) | pack verify s |"
+            " | export (with proofs) | export as before (one sorted query) | pack verify s |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         variants: list[tuple[str, int]] = [("1", 1), ("jobs", args.jobs), ("careful", 1)]
+        summary: dict[str, list[float]] = {"verify": [], "export": [], "pack": []}
         for run in range(1, args.runs + 1):
             with psycopg.connect(dsn) as conn:
                 rates: dict[str, dict[str, float]] = {}
@@ -185,15 +198,19 @@ def main() -> None:
                     made = checkpoints.make(conn, signer)
                 checkpoint_s = time.perf_counter() - t0
                 assert made is not None
-                exported: dict[str, float] = {}
-                with meter.measure(exported):
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                    target = out_dir / f"run{run}"
-                    plan = pack.prepare(conn, query, signer, made_by="bench")
-                    with pack_csv.twin(conn, dsn) as other:  # as `auditor evidence export` does
-                        stream = pack.PackStream(conn, plan, csv_conn=other)
-                        pack.write_directory(stream, target)
-                    conn.rollback()
+                exports: dict[str, dict[str, float]] = {}
+                for name in ("now", "before") if run % 2 else ("before", "now"):
+                    exports[name] = exported = {}
+                    before = patch.object(pack.PackStream, "_chunks", _one_query_chunks)
+                    with before if name == "before" else nullcontext(), meter.measure(exported):
+                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                        target = out_dir / f"run{run}"
+                        shutil.rmtree(target, ignore_errors=True)
+                        plan = pack.prepare(conn, query, signer, made_by="bench")
+                        with pack_csv.twin(conn, dsn) as other:  # as `auditor evidence export`
+                            stream = pack.PackStream(conn, plan, csv_conn=other)
+                            pack.write_directory(stream, target)
+                        conn.rollback()
             rows = stream.manifest["counts"]["events"]
             t0, c0 = time.perf_counter(), time.process_time()
             evidence_verify.verify(target, public)
@@ -203,10 +220,23 @@ def main() -> None:
             print(
                 f"| {run} | {_rate(checked, rates['1'])} | {_rate(checked, rates['jobs'])}"
                 f" | {_rate(checked, rates['careful'])} | {checkpoint_s:.2f}"
-                f" | {_rate(rows, exported)} | {pack_verify_s:.2f} (CPU {pack_verify_cpu:.2f};"
+                f" | {_rate(rows, exports['now'])} | {_rate(rows, exports['before'])}"
+                f" | {pack_verify_s:.2f} (CPU {pack_verify_cpu:.2f};"
                 f" {rows:,} rows) |"
             )
             shutil.rmtree(target)
+            summary["verify"].append(checked / rates["1"]["wall"])
+            summary["export"].append(rows / exports["now"]["wall"])
+            summary["pack"].append(pack_verify_s)
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        for label, key, target_text, fmt in (
+            ("VERIFY rows/s (1 process)", "verify", ">= 100,000", "{:,.0f}"),
+            ("EXPORT rows/s (with proofs)", "export", ">= 30,000", "{:,.0f}"),
+            ("PACK VERIFY s (offline)", "pack", "<= 10", "{:.2f}"),
+        ):
+            values = ", ".join(fmt.format(v) for v in summary[key])
+            best = max(summary[key]) if key != "pack" else min(summary[key])
+            print(f"{label} (target {target_text}): {values}; best {fmt.format(best)}")
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
