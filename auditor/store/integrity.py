@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,27 +255,34 @@ def _walk(
     report: Report,
     progress: Progress | None,
 ) -> None:
-    """Check batch after batch; the next batch's leaves are asked for before this one is
-    checked, so a pool hashes while this process walks the chain."""
+    """Check batch after batch. The next batch's leaves are asked for before this one is
+    checked, so a pool hashes (or the reading thread reads) while this process walks the
+    chain, and a thread fetches the record rows of the batch after it meanwhile: this
+    thread then waits for PostgreSQL only when it is the slower side."""
     first = checker.expected
-    batch = cur.fetchmany(_BATCH)
-    pending = source.submit(leaf_reader.wanted(leaf_reader.refs(batch)))
-    while batch:
-        following = cur.fetchmany(_BATCH)
-        ahead = (
-            source.submit(leaf_reader.wanted(leaf_reader.refs(following))) if following else None
-        )
-        problem = checker.check(batch, pending(), source.careful)
-        checked = checker.expected - first - report.checked
-        report.checked += checked
-        if progress is not None:
-            progress(checked)
-        if problem is not None:
-            report.problem = problem
-            return
-        batch = following
-        if ahead is not None:
-            pending = ahead
+    with ThreadPoolExecutor(1, thread_name_prefix="verify-record") as reader:
+        batch = cur.fetchmany(_BATCH)
+        pending = source.submit(leaf_reader.wanted(leaf_reader.refs(batch)))
+        fetching = reader.submit(cur.fetchmany, _BATCH) if batch else None
+        while batch:
+            following = fetching.result() if fetching is not None else []
+            fetching = reader.submit(cur.fetchmany, _BATCH) if following else None
+            ahead = (
+                source.submit(leaf_reader.wanted(leaf_reader.refs(following)))
+                if following
+                else None
+            )
+            problem = checker.check(batch, pending(), source.careful)
+            checked = checker.expected - first - report.checked
+            report.checked += checked
+            if progress is not None:
+                progress(checked)
+            if problem is not None:
+                report.problem = problem
+                return
+            batch = following
+            if ahead is not None:
+                pending = ahead
 
 
 def unsealed(conn: psycopg.Connection[Any]) -> dict[str, int]:
