@@ -35,10 +35,10 @@ from auditor.ingest.coverage import Coverage
 from auditor.ingest.http import HeaderCookieJar, new_session
 from auditor.ingest.lean_http import LeanHttp
 from auditor.ingest.metrics import Metrics
-from auditor.ingest.ports import SYSTEM_CLOCK, Clock
+from auditor.ingest.ports import SYSTEM_CLOCK, Clock, SpoolPort
 from auditor.ingest.receive import Receiver
 from auditor.ingest.snapshot import record_absent, take_snapshot
-from auditor.ingest.spool import Row, Spool
+from auditor.ingest.spool import Row
 
 log = logging.getLogger("auditor.ingest.source")
 # At most this many Bayeux ids per session are remembered for dropping re-sent copies. With
@@ -88,7 +88,7 @@ class Source:
         self,
         config: WorkerConfig,
         account: Account,
-        spool: Spool,
+        spool: SpoolPort,
         coverage: Coverage,
         metrics: Metrics,
         admission: Admission,

@@ -109,7 +109,7 @@ def test_a_newcomer_gets_its_fair_share_and_the_survivor_takes_over_a_frozen_wor
     assert not back.gained
     assert w1.held == set()
     with psycopg.connect(libpq_conninfo(fresh_db)) as owner:
-        holders = dict(
+        holders: dict[str, str] = dict(
             owner.execute(
                 "SELECT account, worker_id FROM account_leases WHERE account NOT LIKE %s",
                 (PRESENCE + "%",),
