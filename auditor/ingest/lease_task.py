@@ -52,10 +52,6 @@ class LeaseTask:
         self.clock = clock
         self._conn: psycopg.Connection[Any] | None = None
 
-    @property
-    def held(self) -> set[str]:
-        return self.leases.held
-
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.conninfo, connect_timeout=5)
