@@ -7,6 +7,7 @@ the unlistened time."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,11 @@ from auditor.store import leases
 from auditor.store.coverage_queries import Gap, coverage
 
 Conn = psycopg.Connection[Any]
-ACCOUNT = "agent-cov"
+# Names of their own: the session database may hold other tests' committed rows (coverage
+# of agent001, drain progress of a worker "w1", which would clip these intervals).
+_RUN = uuid.uuid4().hex[:8]
+ACCOUNT = f"agent-cov-{_RUN}"
+W0, W1, W2 = (f"w{i}-{_RUN}" for i in range(3))
 CHANNELS = ["/v2/me/openmedia"]
 
 
@@ -45,7 +50,7 @@ def test_operations_are_flushed_in_order_and_the_gaps_are_the_unlistened_time(
 ) -> None:
     t0 = _t0()
     m = timedelta(minutes=1)
-    cov = Coverage("w1")
+    cov = Coverage(W1)
     cov.log(t0, ACCOUNT, "login")
     first = cov.open(ACCOUNT, "c1", CHANNELS, t0)
     cov.log(t0, ACCOUNT, "subscribed")
@@ -60,8 +65,8 @@ def test_operations_are_flushed_in_order_and_the_gaps_are_the_unlistened_time(
     assert flush(cov, db) == 0  # nothing queued: nothing written
 
     assert _rows(db) == [
-        ("w1", "c1", t0, t0 + 2 * m, t0 + 2 * m, "rehandshake"),
-        ("w1", "c2", t0 + 3 * m, t0 + 4 * m, None, None),
+        (W1, "c1", t0, t0 + 2 * m, t0 + 2 * m, "rehandshake"),
+        (W1, "c2", t0 + 3 * m, t0 + 4 * m, None, None),
     ]
     assert _log(db) == [("login", None), ("subscribed", None)]
     # The second interval's heartbeat is 26 minutes old: the worker died, it ends there.
@@ -88,7 +93,7 @@ class _FailingOnce(PgCoverageStorage):
 def test_a_failed_flush_loses_nothing_and_the_next_writes_it_all_in_order(db: Conn) -> None:
     t0 = _t0()
     s = timedelta(seconds=1)
-    cov = Coverage("w1")
+    cov = Coverage(W1)
     key = cov.open(ACCOUNT, "c1", CHANNELS, t0)
     cov.log(t0, ACCOUNT, "subscribed")
     cov.heartbeat(key, t0 + s)
@@ -101,18 +106,18 @@ def test_a_failed_flush_loses_nothing_and_the_next_writes_it_all_in_order(db: Co
     cov.heartbeat(key, t0 + 2 * s)
     cov.close(key, t0 + 3 * s, "shutdown")
     flush(cov, db)
-    assert _rows(db) == [("w1", "c1", t0, t0 + 3 * s, t0 + 3 * s, "shutdown")]
+    assert _rows(db) == [(W1, "c1", t0, t0 + 3 * s, t0 + 3 * s, "shutdown")]
     assert _log(db) == [("subscribed", None)]
     assert cov.pending == 0
 
 
 def test_a_dead_workers_open_interval_ends_at_its_last_heartbeat(db: Conn) -> None:
     t0 = _t0()
-    dead = Coverage("w0")
+    dead = Coverage(W0)
     key = dead.open(ACCOUNT, "c0", CHANNELS, t0)
     dead.heartbeat(key, t0 + timedelta(seconds=40))
     flush(dead, db)  # then w0 was killed: its interval stays open
-    heir = Coverage("w1")
+    heir = Coverage(W1)
     heir.close_stale(ACCOUNT)
     mine = heir.open(ACCOUNT, "c1", CHANNELS, t0 + timedelta(minutes=2))
     flush(heir, db)
@@ -120,26 +125,26 @@ def test_a_dead_workers_open_interval_ends_at_its_last_heartbeat(db: Conn) -> No
     heir.close_stale(ACCOUNT)  # a second start must not close the heir's own intervals
     flush(heir, db)
     rows = _rows(db)
-    assert rows[0][0] == "w0"
+    assert rows[0][0] == W0
     assert rows[0][4:] == (t0 + timedelta(seconds=40), WORKER_LOST)
-    assert rows[1][0] == "w1"
+    assert rows[1][0] == W1
     assert rows[1][4:] == (t0 + timedelta(minutes=3), "shutdown")
     gaps = coverage(db, t0, t0 + timedelta(minutes=3), [ACCOUNT]).gaps
     assert gaps == [Gap(ACCOUNT, t0 + timedelta(seconds=40), t0 + timedelta(minutes=2))]
 
 
 def test_rows_under_a_stale_fence_are_skipped_and_counted(db: Conn) -> None:
-    old = leases.claim(db, ACCOUNT, "w1", 15)
+    old = leases.claim(db, ACCOUNT, W1, 15)
     db.execute(
         "UPDATE account_leases SET expires_at = now() - interval '1 second' WHERE account = %s",
         (ACCOUNT,),
     )
-    new = leases.claim(db, ACCOUNT, "w2", 15)
+    new = leases.claim(db, ACCOUNT, W2, 15)
     assert old is not None
     assert new is not None
     assert new > old
     t0 = _t0()
-    stalled = Coverage("w1")
+    stalled = Coverage(W1)
     stalled.fences[ACCOUNT] = old  # it still believes it holds the lease
     key = stalled.open(ACCOUNT, "c1", CHANNELS, t0)
     stalled.log(t0, ACCOUNT, "subscribed")
@@ -147,11 +152,11 @@ def test_rows_under_a_stale_fence_are_skipped_and_counted(db: Conn) -> None:
     assert flush(stalled, db) == 1
     stalled.close(key, t0 + timedelta(seconds=9), "lease lost")
     flush(stalled, db)  # the close of an interval never stored is dropped, not an error
-    current = Coverage("w2")
+    current = Coverage(W2)
     current.fences[ACCOUNT] = new
     current.open(ACCOUNT, "c2", CHANNELS, t0 + timedelta(seconds=20))
     current.log(t0, ACCOUNT, "subscribed")
     assert flush(current, db) == 0
-    assert [(r[0], r[1]) for r in _rows(db)] == [("w2", "c2")]
+    assert [(r[0], r[1]) for r in _rows(db)] == [(W2, "c2")]
     assert _log(db) == [("subscribed", None)]  # w2's only
     assert stalled.fenced == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,14 @@ from tests.inprocess.fakes import FakeClock
 from tests.simulator.support import PASSWORD, SimThread, fast_config
 
 Conn = psycopg.Connection[Any]
-AGENT = "agent001"
+# An agent of its own: the session database holds other tests' committed rows for agent001.
+AGENT = f"inprocess-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
 def sim() -> Iterator[SimThread]:
-    with SimThread(fast_config(agents=1, rate=0, max_items_per_agent=4)) as server:
+    config = fast_config(agents=1, extra_agents=(AGENT,), rate=0, max_items_per_agent=4)
+    with SimThread(config) as server:
         server.control("pause")
         while len(_items(server)) < 3:  # items only: nobody listens, nothing is delivered
             server.control("generate", {"count": 5})
