@@ -2,7 +2,9 @@
 
 Sessions record what happens in memory (never waiting on PostgreSQL); a task flushes the
 queued operations in order, in one transaction, every heartbeat interval. If PostgreSQL is
-down, the operations wait and are applied when it is back, in the same order.
+down, the operations wait and are applied when it is back, in the same order. The SQL is in
+auditor/store/coverage_writes.py, behind ports.CoverageStorage; the flush task owns the
+connection and the transaction (flush() below).
 
 With leases, every row carries the fence of the account's lease as it was when the row was
 made; PostgreSQL skips the rows of a fence that is no longer current (a worker that stalled
@@ -13,11 +15,18 @@ no heartbeats or close either.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+
+from auditor.store import coverage_writes
+from auditor.store.coverage_writes import LogRow
+
+if TYPE_CHECKING:
+    from auditor.ingest.ports import CoverageStorage
 
 log = logging.getLogger("auditor.ingest.coverage")
 WORKER_LOST = "worker lost (heartbeat stopped)"
@@ -102,79 +111,55 @@ class Coverage:
 
     # -- the flush task (a worker thread with its own connection) -------------------------------
 
-    def flush(self, conn: psycopg.Connection[Any]) -> None:
-        ops, beats = list(self._ops), dict(self._heartbeats)
-        if not ops and not beats:
-            return
-        new_ids: dict[int, int] = {}
-        logs: list[tuple[Any, ...]] = []
-        fenced = 0
-        with conn.transaction(), conn.cursor() as cur:
-            for op in ops:
-                if logs and not isinstance(op, _Log):
-                    self._insert_logs(cur, logs)
-                if isinstance(op, _Open):
-                    cur.execute(
-                        "INSERT INTO coverage_intervals (account, worker_id, client_id, channels,"
-                        " started_at, heartbeat_at, fence) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                        " RETURNING id",
-                        (
-                            op.account,
-                            self.worker_id,
-                            op.client_id,
-                            op.channels,
-                            op.started_at,
-                            op.started_at,
-                            op.fence,
-                        ),
-                    )
-                    row = cur.fetchone()
-                    if row is None:  # skipped: the fence is stale (the lease passed on)
-                        fenced += 1
-                        log.warning(
-                            "coverage interval refused: the lease passed to another worker",
-                            extra={"account": op.account, "fence": op.fence},
-                        )
-                    else:
-                        new_ids[op.key] = int(row[0])
-                elif isinstance(op, _Close):
-                    db_id = new_ids.get(op.key, self._ids.get(op.key))
-                    if db_id is not None:
-                        cur.execute(
-                            "UPDATE coverage_intervals SET"
-                            " ended_at = greatest(started_at, %s),"
-                            " heartbeat_at = greatest(started_at, %s), end_reason = %s"
-                            " WHERE id = %s AND ended_at IS NULL",
-                            (op.ended_at, op.ended_at, op.reason, db_id),
-                        )
-                elif isinstance(op, _Log):
-                    logs.append((op.at, op.account, self.worker_id, op.event, op.detail, op.fence))
-                    continue
-                else:
-                    mine = list(new_ids.values()) + list(self._ids.values())
-                    cur.execute(
-                        "UPDATE coverage_intervals SET ended_at = heartbeat_at, end_reason = %s"
-                        " WHERE account = %s AND ended_at IS NULL AND NOT id = ANY(%s)",
-                        (WORKER_LOST, op.account, mine),
-                    )
-            self._insert_logs(cur, logs)
-            ids, times = [], []
-            for key, at in beats.items():
-                db_id = new_ids.get(key, self._ids.get(key))
-                if db_id is not None:
-                    ids.append(db_id)
-                    times.append(at)
-            if ids:
-                # One statement for every heartbeat: with thousands of sessions a statement
-                # each cost more than the sessions' long-polls themselves.
-                cur.execute(
-                    "UPDATE coverage_intervals c SET heartbeat_at = greatest(c.heartbeat_at, b.at)"
-                    " FROM unnest(%s::bigint[], %s::timestamptz[]) AS b(id, at)"
-                    " WHERE c.id = b.id AND c.ended_at IS NULL",
-                    (ids, times),
+    def take(self) -> Flush | None:
+        """What is queued now, for one flush; None when there is nothing to write."""
+        if not self._ops and not self._heartbeats:
+            return None
+        return Flush(list(self._ops), dict(self._heartbeats))
+
+    def write(self, flush: Flush, storage: CoverageStorage) -> None:
+        """Apply a flush's operations in order, inside the caller's transaction. Nothing of
+        this object changes until flushed() is called after the commit."""
+        logs: list[LogRow] = []
+        for op in flush.ops:
+            if logs and not isinstance(op, _Log):
+                storage.insert_logs(logs)
+                logs = []
+            if isinstance(op, _Open):
+                db_id = storage.open_interval(
+                    op.account, self.worker_id, op.client_id, op.channels, op.started_at, op.fence
                 )
+                if db_id is None:  # skipped: the fence is stale (the lease passed on)
+                    flush.fenced += 1
+                    log.warning(
+                        "coverage interval refused: the lease passed to another worker",
+                        extra={"account": op.account, "fence": op.fence},
+                    )
+                else:
+                    flush.new_ids[op.key] = db_id
+            elif isinstance(op, _Close):
+                db_id = flush.new_ids.get(op.key, self._ids.get(op.key))
+                if db_id is not None:
+                    storage.close_interval(db_id, op.ended_at, op.reason)
+            elif isinstance(op, _Log):
+                logs.append((op.at, op.account, self.worker_id, op.event, op.detail, op.fence))
+            else:
+                mine = list(flush.new_ids.values()) + list(self._ids.values())
+                storage.close_stale(op.account, WORKER_LOST, mine)
+        storage.insert_logs(logs)
+        ids, times = [], []
+        for key, at in flush.beats.items():
+            db_id = flush.new_ids.get(key, self._ids.get(key))
+            if db_id is not None:
+                ids.append(db_id)
+                times.append(at)
+        storage.heartbeats(ids, times)
+
+    def flushed(self, flush: Flush) -> None:
+        """The transaction that wrote `flush` committed: forget what it wrote."""
+        ops, beats, new_ids = flush.ops, flush.beats, flush.new_ids
         self._ids.update(new_ids)
-        self.fenced += fenced
+        self.fenced += flush.fenced
         # An interval whose opening was skipped has no row: its key is done with.
         self._closed.update(op.key for op in ops if isinstance(op, _Open) and op.key not in new_ids)
         del self._ops[: len(ops)]
@@ -185,13 +170,56 @@ class Coverage:
             if not any(isinstance(o, _Close) and o.key == key for o in self._ops):
                 del self._ids[key]
 
-    @staticmethod
-    def _insert_logs(cur: psycopg.Cursor[Any], logs: list[tuple[Any, ...]]) -> None:
-        """Consecutive log rows in one executemany (pipelined): thousands at a mass login."""
-        if logs:
-            cur.executemany(
-                "INSERT INTO session_log (at, account, worker_id, event, detail, fence)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                logs,
-            )
-            logs.clear()
+
+@dataclass
+class Flush:
+    """One flush: the operations and heartbeats taken, and what writing them found."""
+
+    ops: list[Op]
+    beats: dict[int, datetime]
+    new_ids: dict[int, int] = field(default_factory=dict)  # our key -> coverage_intervals.id
+    fenced: int = 0
+
+
+def flush(coverage: Coverage, conn: psycopg.Connection[Any]) -> int:
+    """The flush task's transaction: everything queued, in order, in one transaction on the
+    caller's connection; returns the rows PostgreSQL skipped as fenced off."""
+    taken = coverage.take()
+    if taken is None:
+        return 0
+    with conn.transaction():
+        coverage.write(taken, PgCoverageStorage(conn))
+    coverage.flushed(taken)
+    return taken.fenced
+
+
+@dataclass(frozen=True)
+class PgCoverageStorage:
+    """ports.CoverageStorage on a PostgreSQL connection (auditor/store/coverage_writes.py)."""
+
+    conn: psycopg.Connection[Any]
+
+    def open_interval(
+        self,
+        account: str,
+        worker_id: str,
+        client_id: str | None,
+        channels: list[str],
+        started_at: datetime,
+        fence: int | None,
+    ) -> int | None:
+        return coverage_writes.open_interval(
+            self.conn, account, worker_id, client_id, channels, started_at, fence
+        )
+
+    def close_interval(self, interval_id: int, ended_at: datetime, reason: str) -> None:
+        coverage_writes.close_interval(self.conn, interval_id, ended_at, reason)
+
+    def close_stale(self, account: str, reason: str, mine: list[int]) -> None:
+        coverage_writes.close_stale(self.conn, account, reason, mine)
+
+    def insert_logs(self, rows: Sequence[LogRow]) -> None:
+        coverage_writes.insert_logs(self.conn, rows)
+
+    def heartbeats(self, ids: list[int], times: list[datetime]) -> None:
+        coverage_writes.heartbeats(self.conn, ids, times)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from auditor.ingest.spool import Spool
+from auditor.ingest.ports import SpoolPort
 
 PERIOD = 0.1  # seconds between spool reads while sessions wait
 
 
 class DrainedWatch:
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: SpoolPort) -> None:
         self.spool = spool
         self._waiters: list[tuple[str, asyncio.Future[None]]] = []
         self._poller: asyncio.Task[None] | None = None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -53,40 +55,66 @@ def snapshot_row(
     )
 
 
-async def take_snapshot(source: Source) -> tuple[set[str], str] | None:
+@dataclass(frozen=True)
+class Listing:
+    """One GET /api/v2/me/openmedia/{mediaType}?fields=*: the status and, on 200, the items
+    GWS lists (whatever their shape: a snapshot keeps them as they came)."""
+
+    status: int
+    items: list[Any]
+
+
+async def get_items(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    media: str,
+    headers: Callable[[str], dict[str, str]],
+) -> Listing:
+    """The one GET of an account's open items, shared by snapshots and sweeps. `http` is the
+    session's GWS HTTP client (its cookie jar holds the login), `headers(url)` the session's
+    Authorization, CSRF token and cookies. Raises aiohttp.ClientError, TimeoutError and
+    ValueError (a body that is not JSON)."""
+    url = f"{base_url}/api/v2/me/openmedia/{media}"
+    async with http.get(
+        url,
+        params={"fields": "*"},
+        headers=headers(url),
+        timeout=aiohttp.ClientTimeout(total=30),
+    ) as response:
+        if response.status != 200:
+            return Listing(response.status, [])
+        body = await response.json()
+    items = body.get("openmedia") if isinstance(body, dict) else None
+    return Listing(200, items if isinstance(items, list) else [])
+
+
+async def take_snapshot(
+    source: Source, http: aiohttp.ClientSession | None
+) -> tuple[set[str], str] | None:
     """After every successful subscribe: the agent's current items, one snapshot receipt each.
-    Returns the ids seen and the time before the GET (for record_absent), None if it failed."""
-    client = getattr(source, "_client", None)
-    http: aiohttp.ClientSession | None = getattr(client, "_http_session", None)
+    Returns the ids seen and the time before the GET (for record_absent), None if it failed.
+    `http` is the session's GWS HTTP client (None: no session, nothing to read)."""
     if http is None:
         return None
     total = 0
     seen: set[str] = set()
-    started = now().isoformat(timespec="microseconds")
+    started = source.clock.now().isoformat(timespec="microseconds")
     try:
         for media in source.config.media_types:
             request = f"GET /api/v2/me/openmedia/{media}?fields=*"
-            url = f"{source.config.base_url}/api/v2/me/openmedia/{media}"
-            async with http.get(
-                url,
-                params={"fields": "*"},
-                headers=source.request_headers(url),
-                timeout=aiohttp.ClientTimeout(total=30),
-            ) as response:
-                if response.status != 200:
-                    log.warning(
-                        "snapshot refused",
-                        extra={
-                            "account": source.account,
-                            "media_type": media,
-                            "status": response.status,
-                        },
-                    )
-                    return None  # incomplete: no "Absent" conclusions either
-                body = await response.json()
-            items = body.get("openmedia") if isinstance(body, dict) else None
-            items = items if isinstance(items, list) else []
-            at = now().isoformat(timespec="microseconds")
+            listing = await get_items(http, source.config.base_url, media, source.request_headers)
+            if listing.status != 200:
+                log.warning(
+                    "snapshot refused",
+                    extra={
+                        "account": source.account,
+                        "media_type": media,
+                        "status": listing.status,
+                    },
+                )
+                return None  # incomplete: no "Absent" conclusions either
+            items = listing.items
+            at = source.clock.now().isoformat(timespec="microseconds")
             fence = source.coverage.fences.get(source.account)
             rows = [
                 snapshot_row(source.account, at, item, request, len(items), fence) for item in items
@@ -99,7 +127,7 @@ async def take_snapshot(source: Source) -> tuple[set[str], str] | None:
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         log.warning("snapshot failed", extra={"account": source.account, "error": str(exc)})
         return None
-    source.coverage.log(now(), source.account, "snapshot", str(total))
+    source.coverage.log(source.clock.now(), source.account, "snapshot", str(total))
     return seen, started
 
 

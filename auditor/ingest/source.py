@@ -35,9 +35,10 @@ from auditor.ingest.coverage import Coverage
 from auditor.ingest.http import HeaderCookieJar, new_session
 from auditor.ingest.lean_http import LeanHttp
 from auditor.ingest.metrics import Metrics
+from auditor.ingest.ports import SYSTEM_CLOCK, Clock, SpoolPort
 from auditor.ingest.receive import Receiver
 from auditor.ingest.snapshot import record_absent, take_snapshot
-from auditor.ingest.spool import Row, Spool
+from auditor.ingest.spool import Row
 
 log = logging.getLogger("auditor.ingest.source")
 # At most this many Bayeux ids per session are remembered for dropping re-sent copies. With
@@ -87,13 +88,22 @@ class Source:
         self,
         config: WorkerConfig,
         account: Account,
-        spool: Spool,
+        spool: SpoolPort,
         coverage: Coverage,
         metrics: Metrics,
         admission: Admission,
         active_items: Callable[[str, str], Awaitable[set[str]]] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
+        # Coverage, session-log and connect times; bound once (SystemClock.now is a plain
+        # function, so this costs what the module's now() did). Receipts are stamped with
+        # now() in accept(): the receive loop's statements stay as measured.
+        self.clock = clock
+        self._now = clock.now
+        # The GWS HTTP client of the current session (its login's aiohttp session), handed
+        # to snapshots and sweeps; None between sessions.
+        self.http: aiohttp.ClientSession | None = None
         self.admission = admission
         self._slot = False  # holds an admission set-up slot
         self._held = False  # counted against max_sessions
@@ -141,7 +151,7 @@ class Source:
     # -- coverage ---------------------------------------------------------------------------
 
     def _start_interval(self) -> None:
-        at = now()
+        at = self._now()
         self.started_at = at
         self.interval = self.coverage.open(
             self.account, self.client_id, list(self.config.topics), at
@@ -156,7 +166,7 @@ class Source:
         # The GET takes a set-up slot; the "Absent" check after it may wait for the drain,
         # which must not hold a slot that other sessions need.
         async with self.admission.step(self.account):
-            taken = await take_snapshot(self)
+            taken = await take_snapshot(self, self.http)
         if taken is not None:
             await record_absent(self, *taken)
 
@@ -184,7 +194,7 @@ class Source:
         assert self.started_at is not None
         end = max(self.started_at, self.durable_at or self.started_at)
         self.coverage.close(self.interval, end, reason)
-        self.coverage.log(now(), self.account, "disconnected", reason)
+        self.coverage.log(self._now(), self.account, "disconnected", reason)
         self.metrics.connected.dec()
         self.metrics.gaps.labels(reason.split(":")[0][:40]).inc()
         self.interval = None
@@ -237,7 +247,7 @@ class Source:
             if self.server_acks and self.batch is not None:
                 message.setdefault("ext", {})["ack"] = self.batch
                 self._ack_sent = self.batch
-        self.connect_sent_at = now()
+        self.connect_sent_at = self._now()
 
     def on_payload(self, payload: list[dict[str, Any]]) -> None:
         batch: int | None = None
@@ -296,7 +306,7 @@ class Source:
             ext = message.get("ext")
             self.server_acks = isinstance(ext, dict) and ext.get("ack") is True
             self.coverage.log(
-                now(), self.account, "rehandshake" if again else "handshake", self.client_id
+                self._now(), self.account, "rehandshake" if again else "handshake", self.client_id
             )
             self.resubscribe_pending = again
         elif channel == "/meta/subscribe" and successful and self.resubscribe_pending:
@@ -375,6 +385,7 @@ class Source:
             transport_http = LeanHttp(http, self._jar, client.ssl)
         client._http_session = transport_http
         self._client = client
+        self.http = http
         reason, subscribed = "closed", False
         receiver: Receiver | None = None
         try:
@@ -420,6 +431,7 @@ class Source:
                 await asyncio.wait_for(client.close(), 5)
             if not transport_http.closed:
                 await transport_http.close()
+            self.http = None
             if not http.closed:
                 await http.close()
         return reason, subscribed
@@ -450,7 +462,7 @@ class Source:
                 await http.close()
                 self._release_held()
                 self.metrics.login_failures.labels(self.account).inc()
-                self.coverage.log(now(), self.account, "login_failed", str(exc))
+                self.coverage.log(self._now(), self.account, "login_failed", str(exc))
                 log.error(
                     "login rejected; retrying slowly",
                     extra={
@@ -480,7 +492,7 @@ class Source:
             except BaseException:
                 await http.close()
                 raise
-            self.coverage.log(now(), self.account, "login")
+            self.coverage.log(self._now(), self.account, "login")
             reason, subscribed = await self._session(http)
             self._release_held()
             if subscribed:

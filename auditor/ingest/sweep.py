@@ -18,40 +18,36 @@ the sweep is newer than what the GET saw. Before reading the projection, the swe
 the spool has stored everything received before the GET answered. A difference is recorded
 only if a second GET SETTLE_SECONDS later shows it again and no notification about the item
 arrived meanwhile: GWS changes an item before its notification reaches the worker.
+
+The sweeper gets what it needs passed in (the sessions by account, the projection lookup,
+the clock), never the worker; each GET goes through the session's own GWS HTTP client
+(`Source.http`) and the GET shared with snapshots (snapshot.get_items).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import random
-import threading
-import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-import psycopg
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
-from auditor.ingest.snapshot import snapshot_row
+from auditor.ingest.ports import SYSTEM_CLOCK, Clock, ItemLookup
+from auditor.ingest.snapshot import get_items, snapshot_row
 
 if TYPE_CHECKING:
     from auditor.ingest.source import Source
-    from auditor.ingest.worker import Worker
 
 log = logging.getLogger("auditor.ingest.sweep")
 JITTER = 0.1  # each interval is drawn from interval * (1 +- JITTER)
 CONCURRENT = 20  # accounts swept at once (each is a few GETs and one query)
 SETTLE_SECONDS = 3.0  # a difference must still be there this much later (see sweep())
 CLOSED = ("Completed", "Absent")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -107,10 +103,20 @@ def compare(
 class Sweeper:
     """One task for every account of the worker: a schedule of due times, not a task each."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.interval = worker.config.sweep_interval
-        registry = worker.metrics.registry
+    def __init__(
+        self,
+        interval: float,
+        accounts: Sequence[str],
+        sessions: Mapping[str, Source],
+        items: ItemLookup,
+        registry: CollectorRegistry,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.interval = interval
+        self.accounts = list(accounts)
+        self.sessions = sessions
+        self.items = items
+        self.clock = clock
         self.sweeps = Counter(
             "auditor_sweeps", "Reconciliation sweeps of one account", ["outcome"], registry=registry
         )
@@ -120,8 +126,6 @@ class Sweeper:
             ["kind"],
             registry=registry,
         )
-        self._conn: psycopg.Connection[Any] | None = None
-        self._conn_lock = threading.Lock()
         self._rng = random.Random()
         self.settle = SETTLE_SECONDS
 
@@ -132,17 +136,18 @@ class Sweeper:
         """Until cancelled. The first sweep of each account falls anywhere in the first
         interval, so 10,000 accounts do not GET at once."""
         due: list[tuple[float, str]] = []
-        start = time.monotonic()
-        for configured in self.worker.config.accounts:
-            heapq.heappush(due, (start + self.interval * self._rng.random(), configured.name))
+        clock = self.clock
+        start = clock.monotonic()
+        for account in self.accounts:
+            heapq.heappush(due, (start + self.interval * self._rng.random(), account))
         slots = asyncio.Semaphore(CONCURRENT)
         running: set[asyncio.Task[None]] = set()
         try:
             while due:
                 at, account = heapq.heappop(due)
-                await asyncio.sleep(max(0.0, at - time.monotonic()))
-                heapq.heappush(due, (self._next(max(at, time.monotonic())), account))
-                source = self.worker.sources.get(account)
+                await clock.sleep(max(0.0, at - clock.monotonic()))
+                heapq.heappush(due, (self._next(max(at, clock.monotonic())), account))
+                source = self.sessions.get(account)
                 if source is None or getattr(source, "interval", None) is None:
                     continue  # not subscribed here: the next handshake re-reads anyway
                 await slots.acquire()
@@ -152,9 +157,6 @@ class Sweeper:
         finally:
             for task in running:
                 task.cancel()
-            if self._conn is not None:
-                with contextlib.suppress(psycopg.Error):
-                    self._conn.close()
 
     async def _sweep_one(self, source: Source, slots: asyncio.Semaphore) -> None:
         try:
@@ -174,12 +176,9 @@ class Sweeper:
         listed = await self._list(source)
         if listed is None:
             return None
-        answered = _now().isoformat(timespec="microseconds")
-        await self.worker._spool_drained_before(answered)
+        answered = self.clock.now().isoformat(timespec="microseconds")
         ids = [i["id"] for i in listed if isinstance(i.get("id"), str)]
-        projected = await asyncio.to_thread(
-            self._projected, source.account, ids, since, list(source.config.media_types)
-        )
+        projected = await self.items.projected(source.account, ids, since, answered)
         return listed, compare(source.account, listed, projected)
 
     async def sweep(self, source: Source) -> str:
@@ -190,13 +189,13 @@ class Sweeper:
         recorded when it is still there SETTLE_SECONDS later, in a second GET, with no
         notification about the item received since the first one: otherwise the snapshot
         could land after that notification and set the projection back."""
-        started = _now()
+        started = self.clock.now()
         first = await self._compare(source, started)
         if first is None:
             return "skipped"
         if not first[1]:
             return "clean"
-        await asyncio.sleep(self.settle)
+        await self.clock.sleep(self.settle)
         second = await self._compare(source, started)
         if second is None:
             return "skipped"
@@ -207,7 +206,7 @@ class Sweeper:
         ]
         if not differences:
             return "clean"
-        at = _now().isoformat(timespec="microseconds")
+        at = self.clock.now().isoformat(timespec="microseconds")
         request = "GET /api/v2/me/openmedia/{" + ",".join(source.config.media_types) + "}?fields=*"
         source.spool.put_many(
             [
@@ -229,7 +228,9 @@ class Sweeper:
         )
         for d in differences:
             self.differences.labels(d.kind).inc()
-        source.coverage.log(_now(), source.account, "sweep", f"{len(differences)} differences")
+        source.coverage.log(
+            self.clock.now(), source.account, "sweep", f"{len(differences)} differences"
+        )
         log.info(
             "sweep found differences",
             extra={"account": source.account, "differences": len(differences)},
@@ -237,48 +238,13 @@ class Sweeper:
         return "differences"
 
     async def _list(self, source: Source) -> list[dict[str, Any]] | None:
-        client = getattr(source, "_client", None)
-        http: aiohttp.ClientSession | None = getattr(client, "_http_session", None)
+        http = source.http
         if http is None:
             return None
         items: list[dict[str, Any]] = []
         for media in source.config.media_types:
-            url = f"{source.config.base_url}/api/v2/me/openmedia/{media}"
-            async with http.get(
-                url,
-                params={"fields": "*"},
-                headers=source.request_headers(url),
-                timeout=aiohttp.ClientTimeout(total=30),
-            ) as response:
-                if response.status != 200:
-                    return None
-                body = await response.json()
-            found = body.get("openmedia") if isinstance(body, dict) else None
-            items.extend(
-                i for i in (found if isinstance(found, list) else []) if isinstance(i, dict)
-            )
+            listing = await get_items(http, source.config.base_url, media, source.request_headers)
+            if listing.status != 200:
+                return None
+            items.extend(i for i in listing.items if isinstance(i, dict))
         return items
-
-    def _projected(
-        self, account: str, listed: list[str], before: datetime, media_types: list[str]
-    ) -> dict[str, tuple[str | None, bool]]:
-        with self._conn_lock:
-            if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(
-                    self.worker.config.conninfo, connect_timeout=5, autocommit=True
-                )
-            try:
-                rows = self._conn.execute(
-                    "SELECT interaction_id, account_states -> %(a)s ->> 'state',"
-                    " (account_states -> %(a)s ->> 'at')::timestamptz < %(before)s"
-                    " FROM interactions WHERE account_states ? %(a)s AND ("
-                    "  interaction_id = ANY(%(listed)s) OR (media_type = ANY(%(media)s)"
-                    "  AND account_states -> %(a)s ->> 'state' NOT IN ('Completed', 'Absent')))",
-                    {"a": account, "before": before, "listed": listed, "media": media_types},
-                ).fetchall()
-            except psycopg.Error:
-                with contextlib.suppress(psycopg.Error):
-                    self._conn.close()
-                self._conn = None
-                raise
-        return {str(r[0]): (r[1], bool(r[2])) for r in rows}

@@ -21,11 +21,13 @@ from auditor.ingest import memtrace, trim
 from auditor.ingest.admission import Admission
 from auditor.ingest.config import WorkerConfig
 from auditor.ingest.coverage import Coverage
+from auditor.ingest.coverage import flush as flush_coverage
 from auditor.ingest.drain import Drainer, OnCommit
 from auditor.ingest.drain_process import DrainProcess
 from auditor.ingest.drained import DrainedWatch
 from auditor.ingest.evidence_task import EvidenceTask
 from auditor.ingest.health import Health
+from auditor.ingest.items import ProjectionReader
 from auditor.ingest.metrics import Metrics
 from auditor.ingest.source import Source
 from auditor.ingest.spool import Spool
@@ -91,10 +93,11 @@ class Worker:
         self.source_tasks: dict[str, asyncio.Task[None]] = {}
         self.stop = asyncio.Event()
         self._cov_conn: psycopg.Connection[Any] | None = None
-        self._items_conn: psycopg.Connection[Any] | None = None
-        self._items_lock = threading.Lock()
         self._cov_lock = threading.Lock()
         self.drained = DrainedWatch(self.spool)
+        # The projection's view for the sessions' "Absent" checks (one connection for all).
+        self.items = ProjectionReader(self._items_connection, self.drained.wait, config.media_types)
+        self.sweep_items: ProjectionReader | None = None
         self.watchdog: threading.Timer | None = None
         self.health = Health(self)
 
@@ -110,7 +113,7 @@ class Worker:
             self.coverage,
             self.metrics,
             self.admission,
-            self._active_items,
+            self.items.active_items,
         )
         self.sources[name] = source
         self.source_tasks[name] = asyncio.create_task(source.run(), name=f"source:{name}")
@@ -129,41 +132,8 @@ class Worker:
         self.coverage.log(datetime.now(UTC), account, "not_served", reason)
         log.warning("account not served", extra={"account": account, "reason": reason})
 
-    async def _spool_drained_before(self, since: str, timeout: float = 30.0) -> None:
-        """Wait until every row received before `since` is in PostgreSQL: the projection
-        read next must include what the session received before its gap, or an item that
-        ended in the gap would stay "active" for ever."""
-        await self.drained.wait(since, timeout)
-
-    async def _active_items(self, account: str, since: str) -> set[str]:
-        await self._spool_drained_before(since)
-
-        def query() -> set[str]:
-            # One connection for every session's check (a connection each cost PostgreSQL a
-            # backend start per snapshot, thousands at a mass re-subscribe).
-            with self._items_lock:
-                if self._items_conn is None or self._items_conn.closed:
-                    self._items_conn = psycopg.connect(
-                        self.config.conninfo, connect_timeout=3, autocommit=True
-                    )
-                try:
-                    # Only states received before the snapshot's GET: an item that appeared
-                    # after it is live, not absent.
-                    rows = self._items_conn.execute(
-                        "SELECT interaction_id FROM interactions WHERE account_states ? %s"
-                        " AND account_states -> %s ->> 'state' NOT IN ('Completed', 'Absent')"
-                        " AND (account_states -> %s ->> 'at')::timestamptz < %s::timestamptz"
-                        " AND media_type = ANY(%s)",
-                        (account, account, account, since, list(self.config.media_types)),
-                    ).fetchall()
-                except psycopg.Error:
-                    with contextlib.suppress(psycopg.Error):
-                        self._items_conn.close()
-                    self._items_conn = None
-                    raise
-            return {str(r[0]) for r in rows}
-
-        return await asyncio.to_thread(query)
+    def _items_connection(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.config.conninfo, connect_timeout=3, autocommit=True)
 
     # -- background tasks ---------------------------------------------------------------------
 
@@ -181,10 +151,10 @@ class Worker:
                 connect_timeout=5,
                 options="-c idle_in_transaction_session_timeout=5000",
             )
-        fenced = self.coverage.fenced
         try:
-            self.coverage.flush(self._cov_conn)
-            self.metrics.fenced.inc(self.coverage.fenced - fenced)
+            # This task owns the transaction: flush_coverage writes every queued
+            # operation in one, on this connection.
+            self.metrics.fenced.inc(flush_coverage(self.coverage, self._cov_conn))
         except psycopg.Error:
             with contextlib.suppress(psycopg.Error):
                 self._cov_conn.close()
@@ -301,7 +271,20 @@ class Worker:
         if self.config.sweep_interval > 0:
             from auditor.ingest.sweep import Sweeper
 
-            background.append(asyncio.create_task(Sweeper(self).run(), name="sweep"))
+            # A connection of its own, as the sweeps had before they shared the lookup's code.
+            self.sweep_items = ProjectionReader(
+                lambda: psycopg.connect(self.config.conninfo, connect_timeout=5, autocommit=True),
+                self.drained.wait,
+                self.config.media_types,
+            )
+            sweeper = Sweeper(
+                self.config.sweep_interval,
+                [a.name for a in self.config.accounts],
+                self.sources,
+                self.sweep_items,
+                self.metrics.registry,
+            )
+            background.append(asyncio.create_task(sweeper.run(), name="sweep"))
         if self.config.bi_refresh_interval > 0:
             from auditor.ingest.bi_task import BiRefresher
 
@@ -311,9 +294,9 @@ class Worker:
             background.append(asyncio.create_task(refresher.run(), name="bi-refresh"))
         leases = None
         if self.config.leases:
-            from auditor.ingest.leases import Leases
+            from auditor.ingest.lease_task import LeaseTask
 
-            leases = Leases(self)
+            leases = LeaseTask(self.config, self.coverage, self.metrics, self)
             background.append(asyncio.create_task(leases.run(), name="leases"))
         else:
             for account in self.config.accounts:
@@ -384,9 +367,11 @@ class Worker:
         self.evidence.close()
         left = self.spool.depth()
         self.drainer.close()
-        for conn in (self._cov_conn, self._items_conn):
-            if conn is not None:
-                conn.close()
+        if self._cov_conn is not None:
+            self._cov_conn.close()
+        self.items.close()
+        if self.sweep_items is not None:
+            self.sweep_items.close()
         self.spool.close()
         self.health.close()
         if left or not drained:
