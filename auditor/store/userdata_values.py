@@ -48,6 +48,14 @@ INSERT INTO user_data_values (interaction_id, event_id, changed)
 SELECT r->>0, (r->>1)::bigint, r->2 FROM jsonb_array_elements(%s::jsonb) AS r
 """
 
+# An event whose map holds an integer orjson could only read as a float (2**53 and beyond):
+# its whole map, exact, from the payload PostgreSQL stored (rare; ids alone find the rows).
+_ADD_EXACT = f"""
+INSERT INTO user_data_values (interaction_id, event_id, changed)
+SELECT e.interaction_id, e.id, {EVENT_USER_DATA_SQL.replace("payload", "e.payload")}
+FROM events AS e WHERE e.id = ANY(%s)
+"""
+
 # Which interactions' projection still shows the event whose map LastMaps holds.
 _LATEST = """
 SELECT interaction_id, user_data_event_id FROM interactions WHERE interaction_id = ANY(%s)
@@ -71,8 +79,11 @@ WHERE s.before IS NULL OR s.before->kv.key IS DISTINCT FROM kv.value
 GROUP BY s.interaction_id, s.id
 """
 
-# Interactions whose last map a connection remembers: about 100 bytes of bookkeeping each plus
-# the map, which the parsed record allocated anyway (a 16-key map: about 1.5 KB in all).
+# Interactions whose last map a connection remembers. Each map is kept as its JSON text (a
+# str: orjson's bytes keep a 4 KB buffer each): kept as dicts, 18,800 maps of the sample's
+# 12 keys held 26 MB and made every full garbage collection walk them (0.55 s more of the
+# collector per 200,000 events in bench/store.py); text is not tracked by the collector, and
+# only an interaction's first event in a batch decodes one.
 LAST_MAPS = 20_000
 
 Map = dict[str, Any]
@@ -85,16 +96,28 @@ class LastMaps:
 
     def __init__(self, size: int = LAST_MAPS) -> None:
         self.size = size
-        self._maps: OrderedDict[str, tuple[int, Map]] = OrderedDict()
+        self._maps: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
     def get(self, interaction_id: str) -> tuple[int, Map] | None:
-        return self._maps.get(interaction_id)
+        found = self._maps.get(interaction_id)
+        if found is None:
+            return None
+        # (a lossy round trip, e.g. NaN, reads as a change: a row more, never one less)
+        return found[0], orjson.loads(found[1])
 
     def put(self, interaction_id: str, event_id: int, user_data: Map) -> None:
-        self._maps[interaction_id] = (event_id, user_data)
+        try:
+            text = orjson.dumps(user_data).decode()
+        except TypeError:  # an integer beyond 64 bits: forgotten (its next map is written whole)
+            self._maps.pop(interaction_id, None)
+            return
+        self._maps[interaction_id] = (event_id, text)
         self._maps.move_to_end(interaction_id)
         if len(self._maps) > self.size:
             self._maps.popitem(last=False)
+
+    def forget(self, interaction_id: str) -> None:
+        self._maps.pop(interaction_id, None)
 
     def __len__(self) -> int:
         return len(self._maps)
@@ -112,6 +135,12 @@ def last_maps(conn: psycopg.Connection[Any]) -> LastMaps:
     if found is None:
         found = _BY_CONNECTION[conn] = LastMaps()
     return found
+
+
+def _inexact(user_data: Map) -> bool:
+    """A top-level value (filters match only those) that orjson may have read inexactly: an
+    integral float of 2**53 or more, e.g. 123456789012345679.0 read as ...680."""
+    return any(type(v) is float and abs(v) >= 2**53 and v.is_integer() for v in user_data.values())
 
 
 def _changed(before: Map, user_data: Map) -> Map:
@@ -138,6 +167,8 @@ class Changes:
         # interaction -> (claimed event id, first event id, its whole map, its row or None):
         # the first events compared with a remembered map, to write whole if the claim fails.
         self._claims: dict[str, tuple[int, int, Map, list[Any] | None]] = {}
+        self._exact: list[int] = []  # events whose whole map is read from the stored payload
+        self._inexact: set[str] = set()  # interactions whose last map is such a one
         for event_id, _receipt, record in events:
             self.add(event_id, record)
 
@@ -147,6 +178,13 @@ class Changes:
             return
         previous = self._last.get(interaction_id)
         self._last[interaction_id] = (event_id, user_data)
+        if interaction_id in self._inexact:
+            # the map before held a big number (written whole, exact): compared with it as
+            # usual unless this one holds one too
+            if _inexact(user_data):
+                self._exact.append(event_id)
+                return
+            self._inexact.discard(interaction_id)
         claimed = None
         if previous is None and self._known is not None:
             previous = claimed = self._known.get(interaction_id)
@@ -155,6 +193,11 @@ class Changes:
                 self._claims[interaction_id] = (claimed[0], event_id, user_data, None)
             return  # most events repeat their interaction's map
         changed = user_data if previous is None else _changed(previous[1], user_data)
+        if _inexact(changed):
+            # (a map equal to, or the unchanged part of, one without big numbers has none)
+            self._exact.append(event_id)
+            self._inexact.add(interaction_id)
+            return
         row = [interaction_id, event_id, changed] if changed else None
         if row is not None:
             self._rows.append(row)
@@ -162,7 +205,7 @@ class Changes:
             self._claims[interaction_id] = (claimed[0], event_id, user_data, row)
 
     def __bool__(self) -> bool:
-        return bool(self._rows or self._claims)
+        return bool(self._rows or self._claims or self._exact)
 
     def _check_claims(self, conn: psycopg.Connection[Any]) -> None:
         """Under the writer's lock and before this batch's projection update: each first event
@@ -185,7 +228,12 @@ class Changes:
         self._check_claims(conn)
         if self._rows:
             conn.execute(_ADD, (orjson.dumps(self._rows).decode(),))
+        if self._exact:
+            conn.execute(_ADD_EXACT, (self._exact,))
         if self._known is not None:
             for interaction_id, (event_id, user_data) in self._last.items():
-                self._known.put(interaction_id, event_id, user_data)
-        return len(self._rows)
+                if interaction_id in self._inexact:
+                    self._known.forget(interaction_id)
+                else:
+                    self._known.put(interaction_id, event_id, user_data)
+        return len(self._rows) + len(self._exact)

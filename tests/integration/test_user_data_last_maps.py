@@ -55,9 +55,9 @@ def _event(interaction_id: str, user_data: dict[str, Any], at: int) -> Any:
     return receipt(om_message(interaction_id, "Handling", user_data=user_data), at=at)
 
 
-def _found(conn: Conn, key: str, value: str) -> list[str]:
-    """Interaction ids an exact user-data search finds (current value)."""
-    flt = queries.InteractionFilter({}, user_data=(userdata.parse_filter(key, value),))
+def _found(conn: Conn, key: str, value: str, *, ever: bool = False) -> list[str]:
+    """Interaction ids an exact user-data search finds (current value, or any ever held)."""
+    flt = queries.InteractionFilter({}, user_data=(userdata.parse_filter(key, value),), ever=ever)
     rows = queries.search_interactions(conn, flt, newest_first=True, limit=50)
     return [row.interaction_id for row in rows]
 
@@ -177,3 +177,29 @@ def test_an_interaction_the_bounded_memory_forgot_writes_its_whole_map(conn: Con
     assert _rows(conn, "X") == [{"Case": "A"}, {"Case": "A"}]
     assert _rows(conn, "Y") == [{"Case": "A"}]
     assert _missing(conn) == []
+
+
+def test_a_number_read_inexactly_is_indexed_from_the_payload_and_never_remembered(
+    conn: Conn,
+) -> None:
+    """orjson reads 123456789012345679.0 as a float, 123456789012345680: such a map's rows come
+    from the stored payload instead, exact."""
+    maps = [
+        ("A", "123456789012345678.0"),
+        ("A", "123456789012345679.0"),  # the same float
+        ("B", "123456789012345679.0"),
+        ("B", "7"),
+    ]
+    for n, (case, big) in enumerate(maps):
+        raw = om_message("X", "Handling", user_data={"Case": case}).replace(
+            f'"Case": "{case}"', f'"Case": "{case}", "Big": {big}'
+        )
+        assert big in raw
+        store_batch(conn, [receipt(raw, at=n)])
+    assert userdata_values.last_maps(conn).get("X") == (
+        store_batch(conn, [_event("Y", {"Case": "A"}, 9)]).last_event_id - 1,  # type: ignore[operator]
+        {"Case": "B", "Big": 7},
+    )
+    assert _missing(conn) == []
+    assert _found(conn, "userData.Big", "123456789012345679", ever=True) == ["X"]
+    assert _found(conn, "userData.Big", "7") == ["X"]
