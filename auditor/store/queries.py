@@ -118,23 +118,38 @@ def search_events(
 
     Events become visible in id order (one writer at a time), so paging by id never skips
     a row that commits while an auditor pages. The page's keys are found first (from an
-    index alone where one covers the filters), then only those rows are read and rendered."""
+    index alone where one covers the filters), then only those rows are read and rendered.
+    With user-data filters the page is read in the pass that finds it."""
     clauses, params = _event_where(flt)
     if after_id is not None:
         clauses.append(sql.SQL("id < %s" if newest_first else "id > %s"))
         params.append(after_id)
     order = sql.SQL(" ORDER BY id DESC" if newest_first else " ORDER BY id")
+    # Keys first, then the page's rows; with user-data filters, which read each candidate's
+    # payload anyway, the page in that same pass (a second lookup of each row through the
+    # primary key doubled the cold pages an exact user-data match reads: docs/api.md).
+    inner, page = (
+        ("SELECT * FROM events", " LIMIT %s) AS events")
+        if flt.user_data
+        else (
+            "SELECT id, received_at FROM events",
+            " LIMIT %s) AS page JOIN events USING (id, received_at)",
+        )
+    )
     query = sql.Composed(
         [
             sql.SQL("SELECT id, received_at, account, " + EVENT_JSON + " FROM ("),
-            sql.SQL("SELECT id, received_at FROM events"),
+            sql.SQL(inner),
             where(clauses),
             order,
-            sql.SQL(" LIMIT %s) AS page JOIN events USING (id, received_at)"),
+            sql.SQL(page),
             order,
         ]
     )
-    with conn.cursor(row_factory=args_row(EventRow)) as cur:
+    with (
+        userdata.reading_candidates(conn, flt.user_data),
+        conn.cursor(row_factory=args_row(EventRow)) as cur,
+    ):
         cur.execute(query, [*params, limit])
         return cur.fetchall()
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 # The openmedia resource of a stored message, as auditor.notifications.openmedia_of finds it:
@@ -229,3 +231,31 @@ def ever_conditions(
         )
         params.extend(values)
     return clauses, params
+
+
+# PostgreSQL, not knowing how many interactions the driving value's array holds (an InitPlan),
+# estimates a row or two and reads the candidates' events through an index scan: one
+# synchronous heap read at a time. A bitmap heap scan reads the same pages through PostgreSQL
+# 18's asynchronous I/O, several at once; the cold heap pages of a customer's ~50 events,
+# spread over the table, are what an exact search on events waits for (docs/api.md).
+_BITMAP_ONLY = (
+    "SELECT current_setting('enable_indexscan'), set_config('enable_indexscan', 'off', true)"
+)
+_PUT_BACK = "SELECT set_config('enable_indexscan', %s, true)"
+
+
+@contextmanager
+def reading_candidates(
+    conn: psycopg.Connection[Any], filters: Iterable[UserDataFilter]
+) -> Iterator[None]:
+    """Around one events query whose WHERE holds event_conditions(filters): when an exact
+    filter drives it from user_data_values, its candidates' events are read by bitmap heap
+    scans (index scans off for that statement, then put back; after an error the
+    transaction, or its savepoint, puts the setting back itself). Without one (a prefix
+    alone), the other filters choose the plan: a newest-first walk may be the best."""
+    if _driver(filters) is None:
+        yield
+        return
+    found = conn.execute(_BITMAP_ONLY).fetchone()
+    yield
+    conn.execute(_PUT_BACK, (str(found[0]) if found else "on",))

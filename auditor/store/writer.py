@@ -2,9 +2,9 @@
 transaction.
 
 One batch: parse, hash and fold while COPYing straight into events (only when that meets
-receipts stored before, i.e. a replay, look them up and COPY the rest) → fold exactly the
-rows stored into the interactions projection and the user-data values that changed
-(auditor.store.userdata_values) → quarantine what could not be parsed →
+receipts stored before, i.e. a replay, look them up and COPY the rest) → add the user-data
+values that changed (auditor.store.userdata_values) and fold exactly the rows stored into the
+interactions projection → quarantine what could not be parsed →
 append every new event and quarantine entry to the hash-chained record (auditor.store.record).
 Storing the same batch twice changes nothing. Event batches from all writers of a database
 are serialised by a transaction-scoped advisory lock: event ids and record positions become
@@ -403,7 +403,7 @@ def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> B
     out = _Outcome()
     bad: list[tuple[Receipt, str]] = []
     folded = projection.Fold()
-    values = userdata_values.Changes()
+    values = userdata_values.Changes(known=userdata_values.last_maps(conn))
     try:
         # The usual case: all new.
         _copy_streaming(conn, receipts, bad, folded, values, out)
@@ -417,9 +417,11 @@ def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> B
         out = _Outcome()
         _copy_or_bisect(conn, _not_stored(conn, _unique(batch.good)), out)
         folded = projection.Fold(out.stored)
-        values = userdata_values.Changes(out.stored)
-    projection.write(conn, folded.rows())
+        values = userdata_values.Changes(out.stored, userdata_values.last_maps(conn))
+    # The user-data rows first: they check what they remember against the projection as the
+    # batches before this one left it.
     values.write(conn)
+    projection.write(conn, folded.rows())
     entries = _quarantine(conn, bad + out.refused)
     quarantined = len(entries)
     leaves = [("event", event[0], leaf) for event, leaf in zip(out.stored, out.leaves, strict=True)]

@@ -1,0 +1,51 @@
+"""An exact user-data search on events reads its page in one pass, by bitmap heap scans
+(auditor.store.userdata.reading_candidates): the answer is the same as the keys-first read's,
+and the planner setting it changes for that statement is put back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from auditor.store import queries, userdata
+from auditor.store.writer import store_batch
+from tests.helpers import om_message, receipt
+
+Conn = psycopg.Connection[Any]
+
+
+def _search(conn: Conn, **filters: str) -> list[int]:
+    flt = queries.EventFilter(
+        {}, user_data=tuple(userdata.parse_filter(k, v) for k, v in filters.items())
+    )
+    return [row.id for row in queries.search_events(conn, flt, newest_first=True, limit=3)]
+
+
+@pytest.fixture
+def stored(conn: Conn) -> list[int]:
+    maps = [("A", "4711"), ("B", "4712"), ("A", "4711"), ("C", "4711"), ("A", "4713")]
+    result = store_batch(
+        conn,
+        [
+            receipt(om_message(iid, "Handling", user_data={"Case": case}), at=n)
+            for n, (iid, case) in enumerate(maps)
+        ],
+    )
+    assert result.last_event_id is not None
+    return list(range(result.last_event_id - 4, result.last_event_id + 1))
+
+
+@pytest.mark.parametrize("before", ["on", "off"])
+def test_the_index_scan_setting_is_put_back_after_the_search(
+    conn: Conn, stored: list[int], before: str
+) -> None:
+    conn.execute(f"SET enable_indexscan = {before}")  # type: ignore[arg-type]
+    assert _search(conn, **{"userData.Case": "4711"}) == [stored[3], stored[2], stored[0]]
+    assert conn.execute("SHOW enable_indexscan").fetchone() == (before,)
+
+
+def test_a_prefix_alone_leaves_the_planner_its_choice(conn: Conn, stored: list[int]) -> None:
+    assert _search(conn, **{"userData.Case": "^471"}) == stored[:1:-1]
+    assert conn.execute("SHOW enable_indexscan").fetchone() == ("on",)
