@@ -256,6 +256,9 @@ def reading_candidates(
     if _driver(filters) is None:
         yield
         return
-    found = conn.execute(_BITMAP_ONLY).fetchone()
-    yield
-    conn.execute(_PUT_BACK, (str(found[0]) if found else "on",))
+    # A transaction of its own (a savepoint inside the caller's): the API's connections are in
+    # autocommit, where a transaction-local setting would end with its own statement.
+    with conn.transaction():
+        found = conn.execute(_BITMAP_ONLY).fetchone()
+        yield
+        conn.execute(_PUT_BACK, (str(found[0]) if found else "on",))

@@ -8,7 +8,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy.engine import URL
 
+from auditor.config import libpq_conninfo
 from auditor.store import queries, userdata
 from auditor.store.writer import store_batch
 from tests.helpers import om_message, receipt
@@ -49,3 +51,15 @@ def test_the_index_scan_setting_is_put_back_after_the_search(
 def test_a_prefix_alone_leaves_the_planner_its_choice(conn: Conn, stored: list[int]) -> None:
     assert _search(conn, **{"userData.Case": "^471"}) == stored[:1:-1]
     assert conn.execute("SHOW enable_indexscan").fetchone() == ("on",)
+
+
+def test_the_search_statement_runs_with_index_scans_off_on_an_autocommit_connection(
+    session_db: URL,
+) -> None:
+    # The API's connections are in autocommit: a transaction-local setting made by a
+    # statement of its own would be gone before the search statement ran.
+    flt = (userdata.parse_filter("userData.Case", "4711"),)
+    with psycopg.connect(libpq_conninfo(session_db), autocommit=True) as auto:
+        with userdata.reading_candidates(auto, flt):
+            assert auto.execute("SHOW enable_indexscan").fetchone() == ("off",)
+        assert auto.execute("SHOW enable_indexscan").fetchone() == ("on",)
