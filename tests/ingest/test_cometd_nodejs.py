@@ -114,7 +114,8 @@ def test_cometd_nodejs_server_delivered_equals_stored_across_a_session_loss(
             for t in truth
         )
         wait_for("store == delivered", lambda: stored_messages() == want)
-        time.sleep(1.5)  # a late duplicate would show now
+        # Deliberate: a window for a late duplicate to show (it would arrive unasked).
+        time.sleep(1.5)
         assert stored_messages() == want
         assert process.terminate() == 0
     finally:
