@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from auditor.sample import generate
 from auditor.store import projection_rebuild
 from auditor.store.writer import store_batch
 from tests.api.conftest import Api
+from tests.cli_runner import run_auditor
 from tests.helpers import from_sample, om_message, receipt
 
 AUDITOR = str(Path(sys.executable).with_name("auditor"))
@@ -154,14 +154,7 @@ def test_a_login_without_the_rights_gets_one_line_and_exit_2(
     _corrupt(fresh_db, "UPDATE interactions SET uri = 'wrong' WHERE interaction_id = 'odd-1'")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}
     env["AUDITOR_DATABASE_URL"] = login_url(fresh_db, role).render_as_string(False)
-    result = subprocess.run(
-        [AUDITOR, "projection", command],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_auditor(["projection", command], env=env, timeout=60)
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert "AUDITOR_DATABASE_URL" in last
