@@ -142,7 +142,9 @@ def _last_line(path: Path, limit: int = 300) -> str:
     return lines[-1][:limit] if lines else "(empty log)"
 
 
-def _wait_http(url: str, children: _Children, seconds: float = 30) -> None:
+def _wait_http(url: str, children: _Children, seconds: float = 120) -> None:
+    # A deadline for a service that is broken, not the expected wait: on a loaded machine
+    # (a test run beside other work) the API took more than 30 s to import and boot.
     deadline = time.monotonic() + seconds
     while True:
         children.check()
