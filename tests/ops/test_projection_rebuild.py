@@ -72,8 +72,11 @@ def _corrupt(url: URL, sql: str, *params: Any) -> None:
 
 
 def test_check_finds_a_corrupted_row_and_rebuild_fixes_it_for_the_api(
-    api: Api, login_url: Callable[[URL, str], URL]
+    committed_api: Api, login_url: Callable[[URL, str], URL]
 ) -> None:
+    # A database of its own: the sample is committed (the rebuild reads it from other
+    # connections), and the session's database must stay empty for the tests after this one.
+    api = committed_api
     _store_sample(api.url)
     victim = api.get("/api/v1/interactions", limit=1).get_json()["items"][0]["interaction_id"]
     before = api.get(f"/api/v1/interactions/{victim}").get_json()
