@@ -11,7 +11,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from auditor.errors import UserError
 from auditor.evidence import keys
 from auditor.importer import run_import
 from auditor.pgserver import EmbeddedPostgres
+from auditor.ports import free_ports
 from auditor.render import print_timeline
 from auditor.roles import GROUPS, grant_login
 from auditor.store import schema, timeline
@@ -52,12 +52,6 @@ DEMO_LOGINS = {
 
 def sample_path() -> Path:
     return Path(str(resources.files("auditor") / "data" / "sample.ndjson"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ensure_database(server: EmbeddedPostgres) -> Settings:
@@ -148,7 +142,9 @@ def _last_line(path: Path, limit: int = 300) -> str:
     return lines[-1][:limit] if lines else "(empty log)"
 
 
-def _wait_http(url: str, children: _Children, seconds: float = 30) -> None:
+def _wait_http(url: str, children: _Children, seconds: float = 120) -> None:
+    # A deadline for a service that is broken, not the expected wait: on a loaded machine
+    # (a test run beside other work) the API took more than 30 s to import and boot.
     deadline = time.monotonic() + seconds
     while True:
         children.check()
@@ -230,7 +226,7 @@ def demo(data_dir: Path, seconds: int | None) -> None:
             f"bundled sample: {total.stored} new events, {total.duplicates} already stored"
         )
 
-        sim_port, api_port, metrics_port = _free_port(), _free_port(), _free_port()
+        sim_port, api_port, metrics_port = free_ports(3)
         gws_url = f"http://127.0.0.1:{sim_port}"
         api_url = f"http://127.0.0.1:{api_port}"
         worker_metrics = f"http://127.0.0.1:{metrics_port}/metrics"

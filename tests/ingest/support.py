@@ -3,12 +3,12 @@ a real subprocess, and the comparison of the store with the simulator's ground t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,12 +16,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy.engine import URL
 
 from auditor.config import libpq_conninfo
+from auditor.simulator.app import Simulator
+from tests import helpers
 from tests.logins import as_login
 from tests.simulator.support import SimThread, basic
 
@@ -137,16 +139,37 @@ def query(db: URL, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ..
         return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except psycopg.OperationalError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+V = TypeVar("V")
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], V],
+    timeout: float = 30,
+    *,
+    until: Callable[[V], object] = bool,
+) -> V:
+    """tests.helpers.wait_for for checks that query PostgreSQL: a server that is restarting
+    (an outage test) is polled again; every probe opens a connection, so not too often."""
+    return helpers.wait_for(
+        what, check, timeout, until=until, interval=0.1, retry_on=(psycopg.OperationalError,)
+    )
+
+
+def notifications_per_account(
+    db: URL, accounts: list[str], since: datetime | None = None
+) -> dict[str, int]:
+    """Stored notifications per account (received after ``since``, if given)."""
+    rows = query(
+        db,
+        "SELECT account, count(*) FROM events WHERE kind = 'notification'"
+        " AND account = ANY(%s) AND (%s::timestamptz IS NULL OR received_at > %s)"
+        " GROUP BY account",
+        (accounts, since, since),
+    )
+    counts = dict.fromkeys(accounts, 0)
+    counts.update({account: int(n) for account, n in rows})
+    return counts
 
 
 def subscribed_since(db: URL, agents: list[str], since: datetime) -> bool:
@@ -271,6 +294,29 @@ class Sim(SimThread):
     the fixture."""
 
     _stopped = False
+
+    def in_loop(self, call: Callable[[Simulator], V]) -> V:
+        """``call(simulator)`` on the simulator's own thread, between two of its steps."""
+        assert self.sim is not None
+        simulator = self.sim
+
+        async def run() -> V:
+            return call(simulator)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    def settled(self) -> bool:
+        """Nothing in flight: no session holds a queued or unacknowledged notification, so
+        every notification generated so far is in the ground truth, which is flushed. With
+        the generator paused, the ground truth is then complete."""
+
+        def check(simulator: Simulator) -> bool:
+            busy = any(s.queue or s.unacked for s in simulator.bayeux.sessions.values())
+            if not busy:
+                simulator.ground_truth.flush()
+            return not busy
+
+        return self.in_loop(check)
 
     def __exit__(self, *exc: object) -> None:
         if not self._stopped:

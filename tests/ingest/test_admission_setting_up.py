@@ -22,7 +22,7 @@ def test_setting_up_follows_the_slots_and_ignores_accounts_waiting_for_capacity(
         admission.release_setup()
         assert not admission.setting_up
         waiter = asyncio.ensure_future(admission.acquire("b", new_session=True))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # deliberate: the dispatcher's turn, in which it must not admit b
         assert not waiter.done()  # max_sessions (1) is held by "a"
         assert not admission.setting_up
         admission.release_session()

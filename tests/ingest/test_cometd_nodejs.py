@@ -113,8 +113,19 @@ def test_cometd_nodejs_server_delivered_equals_stored_across_a_session_loss(
             (t["agent"], canonical({"channel": "/v2/me/openmedia", "data": t["data"]}))
             for t in truth
         )
-        wait_for("store == delivered", lambda: stored_messages() == want)
-        time.sleep(1.5)  # a late duplicate would show now
+
+        def missing_and_unexpected() -> tuple[int, int]:
+            have = stored_messages()
+            return sum((want - have).values()), sum((have - want).values())
+
+        wait_for(
+            "store == delivered (missing, unexpected)",
+            missing_and_unexpected,
+            60,  # a deadline for a loss, not the expected wait: 30 s ran out at load 12
+            until=(0, 0).__eq__,
+        )
+        # Deliberate: a window for a late duplicate to show (it would arrive unasked).
+        time.sleep(1.5)
         assert stored_messages() == want
         assert process.terminate() == 0
     finally:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from auditor.errors import ConfigError
 from auditor.ingest.config import KNOWN_KEYS, load
-from tests.ingest.support import AUDITOR
+from tests.cli_runner import run_auditor
 
 GOOD = """
 [gws]
@@ -63,12 +62,8 @@ def test_invalid_settings_are_named(
 
 
 def test_the_command_prints_one_line_and_exits_2(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [AUDITOR, "ingest", "--config", str(tmp_path / "missing.toml")],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin"},
-        check=False,
+    result = run_auditor(
+        ["ingest", "--config", str(tmp_path / "missing.toml")], env={"PATH": "/usr/bin:/bin"}
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -108,12 +103,8 @@ def test_an_unknown_key_is_named_with_the_closest_known_one(
 
 def test_an_unknown_key_stops_the_command_with_one_line_and_exit_2(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD.replace("[gws]", '[gws]\ntransprot = "websocket"'))
-    result = subprocess.run(
-        [AUDITOR, "ingest", "--config", path],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "GWS_PW1": "x"},
-        check=False,
+    result = run_auditor(
+        ["ingest", "--config", path], env={"PATH": "/usr/bin:/bin", "GWS_PW1": "x"}
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

@@ -3,13 +3,20 @@ unaffected; no password ever appears in the logs."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.ingest.support import PASSWORD, Sim, WorkerProcess, query, wait_for, write_config
+from tests.ingest.support import (
+    PASSWORD,
+    Sim,
+    WorkerProcess,
+    notifications_per_account,
+    query,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 WRONG = "Wr0ng-Pa55word-4711"
@@ -38,7 +45,11 @@ def test_bad_credentials_are_reported_and_retried_without_disturbing_others(
                 == (2, 2)
             ),
         )
-        time.sleep(0.5)
+        wait_for(
+            "notifications stored for both good accounts",
+            lambda: notifications_per_account(fresh_db, ["agent001", "agent002"]),
+            until=lambda stored: min(stored.values()) > 0,
+        )
         assert process.terminate() == 0
     finally:
         process.ensure_dead()

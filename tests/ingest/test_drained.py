@@ -30,6 +30,7 @@ def test_waiters_are_released_by_the_drain_and_only_then(tmp_path: Path) -> None
             asyncio.ensure_future(watch.wait(f"2026-12-02T00:00:0{s}.000000+00:00", 10))
             for s in (2, 3, 9)
         ]
+        # Deliberate: the poller gets a few rounds in which it must release no one.
         await asyncio.sleep(0.3)
         assert not any(w.done() for w in waiters)
         first = spool.oldest(1)[0]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import time
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
+from auditor.ports import free_port
 from tests.ingest.support import (
     Sim,
     WorkerProcess,
@@ -23,6 +22,7 @@ from tests.ingest.support import (
     compare,
     current_items,
     delivered_all_stored,
+    notifications_per_account,
     projected_states,
     query,
     subscribed_since,
@@ -31,14 +31,11 @@ from tests.ingest.support import (
 )
 
 AGENTS = ["agent001", "agent002", "agent003"]
+# Notifications stored per agent before the fault and after it (at 20/s per agent): together
+# more than the 100 delivered that every run must see.
+BEFORE, AFTER = 20, 15
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_with_fault(
@@ -62,7 +59,12 @@ def run_with_fault(
     try:
         start = datetime.now(UTC)
         wait_for("all sessions subscribed", lambda: subscribed_since(db, AGENTS, start))
-        time.sleep(1.0)  # mid-stream
+        # Mid-stream: every agent's notifications are flowing into the store.
+        wait_for(
+            f"{BEFORE} notifications stored for every agent",
+            lambda: notifications_per_account(db, AGENTS),
+            until=lambda stored: min(stored.values()) >= BEFORE,
+        )
         before_fault = datetime.now(UTC)
         process = fault(process)
         wait_for(
@@ -70,11 +72,20 @@ def run_with_fault(
             lambda: subscribed_since(db, renewed or AGENTS, before_fault if renewed else start),
             timeout=60,
         )
-        time.sleep(1.0)
+        # The stream runs on after the fault, and what it brings is stored too.
+        recovered = datetime.now(UTC)
+        wait_for(
+            f"{AFTER} notifications received after the fault stored for every agent",
+            lambda: notifications_per_account(db, AGENTS, since=recovered),
+            until=lambda stored: min(stored.values()) >= AFTER,
+            timeout=60,
+        )
         sim.control("pause")
         truth = sim.config.ground_truth
         assert truth is not None
-        time.sleep(1.5)  # the sweeper flushes the ground truth; the last acks go out
+        # The last batches acknowledged, sessions that died with a killed worker swept, the
+        # ground truth flushed: then it holds every notification ever generated.
+        wait_for("the simulator settled", sim.settled)
         wait_for("everything delivered is stored", lambda: delivered_all_stored(db, truth))
         assert process.terminate() == 0
     finally:

@@ -252,7 +252,7 @@ def _transport(http: LeanHttp, url: str) -> LeanLongPollingTransport:
 def test_the_transport_turns_a_stall_a_broken_connection_and_html_into_transport_errors() -> None:
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        await asyncio.sleep(5)
+        await asyncio.sleep(5)  # deliberate: a server that never answers in time
 
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
@@ -320,7 +320,7 @@ def test_a_request_without_an_advised_timeout_still_ends(
 
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        await asyncio.sleep(5)
+        await asyncio.sleep(5)  # deliberate: a server that never answers in time
 
     async def run() -> None:
         server, url = await _serve(stall)
@@ -341,26 +341,28 @@ def test_bytes_on_an_idle_connection_retire_it() -> None:
     closed, and the next request goes out on a new one."""
     connections = 0
     sent_to_a_spoiled_connection: list[int] = []
+    retired: dict[int, asyncio.Event] = {}  # per connection: the client closed it
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
+        number = connections
         await _read_request(reader)
         answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]"
         late = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
-        if connections == 1:  # with the answer, in the same segment
+        if number == 1:  # with the answer, in the same segment
             writer.write(answer + late)
         else:  # after the answer, on the idle connection
             writer.write(answer)
             await writer.drain()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # deliberate: the 408 comes in a segment of its own
             writer.write(late)
         await writer.drain()
         try:
             await _read_request(reader)
-            sent_to_a_spoiled_connection.append(connections)
+            sent_to_a_spoiled_connection.append(number)
         except asyncio.IncompleteReadError:
-            pass  # the client closed it: right
+            retired.setdefault(number, asyncio.Event()).set()  # the client closed it: right
 
     async def run() -> None:
         server, url = await _serve(handler)
@@ -368,7 +370,8 @@ def test_bytes_on_an_idle_connection_retire_it() -> None:
         try:
             assert (await http.post(url, b"[]", {}, 5)).body == b"[]"
             assert (await http.post(url, b"[]", {}, 5)).body == b"[]"
-            await asyncio.sleep(0.2)  # the late 408 reaches the idle connection
+            # The late 408 reaches the idle connection, and the client retires it.
+            await asyncio.wait_for(retired.setdefault(2, asyncio.Event()).wait(), 5)
             assert (await http.post(url, b"[]", {}, 5)).body == b"[]"
             assert connections == 3
             assert sent_to_a_spoiled_connection == []
@@ -385,6 +388,7 @@ def test_a_session_keeps_at_most_one_idle_connection() -> None:
     hold 10,000 sockets, not 20,000."""
     open_now = 0
     release = asyncio.Event()
+    holding = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal open_now
@@ -396,6 +400,7 @@ def test_a_session_keeps_at_most_one_idle_connection() -> None:
                 except asyncio.IncompleteReadError:
                     return
                 if body == b"[1]":
+                    holding.set()
                     await release.wait()  # the held connect
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
                 writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
@@ -408,7 +413,7 @@ def test_a_session_keeps_at_most_one_idle_connection() -> None:
         http = await _lean()
         try:
             held = asyncio.ensure_future(http.post(url, b"[1]", {}, 5))
-            await asyncio.sleep(0.1)
+            await asyncio.wait_for(holding.wait(), 5)  # its connection is busy
             assert (await http.post(url, b"[2]", {}, 5)).body == b"[2]"
             release.set()
             assert (await held).body == b"[1]"

@@ -29,22 +29,30 @@ def test_two_workers_split_accounts_and_the_survivor_takes_over(
     tmp_path: Path, fresh_db: URL
 ) -> None:
     with Sim(fast_config(agents=6, rate=30, timeout_ms=1000, max_interval_ms=1500)) as sim:
-        workers = []
-        for name in ("a", "b"):
-            config = write_config(
-                tmp_path / f"{name}.toml",
-                sim.url,
-                SIX,
-                tmp_path / f"{name}.sqlite3",
-                leases=True,
-                lease_ttl=4,
-                lease_renew=0.5,
-                id=f"worker-{name}",
-            )
-            workers.append(WorkerProcess(config, fresh_db, tmp_path / f"{name}.log").start())
-            time.sleep(1.5)  # b starts while a holds everything: a must give back its surplus
+        workers: list[WorkerProcess] = []
         try:
-            wait_for("3 + 3", lambda: _held(fresh_db) == {"worker-a": 3, "worker-b": 3}, timeout=30)
+            for name in ("a", "b"):
+                config = write_config(
+                    tmp_path / f"{name}.toml",
+                    sim.url,
+                    SIX,
+                    tmp_path / f"{name}.sqlite3",
+                    leases=True,
+                    lease_ttl=4,
+                    lease_renew=0.5,
+                    id=f"worker-{name}",
+                )
+                workers.append(WorkerProcess(config, fresh_db, tmp_path / f"{name}.log").start())
+                if name == "a":  # b starts while a holds everything: a must give back its surplus
+                    wait_for(
+                        "a holds all six", lambda: _held(fresh_db), until={"worker-a": 6}.__eq__
+                    )
+            wait_for(
+                "3 + 3",
+                lambda: _held(fresh_db),
+                30,
+                until={"worker-a": 3, "worker-b": 3}.__eq__,
+            )
             wait_for(
                 "six subscribed sessions",
                 lambda: (
@@ -64,7 +72,7 @@ def test_two_workers_split_accounts_and_the_survivor_takes_over(
             } - {"~worker/worker-a"}
             workers[0].kill()
             killed_at = time.monotonic()
-            wait_for("b holds all six", lambda: _held(fresh_db) == {"worker-b": 6}, timeout=30)
+            wait_for("b holds all six", lambda: _held(fresh_db), 30, until={"worker-b": 6}.__eq__)
             assert time.monotonic() - killed_at < 30
             wait_for(
                 "b subscribed the taken accounts",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -17,17 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
+from auditor.ports import free_port
 from auditor.simulator.config import agent_names
 from tests.ingest.support import Sim, query, wait_for, worker_process, write_config
 from tests.simulator.support import fast_config
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, str]:

@@ -4,7 +4,6 @@ found by the next sweep, recorded as a snapshot event with a reason, and counted
 from __future__ import annotations
 
 import re
-import socket
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from auditor.ingest.sweep import compare
+from auditor.ports import free_port
 from tests.ingest.support import (
     Sim,
     WorkerProcess,
@@ -27,12 +27,6 @@ from tests.ingest.support import (
 AGENTS = ["agent001", "agent002", "agent003"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _metric(port: int, name: str) -> float:
     url = f"http://127.0.0.1:{port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
@@ -45,7 +39,7 @@ def _metric(port: int, name: str) -> float:
 def test_a_silent_state_change_is_recorded_by_the_next_sweep(
     tmp_path: Path, sim: Sim, fresh_db: URL
 ) -> None:
-    port = _free_port()
+    port = free_port()
     config = write_config(
         tmp_path / "worker.toml",
         sim.url,

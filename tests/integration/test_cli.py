@@ -1,4 +1,6 @@
-"""The `auditor` command as a user runs it: real process, real database, one-line errors."""
+"""The `auditor` command as a user runs it: real process, real database, one-line errors.
+(A process forked from tests/cli_runner.py's zygote; `--help` is checked with the installed
+script too.)"""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from sqlalchemy.engine import URL
 
 from auditor.config import libpq_conninfo
 from auditor.demo import sample_path
+from tests.cli_runner import run_auditor
 
 AUDITOR = str(Path(sys.executable).with_name("auditor"))
 
@@ -28,9 +31,7 @@ def run(*args: str, url: URL | str | None = None) -> subprocess.CompletedProcess
         env["AUDITOR_DATABASE_URL"] = (
             url if isinstance(url, str) else url.render_as_string(hide_password=False)
         )
-    return subprocess.run(
-        [AUDITOR, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return run_auditor(args, env=env)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -143,6 +144,9 @@ def test_help_works(args: tuple[str, ...]) -> None:
     result = run(*args)
     assert result.returncode == 0
     assert "Usage:" in result.stdout
+    # The installed script itself says the same.
+    script = subprocess.run([AUDITOR, *args], capture_output=True, text=True, timeout=120)
+    assert (script.returncode, script.stdout, script.stderr) == (0, result.stdout, result.stderr)
 
 
 def test_token_commands_import_neither_the_cometd_client_nor_the_simulator() -> None:

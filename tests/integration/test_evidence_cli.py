@@ -16,6 +16,7 @@ from auditor import evidence_verify
 from auditor.config import libpq_conninfo
 from auditor.evidence import keys, schedule
 from auditor.store.writer import store_batch
+from tests.cli_runner import run_auditor
 from tests.helpers import om_message, receipt
 
 AUDITOR = str(Path(sys.executable).with_name("auditor"))
@@ -31,9 +32,7 @@ def _run(
     if key is not None:
         env["AUDITOR_SIGNING_KEY_FILE"] = str(key)
     env.update(extra)
-    return subprocess.run(
-        [AUDITOR, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return run_auditor(args, env=env)
 
 
 def test_keys_create_writes_a_private_file_and_show_prints_only_the_public_key(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from auditor.sample import generate
 from auditor.store import projection_rebuild
 from auditor.store.writer import store_batch
 from tests.api.conftest import Api
+from tests.cli_runner import run_auditor
 from tests.helpers import from_sample, om_message, receipt
 
 AUDITOR = str(Path(sys.executable).with_name("auditor"))
@@ -72,8 +72,11 @@ def _corrupt(url: URL, sql: str, *params: Any) -> None:
 
 
 def test_check_finds_a_corrupted_row_and_rebuild_fixes_it_for_the_api(
-    api: Api, login_url: Callable[[URL, str], URL]
+    committed_api: Api, login_url: Callable[[URL, str], URL]
 ) -> None:
+    # A database of its own: the sample is committed (the rebuild reads it from other
+    # connections), and the session's database must stay empty for the tests after this one.
+    api = committed_api
     _store_sample(api.url)
     victim = api.get("/api/v1/interactions", limit=1).get_json()["items"][0]["interaction_id"]
     before = api.get(f"/api/v1/interactions/{victim}").get_json()
@@ -154,14 +157,7 @@ def test_a_login_without_the_rights_gets_one_line_and_exit_2(
     _corrupt(fresh_db, "UPDATE interactions SET uri = 'wrong' WHERE interaction_id = 'odd-1'")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}
     env["AUDITOR_DATABASE_URL"] = login_url(fresh_db, role).render_as_string(False)
-    result = subprocess.run(
-        [AUDITOR, "projection", command],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_auditor(["projection", command], env=env, timeout=60)
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert "AUDITOR_DATABASE_URL" in last

@@ -7,7 +7,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,7 @@ from auditor.errors import ConfigError
 from auditor.pgserver import EmbeddedPostgres
 from auditor.store import integrity, schema
 from auditor.store.writer import store_batch
-from tests.helpers import om_message, receipt
+from tests.helpers import om_message, receipt, wait_for
 from tests.logins import as_login, create_logins
 from web import create_app
 
@@ -35,14 +34,6 @@ from web import create_app
 class Pair:
     primary: URL
     standby: URL
-
-
-def _wait(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _one(url: URL, sql: str, *params: Any) -> Any:
@@ -74,7 +65,7 @@ def pair() -> Iterator[Pair]:
         standby = primary.start_standby(base / "standby")
         try:
             found = Pair(url, parse_database_url(standby.url("auditor")))
-            _wait("the standby to replay the schema", lambda: _caught_up(found))
+            wait_for("the standby to replay the schema", lambda: _caught_up(found))
             yield found
         finally:
             standby.stop()
@@ -112,7 +103,7 @@ def test_the_api_reads_from_the_standby_and_writes_its_log_to_the_primary(pair: 
     client, auth, dispose = _client(pair)
     try:
         _store(pair, "rep-1", "Invited", 0)
-        _wait("the standby to replay the events", lambda: _caught_up(pair))
+        wait_for("the standby to replay the events", lambda: _caught_up(pair))
         answer = client.get("/api/v1/interactions/rep-1/timeline", headers=auth)
         assert answer.status_code == 200, answer.get_json()
         assert [e["state"] for e in answer.get_json()["events"]] == ["Invited"]
@@ -133,14 +124,17 @@ def test_the_api_reads_from_the_standby_and_writes_its_log_to_the_primary(pair: 
                 " heartbeat_at) VALUES ('agent001', 'w1', %s, %s, now())",
                 (["/v2/me/openmedia"], started),
             )
-        _wait("the standby to replay the interval", lambda: _caught_up(pair))
+        wait_for("the standby to replay the interval", lambda: _caught_up(pair))
         _one(pair.standby, "SELECT pg_wal_replay_pause()")
-        _wait(
+        wait_for(
             "replay to pause",
             lambda: _one(pair.standby, "SELECT pg_get_wal_replay_pause_state()") == "paused",
         )
         replayed = _one(pair.standby, "SELECT pg_last_xact_replay_timestamp()")
-        time.sleep(0.2)  # the primary's clock moves past the replay position
+        wait_for(  # the primary's clock moves past the replay position
+            "the primary's clock past the replay position",
+            lambda: _one(pair.primary, "SELECT now() > %s + interval '0.1 s'", replayed),
+        )
         _store(pair, "rep-1", "Processing", 1)
         with psycopg.connect(libpq_conninfo(pair.primary), autocommit=True) as conn:
             conn.execute("UPDATE coverage_intervals SET heartbeat_at = now()")
@@ -159,7 +153,7 @@ def test_the_api_reads_from_the_standby_and_writes_its_log_to_the_primary(pair: 
         assert [e["state"] for e in timeline["events"]] == ["Invited"]  # not replayed yet
 
         _one(pair.standby, "SELECT pg_wal_replay_resume()")
-        _wait("the standby to catch up", lambda: _caught_up(pair))
+        wait_for("the standby to catch up", lambda: _caught_up(pair))
         body = client.get(
             "/api/v1/coverage",
             headers=auth,
@@ -170,7 +164,7 @@ def test_the_api_reads_from_the_standby_and_writes_its_log_to_the_primary(pair: 
         # Failover: the standby is promoted and the writer goes on there; the record's chain
         # continues from what was replayed, unbroken.
         _one(pair.standby, "SELECT pg_promote()")
-        _wait("the promotion", lambda: not _one(pair.standby, "SELECT pg_is_in_recovery()"))
+        wait_for("the promotion", lambda: not _one(pair.standby, "SELECT pg_is_in_recovery()"))
         _store(Pair(pair.standby, pair.standby), "rep-1", "Completed", 2)
         with psycopg.connect(libpq_conninfo(pair.standby)) as conn:
             report = integrity.verify(conn, with_unsealed=False)

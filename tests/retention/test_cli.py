@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from auditor.config import libpq_conninfo
+from tests.cli_runner import run_auditor
 from tests.logins import as_login
 from tests.retention.support import partitions, store_month
 
@@ -25,9 +26,7 @@ def _run(url: URL | None, *args: str, **extra: str) -> subprocess.CompletedProce
     if url is not None:
         env["AUDITOR_DATABASE_URL"] = url.render_as_string(hide_password=False)
     env.update(extra)
-    return subprocess.run(
-        [AUDITOR, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    return run_auditor(args, env=env)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from auditor.config import libpq_conninfo
 from auditor.errors import ConfigError, UserError
 from auditor.pgserver import EmbeddedPostgres
 from auditor.roles import refuse_privileged
+from tests.cli_runner import run_auditor
 from tests.ingest.support import wait_for, write_config
 
 AUDITOR = str(Path(sys.executable).parent / "auditor")
@@ -148,18 +149,14 @@ def test_grant_login_refuses_with_one_line(
 
 
 def test_grant_login_errors_are_one_line_and_exit_2_from_the_command(session_db: URL) -> None:
-    result = subprocess.run(
-        [AUDITOR, "db", "grant-login", "writer", "--user", "postgres", "--password-env", "PW"],
+    result = run_auditor(
+        ["db", "grant-login", "writer", "--user", "postgres", "--password-env", "PW"],
         env={
             **os.environ,
             "AUDITOR_DATABASE_URL": session_db.render_as_string(hide_password=False),
             "PW": "x",
         },
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
         timeout=60,
-        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -184,18 +181,15 @@ def test_the_password_reaches_neither_the_output_nor_the_server_log(
     if pg_server is None:
         pytest.skip("needs the embedded server's log file")
     user, password = _name(), "never-logged-" + uuid.uuid4().hex
-    result = subprocess.run(
-        [AUDITOR, "db", "grant-login", "api", "--user", user, "--password-env", "PW"],
+    result = run_auditor(
+        ["db", "grant-login", "api", "--user", user, "--password-env", "PW"],
         env={
             **os.environ,
             "AUDITOR_DATABASE_URL": session_db.render_as_string(hide_password=False),
             "PW": password,
             "PGOPTIONS": "-c log_statement=all",  # the server logs every statement it gets
         },
-        capture_output=True,
-        text=True,
         timeout=60,
-        check=False,
     )
     assert result.returncode == 0, result.stderr
     log = pg_server.log_file.read_text(errors="replace")
@@ -228,13 +222,10 @@ def test_refuse_privileged_accepts_only_a_login_of_the_services_group(
 
 
 def _run(args: list[str], db: URL, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [AUDITOR, *args],
+    return run_auditor(
+        args,
         env={**os.environ, "AUDITOR_DATABASE_URL": db.render_as_string(hide_password=False), **env},
-        capture_output=True,
-        text=True,
         timeout=60,
-        check=False,
     )
 
 
