@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from auditor.errors import ConfigError
 from auditor.ingest.admission import SETTING_UP, SUBSCRIBED
 
 if TYPE_CHECKING:
@@ -139,7 +140,12 @@ class Health:
             def log_message(self, format: str, *args: Any) -> None:
                 return  # probes every few seconds would flood the log
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        try:
+            self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        except OSError as exc:
+            raise ConfigError(
+                "[worker] metrics_port", f"cannot listen on 127.0.0.1:{port}: {exc.strerror}"
+            ) from None
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="health", daemon=True).start()
 

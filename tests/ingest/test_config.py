@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,19 @@ def test_the_sweep_interval_comes_from_the_environment_first_and_is_checked(
         load(path, {"GWS_PW1": "x", "AUDITOR_SWEEP_INTERVAL": "15min"})
     with pytest.raises(ConfigError, match="sweep_interval"):
         load(_write(tmp_path, GOOD + "[worker]\nsweep_interval = -1\n"), {"GWS_PW1": "x"})
+
+
+def test_a_metrics_port_in_use_stops_the_worker_with_one_line_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = _write(tmp_path, GOOD + f"[worker]\nmetrics_port = {port}\n")
+        result = run_auditor(
+            ["ingest", "--config", path, "--allow-owner"],
+            env={"PATH": "/usr/bin:/bin", "GWS_PW1": "x"},
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"auditor: [worker] metrics_port: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
