@@ -6,8 +6,9 @@ events in SQL) against the issue's target of 100,000 events/s.
 
 Stores the events with the batch writer (hash chain patched out, as in bench/store.py, to
 load faster; it does not change the projection) on a durable embedded PostgreSQL, then times
-check() `--runs` times and rebuild() after corrupting 1% of the projection's rows, alternating.
-Prints events/s for each. A benchmark that prints numbers; it asserts nothing. With
+check() `--runs` times and rebuild() after corrupting 1% of the projection's rows, alternating
+(and alternating the `--chunks` sizes). Prints events/s for each, of wall time and of the
+backend's CPU time. A benchmark that prints numbers; it asserts nothing. With
 --data-dir the database is kept there and loaded only once per size (the runs then leave it
 as they found it: rebuild corrects what they corrupted).
 """
@@ -16,17 +17,20 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from store import fresh_database, make_receipts, run_writer_without_chain
+from store import cpu_seconds, fresh_database, make_receipts, run_writer_without_chain
 
 from auditor.pgserver import EmbeddedPostgres
 from auditor.store import projection_rebuild
@@ -42,12 +46,52 @@ def corrupt(dsn: str, share: float) -> int:
         return cur.rowcount
 
 
+def _check(conn: psycopg.Connection[Any], chunk: int) -> projection_rebuild.Report:
+    report = projection_rebuild.check(conn, chunk=chunk)
+    conn.rollback()
+    return report
+
+
+def _rebuild(conn: psycopg.Connection[Any], chunk: int) -> projection_rebuild.Report:
+    return projection_rebuild.rebuild(conn, chunk=chunk)
+
+
+def timed(
+    run: int,
+    what: str,
+    chunk: int,
+    dsn: str,
+    work: Callable[[psycopg.Connection[Any]], projection_rebuild.Report],
+) -> projection_rebuild.Report:
+    """Wall time and the CPU time of the session's PostgreSQL backend (this process does
+    nearly nothing): events per CPU-second hardly moves with the machine's load, wall time
+    does."""
+    with psycopg.connect(dsn) as conn:
+        backend = conn.info.backend_pid
+        cpu, t0 = cpu_seconds(backend), time.perf_counter()
+        report = work(conn)
+        seconds, used = time.perf_counter() - t0, cpu_seconds(backend) - cpu
+    print(
+        f"{run:>4} {what:<8} {chunk:>9,} {report.events:>10,} {seconds:>8.2f}"
+        f" {report.events / seconds:>10,.0f} {report.events / used:>10,.0f}"
+        f" {os.getloadavg()[0]:>5.1f} {len(report.differences)} (build"
+        f" {report.build_seconds:.2f} s, compare {report.compare_seconds:.2f} s)",
+        flush=True,
+    )
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--interactions", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--chunk", type=int, default=projection_rebuild.DEFAULT_CHUNK)
+    parser.add_argument(
+        "--chunks",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=[projection_rebuild.DEFAULT_CHUNK],
+        help="event ids per fold statement; several (comma-separated) alternate in each run",
+    )
     parser.add_argument("--data-dir", type=Path, help="keep the database here (default: temp)")
     args = parser.parse_args()
 
@@ -87,29 +131,14 @@ def main() -> None:
                 f" ({events / interactions:.1f} events per interaction); the hash chain is"
                 " patched out here (bench/store.py measures its cost)"
             )
-        print(f"{'run':>4} {'what':<8} {'events':>10} {'seconds':>8} {'events/s':>10} differences")
+        print(f"{'run':>4} {'what':<8} {'chunk':>9} {'events':>10} {'seconds':>8}"
+              f" {'events/s':>10} {'per CPU-s':>10} {'load':>5} differences")  # fmt: skip
         for run in range(1, args.runs + 1):
-            with psycopg.connect(dsn) as conn:
-                t0 = time.perf_counter()
-                report = projection_rebuild.check(conn, chunk=args.chunk)
-                seconds = time.perf_counter() - t0
-                conn.rollback()
-            print(
-                f"{run:>4} {'check':<8} {report.events:>10,} {seconds:>8.2f}"
-                f" {report.events / seconds:>10,.0f} {len(report.differences)}"
-                f" (build {report.build_seconds:.2f} s, compare {report.compare_seconds:.2f} s)"
-            )
-            broken = corrupt(dsn, 0.01)
-            with psycopg.connect(dsn) as conn:
-                t0 = time.perf_counter()
-                report = projection_rebuild.rebuild(conn, chunk=args.chunk)
-                seconds = time.perf_counter() - t0
-            print(
-                f"{run:>4} {'rebuild':<8} {report.events:>10,} {seconds:>8.2f}"
-                f" {report.events / seconds:>10,.0f} {len(report.differences)}"
-                f" (corrupted {broken}, corrected {report.fixed}; build"
-                f" {report.build_seconds:.2f} s, compare {report.compare_seconds:.2f} s)"
-            )
+            for chunk in args.chunks:
+                timed(run, "check", chunk, dsn, lambda c, k=chunk: _check(c, k))
+                broken = corrupt(dsn, 0.01)
+                report = timed(run, "rebuild", chunk, dsn, lambda c, k=chunk: _rebuild(c, k))
+                print(f"{'':>4} (corrupted {broken}, corrected {report.fixed})")
     finally:
         server.stop()
         if args.data_dir is None:
