@@ -2,28 +2,35 @@
 events in SQL) against the issue's target of 100,000 events/s.
 
     python bench/projection.py [--events 500000] [--interactions 50000] [--runs 2]
+                               [--data-dir DIR]
 
 Stores the events with the batch writer (hash chain patched out, as in bench/store.py, to
 load faster; it does not change the projection) on a durable embedded PostgreSQL, then times
-check() `--runs` times and rebuild() after corrupting 1% of the projection's rows, alternating.
-Prints events/s for each. A benchmark that prints numbers; it asserts nothing.
+check() `--runs` times and rebuild() after corrupting 1% of the projection's rows, alternating
+(and alternating the `--chunks` sizes). Prints events/s for each, of wall time and of the
+backend's CPU time. A benchmark that prints numbers; it asserts nothing. With
+--data-dir the database is kept there and loaded only once per size (the runs then leave it
+as they found it: rebuild corrects what they corrupted).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from store import fresh_database, make_receipts, run_writer_without_chain
+from store import cpu_seconds, fresh_database, make_receipts, run_writer_without_chain
 
 from auditor.pgserver import EmbeddedPostgres
 from auditor.store import projection_rebuild
@@ -39,29 +46,77 @@ def corrupt(dsn: str, share: float) -> int:
         return cur.rowcount
 
 
+def _check(conn: psycopg.Connection[Any], chunk: int) -> projection_rebuild.Report:
+    report = projection_rebuild.check(conn, chunk=chunk)
+    conn.rollback()
+    return report
+
+
+def _rebuild(conn: psycopg.Connection[Any], chunk: int) -> projection_rebuild.Report:
+    return projection_rebuild.rebuild(conn, chunk=chunk)
+
+
+def timed(
+    run: int,
+    what: str,
+    chunk: int,
+    dsn: str,
+    work: Callable[[psycopg.Connection[Any]], projection_rebuild.Report],
+) -> projection_rebuild.Report:
+    """Wall time and the CPU time of the session's PostgreSQL backend (this process does
+    nearly nothing): events per CPU-second hardly moves with the machine's load, wall time
+    does."""
+    with psycopg.connect(dsn) as conn:
+        backend = conn.info.backend_pid
+        cpu, t0 = cpu_seconds(backend), time.perf_counter()
+        report = work(conn)
+        seconds, used = time.perf_counter() - t0, cpu_seconds(backend) - cpu
+    print(
+        f"{run:>4} {what:<8} {chunk:>9,} {report.events:>10,} {seconds:>8.2f}"
+        f" {report.events / seconds:>10,.0f} {report.events / used:>10,.0f}"
+        f" {os.getloadavg()[0]:>5.1f} {len(report.differences)} (build"
+        f" {report.build_seconds:.2f} s, compare {report.compare_seconds:.2f} s)",
+        flush=True,
+    )
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--interactions", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--chunk", type=int, default=projection_rebuild.DEFAULT_CHUNK)
+    parser.add_argument(
+        "--chunks",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=[projection_rebuild.DEFAULT_CHUNK],
+        help="event ids per fold statement; several (comma-separated) alternate in each run",
+    )
+    parser.add_argument("--data-dir", type=Path, help="keep the database here (default: temp)")
     args = parser.parse_args()
 
-    receipts = make_receipts(args.events, args.interactions)
-    gc.freeze()
-    data_dir = Path(tempfile.mkdtemp(prefix="auditor-bench-"))
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="auditor-bench-"))
     server = EmbeddedPostgres(data_dir, durable=True).start()
     try:
-        dsn = fresh_database(server, "projection")
-        began = time.perf_counter()
-        run_writer_without_chain(dsn, receipts, 5_000)
-        loaded = time.perf_counter() - began
-        print(
-            f"loaded {len(receipts):,} events in {loaded:.1f} s ({len(receipts) / loaded:,.0f}/s)"
-        )
-        del receipts
+        name = f"projection_{args.events}_{args.interactions}"
+        dsn = server.url(name)
+        with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+                                  ).fetchone()  # fmt: skip
+        if exists is None:
+            receipts = make_receipts(args.events, args.interactions)
+            gc.freeze()
+            dsn = fresh_database(server, name)
+            began = time.perf_counter()
+            run_writer_without_chain(dsn, receipts, 5_000)
+            loaded = time.perf_counter() - began
+            print(f"loaded {len(receipts):,} events in {loaded:.1f} s"
+                  f" ({len(receipts) / loaded:,.0f}/s)")  # fmt: skip
+            del receipts
+            gc.unfreeze()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE")
             sizes = conn.execute(
                 "SELECT pg_total_relation_size('interactions'),"
                 " (SELECT sum(pg_total_relation_size(relid))"
@@ -76,32 +131,18 @@ def main() -> None:
                 f" ({events / interactions:.1f} events per interaction); the hash chain is"
                 " patched out here (bench/store.py measures its cost)"
             )
-        print(f"{'run':>4} {'what':<8} {'events':>10} {'seconds':>8} {'events/s':>10} differences")
+        print(f"{'run':>4} {'what':<8} {'chunk':>9} {'events':>10} {'seconds':>8}"
+              f" {'events/s':>10} {'per CPU-s':>10} {'load':>5} differences")  # fmt: skip
         for run in range(1, args.runs + 1):
-            with psycopg.connect(dsn) as conn:
-                t0 = time.perf_counter()
-                report = projection_rebuild.check(conn, chunk=args.chunk)
-                seconds = time.perf_counter() - t0
-                conn.rollback()
-            print(
-                f"{run:>4} {'check':<8} {report.events:>10,} {seconds:>8.2f}"
-                f" {report.events / seconds:>10,.0f} {len(report.differences)}"
-                f" (build {report.build_seconds:.2f} s, compare {report.compare_seconds:.2f} s)"
-            )
-            broken = corrupt(dsn, 0.01)
-            with psycopg.connect(dsn) as conn:
-                t0 = time.perf_counter()
-                report = projection_rebuild.rebuild(conn, chunk=args.chunk)
-                seconds = time.perf_counter() - t0
-            print(
-                f"{run:>4} {'rebuild':<8} {report.events:>10,} {seconds:>8.2f}"
-                f" {report.events / seconds:>10,.0f} {len(report.differences)}"
-                f" (corrupted {broken}, corrected {report.fixed}; build"
-                f" {report.build_seconds:.2f} s, compare {report.compare_seconds:.2f} s)"
-            )
+            for chunk in args.chunks:
+                timed(run, "check", chunk, dsn, lambda c, k=chunk: _check(c, k))
+                broken = corrupt(dsn, 0.01)
+                report = timed(run, "rebuild", chunk, dsn, lambda c, k=chunk: _rebuild(c, k))
+                print(f"{'':>4} (corrupted {broken}, corrected {report.fixed})")
     finally:
         server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if args.data_dir is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,205 @@
+"""bench/year.py's loading: bench/api.py's events spread over monthly partitions, stored by
+the batch writer or, row for row the same, by SQL (bench/year_sql.py); and the check that the
+two store the same rows (`bench/year.py --check-shape`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import psycopg
+import year_sql
+from api import ACCOUNTS, EVENTS_PER_INTERACTION, MEDIA, STATES
+from sqlalchemy.engine import URL
+
+from auditor.config import libpq_conninfo
+from auditor.db import sa_connection
+from auditor.retention.settings import months_before
+from auditor.store import schema
+from auditor.store.receipts import Receipt
+from auditor.store.writer import store_batch
+
+START = datetime(2024, 12, 1, tzinfo=UTC)
+BLOCK = 1000  # interactions whose events interleave in time
+BATCH = 5_000
+CHUNK = 500_000  # events between two disk checks
+CHANNEL = "/v2/me/openmedia"
+
+
+def _end(months: int) -> datetime:
+    return months_before(START, -months)
+
+
+def span_us(months: int) -> int:
+    return (_end(months) - START) // timedelta(microseconds=1)
+
+
+def receipt(n: int, per_pass: int, months: int) -> Receipt:
+    """Event number n: pass n // per_pass, spread evenly over the months; within a pass,
+    blocks of BLOCK interactions whose 8 events interleave (bench/api.py's shape)."""
+    run, k = divmod(n, per_pass)
+    block, r = divmod(k, BLOCK * EVENTS_PER_INTERACTION)
+    step, i = divmod(r, BLOCK)
+    ident = run * (per_pass // EVENTS_PER_INTERACTION) + block * BLOCK + i
+    at = START + timedelta(microseconds=span_us(months) * k // per_pass + run)
+    iid = f"om{ident:09d}"
+    account = f"agent{ident % ACCOUNTS:03d}"
+    if ident % 10 == 0 and step >= 5:  # a transfer: another agent finishes it
+        account = f"agent{(ident + 1) % ACCOUNTS:03d}"
+    message = {
+        "channel": CHANNEL,
+        "data": {
+            "messageType": "OpenmediaStateChangeMessage",
+            "notificationType": "NewInteraction" if step == 0 else "StatusChange",
+            "referenceId": n,
+            "openmedia": {
+                "id": iid,
+                "state": STATES[step],
+                "mediaType": MEDIA[ident % len(MEDIA)],
+                "openmediaType": "Inbound",
+                "capabilities": ["Complete", "Transfer"] if step else [],
+                "userData": {
+                    "Subject": f"Question about order {ident}",
+                    "CustomerId": f"C{ident % 99991:05d}",
+                    "Step": step,
+                },
+            },
+        },
+    }
+    return Receipt(uuid.UUID(int=n + 1), at, account, CHANNEL, orjson.dumps(message).decode())
+
+
+def ensure_partitions(conn: psycopg.Connection[tuple[object, ...]], months: int) -> None:
+    """The monthly partitions, as the writer makes them when a batch first reaches a month
+    (the SQL loader does not go through that code)."""
+    for month in range(months):
+        conn.execute("SELECT auditor_ensure_event_partition(%s)",
+                     (months_before(START, -month).date(),))  # fmt: skip
+    conn.commit()
+
+
+def stored(dsn: str) -> int:
+    """Events stored so far: the record's head (one position per event; nothing else is
+    appended while loading). Cheap at any size, unlike count(*)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT coalesce(max(position), 0) FROM record").fetchone()
+        return int(row[0]) if row else 0
+
+
+def free_gb(path: Path) -> float:
+    return shutil.disk_usage(path).free / 1e9
+
+
+def load_to(dsn: str, target: int, per_pass: int, months: int, data_dir: Path,
+            min_free_gb: float, loader: str = "sql", until: datetime | None = None
+            ) -> int:  # fmt: skip
+    """Store events until ``target`` (resuming where the record's head is); stop early when
+    the next chunk would bring the free disk under ``min_free_gb``, or after ``until``, or
+    when the file STOP exists in ``data_dir``. Returns the count."""
+    n = stored(dsn)
+    if n >= target:
+        return n
+    began, first = time.perf_counter(), n
+    with psycopg.connect(dsn) as conn:
+        ensure_partitions(conn, months)
+        while n < target:
+            free = free_gb(data_dir)
+            chunk = min(CHUNK, target - n)
+            needed = chunk * 2.5e3 / 1e9  # about 2 KB per event, with room for WAL
+            if free - needed < min_free_gb:
+                print(f"STOP loading at {n:,} events: {free:.1f} GB free, the next"
+                      f" {chunk:,} events need about {needed:.1f} GB and"
+                      f" {min_free_gb} GB must stay free", flush=True)  # fmt: skip
+                break
+            if (until is not None and datetime.now(UTC) >= until) or (data_dir / "STOP").exists():
+                print(f"STOP loading at {n:,} events: time is up (--until or {data_dir}/STOP)",
+                      flush=True)  # fmt: skip
+                break
+            end = n + chunk
+            while n < end:
+                n = store(conn, n, min(n + BATCH, end), per_pass, months, loader)
+                if n == end - chunk + BATCH or n == BATCH:
+                    # Statistics as autovacuum keeps them (it lags a bulk load, and the SQL
+                    # loader's fold is planned from them: a partition never analyzed makes
+                    # every join a nested loop).
+                    conn.execute("ANALYZE events, interactions, user_data_values, record")
+                    conn.commit()
+            seconds = time.perf_counter() - began
+            print(f"  {n:>12,} events  {(n - first) / seconds:>7,.0f}/s  {free:6.1f} GB free"
+                  f"  load {os.getloadavg()[0]:.1f}  {time.strftime('%H:%M:%S')}",
+                  flush=True)  # fmt: skip
+    return n
+
+
+def store(conn: psycopg.Connection[tuple[object, ...]], n0: int, n1: int, per_pass: int,
+          months: int, loader: str) -> int:  # fmt: skip
+    """Events n0..n1-1, committed as one batch of the writer, or as the rows it would store
+    (bench/year_sql.py). Returns n1."""
+    with conn.transaction():
+        if loader == "writer":
+            result = store_batch(conn, [receipt(i, per_pass, months) for i in range(n0, n1)])
+            count = result.stored + result.duplicates
+        else:
+            # Times grow within a pass: the ends of the batch and of each pass it crosses.
+            ends = {n0, n1 - 1}
+            for cut in range((n0 // per_pass + 1) * per_pass, n1, per_pass):
+                ends |= {cut - 1, cut}
+            when = [receipt(i, per_pass, months).received_at for i in ends]
+            count = year_sql.store_batch(
+                conn, n0, n1, per_pass, START, span_us(months), (min(when), max(when))
+            )
+    if count != n1 - n0:
+        raise SystemExit(f"batch {n0}..{n1}: {count} events stored")
+    return n1
+
+
+_SHAPES = {
+    "partitions": "SELECT tableoid::regclass::text, count(*) FROM events GROUP BY 1 ORDER BY 1",
+    "events": "SELECT id, receipt_id, received_at, kind, account, channel, message_type,"
+    " notification_type, interaction_id, reference_id, media_type, openmedia_type, state,"
+    " error_code, error_message, payload FROM events ORDER BY id",
+    "record": "SELECT position, source, source_id, octet_length(leaf_hash),"
+    " octet_length(chain_hash) FROM record ORDER BY position",
+    "user_data_values": "SELECT interaction_id, event_id, changed FROM user_data_values"
+    " ORDER BY event_id",
+    "interactions": "SELECT to_jsonb(i) - 'accounts', ARRAY(SELECT unnest(accounts) ORDER BY 1)"
+    " FROM interactions AS i ORDER BY interaction_id",
+}
+
+
+def check_shape(admin: URL, months: int) -> bool:
+    """The same 16,000 events (two passes of 8,000) stored by the batch writer and by the SQL
+    loader into two scratch databases: every row compared (the record's hashes by length)."""
+    rows: dict[str, dict[str, list[tuple[object, ...]]]] = {}
+    for loader in ("writer", "sql"):
+        name = f"bench_year_shape_{loader}"
+        with psycopg.connect(libpq_conninfo(admin), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        with sa_connection(admin.set(database=name)) as connection:
+            schema.upgrade(connection)
+        dsn = libpq_conninfo(admin.set(database=name))
+        with psycopg.connect(dsn) as conn:
+            ensure_partitions(conn, months)
+            n = 0
+            while n < 16_000:
+                n = store(conn, n, n + BATCH if n + BATCH <= 16_000 else 16_000, 8_000, months,
+                          loader)  # fmt: skip
+            rows[loader] = {t: conn.execute(q).fetchall() for t, q in _SHAPES.items()}
+        with psycopg.connect(libpq_conninfo(admin), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}"')
+    same = True
+    for table in _SHAPES:
+        ours, theirs = rows["sql"][table], rows["writer"][table]
+        differing = [(a, b) for a, b in zip(ours, theirs, strict=False) if a != b]
+        print(f"shape {table}: writer {len(theirs):,} rows, SQL loader {len(ours):,} rows,"
+              f" {len(differing)} differ", flush=True)  # fmt: skip
+        for a, b in differing[:3]:
+            print(f"  writer {b}\n  sql    {a}")
+        same = same and not differing and len(ours) == len(theirs)
+    return same
