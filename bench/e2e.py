@@ -542,21 +542,23 @@ def profile_top(raw: Path, count: int = 15) -> str:
     return "\n".join(out)
 
 
-def per_connect(path: Path, count: int = 40) -> str:
-    """The functions with most cumulative time in a cProfile of the worker (AUDITOR_CPROFILE,
-    auditor/ingest/cpuprofile.py), each as µs per /meta/connect sent (the calls of
-    aiocometd's `_connect`) and calls per connect. The whole run is in it, set-up included."""
+def per_connect(path: Path, count: int = 40, per: int | None = None) -> str:
+    """The functions with most cumulative CPU time in a cProfile of the worker
+    (AUDITOR_CPROFILE, auditor/ingest/cpuprofile.py), each as µs per /meta/connect sent (the
+    calls of aiocometd's `_connect`), or per `per` (e.g. notifications stored), and calls
+    per unit. The whole run is in it, set-up included."""
     import pstats
 
     table = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
-    connects = sum(
+    connects = per or sum(
         calls[1]
         for (file, _, name), calls in table.items()
         if name == "_connect" and file.endswith("transports/base.py")
     )
     connects = max(connects, 1)
     rows = sorted(table.items(), key=lambda kv: -kv[1][3])[:count]
-    out = [f"{connects:,} connects; cumulative µs per connect, calls per connect, function"]
+    unit = "unit" if per else "connect"
+    out = [f"{connects:,} {unit}s; cumulative µs per {unit}, calls per {unit}, function"]
     for (file, line, name), (_, calls, _, cumulative, _) in rows:
         where = "/".join(Path(file).parts[-2:]) if file != "~" else ""
         out.append(
@@ -638,8 +640,13 @@ def notify_cost(
     total = cpu_after[1] - cpu_before[1]
     lost = _settle(bench, sim_proc, db, worker, truth)
     if stats is not None and stats.exists():
-        print(f"cProfile, {rate:,}/s over {agents:,} agents{label}:", file=sys.stderr)
+        print(f"cProfile (worker), {rate:,}/s over {agents:,} agents{label}:", file=sys.stderr)
         print(per_connect(stats), file=sys.stderr)
+    drain_stats = None if stats is None else stats.with_suffix(".pstats.drain")
+    if drain_stats is not None and drain_stats.exists():
+        print(f"cProfile (drain process){label}, µs per stored notification:", file=sys.stderr)
+        # the whole process's life: every notification it stored, not only the window's
+        print(per_connect(drain_stats, per=_notifications(db)), file=sys.stderr)
     label = f"{rate:,}/s over {agents:,} agents{label}"
     return {
         f"{label}: stored": f"{stored / window:,.0f}/s over {window:.0f} s"
