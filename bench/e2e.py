@@ -54,7 +54,7 @@ from sqlalchemy.engine import URL
 from auditor.config import libpq_conninfo, parse_database_url
 from auditor.ingest import config as worker_config
 from auditor.ingest.drain import BatchReport
-from auditor.ingest.spool import Row, Spool
+from auditor.ingest.spool import Row, Spool, SpoolReader
 from auditor.ingest.worker import Worker
 from auditor.pgserver import EmbeddedPostgres
 from auditor.roles import grant_login
@@ -170,6 +170,7 @@ class Bench:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.db_index = 0
         self.sim_nice: int | None = None  # --sim-nice
+        self.worker_nice: int | None = None  # --worker-nice (the notify phase's workers)
 
     def fresh_db(self) -> URL:
         self.db_index += 1
@@ -255,6 +256,7 @@ class Bench:
         db: URL,
         src: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        nice: int | None = None,
     ) -> subprocess.Popen[bytes]:
         """The worker as a subprocess; with `src`, the `auditor` package from that directory
         (an earlier revision, see --baseline) instead of this tree's."""
@@ -270,7 +272,7 @@ class Bench:
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if nice is None else lambda: _prioritised(nice),
             )
         self.procs.append(proc)
         return proc
@@ -602,14 +604,16 @@ def notify_cost(
     config = bench.config(run, sim, agents, gws, **(settings or {}))
     stats = None if cprofile is None else cprofile / f"{run}.pstats"
     env = None if stats is None else {"AUDITOR_CPROFILE": str(stats)}
-    worker = bench.worker(config, db, src, extra_env=env)
+    worker = bench.worker(config, db, src, extra_env=env, nice=bench.worker_nice)
     _wait_subscribed(db, agents, timeout=900)
     setup = time.monotonic() - setup_started  # the simulator is paused: no notifications yet
     time.sleep(5)
     _control(sim, "resume")
     time.sleep(10)  # the first notifications' snapshots of new items, the drain warm
     stored_before, cpu_before = _notifications(db), _tree_cpu(worker.pid)
-    connects_before, sim_before = _stats(sim)["connects"], _cpu_seconds(sim_proc.pid)
+    sim_stats = _stats(sim)
+    connects_before, sim_before = sim_stats["connects"], _cpu_seconds(sim_proc.pid)
+    emitted_before, acked_before = sim_stats["emitted"], sim_stats["delivered"]
     load_before = _load()
     rss_start = _rss_mb(worker.pid)
     started = time.monotonic()
@@ -630,9 +634,17 @@ def notify_cost(
                     f"profile ({what}), {rate:,}/s over {agents:,} agents:\n{profile_top(path)}",
                     file=sys.stderr,
                 )
-    connects = _stats(sim)["connects"] - connects_before
+    sim_stats = _stats(sim)
+    connects = sim_stats["connects"] - connects_before
+    emitted = sim_stats["emitted"] - emitted_before
+    acked = sim_stats["delivered"] - acked_before
     sim_cpu = _cpu_seconds(sim_proc.pid) - sim_before
     window = time.monotonic() - started
+    # Behind at the end of the window: queued at the server, and received but not yet
+    # stored (the spool's depth): a worker or drain that cannot keep up shows here.
+    reader = SpoolReader(config.parent / f"{run}.spool")
+    spool_depth = reader.depth()
+    reader.close()
     rss_end = _rss_mb(worker.pid)
     _control(sim, "pause")
     stored = stored_after - stored_before
@@ -654,6 +666,10 @@ def notify_cost(
         f"{label}: CPU per stored notification": f"{total / stored * 1e6:.0f} µs (worker"
         f" {own / stored * 1e6:.0f} µs + drain process {(total - own) / stored * 1e6:.0f} µs;"
         f" {stored / max(connects, 1):.1f} notifications per long-poll cycle)",
+        f"{label}: offered, acknowledged; behind at the end": f"{emitted / window:,.0f}/s"
+        f" offered, {acked / window:,.0f}/s acknowledged to the server (CPU per acknowledged"
+        f" notification {total / max(acked, 1) * 1e6:.0f} µs); {sim_stats['queued']:,} queued"
+        f" at the server, {spool_depth:,} in the spool",
         f"{label}: worker CPU per long-poll cycle": f"{own / max(connects, 1) * 1e6:.0f} µs"
         f" ({own / window:.2f} cores; drain process {(total - own) / window:.2f} cores)",
         f"{label}: simulator CPU, load average": f"{sim_cpu / window:.2f} cores; load"
@@ -822,6 +838,11 @@ def main() -> None:
         "--profile", type=Path, help="directory: py-spy profiles of the notify phase (slower)"
     )
     parser.add_argument(
+        "--worker-nice",
+        type=int,
+        help="the notify phase's worker's niceness (e.g. -5, needs root)",
+    )
+    parser.add_argument(
         "--cprofile",
         type=Path,
         help="directory: the notify phase's worker runs under cProfile (AUDITOR_CPROFILE);"
@@ -842,6 +863,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     bench = Bench(work)
     bench.sim_nice = args.sim_nice
+    bench.worker_nice = args.worker_nice
     variants = [_variant(v) for v in args.variant]
     results: dict[str, str] = {}
     try:
