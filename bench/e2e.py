@@ -54,7 +54,7 @@ from sqlalchemy.engine import URL
 from auditor.config import libpq_conninfo, parse_database_url
 from auditor.ingest import config as worker_config
 from auditor.ingest.drain import BatchReport
-from auditor.ingest.spool import Row, Spool
+from auditor.ingest.spool import Row, Spool, SpoolReader
 from auditor.ingest.worker import Worker
 from auditor.pgserver import EmbeddedPostgres
 from auditor.roles import grant_login
@@ -97,9 +97,46 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _prioritised(nice: int) -> None:
+    """In the simulator before exec: die with the benchmark, run at niceness `nice`."""
+    _die_with_parent()
+    os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
+def _variant(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """`name:gws.key=value,worker.key=value` -> (name, [gws] settings, [worker] settings);
+    values are JSON (1.0, true, "x") or else plain text."""
+    name, _, rest = spec.partition(":")
+    gws: dict[str, Any] = {}
+    worker: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, _, raw = item.partition("=")
+        table, _, setting = key.partition(".")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if table not in ("gws", "worker") or setting not in worker_config.KNOWN_KEYS[table]:
+            raise SystemExit(f"--variant {spec}: unknown setting {key}")
+        (gws if table == "gws" else worker)[setting] = value
+    return name or "default", gws, worker
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
 
 
 def _tree_cpu(pid: int) -> tuple[float, float]:
@@ -132,6 +169,8 @@ class Bench:
         self.pg = EmbeddedPostgres(work / "pg", durable=False).start()
         self.procs: list[subprocess.Popen[bytes]] = []
         self.db_index = 0
+        self.sim_nice: int | None = None  # --sim-nice
+        self.worker_nice: int | None = None  # --worker-nice (the notify phase's workers)
 
     def fresh_db(self) -> URL:
         self.db_index += 1
@@ -153,6 +192,10 @@ class Bench:
     def simulator(
         self, agents: int, rate: float, truth: Path | None = None, timeout_ms: int = 2000
     ) -> str:
+        """The simulator (GWS stand-in) as a subprocess, paused; with `sim_nice` set (a
+        negative niceness needs root), it runs ahead of other work on a shared machine: a
+        starved simulator answers long-polls late, expires sessions and offers less than
+        asked, which changes what is measured (bench infrastructure, not the worker)."""
         port = _port()
         args = [
             AUDITOR,
@@ -170,11 +213,12 @@ class Bench:
         ]
         if truth is not None:
             args += ["--ground-truth", str(truth)]
+        nice = self.sim_nice
         proc = subprocess.Popen(
             args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent if nice is None else lambda: _prioritised(nice),
         )
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
@@ -212,6 +256,7 @@ class Bench:
         db: URL,
         src: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        nice: int | None = None,
     ) -> subprocess.Popen[bytes]:
         """The worker as a subprocess; with `src`, the `auditor` package from that directory
         (an earlier revision, see --baseline) instead of this tree's."""
@@ -227,7 +272,7 @@ class Bench:
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if nice is None else lambda: _prioritised(nice),
             )
         self.procs.append(proc)
         return proc
@@ -499,6 +544,31 @@ def profile_top(raw: Path, count: int = 15) -> str:
     return "\n".join(out)
 
 
+def per_connect(path: Path, count: int = 40, per: int | None = None) -> str:
+    """The functions with most cumulative CPU time in a cProfile of the worker
+    (AUDITOR_CPROFILE, auditor/ingest/cpuprofile.py), each as µs per /meta/connect sent (the
+    calls of aiocometd's `_connect`), or per `per` (e.g. notifications stored), and calls
+    per unit. The whole run is in it, set-up included."""
+    import pstats
+
+    table = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    connects = per or sum(
+        calls[1]
+        for (file, _, name), calls in table.items()
+        if name == "_connect" and file.endswith("transports/base.py")
+    )
+    connects = max(connects, 1)
+    rows = sorted(table.items(), key=lambda kv: -kv[1][3])[:count]
+    unit = "unit" if per else "connect"
+    out = [f"{connects:,} {unit}s; cumulative µs per {unit}, calls per {unit}, function"]
+    for (file, line, name), (_, calls, _, cumulative, _) in rows:
+        where = "/".join(Path(file).parts[-2:]) if file != "~" else ""
+        out.append(
+            f"  {cumulative / connects * 1e6:9.1f}  {calls / connects:7.2f}  {name} {where}:{line}"
+        )
+    return "\n".join(out)
+
+
 def checkout(work: Path, revision: str) -> Path:
     """The `auditor` package of an earlier revision, for a before/after in the same run."""
     target = work / f"src-{revision}"
@@ -519,40 +589,76 @@ def notify_cost(
     src: Path | None = None,
     label: str = "",
     rate: int = 1000,
+    gws: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    cprofile: Path | None = None,
 ) -> dict[str, str]:
-    """Worker CPU per stored notification at `rate`/s spread over `agents` agents."""
+    """Worker CPU per stored notification at `rate`/s spread over `agents` agents; `gws`
+    and `settings` ([worker]) are the variant's settings (--variant)."""
     db = bench.fresh_db()
     run = f"notify{agents}-{bench.db_index}"  # files of their own per run (rounds)
     truth = bench.work / f"truth-{run}.ndjson"
     sim = bench.simulator(agents, rate, truth, timeout_ms=30_000)
     sim_proc = bench.procs[-1]
     setup_started = time.monotonic()
-    worker = bench.worker(bench.config(run, sim, agents), db, src)
+    config = bench.config(run, sim, agents, gws, **(settings or {}))
+    stats = None if cprofile is None else cprofile / f"{run}.pstats"
+    env = None if stats is None else {"AUDITOR_CPROFILE": str(stats)}
+    worker = bench.worker(config, db, src, extra_env=env, nice=bench.worker_nice)
     _wait_subscribed(db, agents, timeout=900)
     setup = time.monotonic() - setup_started  # the simulator is paused: no notifications yet
     time.sleep(5)
     _control(sim, "resume")
     time.sleep(10)  # the first notifications' snapshots of new items, the drain warm
     stored_before, cpu_before = _notifications(db), _tree_cpu(worker.pid)
-    connects_before = _stats(sim)["connects"]
+    sim_stats = _stats(sim)
+    connects_before, sim_before = sim_stats["connects"], _cpu_seconds(sim_proc.pid)
+    emitted_before, acked_before = sim_stats["emitted"], sim_stats["delivered"]
+    load_before = _load()
     rss_start = _rss_mb(worker.pid)
     started = time.monotonic()
     raw = None if profile is None else profile / f"{run}.txt"
     spy = None if raw is None else _profile(worker.pid, seconds, raw)
+    drain_raw = None if profile is None else profile / f"{run}-drain.txt"
+    drain_pids = _children(worker.pid)
+    drain_spy = None
+    if drain_raw is not None and drain_pids:
+        drain_spy = _profile(drain_pids[0], seconds, drain_raw)
     time.sleep(seconds)
     stored_after, cpu_after = _notifications(db), _tree_cpu(worker.pid)
-    if spy is not None and raw is not None:
-        _finish_profile(spy)
-        if raw.exists():
-            print(f"profile, 1,000/s over {agents:,} agents:\n{profile_top(raw)}", file=sys.stderr)
-    connects = _stats(sim)["connects"] - connects_before
+    for one, path, what in ((spy, raw, "worker"), (drain_spy, drain_raw, "drain process")):
+        if one is not None and path is not None:
+            _finish_profile(one)
+            if path.exists():
+                print(
+                    f"profile ({what}), {rate:,}/s over {agents:,} agents:\n{profile_top(path)}",
+                    file=sys.stderr,
+                )
+    sim_stats = _stats(sim)
+    connects = sim_stats["connects"] - connects_before
+    emitted = sim_stats["emitted"] - emitted_before
+    acked = sim_stats["delivered"] - acked_before
+    sim_cpu = _cpu_seconds(sim_proc.pid) - sim_before
     window = time.monotonic() - started
+    # Behind at the end of the window: queued at the server, and received but not yet
+    # stored (the spool's depth): a worker or drain that cannot keep up shows here.
+    reader = SpoolReader(config.parent / f"{run}.spool")
+    spool_depth = reader.depth()
+    reader.close()
     rss_end = _rss_mb(worker.pid)
     _control(sim, "pause")
     stored = stored_after - stored_before
     own = cpu_after[0] - cpu_before[0]
     total = cpu_after[1] - cpu_before[1]
-    lost = _settle(bench, sim_proc, db, worker, truth)
+    lost = _settle(bench, sim_proc, db, worker, truth, config.parent / f"{run}.spool")
+    if stats is not None and stats.exists():
+        print(f"cProfile (worker), {rate:,}/s over {agents:,} agents{label}:", file=sys.stderr)
+        print(per_connect(stats), file=sys.stderr)
+    drain_stats = None if stats is None else stats.with_suffix(".pstats.drain")
+    if drain_stats is not None and drain_stats.exists():
+        print(f"cProfile (drain process){label}, µs per stored notification:", file=sys.stderr)
+        # the whole process's life: every notification it stored, not only the window's
+        print(per_connect(drain_stats, per=_notifications(db)), file=sys.stderr)
     label = f"{rate:,}/s over {agents:,} agents{label}"
     return {
         f"{label}: stored": f"{stored / window:,.0f}/s over {window:.0f} s"
@@ -560,6 +666,14 @@ def notify_cost(
         f"{label}: CPU per stored notification": f"{total / stored * 1e6:.0f} µs (worker"
         f" {own / stored * 1e6:.0f} µs + drain process {(total - own) / stored * 1e6:.0f} µs;"
         f" {stored / max(connects, 1):.1f} notifications per long-poll cycle)",
+        f"{label}: offered, acknowledged; behind at the end": f"{emitted / window:,.0f}/s"
+        f" offered, {acked / window:,.0f}/s acknowledged to the server (CPU per acknowledged"
+        f" notification {total / max(acked, 1) * 1e6:.0f} µs); {sim_stats['queued']:,} queued"
+        f" at the server, {spool_depth:,} in the spool",
+        f"{label}: worker CPU per long-poll cycle": f"{own / max(connects, 1) * 1e6:.0f} µs"
+        f" ({own / window:.2f} cores; drain process {(total - own) / window:.2f} cores)",
+        f"{label}: simulator CPU, load average": f"{sim_cpu / window:.2f} cores; load"
+        f" {load_before} -> {_load()}",
         f"{label}: all subscribed in": f"{setup:.0f} s ({agents / setup:,.0f} set-ups/s)",
         f"{label}: worker RSS": f"{rss_start:.0f} -> {rss_end:.0f} MB",
         f"{label}: against the ground truth": lost,
@@ -572,23 +686,36 @@ def _settle(
     db: URL,
     worker: subprocess.Popen[bytes],
     truth: Path,
+    spool: Path | None = None,
 ) -> str:
     """Stop the worker once everything is stored, then the simulator (which flushes its
-    ground truth), and compare: lost, duplicated, stored but not in the truth."""
+    ground truth), and compare: lost, duplicated, stored but not in the truth. With
+    `spool`, first wait (at most 15 minutes) until the spool is empty: a drain that fell
+    behind on a loaded machine must not be stopped with rows still in the spool (they are
+    durable there, but not yet in PostgreSQL, and would count as lost), and what is left
+    at the end is reported."""
     last, stable = -1, 0
+    reader = None if spool is None else SpoolReader(spool)
+    deadline = time.monotonic() + 900
     while stable < 4:
         count = _notifications(db)
-        stable = stable + 1 if count == last else 0
+        empty = reader is None or reader.depth() == 0 or time.monotonic() > deadline
+        stable = stable + 1 if count == last and empty else 0
         last = count
         time.sleep(0.5)
     worker.send_signal(signal.SIGTERM)
     worker.wait(120)
+    left = 0
+    if reader is not None:
+        left = reader.depth()
+        reader.close()
     sim_proc.send_signal(signal.SIGTERM)
     sim_proc.wait(60)
     lines = [json.loads(x) for x in truth.read_text().splitlines() if x]
     want, have, lost, dup, unexpected = _check_truth(lines, db)
     return (
-        f"{sum(want.values()):,} delivered (acked), {sum(have.values()):,} stored: {lost} lost,"
+        f"{sum(want.values()):,} delivered (acked), {sum(have.values()):,} stored"
+        f" ({left:,} rows still in the spool after shutdown): {lost} lost,"
         f" {dup} duplicated, {unexpected} not in the truth"
     )
 
@@ -621,7 +748,7 @@ def soak(
         )
     _control(sim, "pause")
     stored = _notifications(db)
-    lost = _settle(bench, sim_proc, db, worker, truth)
+    lost = _settle(bench, sim_proc, db, worker, truth, bench.work / "soak.spool")
     if tracemalloc is not None:
         for line in (bench.work / "soak.log").read_text().splitlines():
             if "tracemalloc" in line:
@@ -708,7 +835,31 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="name:gws.key=value,worker.key=value (repeatable): the notify phase alternates"
+        " the worker with each variant's settings, --rounds times",
+    )
+    parser.add_argument(
+        "--sim-nice",
+        type=int,
+        help="the simulator's niceness (e.g. -5, needs root): keeps it from starving on a"
+        " shared machine",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="directory: py-spy profiles of the notify phase (slower)"
+    )
+    parser.add_argument(
+        "--worker-nice",
+        type=int,
+        help="the notify phase's worker's niceness (e.g. -5, needs root)",
+    )
+    parser.add_argument(
+        "--cprofile",
+        type=Path,
+        help="directory: the notify phase's worker runs under cProfile (AUDITOR_CPROFILE);"
+        " prints µs per /meta/connect of the costliest functions",
     )
     parser.add_argument("--soak-minutes", type=float, default=30)
     parser.add_argument(
@@ -724,6 +875,9 @@ def main() -> None:
     # simulator and workers and stops PostgreSQL.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     bench = Bench(work)
+    bench.sim_nice = args.sim_nice
+    bench.worker_nice = args.worker_nice
+    variants = [_variant(v) for v in args.variant]
     results: dict[str, str] = {}
     try:
         only = args.only.split(",")
@@ -737,9 +891,28 @@ def main() -> None:
             results |= mass_drop(bench, args.drop_sessions)
         if "notify" in only:
             for agents in args.notify_agents.split(","):
+                if variants:
+                    for round_ in range(1, args.rounds + 1):
+                        for name, gws, settings in variants:
+                            results |= notify_cost(
+                                bench,
+                                int(agents),
+                                args.notify_seconds,
+                                label=f" ({name}, round {round_})",
+                                rate=args.notify_rate,
+                                gws=gws,
+                                settings=settings,
+                                cprofile=args.cprofile,
+                            )
+                    continue
                 if args.baseline is None:
                     results |= notify_cost(
-                        bench, int(agents), args.notify_seconds, args.profile, rate=args.notify_rate
+                        bench,
+                        int(agents),
+                        args.notify_seconds,
+                        args.profile,
+                        rate=args.notify_rate,
+                        cprofile=args.cprofile,
                     )
                     continue
                 base = checkout(work, args.baseline)

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from auditor.ingest import config as worker_config
-from auditor.ingest import logs
+from auditor.ingest import cpuprofile, logs
 from auditor.ingest.worker import Worker
 from auditor.roles import check_database_role
 
@@ -63,11 +63,12 @@ def ingest(config_path: str | None, allow_owner: bool) -> None:
             logging.getLogger("auditor.ingest").warning(
                 "uvloop is not installed: running on asyncio's own event loop"
             )
-    if uvloop is not None:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            code = runner.run(main())
-    else:
-        code = asyncio.run(main())
+    with cpuprofile.profiled(os.environ):  # AUDITOR_CPROFILE=PATH: off by default
+        if uvloop is not None:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                code = runner.run(main())
+        else:
+            code = asyncio.run(main())
     if worker is not None and worker.watchdog is not None:
         worker.watchdog.cancel()
     sys.exit(code)

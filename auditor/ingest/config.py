@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL
 
 from auditor.config import DATABASE_URL, libpq_conninfo, parse_database_url
 from auditor.errors import ConfigError
+from auditor.ingest.pacing import MAX_MIN_CYCLE
 
 CONFIG_ENV = "AUDITOR_CONFIG"
 TRANSPORTS = ("long-polling", "websocket")
@@ -33,6 +34,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
         "connection_timeout",
         "poll_timeout",
         "connect_delay",
+        "min_cycle",
         "ack",
         "http_client",
     ),
@@ -93,6 +95,8 @@ class WorkerConfig:
     connection_timeout: float = 10.0
     poll_timeout: float = 10.0
     connect_delay: float = 0.25
+    # The least time between two /meta/connect sends of a session (auditor/ingest/pacing.py)
+    min_cycle: float = 0.0
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     login_retry: float = 60.0
@@ -264,6 +268,8 @@ def from_mapping(
     http_client = gws.get("http_client", str, "lean")
     if http_client not in HTTP_CLIENTS:
         raise gws.fail("http_client", f"must be one of {', '.join(HTTP_CLIENTS)}")
+    poll_timeout = gws.number("poll_timeout", 10.0)
+    min_cycle = _min_cycle(gws, poll_timeout)
     event_loop = worker.get("event_loop", str, "uvloop")
     if event_loop not in EVENT_LOOPS:
         raise worker.fail("event_loop", f"must be one of {', '.join(EVENT_LOOPS)}")
@@ -284,8 +290,9 @@ def from_mapping(
         spool_synchronous=synchronous,
         heartbeat_interval=worker.number("heartbeat_interval", 1.0, 0.05),
         connection_timeout=gws.number("connection_timeout", 10.0),
-        poll_timeout=gws.number("poll_timeout", 10.0),
+        poll_timeout=poll_timeout,
         connect_delay=gws.number("connect_delay", 0.25),
+        min_cycle=min_cycle,
         backoff_base=worker.number("backoff_base", 0.5, 0.0),
         backoff_cap=worker.number("backoff_cap", 30.0, 0.0),
         login_retry=worker.number("login_retry", 60.0, 0.0),
@@ -303,6 +310,20 @@ def from_mapping(
         bi_refresh_interval=worker.number("bi_refresh_interval", 10.0, 0.0),
         event_loop=event_loop,
     )
+
+
+def _min_cycle(gws: _Reader, poll_timeout: float) -> float:
+    """At most half of CometD's default maxInterval (the server expires a session whose
+    client waits longer), and below poll_timeout (the heartbeat's cadence)."""
+    value = gws.number("min_cycle", 0.0)
+    if value > MAX_MIN_CYCLE:
+        raise gws.fail(
+            "min_cycle",
+            f"must be <= {MAX_MIN_CYCLE} s (half the server's 10 s maxInterval), not {value}",
+        )
+    if 0 < poll_timeout <= value:
+        raise gws.fail("min_cycle", f"must be below poll_timeout ({poll_timeout} s), not {value}")
+    return value
 
 
 SWEEP_ENV = "AUDITOR_SWEEP_INTERVAL"

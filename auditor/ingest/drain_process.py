@@ -33,7 +33,7 @@ from typing import IO, Any
 
 import psycopg
 
-from auditor.ingest import logs, memtrace, trim
+from auditor.ingest import cpuprofile, logs, memtrace, trim
 from auditor.ingest.backoff import backoff
 from auditor.ingest.drain import BatchReport, Drainer, OnCommit
 from auditor.ingest.metrics import Metrics
@@ -194,4 +194,5 @@ class DrainProcess:
 
 
 if __name__ == "__main__":
-    _child()
+    with cpuprofile.profiled(os.environ, ".drain"):  # AUDITOR_CPROFILE: off by default
+        _child()

@@ -35,6 +35,7 @@ from auditor.ingest.coverage import Coverage
 from auditor.ingest.http import HeaderCookieJar, new_session
 from auditor.ingest.lean_http import LeanHttp
 from auditor.ingest.metrics import Metrics
+from auditor.ingest.pacing import Pacing
 from auditor.ingest.ports import SYSTEM_CLOCK, Clock, SpoolPort
 from auditor.ingest.receive import Receiver
 from auditor.ingest.snapshot import record_absent, take_snapshot
@@ -133,8 +134,11 @@ class Source:
         self._progress = asyncio.Event()
         self.handshakes = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._client: Client | None = None
 
     def _reset_session_state(self) -> None:
+        # connect_delay / min_cycle (pacing.py); a new session's first connect goes at once
+        self.pacing = Pacing(self.config.connect_delay, self.config.min_cycle)
         self.client_id: str | None = None
         self.server_acks = False
         self.batch: int | None = None
@@ -217,10 +221,13 @@ class Source:
             # advice.timeout): the coverage heartbeat advances once per poll, and a live
             # interval must never look older than the 15 s liveness window.
             advice["timeout"] = int(self.config.poll_timeout * 1000)
-        if self.config.connect_delay > 0 and self.arrived > self._arrived_before:
-            # The last reply carried notifications: a busy agent's next ones come together
-            # in one reply instead of a long-poll cycle each.
-            await asyncio.sleep(self.config.connect_delay)
+        # A busy agent's next notifications come together in one reply instead of a
+        # long-poll cycle each (pacing.py): the server queues them for the session meanwhile.
+        wait = self.pacing.delay(
+            self.clock.monotonic(), self.arrived > self._arrived_before, self._server_max_interval()
+        )
+        if wait > 0:
+            await asyncio.sleep(wait)
         self._arrived_before = self.arrived
         durable = False
         target = self.arrived
@@ -248,6 +255,13 @@ class Source:
                 message.setdefault("ext", {})["ack"] = self.batch
                 self._ack_sent = self.batch
         self.connect_sent_at = self._now()
+        self.pacing.sent(self.clock.monotonic())
+
+    def _server_max_interval(self) -> object:
+        """The server's advised maxInterval (ms), if its last advice stated one."""
+        transport = getattr(self._client, "_transport", None)
+        advice = getattr(transport, "reconnect_advice", None)
+        return advice.get("maxInterval") if isinstance(advice, dict) else None
 
     def on_payload(self, payload: list[dict[str, Any]]) -> None:
         batch: int | None = None

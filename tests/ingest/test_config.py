@@ -117,7 +117,8 @@ def test_a_file_with_every_known_key_loads_and_applies_them(tmp_path: Path) -> N
     text = GOOD.replace(
         "[gws]",
         '[gws]\ntransport = "websocket"\ntopics = ["/v2/me/*"]\nmedia_types = ["chat"]\n'
-        "connection_timeout = 3\npoll_timeout = 4\nconnect_delay = 0.5\nack = false\n"
+        "connection_timeout = 3\npoll_timeout = 4\nconnect_delay = 0.5\nmin_cycle = 1\n"
+        "ack = false\n"
         'http_client = "aiohttp"',
     ) + (
         '[worker]\nspool = "s.db"\nspool_synchronous = "NORMAL"\nmetrics_port = 9\nid = "w1"\n'
@@ -139,6 +140,7 @@ def test_a_file_with_every_known_key_loads_and_applies_them(tmp_path: Path) -> N
     assert (config.shutdown_timeout, config.polite_disconnects) == (6.0, 3)
     assert config.event_loop == "asyncio"
     assert config.http_client == "aiohttp"
+    assert config.min_cycle == 1.0
 
 
 def test_the_sweep_interval_comes_from_the_environment_first_and_is_checked(
