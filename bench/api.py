@@ -26,9 +26,6 @@ import json
 import os
 import random
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -46,6 +43,9 @@ from auditor.db import sa_connection
 from auditor.pgserver import EmbeddedPostgres
 from auditor.roles import grant_login
 from auditor.store import schema, userdata_values
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serving
+from tests.serving import serve
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 SPAN = timedelta(days=30)
@@ -258,13 +258,6 @@ def load(url: URL, total: int) -> None:
         print(f"projection, analyze, coverage: {time.perf_counter() - t1:.1f} s", flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Client:
     def __init__(self, port: int, token: str) -> None:
         self.port = port
@@ -425,28 +418,9 @@ def run(
         api_password = secrets.token_urlsafe(24)
         grant_login(conn, "api", "bench_api", api_password)
     count = interactions[0] if interactions else 0
-    port = _free_port()
     api_url = url.set(username="bench_api", password=api_password)
-    env = {
-        **os.environ,
-        "AUDITOR_DATABASE_URL": api_url.render_as_string(hide_password=False),
-        "AUDITOR_API_SECRET": secrets.token_urlsafe(32),
-    }
-    auditor = str(Path(sys.executable).parent / "auditor")
-    server = subprocess.Popen(
-        [auditor, "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = Client(port, token)
-        for _ in range(300):
-            try:
-                client.get("/readyz")
-                break
-            except OSError:
-                time.sleep(0.1)
+    with serve(api_url, None, workers=2) as server:
+        client = Client(server.port, token)
         rng = random.Random(7)
         ids = [f"om{rng.randrange(count):09d}" for _ in range(samples)]
         print(
@@ -460,7 +434,7 @@ def run(
         timelines = [(f"/api/v1/interactions/{i}/timeline", {}) for i in ids]
         measure("timeline", client, timelines)
         measure("timeline (same again, warm)", client, timelines)
-        long_timeline(client, server.pid, samples)
+        long_timeline(client, server.process.pid, samples)
         measure("projection lookup", client, [(f"/api/v1/interactions/{i}", {}) for i in ids])
         refs = [rng.randrange(total) for _ in range(samples)]
         measure("by-referenceId lookup", client, [("/api/v1/events", {"referenceId": r})
@@ -517,9 +491,6 @@ def run(
         rows = body.count(b"\n") - 2
         print(f"export csv:    {rows:,} rows, {len(body) / 1e6:,.0f} MB in {elapsed:.1f} s = "
               f"{rows / elapsed:,.0f} rows/s", flush=True)  # fmt: skip
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
 
 
 def main() -> None:

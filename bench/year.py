@@ -38,7 +38,6 @@ import os
 import random
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -53,8 +52,9 @@ import psycopg
 from sqlalchemy.engine import URL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serving
 
-from api import ACCOUNTS, EVENTS_PER_INTERACTION, MEDIA, Client, _free_port, _pct
+from api import ACCOUNTS, EVENTS_PER_INTERACTION, MEDIA, Client, _pct
 from year_load import START, _end, check_shape, load_to, stored
 
 from auditor import tokens
@@ -66,6 +66,7 @@ from auditor.retention.purge import apply
 from auditor.retention.settings import RetentionSettings
 from auditor.roles import grant_login
 from auditor.store import schema
+from tests.serving import serve
 
 DATABASE = "bench_year"
 
@@ -119,32 +120,9 @@ def api_server(url: URL) -> Iterator[Client]:
         token = tokens.create(conn, "bench", "admin")
         password = secrets.token_urlsafe(24)
         grant_login(conn, "api", "bench_api", password)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "AUDITOR_DATABASE_URL": url.set(username="bench_api", password=password)
-        .render_as_string(hide_password=False),
-        "AUDITOR_API_SECRET": secrets.token_urlsafe(32),
-    }  # fmt: skip
-    auditor = str(Path(sys.executable).parent / "auditor")
-    server = subprocess.Popen(
-        [auditor, "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = Client(port, token)
-        for _ in range(300):
-            try:
-                client.get("/readyz")
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield client
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+    api_url = url.set(username="bench_api", password=password)
+    with serve(api_url, None, workers=2) as served:
+        yield Client(served.port, token)
 
 
 def timed(stage: Stage, name: str, client: Client, requests: list[tuple[str, dict[str, object]]]
