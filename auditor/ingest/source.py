@@ -134,7 +134,6 @@ class Source:
         self._progress = asyncio.Event()
         self.handshakes = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._client: Client | None = None
 
     def _reset_session_state(self) -> None:
         # connect_delay / min_cycle (pacing.py); a new session's first connect goes at once
@@ -151,6 +150,9 @@ class Source:
         self._seen: dict[Any, int] = {}
         self._tags: dict[Any, int] = {}  # ids of a reply not yet accepted -> their batch
         self._ack_sent: int | None = None  # the ack carried by the connect in flight
+        # The server's advised maxInterval (ms) as its meta replies last stated it (Bayeux
+        # advice holds until restated); read from the replies, not from aiocometd's transport.
+        self.max_interval_ms: object = None
 
     # -- coverage ---------------------------------------------------------------------------
 
@@ -224,7 +226,7 @@ class Source:
         # A busy agent's next notifications come together in one reply instead of a
         # long-poll cycle each (pacing.py): the server queues them for the session meanwhile.
         wait = self.pacing.delay(
-            self.clock.monotonic(), self.arrived > self._arrived_before, self._server_max_interval()
+            self.clock.monotonic(), self.arrived > self._arrived_before, self.max_interval_ms
         )
         if wait > 0:
             await asyncio.sleep(wait)
@@ -256,12 +258,6 @@ class Source:
                 self._ack_sent = self.batch
         self.connect_sent_at = self._now()
         self.pacing.sent(self.clock.monotonic())
-
-    def _server_max_interval(self) -> object:
-        """The server's advised maxInterval (ms), if its last advice stated one."""
-        transport = getattr(self._client, "_transport", None)
-        advice = getattr(transport, "reconnect_advice", None)
-        return advice.get("maxInterval") if isinstance(advice, dict) else None
 
     def on_payload(self, payload: list[dict[str, Any]]) -> None:
         batch: int | None = None
@@ -326,6 +322,9 @@ class Source:
         elif channel == "/meta/subscribe" and successful and self.resubscribe_pending:
             self.resubscribe_pending = False
             self._start_interval()
+        advice = message.get("advice")
+        if isinstance(advice, dict) and "maxInterval" in advice:
+            self.max_interval_ms = advice["maxInterval"]
 
     # -- the receive loop -------------------------------------------------------------------
 
@@ -398,7 +397,6 @@ class Source:
         ):
             transport_http = LeanHttp(http, self._jar, client.ssl)
         client._http_session = transport_http
-        self._client = client
         self.http = http
         reason, subscribed = "closed", False
         receiver: Receiver | None = None

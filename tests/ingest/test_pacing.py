@@ -127,6 +127,44 @@ def test_source_spaces_its_connects_by_min_cycle(tmp_path: Path) -> None:
     assert all(gap >= 0.19 for gap in gaps), gaps
 
 
+def test_source_waits_at_most_half_the_max_interval_its_server_advised(tmp_path: Path) -> None:
+    """The advice comes in the server's meta replies (here the handshake's): with min_cycle
+    1 s and maxInterval 400 ms, connects go out 0.2 s apart, not 1 s."""
+    config = WorkerConfig(
+        database_url=parse_database_url("postgresql://u@localhost/db"),
+        base_url="http://127.0.0.1:1",
+        accounts=(Account("agent001", "pw"),),
+        spool_path=tmp_path / "spool.sqlite3",
+        connect_delay=0.0,
+        min_cycle=1.0,
+    )
+    metrics = Metrics()
+    spool = Spool(config.spool_path, "NORMAL")
+    source = Source(
+        config, config.accounts[0], spool, Coverage("w"), metrics, Admission(metrics, 1, 1.0, 0, 1)
+    )
+    source.on_incoming(
+        {
+            "channel": "/meta/handshake",
+            "successful": True,
+            "clientId": "c1",
+            "advice": {"reconnect": "retry", "interval": 0, "maxInterval": 400},
+        }
+    )
+
+    async def sends() -> list[float]:
+        times = []
+        for _ in range(3):
+            await source.before_connect({"channel": "/meta/connect"})
+            times.append(time.monotonic())
+        return times
+
+    times = asyncio.run(sends())
+    spool.close()
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(0.19 <= gap < 0.6 for gap in gaps), gaps
+
+
 @pytest.mark.slow
 def test_min_cycle_against_the_simulator_thins_the_cycles_and_loses_nothing(
     tmp_path: Path, sim: Sim, fresh_db: URL
