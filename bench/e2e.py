@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from auditor.ingest.drain import BatchReport
 from auditor.ingest.spool import Row, Spool, SpoolReader
 from auditor.ingest.worker import Worker
 from auditor.pgserver import EmbeddedPostgres
+from auditor.ports import free_port
 from auditor.roles import grant_login
 from auditor.store import schema
 from auditor.store.receipts import new_receipt_id
@@ -64,12 +64,6 @@ from auditor.store.receipts import new_receipt_id
 AUDITOR = str(Path(sys.executable).parent / "auditor")
 PASSWORD = "secret"  # noqa: S105  (the simulator's documented default)
 WORKER_LOGIN = "bench_worker"  # a login in auditor_writer, made in each fresh database
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_mb(pid: int, children: bool = True) -> float:
@@ -196,7 +190,7 @@ class Bench:
         negative niceness needs root), it runs ahead of other work on a shared machine: a
         starved simulator answers long-polls late, expires sessions and offers less than
         asked, which changes what is measured (bench infrastructure, not the worker)."""
-        port = _port()
+        port = free_port()
         args = [
             AUDITOR,
             "simulate",
@@ -461,7 +455,7 @@ def mass_drop(bench: Bench, sessions: int) -> dict[str, str]:
     one per account)."""
     db = bench.fresh_db()
     sim = bench.simulator(sessions, 0, timeout_ms=30_000)
-    port = _port()
+    port = free_port()
     worker = bench.worker(bench.config("drop", sim, sessions, metrics_port=port), db)
     _wait_subscribed(db, sessions, timeout=900)
     time.sleep(12)

@@ -15,21 +15,15 @@ import argparse
 import asyncio
 import base64
 import json
-import socket
 import subprocess
 import sys
 import time
 
 import aiohttp
 
+from auditor.ports import free_port
+
 CHANNEL = "/v2/me/openmedia"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Session:
