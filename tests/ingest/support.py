@@ -21,7 +21,13 @@ from typing import Any, TypeVar
 import psycopg
 from sqlalchemy.engine import URL
 
-from auditor.config import libpq_conninfo
+from auditor.config import libpq_conninfo, parse_database_url
+from auditor.ingest.admission import Admission
+from auditor.ingest.config import Account, WorkerConfig
+from auditor.ingest.coverage import Coverage
+from auditor.ingest.metrics import Metrics
+from auditor.ingest.source import Source
+from auditor.ingest.spool import Spool
 from auditor.simulator.app import Simulator
 from tests import helpers
 from tests.logins import as_login
@@ -322,3 +328,19 @@ class Sim(SimThread):
         if not self._stopped:
             self._stopped = True
             super().__exit__(None, None, None)
+
+
+def standalone_source(tmp_path: Path, **settings: Any) -> tuple[Source, Spool]:
+    """One account's Source with a real spool and no server: for driving its hooks
+    (before_connect, on_payload, accept) directly. Close the spool after."""
+    config = WorkerConfig(
+        database_url=parse_database_url("postgresql://u@localhost/db"),
+        base_url="http://127.0.0.1:1",
+        accounts=(Account("agent001", "pw"),),
+        spool_path=tmp_path / "spool.sqlite3",
+        **{"connect_delay": 0.0, **settings},
+    )
+    metrics = Metrics()
+    spool = Spool(config.spool_path, "NORMAL")
+    admission = Admission(metrics, 1, 1.0, 0, 1.0)
+    return Source(config, config.accounts[0], spool, Coverage("w"), metrics, admission), spool

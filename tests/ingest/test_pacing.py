@@ -14,21 +14,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from auditor.config import parse_database_url
 from auditor.errors import ConfigError
 from auditor.ingest import config as worker_config
-from auditor.ingest.admission import Admission
-from auditor.ingest.config import Account, WorkerConfig
-from auditor.ingest.coverage import Coverage
-from auditor.ingest.metrics import Metrics
+from auditor.ingest.config import WorkerConfig
 from auditor.ingest.pacing import MAX_MIN_CYCLE, Pacing
 from auditor.ingest.source import Source
-from auditor.ingest.spool import Spool
 from tests.ingest.support import (
     Sim,
     WorkerProcess,
     compare,
     delivered_all_stored,
+    standalone_source,
     subscribed_since,
     wait_for,
     write_config,
@@ -97,52 +93,33 @@ def test_a_min_cycle_the_server_could_expire_a_session_in_is_refused(
     assert problem in str(caught.value)
 
 
-def test_source_spaces_its_connects_by_min_cycle(tmp_path: Path) -> None:
-    """The worker's own connect hook (the outgoing extension) holds each connect until
-    min_cycle has passed since the previous one was sent."""
-    config = WorkerConfig(
-        database_url=parse_database_url("postgresql://u@localhost/db"),
-        base_url="http://127.0.0.1:1",
-        accounts=(Account("agent001", "pw"),),
-        spool_path=tmp_path / "spool.sqlite3",
-        connect_delay=0.0,
-        min_cycle=0.2,
-    )
-    metrics = Metrics()
-    spool = Spool(config.spool_path, "NORMAL")
-    source = Source(
-        config, config.accounts[0], spool, Coverage("w"), metrics, Admission(metrics, 1, 1.0, 0, 1)
-    )
+def _connect_gaps(source: Source, connects: int) -> list[float]:
+    """Seconds between the sends of ``connects`` connects through the worker's own hook."""
 
     async def sends() -> list[float]:
         times = []
-        for _ in range(4):
+        for _ in range(connects):
             await source.before_connect({"channel": "/meta/connect"})
             times.append(time.monotonic())
         return times
 
     times = asyncio.run(sends())
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def test_source_spaces_its_connects_by_min_cycle(tmp_path: Path) -> None:
+    """The worker's own connect hook (the outgoing extension) holds each connect until
+    min_cycle has passed since the previous one was sent."""
+    source, spool = standalone_source(tmp_path, min_cycle=0.2)
+    gaps = _connect_gaps(source, 4)
     spool.close()
-    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(gap >= 0.19 for gap in gaps), gaps
 
 
 def test_source_waits_at_most_half_the_max_interval_its_server_advised(tmp_path: Path) -> None:
     """The advice comes in the server's meta replies (here the handshake's): with min_cycle
     1 s and maxInterval 400 ms, connects go out 0.2 s apart, not 1 s."""
-    config = WorkerConfig(
-        database_url=parse_database_url("postgresql://u@localhost/db"),
-        base_url="http://127.0.0.1:1",
-        accounts=(Account("agent001", "pw"),),
-        spool_path=tmp_path / "spool.sqlite3",
-        connect_delay=0.0,
-        min_cycle=1.0,
-    )
-    metrics = Metrics()
-    spool = Spool(config.spool_path, "NORMAL")
-    source = Source(
-        config, config.accounts[0], spool, Coverage("w"), metrics, Admission(metrics, 1, 1.0, 0, 1)
-    )
+    source, spool = standalone_source(tmp_path, min_cycle=1.0)
     source.on_incoming(
         {
             "channel": "/meta/handshake",
@@ -151,17 +128,8 @@ def test_source_waits_at_most_half_the_max_interval_its_server_advised(tmp_path:
             "advice": {"reconnect": "retry", "interval": 0, "maxInterval": 400},
         }
     )
-
-    async def sends() -> list[float]:
-        times = []
-        for _ in range(3):
-            await source.before_connect({"channel": "/meta/connect"})
-            times.append(time.monotonic())
-        return times
-
-    times = asyncio.run(sends())
+    gaps = _connect_gaps(source, 3)
     spool.close()
-    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(0.19 <= gap < 0.6 for gap in gaps), gaps
 
 

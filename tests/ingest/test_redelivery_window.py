@@ -8,27 +8,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from auditor.config import parse_database_url
-from auditor.ingest.admission import Admission
-from auditor.ingest.config import Account, WorkerConfig
-from auditor.ingest.coverage import Coverage
-from auditor.ingest.metrics import Metrics
 from auditor.ingest.source import Source
 from auditor.ingest.spool import Spool
+from tests.ingest.support import standalone_source
 
 
 def _source(tmp_path: Path) -> tuple[Source, Spool]:
-    config = WorkerConfig(
-        database_url=parse_database_url("postgresql://u@localhost/db"),
-        base_url="http://127.0.0.1:1",
-        accounts=(Account("agent001", "pw"),),
-        spool_path=tmp_path / "spool.sqlite3",
-        connect_delay=0.0,
-    )
-    metrics = Metrics()
-    spool = Spool(config.spool_path, "NORMAL")
-    admission = Admission(metrics, 1, 1.0, 0, 1.0)
-    source = Source(config, config.accounts[0], spool, Coverage("w"), metrics, admission)
+    source, spool = standalone_source(tmp_path)
     source.server_acks = True
     return source, spool
 
