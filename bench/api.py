@@ -493,6 +493,19 @@ def run(
               f"{rows / elapsed:,.0f} rows/s", flush=True)  # fmt: skip
 
 
+def kept_database(server: EmbeddedPostgres, name: str) -> URL:
+    """The database ``name`` on ``server``, made if missing (a bench database is kept between
+    runs: loading it takes long), upgraded to the current schema; its URL."""
+    admin = parse_database_url(server.url("postgres"))
+    with psycopg.connect(libpq_conninfo(admin), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    url = admin.set(database=name)
+    with sa_connection(url) as connection:
+        schema.upgrade(connection)
+    return url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5_000_000)
@@ -510,14 +523,7 @@ def main() -> None:
         return
     server = EmbeddedPostgres(args.data_dir).start()
     try:
-        admin = parse_database_url(server.url("postgres"))
-        with psycopg.connect(libpq_conninfo(admin), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)
-                                ).fetchone():  # fmt: skip
-                conn.execute(f'CREATE DATABASE "{database}"')
-        url = admin.set(database=database)
-        with sa_connection(url) as connection:
-            schema.upgrade(connection)
+        url = kept_database(server, database)
         run(url, args.events, args.samples, not args.no_export, args.only_user_data)
     finally:
         server.stop()

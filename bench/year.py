@@ -54,18 +54,16 @@ from sqlalchemy.engine import URL
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serving
 
-from api import ACCOUNTS, EVENTS_PER_INTERACTION, MEDIA, Client, _pct
+from api import ACCOUNTS, EVENTS_PER_INTERACTION, MEDIA, Client, _pct, kept_database
 from year_load import START, _end, check_shape, load_to, stored
 
 from auditor import tokens
 from auditor.config import libpq_conninfo, parse_database_url
-from auditor.db import sa_connection
 from auditor.pgserver import EmbeddedPostgres
 from auditor.retention.plan import make_plan
 from auditor.retention.purge import apply
 from auditor.retention.settings import RetentionSettings
 from auditor.roles import grant_login
-from auditor.store import schema
 from tests.serving import serve
 
 DATABASE = "bench_year"
@@ -227,16 +225,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     server = EmbeddedPostgres(args.data_dir).start()
     try:
-        admin = parse_database_url(server.url("postgres"))
-        with psycopg.connect(libpq_conninfo(admin), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
-                                ).fetchone():  # fmt: skip
-                conn.execute(f'CREATE DATABASE "{DATABASE}"')
         if args.check_shape:
-            sys.exit(0 if check_shape(admin, args.months) else 1)
-        url = admin.set(database=DATABASE)
-        with sa_connection(url) as connection:
-            schema.upgrade(connection)
+            sys.exit(
+                0 if check_shape(parse_database_url(server.url("postgres")), args.months) else 1
+            )
+        url = kept_database(server, DATABASE)
         dsn = libpq_conninfo(url)
         until = None
         if args.until:
