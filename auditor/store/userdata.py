@@ -170,15 +170,16 @@ def _held_by(flt: UserDataFilter) -> tuple[sql.Composable, list[Any]]:
 
 
 def event_conditions(
-    filters: Iterable[UserDataFilter], table: str = "events"
+    filters: Iterable[UserDataFilter], table: str = "events", driven: bool = True
 ) -> tuple[list[sql.Composable], list[Any]]:
     """WHERE clauses for filters ANDed on the value at each event of ``table`` (a fixed name):
     the events of the interactions that ever held the driving filter's value, each then
-    checked on its own userData (the value at that event)."""
+    checked on its own userData (the value at that event). ``driven=False`` leaves out the
+    first part (a query over each_candidate's interactions has it already)."""
     filters = tuple(filters)
     clauses, params = conditions(filters, EVENT_USER_DATA_SQL)
     driver = _driver(filters)
-    if driver is not None:
+    if driver is not None and driven:
         held, values = _held_by(driver)
         clauses.insert(0, sql.SQL(f"{table}.") + held)
         params[:0] = values
@@ -238,27 +239,79 @@ def ever_conditions(
 # synchronous heap read at a time. A bitmap heap scan reads the same pages through PostgreSQL
 # 18's asynchronous I/O, several at once; the cold heap pages of a customer's ~50 events,
 # spread over the table, are what an exact search on events waits for (docs/api.md).
-_BITMAP_ONLY = (
-    "SELECT current_setting('enable_indexscan'), set_config('enable_indexscan', 'off', true)"
+# But a bitmap reads every event of every candidate before the page is sorted out of them: for
+# a value held by a few huge interactions (a 200,000-event item) that is all their payloads.
+# There each candidate is read newest first through (interaction_id, id) instead, which stops
+# at a page's worth of matches (read_each_candidate). Which one is decided from the
+# projection's event counts of at most CANDIDATE_ROWS rows of user_data_values (a common
+# value, held by thousands of interactions, keeps the bitmap: read newest first one by one,
+# they would be thousands of index scans). Estimating a row or two per interaction, the
+# planner would append the partitions' index scans and sort all their rows (the same 0.5 s):
+# with sorts off for the statement it merges them in order and stops at the page (4.5 ms).
+MANY_EVENTS = 5_000
+CANDIDATE_ROWS = 1_000
+
+
+def _choose_plan(flt: UserDataFilter) -> tuple[sql.SQL, list[Any]]:
+    docs = _candidates(flt)
+    held = " OR ".join("changed @> %s::jsonb" for _ in docs)
+    query = f"""
+WITH held AS MATERIALIZED (
+    SELECT interaction_id FROM user_data_values WHERE {held} LIMIT {CANDIDATE_ROWS + 1}
+), sizes AS (
+    SELECT (SELECT count(*) FROM held) AS candidates,
+           (SELECT coalesce(sum(event_count), 0) FROM interactions
+            WHERE interaction_id IN (SELECT interaction_id FROM held)) AS events
+), choice AS (
+    SELECT candidates <= {CANDIDATE_ROWS} AND events > {MANY_EVENTS} AS each FROM sizes
 )
-_PUT_BACK = "SELECT set_config('enable_indexscan', %s, true)"
+SELECT each, CASE WHEN each THEN 'enable_sort' ELSE 'enable_indexscan' END,
+       current_setting(CASE WHEN each THEN 'enable_sort' ELSE 'enable_indexscan' END),
+       set_config(CASE WHEN each THEN 'enable_sort' ELSE 'enable_indexscan' END, 'off', true)
+FROM choice
+"""
+    return sql.SQL(query), list(docs)
+
+
+_PUT_BACK = "SELECT set_config(%s, %s, true)"
 
 
 @contextmanager
 def reading_candidates(
     conn: psycopg.Connection[Any], filters: Iterable[UserDataFilter]
-) -> Iterator[None]:
+) -> Iterator[bool]:
     """Around one events query whose WHERE holds event_conditions(filters): when an exact
     filter drives it from user_data_values, its candidates' events are read by bitmap heap
     scans (index scans off for that statement, then put back; after an error the
-    transaction, or its savepoint, puts the setting back itself). Without one (a prefix
-    alone), the other filters choose the plan: a newest-first walk may be the best."""
-    if _driver(filters) is None:
-        yield
+    transaction, or its savepoint, puts the setting back itself), unless its few candidates
+    hold many events: then this yields True, the query must read each_candidate's
+    interactions one by one, and sorts are off instead (merged index scans, not a sort).
+    Without a driving filter (a prefix alone), the other filters choose the plan: a
+    newest-first walk may be the best."""
+    driver = _driver(filters)
+    if driver is None:
+        yield False
         return
     # A transaction of its own (a savepoint inside the caller's): the API's connections are in
     # autocommit, where a transaction-local setting would end with its own statement.
     with conn.transaction():
-        found = conn.execute(_BITMAP_ONLY).fetchone()
-        yield
-        conn.execute(_PUT_BACK, (str(found[0]) if found else "on",))
+        query, params = _choose_plan(driver)
+        found = conn.execute(query, params).fetchone()
+        assert found is not None
+        each, setting, before = bool(found[0]), str(found[1]), str(found[2])
+        yield each
+        conn.execute(_PUT_BACK, (setting, before))
+
+
+def each_candidate(filters: Iterable[UserDataFilter]) -> tuple[sql.Composable, list[Any]]:
+    """A FROM item ``c``: the driving filter's interactions, each once, for an events query
+    run per candidate (reading_candidates says when) joined on ``c.interaction_id``."""
+    driver = _driver(tuple(filters))
+    if driver is None:
+        raise ValueError("each_candidate needs an exact user-data filter")
+    docs = _candidates(driver)
+    held = " OR ".join("changed @> %s::jsonb" for _ in docs)
+    return (
+        sql.SQL(f"(SELECT DISTINCT interaction_id FROM user_data_values WHERE {held}) AS c"),
+        list(docs),
+    )
