@@ -80,9 +80,7 @@ def equals_and_range(
     return clauses, params
 
 
-def _event_where(
-    flt: EventFilter, driven: bool = True
-) -> tuple[list[sql.Composable], list[Any]]:
+def _event_where(flt: EventFilter, driven: bool = True) -> tuple[list[sql.Composable], list[Any]]:
     clauses, params = equals_and_range(flt.equals, EVENT_EQUALS, "received_at", flt.start, flt.end)
     found, values = userdata.event_conditions(flt.user_data, driven=driven)
     clauses.extend(found)
