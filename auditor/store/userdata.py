@@ -242,8 +242,10 @@ def ever_conditions(
 # But a bitmap reads every event of every candidate before the page is sorted out of them: for
 # a value held by a few huge interactions (a 200,000-event item) that is all their payloads.
 # There each candidate is read newest first through (interaction_id, id) instead, which stops
-# at a page's worth of matches (read_each_candidate). Which one is decided from the
-# projection's event counts of at most CANDIDATE_ROWS rows of user_data_values (a common
+# at a page's worth of matches (each_candidate). Which one is decided by counting, up to
+# MANY_EVENTS, the events of at most CANDIDATE_ROWS rows' interactions in (interaction_id, id)
+# (the index pages the bitmap reads next; the projection's event_count cost the selective
+# case a cold heap page per candidate interaction) (a common
 # value, held by thousands of interactions, keeps the bitmap: read newest first one by one,
 # they would be thousands of index scans). Estimating a row or two per interaction, the
 # planner would append the partitions' index scans and sort all their rows (the same 0.5 s):
@@ -258,17 +260,16 @@ def _choose_plan(flt: UserDataFilter) -> tuple[sql.SQL, list[Any]]:
     query = f"""
 WITH held AS MATERIALIZED (
     SELECT interaction_id FROM user_data_values WHERE {held} LIMIT {CANDIDATE_ROWS + 1}
-), sizes AS (
-    SELECT (SELECT count(*) FROM held) AS candidates,
-           (SELECT coalesce(sum(event_count), 0) FROM interactions
-            WHERE interaction_id IN (SELECT interaction_id FROM held)) AS events
-), choice AS (
-    SELECT candidates <= {CANDIDATE_ROWS} AND events > {MANY_EVENTS} AS each FROM sizes
+), choice AS MATERIALIZED (
+    SELECT (SELECT count(*) FROM held) <= {CANDIDATE_ROWS}
+           AND (SELECT count(*) FROM (
+                    SELECT FROM events
+                    WHERE interaction_id = ANY(ARRAY(SELECT interaction_id FROM held))
+                    LIMIT {MANY_EVENTS + 1}) AS e) > {MANY_EVENTS} AS each
 )
-SELECT each, CASE WHEN each THEN 'enable_sort' ELSE 'enable_indexscan' END,
-       current_setting(CASE WHEN each THEN 'enable_sort' ELSE 'enable_indexscan' END),
-       set_config(CASE WHEN each THEN 'enable_sort' ELSE 'enable_indexscan' END, 'off', true)
-FROM choice
+SELECT each, s.name, current_setting(s.name), set_config(s.name, 'off', true)
+FROM choice,
+     LATERAL (SELECT CASE WHEN each THEN 'enable_sort' ELSE 'enable_indexscan' END AS name) AS s
 """
     return sql.SQL(query), list(docs)
 

@@ -419,9 +419,11 @@ def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> B
         folded = projection.Fold(out.stored)
         values = userdata_values.Changes(out.stored, userdata_values.last_maps(conn))
     # The user-data rows first: they check what they remember against the projection as the
-    # batches before this one left it.
-    values.write(conn)
-    projection.write(conn, folded.rows())
+    # batches before this one left it. Pipelined: PostgreSQL inserts them while Python builds
+    # the projection's rows (an error surfaces at the end of the block, as a batch error).
+    with conn.pipeline():
+        values.write(conn)
+        projection.write(conn, folded.rows())
     entries = _quarantine(conn, bad + out.refused)
     quarantined = len(entries)
     leaves = [("event", event[0], leaf) for event, leaf in zip(out.stored, out.leaves, strict=True)]
