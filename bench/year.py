@@ -4,7 +4,7 @@ measured at 5,000,000 events and again at 20,000,000, in the same run.
     python bench/year.py [--events 20000000] [--first 5000000] [--months 24]
                          [--data-dir /tmp/auditor-bench-year] [--min-free-gb 12]
                          [--until HH:MM] [--loader sql|writer] [--sessions 3] [--drop]
-    python bench/year.py --measure-only   # the existing database, no loading (before --drop)
+    python bench/year.py --measure-only   # the existing database, no loading
     python bench/year.py --measure-only --samples 0 --drop   # only drop the oldest month
     python bench/year.py --check-shape   # the SQL loader's rows against the writer's
 
@@ -172,7 +172,8 @@ def measure(url: URL, stage: Stage, months: int, samples: int) -> None:
         flush=True,
     )
     with api_server(url) as client:
-        ids = [f"om{rng.randrange(interactions):09d}" for _ in range(samples)]
+        ids = kept_ids(url, [f"om{rng.randrange(interactions):09d}" for _ in range(2 * samples)])
+        ids = (ids * samples)[:samples]
         timed(stage, "timeline", client, [(f"/api/v1/interactions/{i}/timeline", {})
                                           for i in ids])  # fmt: skip
         timed(stage, "projection lookup", client,
@@ -192,6 +193,19 @@ def measure(url: URL, stage: Stage, months: int, samples: int) -> None:
         timed(stage, "search page 1 (media+state)", client,
               [("/api/v1/events", {"mediaType": rng.choice(MEDIA), "state": "Handling"})
                for _ in range(samples)])  # fmt: skip
+
+
+def kept_ids(url: URL, drawn: list[str]) -> list[str]:
+    """The drawn interaction ids the projection still has, in their order (after a --drop
+    the oldest month's interactions are gone and would answer 404)."""
+    with psycopg.connect(libpq_conninfo(url)) as conn:
+        kept = {
+            r[0]
+            for r in conn.execute(
+                "SELECT interaction_id FROM interactions WHERE interaction_id = ANY(%s)", (drawn,)
+            )
+        }
+    return [i for i in drawn if i in kept]
 
 
 def compare(small: Stage, large: Stage) -> None:
