@@ -3,23 +3,25 @@ measured at 5,000,000 events and again at 20,000,000, in the same run.
 
     python bench/year.py [--events 20000000] [--first 5000000] [--months 24]
                          [--data-dir /tmp/auditor-bench-year] [--min-free-gb 12]
-                         [--until HH:MM] [--loader sql|writer] [--drop]
-    python bench/year.py --measure-only [--drop]   # the existing database, no loading
+                         [--until HH:MM] [--loader sql|writer] [--sessions 3] [--drop]
+    python bench/year.py --measure-only   # the existing database, no loading
     python bench/year.py --measure-only --samples 0 --drop   # only drop the oldest month
     python bench/year.py --check-shape   # the SQL loader's rows against the writer's
 
-Loading (bench/year_load.py) stores batches of 5,000 events, one transaction each under the
-writer's lock: by default the rows the batch writer stores, generated in SQL
-(bench/year_sql.py: events, record rows, user-data values, projection upsert; the record's
-hashes are stand-ins, see there), or with ``--loader writer`` through
-auditor.store.writer.store_batch itself. The events are bench/api.py's shape (8 per
-interaction, 50 agents, 4 media types, 3 user-data keys), received in passes of ``--first``
-events, each pass spread evenly over the ``--months`` months: at the first measurement every
-month holds a quarter of what it holds after four passes. Before each loading chunk the free
-disk is checked; loading stops when it would fall under ``--min-free-gb``, after ``--until``
-or when the file STOP exists in the data directory, and the database is measured at the size
-it reached (printed). A stopped load resumes where the record's head is; the measurement at
-``--first`` events is then read from year-stages.json in the data directory (printed so).
+Loading (bench/year_load.py): by default the rows the batch writer stores, generated in SQL
+(bench/year_sql.py: events, user-data values, projection fold, record rows; the record's
+hashes are stand-ins, see there), chunks of 200,000 events, ``--sessions`` chunks at once,
+their record rows appended in order; or with ``--loader writer`` through
+auditor.store.writer.store_batch itself, batches of 5,000. The cluster runs with fsync off
+while loading (bench-only) and as deployed, fsync on, while measuring. The events are
+bench/api.py's shape (8 per interaction, 50 agents, 4 media types, 3 user-data keys),
+received in passes of ``--first`` events, each pass spread evenly over the ``--months``
+months: at the first measurement every month holds a quarter of what it holds after four
+passes. Before each chunk the free disk is checked; loading stops when it would fall under
+``--min-free-gb``, after ``--until`` or when the file STOP exists in the data directory, and
+the database is measured at the size it reached (printed). A stopped load resumes where the
+record's head is; the measurement at ``--first`` events is then read from year-stages.json
+in the data directory (printed so).
 
 Each measurement: VACUUM (ANALYZE), as autovacuum would after a bulk load; disk per event
 (`pg_database_size` and per table); then `auditor serve` (2 gunicorn workers, the API's own
@@ -75,6 +77,28 @@ class Stage:
     interactions: int = 0
     disk: dict[str, int] = field(default_factory=dict)
     p99: dict[str, tuple[float, float]] = field(default_factory=dict)  # total, server
+
+
+class Cluster:
+    """The benchmark's PostgreSQL: loaded with fsync off (bench-only: a crash while loading
+    costs the data directory, nothing else), measured as deployed, fsync on (every API
+    request commits its access-log row). The port stays (its file in the data directory)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.server: EmbeddedPostgres | None = None
+
+    def running(self, durable: bool) -> EmbeddedPostgres:
+        if self.server is not None and self.server.durable != durable:
+            self.server.stop()
+            self.server = None
+        if self.server is None:
+            self.server = EmbeddedPostgres(self.data_dir, durable=durable).start()
+        return self.server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
 
 
 def load_stage(saved: dict[str, Any]) -> Stage:
@@ -148,7 +172,8 @@ def measure(url: URL, stage: Stage, months: int, samples: int) -> None:
         flush=True,
     )
     with api_server(url) as client:
-        ids = [f"om{rng.randrange(interactions):09d}" for _ in range(samples)]
+        ids = kept_ids(url, [f"om{rng.randrange(interactions):09d}" for _ in range(2 * samples)])
+        ids = (ids * samples)[:samples]
         timed(stage, "timeline", client, [(f"/api/v1/interactions/{i}/timeline", {})
                                           for i in ids])  # fmt: skip
         timed(stage, "projection lookup", client,
@@ -170,6 +195,19 @@ def measure(url: URL, stage: Stage, months: int, samples: int) -> None:
                for _ in range(samples)])  # fmt: skip
 
 
+def kept_ids(url: URL, drawn: list[str]) -> list[str]:
+    """The drawn interaction ids the projection still has, in their order (after a --drop
+    the oldest month's interactions are gone and would answer 404)."""
+    with psycopg.connect(libpq_conninfo(url)) as conn:
+        kept = {
+            r[0]
+            for r in conn.execute(
+                "SELECT interaction_id FROM interactions WHERE interaction_id = ANY(%s)", (drawn,)
+            )
+        }
+    return [i for i in drawn if i in kept]
+
+
 def compare(small: Stage, large: Stage) -> None:
     print(f"\n{'p99 (ms)':<30} {small.events:>12,} {large.events:>12,}   ratio"
           f"   (total / server time)")  # fmt: skip
@@ -178,7 +216,13 @@ def compare(small: Stage, large: Stage) -> None:
         print(f"{name:<30} {total:>5.1f} / {server:<5.1f} {big_total:>6.1f} / {big_server:<5.1f}"
               f"  {big_total / total:4.2f} / {big_server / server:4.2f}")  # fmt: skip
     print(f"{'disk, bytes per event':<30} {small.disk['database'] / small.events:>12,.0f}"
-          f" {large.disk['database'] / large.events:>12,.0f}")  # fmt: skip
+          f" {large.disk['database'] / large.events:>12,.0f}   (the database)")  # fmt: skip
+    print(f"{'':<30} {tables(small) / small.events:>12,.0f} {tables(large) / large.events:>12,.0f}"
+          "   (events, record, interactions, user_data_values with their indexes)")  # fmt: skip
+
+
+def tables(stage: Stage) -> int:
+    return sum(stage.disk[t] for t in ("events", "record", "interactions", "user_data_values"))
 
 
 def drop_oldest(dsn: str, months: int) -> None:
@@ -217,14 +261,17 @@ def main() -> None:
     parser.add_argument("--measure-only", action="store_true", help="no loading: measure as is")
     parser.add_argument("--drop", action="store_true", help="then drop the oldest month")
     parser.add_argument("--loader", choices=("sql", "writer"), default="sql")
+    parser.add_argument("--sessions", type=int, default=3,
+                        help="the SQL loader's chunks in flight at once")  # fmt: skip
     parser.add_argument("--until", help="stop loading after this UTC time (HH:MM) and measure")
     parser.add_argument("--check-shape", action="store_true",
                         help="only compare the SQL loader's rows with the writer's")  # fmt: skip
     args = parser.parse_args()
     # A SIGTERM (the integrator stopping a long load) stops the server too, via finally.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    server = EmbeddedPostgres(args.data_dir).start()
+    cluster = Cluster(args.data_dir)
     try:
+        server = cluster.running(durable=True)
         if args.check_shape:
             sys.exit(
                 0 if check_shape(parse_database_url(server.url("postgres")), args.months) else 1
@@ -244,18 +291,21 @@ def main() -> None:
                            if st["events"] == target]  # fmt: skip
                 print(f"the measurement at {target:,} events is {saved}'s (an earlier run)")
                 continue
+            cluster.running(durable=False)
             t0 = time.perf_counter()
             reached = load_to(dsn, target, args.first, args.months, args.data_dir,
-                              args.min_free_gb, args.loader, until)  # fmt: skip
+                              args.min_free_gb, args.loader, until, args.sessions)  # fmt: skip
             print(f"loaded to {reached:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
             if stages and reached == stages[-1].events:
                 break
+            cluster.running(durable=True)
             stages.append(Stage(reached))
             disk(dsn, stages[-1])
             measure(url, stages[-1], args.months, args.samples)
             saved.write_bytes(orjson.dumps([vars(st) for st in stages]))
             if reached < target:
                 break
+        cluster.running(durable=True)
         if args.measure_only:
             if saved.exists():  # the first measurement of the run that loaded the database
                 first = orjson.loads(saved.read_bytes())[0]
@@ -271,7 +321,7 @@ def main() -> None:
         if args.drop:
             drop_oldest(dsn, args.months)
     finally:
-        server.stop()
+        cluster.stop()
 
 
 if __name__ == "__main__":

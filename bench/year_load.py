@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +31,8 @@ from auditor.store.writer import store_batch
 START = datetime(2024, 12, 1, tzinfo=UTC)
 BLOCK = 1000  # interactions whose events interleave in time
 BATCH = 5_000
-CHUNK = 500_000  # events between two disk checks
+CHUNK = 500_000  # the writer loader's events between two disk checks
+SQL_CHUNK = 200_000  # the SQL loader's events per transaction (and between disk checks)
 CHANNEL = "/v2/me/openmedia"
 
 
@@ -95,9 +100,32 @@ def free_gb(path: Path) -> float:
     return shutil.disk_usage(path).free / 1e9
 
 
+def _when(n0: int, n1: int, per_pass: int, months: int) -> tuple[datetime, datetime]:
+    """The first and last receipt times of events n0..n1-1 (times grow within a pass: the
+    ends of the range and of each pass it crosses)."""
+    ends = {n0, n1 - 1}
+    for cut in range((n0 // per_pass + 1) * per_pass, n1, per_pass):
+        ends |= {cut - 1, cut}
+    when = [receipt(i, per_pass, months).received_at for i in ends]
+    return min(when), max(when)
+
+
+def _stop(n: int, chunk: int, data_dir: Path, min_free_gb: float, until: datetime | None
+          ) -> str | None:  # fmt: skip
+    """Why loading must stop before the next ``chunk`` events, if it must."""
+    free = free_gb(data_dir)
+    needed = chunk * 2.5e3 / 1e9  # about 2 KB per event, with room for WAL
+    if free - needed < min_free_gb:
+        return (f"{free:.1f} GB free, the next {chunk:,} events need about {needed:.1f} GB"
+                f" and {min_free_gb} GB must stay free")  # fmt: skip
+    if (until is not None and datetime.now(UTC) >= until) or (data_dir / "STOP").exists():
+        return f"time is up (--until or {data_dir}/STOP)"
+    return None
+
+
 def load_to(dsn: str, target: int, per_pass: int, months: int, data_dir: Path,
-            min_free_gb: float, loader: str = "sql", until: datetime | None = None
-            ) -> int:  # fmt: skip
+            min_free_gb: float, loader: str = "sql", until: datetime | None = None,
+            sessions: int = 3) -> int:  # fmt: skip
     """Store events until ``target`` (resuming where the record's head is); stop early when
     the next chunk would bring the free disk under ``min_free_gb``, or after ``until``, or
     when the file STOP exists in ``data_dir``. Returns the count."""
@@ -105,54 +133,120 @@ def load_to(dsn: str, target: int, per_pass: int, months: int, data_dir: Path,
     if n >= target:
         return n
     began, first = time.perf_counter(), n
+    shown = [n]
+
+    def progress(done: int) -> None:
+        if done - shown[0] < 1_000_000 and done < target:
+            return
+        shown[0] = done
+        rate = (done - first) / (time.perf_counter() - began)
+        print(f"  {done:>12,} events  {rate:>7,.0f}/s  {free_gb(data_dir):6.1f} GB free"
+              f"  load {os.getloadavg()[0]:.1f}  {time.strftime('%H:%M:%S')}",
+              flush=True)  # fmt: skip
+
+    def stop(at: int, chunk: int) -> bool:
+        reason = _stop(at, chunk, data_dir, min_free_gb, until)
+        if reason:
+            print(f"STOP loading at {at:,} events: {reason}", flush=True)
+        return reason is not None
+
     with psycopg.connect(dsn) as conn:
         ensure_partitions(conn, months)
-        while n < target:
-            free = free_gb(data_dir)
-            chunk = min(CHUNK, target - n)
-            needed = chunk * 2.5e3 / 1e9  # about 2 KB per event, with room for WAL
-            if free - needed < min_free_gb:
-                print(f"STOP loading at {n:,} events: {free:.1f} GB free, the next"
-                      f" {chunk:,} events need about {needed:.1f} GB and"
-                      f" {min_free_gb} GB must stay free", flush=True)  # fmt: skip
-                break
-            if (until is not None and datetime.now(UTC) >= until) or (data_dir / "STOP").exists():
-                print(f"STOP loading at {n:,} events: time is up (--until or {data_dir}/STOP)",
-                      flush=True)  # fmt: skip
-                break
-            end = n + chunk
+        if loader == "sql":
+            row = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+            if row is None or row[0] != n:
+                raise SystemExit(f"the SQL loader numbers events from the record's head ({n:,})"
+                                 f" but the events go to id {row and row[0]:,}: load an empty"
+                                 " database (delete the data directory)")  # fmt: skip
+            conn.commit()
+            n = _load_sql(dsn, n, target, per_pass, months, sessions, stop, progress)
+            # The writer's ids go on after the loaded ones (retention, a writer run later).
+            conn.execute("SELECT setval(pg_get_serial_sequence('events', 'id'), %s)",
+                         (max(n, 1),))  # fmt: skip
+            conn.commit()
+            return n
+        while n < target and not stop(n, min(CHUNK, target - n)):
+            end = min(n + CHUNK, target)
             while n < end:
                 n = store(conn, n, min(n + BATCH, end), per_pass, months, loader)
-                if n == end - chunk + BATCH or n == BATCH:
-                    # Statistics as autovacuum keeps them (it lags a bulk load, and the SQL
-                    # loader's fold is planned from them: a partition never analyzed makes
-                    # every join a nested loop).
-                    conn.execute("ANALYZE events, interactions, user_data_values, record")
-                    conn.commit()
-            seconds = time.perf_counter() - began
-            print(f"  {n:>12,} events  {(n - first) / seconds:>7,.0f}/s  {free:6.1f} GB free"
-                  f"  load {os.getloadavg()[0]:.1f}  {time.strftime('%H:%M:%S')}",
-                  flush=True)  # fmt: skip
+                if n - first == BATCH:
+                    _analyze(conn)
+            progress(n)
     return n
+
+
+def _analyze(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Statistics as autovacuum keeps them (it lags a bulk load, and the SQL fold is planned
+    from them: a partition never analyzed makes every join a nested loop)."""
+    conn.execute("ANALYZE events, interactions, user_data_values, record")
+    conn.commit()
+
+
+def _chunk(dsn: str, n0: int, n1: int, per_pass: int, months: int, after: int | None,
+           started: Callable[[], None]) -> int:  # fmt: skip
+    with psycopg.connect(dsn) as conn:
+        # Bench-only: the load need not wait for its WAL to reach the disk (nothing the
+        # measurement reads depends on it).
+        conn.execute("SET synchronous_commit = off")
+        conn.commit()
+        return year_sql.store_chunk(conn, n0, n1, per_pass, START, span_us(months),
+                                    _when(n0, n1, per_pass, months), after, started)  # fmt: skip
+
+
+def _load_sql(dsn: str, n: int, target: int, per_pass: int, months: int, sessions: int,
+              stop: Callable[[int, int], bool], progress: Callable[[int], None],
+              chunk: int = SQL_CHUNK) -> int:  # fmt: skip
+    """Chunks of ``chunk`` events, up to ``sessions`` at once (year_sql.store_chunk keeps
+    their commits in order). Returns the events stored."""
+    inflight: deque[Future[int]] = deque()
+    done, after, analyzed = n, None, False
+    errors: list[BaseException] = []
+
+    def collect() -> None:
+        nonlocal done
+        try:
+            done = inflight.popleft().result()
+            progress(done)
+        except Exception as exc:  # the chunks after it fail too (the record's head check)
+            errors.append(exc)
+
+    with ThreadPoolExecutor(sessions) as pool:
+        try:
+            while n < target and not errors:
+                if inflight and (len(inflight) >= sessions or not analyzed):
+                    collect()
+                    if not analyzed and not errors:  # the first chunk alone, then statistics
+                        with psycopg.connect(dsn) as conn:
+                            _analyze(conn)
+                        analyzed = True
+                    continue
+                if errors or stop(n, min(chunk, target - n)):
+                    break
+                m = min(n + chunk, target)
+                started = threading.Event()
+                future = pool.submit(_chunk, dsn, n, m, per_pass, months, after, started.set)
+                while not started.wait(0.1) and not future.done():
+                    pass
+                inflight.append(future)
+                after, n = n, m
+        finally:
+            while inflight:
+                collect()
+    if errors:
+        raise errors[0]
+    return done
 
 
 def store(conn: psycopg.Connection[tuple[object, ...]], n0: int, n1: int, per_pass: int,
           months: int, loader: str) -> int:  # fmt: skip
     """Events n0..n1-1, committed as one batch of the writer, or as the rows it would store
     (bench/year_sql.py). Returns n1."""
+    if loader != "writer":
+        return year_sql.store_chunk(conn, n0, n1, per_pass, START, span_us(months),
+                                    _when(n0, n1, per_pass, months), None)  # fmt: skip
     with conn.transaction():
-        if loader == "writer":
-            result = store_batch(conn, [receipt(i, per_pass, months) for i in range(n0, n1)])
-            count = result.stored + result.duplicates
-        else:
-            # Times grow within a pass: the ends of the batch and of each pass it crosses.
-            ends = {n0, n1 - 1}
-            for cut in range((n0 // per_pass + 1) * per_pass, n1, per_pass):
-                ends |= {cut - 1, cut}
-            when = [receipt(i, per_pass, months).received_at for i in ends]
-            count = year_sql.store_batch(
-                conn, n0, n1, per_pass, START, span_us(months), (min(when), max(when))
-            )
+        result = store_batch(conn, [receipt(i, per_pass, months) for i in range(n0, n1)])
+    count = result.stored + result.duplicates
     if count != n1 - n0:
         raise SystemExit(f"batch {n0}..{n1}: {count} events stored")
     return n1
@@ -173,8 +267,9 @@ _SHAPES = {
 
 
 def check_shape(admin: URL, months: int) -> bool:
-    """The same 16,000 events (two passes of 8,000) stored by the batch writer and by the SQL
-    loader into two scratch databases: every row compared (the record's hashes by length)."""
+    """The same 24,000 events (three passes of 8,000) stored by the batch writer (batches of
+    5,000) and by the SQL loader (three sessions at once: chunks of 8,000, then of 3,000)
+    into two scratch databases: every row compared (the record's hashes by length)."""
     rows: dict[str, dict[str, list[tuple[object, ...]]]] = {}
     for loader in ("writer", "sql"):
         name = f"bench_year_shape_{loader}"
@@ -186,10 +281,14 @@ def check_shape(admin: URL, months: int) -> bool:
         dsn = libpq_conninfo(admin.set(database=name))
         with psycopg.connect(dsn) as conn:
             ensure_partitions(conn, months)
-            n = 0
-            while n < 16_000:
-                n = store(conn, n, n + BATCH if n + BATCH <= 16_000 else 16_000, 8_000, months,
-                          loader)  # fmt: skip
+            if loader == "writer":
+                for n in range(0, 24_000, BATCH):
+                    store(conn, n, min(n + BATCH, 24_000), 8_000, months, loader)
+            else:  # as it loads, parallel sessions: chunks of whole blocks (each folds
+                # its own interactions), then chunks that cut interactions (folded in order)
+                for n0, n1, chunk in ((0, 16_000, 8_000), (16_000, 24_000, 3_000)):
+                    _load_sql(dsn, n0, n1, 8_000, months, 3, lambda *_: False, lambda _: None,
+                              chunk)  # fmt: skip
             rows[loader] = {t: conn.execute(q).fetchall() for t, q in _SHAPES.items()}
         with psycopg.connect(libpq_conninfo(admin), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{name}"')
