@@ -53,9 +53,15 @@ def _print(report: projection_rebuild.Report, seconds: float) -> None:
     if len(report.differences) > _SHOWN:
         click.echo(f"... and {len(report.differences) - _SHOWN} more")
     rate = report.events / seconds if seconds > 0 else 0.0
+    carried = (
+        f", {report.baseline} of them with events in months retention dropped (their share"
+        " kept in projection_baseline)"
+        if report.baseline
+        else ""
+    )
     click.echo(
         f"{report.events} events up to id {report.built_upto} give {report.interactions}"
-        f" interactions ({rate:,.0f} events/s); {len(report.differences)} differences"
+        f" interactions{carried} ({rate:,.0f} events/s); {len(report.differences)} differences"
         " from the live projection"
     )
 

@@ -33,6 +33,7 @@ from auditor.store import record as ledger
 
 SCRATCH = "auditor_projection_scratch"
 DIFF = "auditor_projection_diff"
+BASELINE = "projection_baseline"
 DEFAULT_CHUNK = 500_000
 
 # The openmedia resource of a stored message, as auditor.notifications.openmedia_of finds it.
@@ -51,19 +52,20 @@ _FROM_PAYLOAD = """
            CASE WHEN jsonb_typeof(om->'capabilities') = 'array' THEN om->'capabilities' END
                AS capabilities"""
 
-# Each interaction's contribution from the events with after < id <= upto: the fold of
+# Each interaction's contribution from the events in __RANGE__ (a condition on events AS e:
+# an id range for check and rebuild, a month for a retention purge): the fold of
 # projection._Delta as SQL. Reading the message (jsonb) of every event is what costs, so the
 # aggregates run over the extracted columns only, and the message is read for the few events
 # whose values survive: each interaction's last event (its uri and userData, when it has
 # them) and each account's last event with a state (capabilities). Only interactions whose
 # last event lacks a uri or userData have all their events' messages read. "The last
 # non-null value" is element count(x) of the values aggregated with FILTER (x IS NOT NULL).
-_DELTA = f"""
+_DELTA_OF = f"""
 WITH ev AS MATERIALIZED (
     SELECT id, received_at, account, interaction_id, state, notification_type, reference_id,
            nullif(media_type, '') AS media_type, nullif(openmedia_type, '') AS openmedia_type
-    FROM events
-    WHERE interaction_id IS NOT NULL AND id > %(after)s AND id <= %(upto)s
+    FROM events AS e
+    WHERE e.interaction_id IS NOT NULL AND __RANGE__
 ), per_account AS (
     SELECT interaction_id, account, max(id) FILTER (WHERE state IS NOT NULL) AS state_id
     FROM ev GROUP BY interaction_id, account
@@ -86,7 +88,7 @@ WITH ev AS MATERIALIZED (
     FROM events AS e
     JOIN wanted AS w ON w.id = e.id
     CROSS JOIN LATERAL (SELECT {_OPENMEDIA} AS om) AS o
-    WHERE e.id > %(after)s AND e.id <= %(upto)s
+    WHERE __RANGE__
 ), entries AS (
     SELECT p.interaction_id, p.account, p.state_id, l.state,
            jsonb_build_object(
@@ -119,7 +121,7 @@ WITH ev AS MATERIALIZED (
     WHERE e.interaction_id IN (
               SELECT a.interaction_id FROM agg AS a JOIN looked AS l ON l.id = a.last_event_id
               WHERE l.uri IS NULL OR l.user_data IS NULL)
-      AND e.id > %(after)s AND e.id <= %(upto)s
+      AND __RANGE__
     GROUP BY e.interaction_id
 )
 SELECT a.interaction_id, a.media_type, a.openmedia_type,
@@ -138,6 +140,13 @@ JOIN states AS s ON s.interaction_id = a.interaction_id
 LEFT JOIN straggling AS f ON f.interaction_id = a.interaction_id
 """
 
+# The events with after < id <= upto.
+_BY_ID = "e.id > %(after)s AND e.id <= %(upto)s"
+_DELTA = _DELTA_OF.replace("__RANGE__", _BY_ID)
+# The events received in [start, end): a month's partition, as retention drops it.
+_BY_TIME = "e.received_at >= %(start)s AND e.received_at < %(end)s"
+DELTA_OF_MONTH = _DELTA_OF.replace("__RANGE__", _BY_TIME)
+
 # A row merged from several folds (an interaction whose events span a chunk boundary, or the
 # rebuild's catch-up) keeps the derived columns of its first fold: _REDERIVE sets them again.
 _MERGE_INTO_SCRATCH = (
@@ -152,9 +161,20 @@ SET state = d.eff->>'state', capabilities = d.eff->'capabilities',
                         THEN (d.eff->>'at')::timestamptz END
 FROM (SELECT interaction_id, auditor_effective_state(account_states) AS eff
       FROM {SCRATCH}
-      WHERE EXISTS (SELECT 1 FROM unnest(%s::bigint[]) AS b
-                    WHERE first_event_id <= b AND last_event_id > b)) AS d
+      WHERE EXISTS (SELECT 1 FROM unnest(%(boundaries)s::bigint[]) AS b
+                    WHERE first_event_id <= b AND last_event_id > b)
+         OR (%(baseline)s AND interaction_id IN (SELECT interaction_id FROM {BASELINE}))) AS d
 WHERE s.interaction_id = d.interaction_id
+"""
+
+# What the months retention dropped contributed (migration 2026_12_03_ops): the scratch table
+# starts from it, and the events left are merged in by the same rules, so an interaction with
+# events on both sides of a purge folds to what the writer had.
+_LOAD_BASELINE = f"""
+INSERT INTO {SCRATCH} ({projection.FOLDED_COLUMNS}, state, capabilities, completed_at)
+SELECT {projection.FOLDED_COLUMNS}, eff->>'state', eff->'capabilities',
+       CASE WHEN eff->>'state' = 'Completed' THEN (eff->>'at')::timestamptz END
+FROM (SELECT *, auditor_effective_state(account_states) AS eff FROM {BASELINE}) AS b
 """
 
 # Compared as the API shows them: the folded columns and the derived ones (the scratch row's
@@ -228,6 +248,7 @@ class Report:
     events: int = 0  # events folded into the scratch table
     built_upto: int = 0  # the last event id the comparison covers
     interactions: int = 0  # rows the events give
+    baseline: int = 0  # of which started from what purged months contributed
     differences: list[Difference] = field(default_factory=list)
     fixed: int = 0  # rows written by a rebuild
     removed: int = 0  # unbacked rows removed by a rebuild
@@ -260,12 +281,18 @@ def fold_range(conn: psycopg.Connection[Any], after: int, upto: int) -> None:
     conn.execute(_MERGE_INTO_SCRATCH, {"after": after, "upto": upto})
 
 
-def rederive(conn: psycopg.Connection[Any], boundaries: list[int]) -> None:
+def rederive(conn: psycopg.Connection[Any], boundaries: list[int], baseline: bool = False) -> None:
     """Derive state, capabilities and completed_at again for the scratch rows whose events
-    lie on both sides of a fold boundary (merged by the writer's rules, which leave derived
-    columns to the trigger)."""
-    if boundaries:
-        conn.execute(_REDERIVE, (boundaries,))
+    lie on both sides of a fold boundary, and (``baseline``) for those started from the
+    baseline: rows merged by the writer's rules, which leave derived columns to the
+    trigger."""
+    if boundaries or baseline:
+        conn.execute(_REDERIVE, {"boundaries": boundaries, "baseline": baseline})
+
+
+def load_baseline(conn: psycopg.Connection[Any]) -> int:
+    """Start the scratch table from what purged months contributed; the rows loaded."""
+    return conn.execute(_LOAD_BASELINE).rowcount
 
 
 def _differences(conn: psycopg.Connection[Any], only_listed: bool) -> list[Difference]:
@@ -301,6 +328,7 @@ def check(
     _create_scratch(conn)
     low, high, count = event_bounds(conn)
     report = Report(events=count, built_upto=high)
+    report.baseline = load_baseline(conn)
     after = low
     boundaries = []
     while after < high:
@@ -310,7 +338,7 @@ def check(
             progress(upto - after)
         after = upto
         boundaries.append(upto)
-    rederive(conn, boundaries[:-1])
+    rederive(conn, boundaries[:-1], baseline=report.baseline > 0)
     compared = time.perf_counter()
     report.differences = _differences(conn, only_listed=False)
     report.build_seconds = compared - began
