@@ -30,21 +30,19 @@ def _bar(console: Console) -> Progress:
 
 def _run(rebuild: bool, chunk: int) -> projection_rebuild.Report:
     console = Console(stderr=True)
-    with connect(Settings.from_env(os.environ).database_url, autocommit=False) as conn:
-        # The bar counts event ids (gaps included), the unit the scratch table is built in.
-        row = conn.execute("SELECT coalesce(max(id) - min(id) + 1, 0) FROM events").fetchone()
+    url = Settings.from_env(os.environ).database_url
+    with connect(url, autocommit=False) as conn, _bar(console) as bar:
+        # The bar counts events; the total is known once the partitions are counted.
+        task = bar.add_task("rebuild" if rebuild else "check", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        if rebuild:
+            return projection_rebuild.rebuild(conn, advance, chunk)
+        report = projection_rebuild.check(conn, advance, chunk)
         conn.rollback()
-        with _bar(console) as bar:
-            task = bar.add_task("rebuild" if rebuild else "check", total=row[0] if row else 0)
-
-            def advance(n: int) -> None:
-                bar.advance(task, n)
-
-            if rebuild:
-                return projection_rebuild.rebuild(conn, advance, chunk)
-            report = projection_rebuild.check(conn, advance, chunk)
-            conn.rollback()
-            return report
+        return report
 
 
 def _print(report: projection_rebuild.Report, seconds: float) -> None:
