@@ -28,7 +28,7 @@ def _bar(console: Console) -> Progress:
     )
 
 
-def _run(rebuild: bool, chunk: int) -> projection_rebuild.Report:
+def _run(rebuild: bool, chunk: int, by_id: bool) -> projection_rebuild.Report:
     console = Console(stderr=True)
     url = Settings.from_env(os.environ).database_url
     with connect(url, autocommit=False) as conn, _bar(console) as bar:
@@ -39,8 +39,8 @@ def _run(rebuild: bool, chunk: int) -> projection_rebuild.Report:
             bar.update(task, completed=done, total=total)
 
         if rebuild:
-            return projection_rebuild.rebuild(conn, advance, chunk)
-        report = projection_rebuild.check(conn, advance, chunk)
+            return projection_rebuild.rebuild(conn, advance, chunk, by_partition=not by_id)
+        report = projection_rebuild.check(conn, advance, chunk, by_partition=not by_id)
         conn.rollback()
         return report
 
@@ -69,7 +69,14 @@ _CHUNK = click.option(
     default=projection_rebuild.DEFAULT_CHUNK,
     show_default=True,
     type=click.IntRange(1_000, 100_000_000),
-    help="event ids folded per statement",
+    help="events folded per statement (about)",
+)
+_BY_ID = click.option(
+    "--by-id",
+    is_flag=True,
+    help="fold event-id ranges over the whole table instead of partition by partition"
+    " (faster only when an interaction's events are spread over many months' partitions;"
+    " docs/scale.md)",
 )
 
 
@@ -80,12 +87,13 @@ def projection_group() -> None:
 
 @projection_group.command("check")
 @_CHUNK
-def check_command(chunk: int) -> None:
+@_BY_ID
+def check_command(chunk: int, by_id: bool) -> None:
     """Recompute the projection from the events into a scratch table and list every
     difference from the live one; exit 1 if there is any. Writes nothing: any login that
     reads events and interactions (reader, api, writer) may run it."""
     began = time.perf_counter()
-    report = _run(False, chunk)
+    report = _run(False, chunk, by_id)
     _print(report, time.perf_counter() - began)
     if report.differences:
         sys.exit(1)
@@ -93,11 +101,12 @@ def check_command(chunk: int) -> None:
 
 @projection_group.command("rebuild")
 @_CHUNK
-def rebuild_command(chunk: int) -> None:
+@_BY_ID
+def rebuild_command(chunk: int, by_id: bool) -> None:
     """Recompute the projection beside the live one and correct every difference in one
     transaction; readers never wait, the writer only for that last transaction. Run it as
     the writer's login (docs/scale.md)."""
     began = time.perf_counter()
-    report = _run(True, chunk)
+    report = _run(True, chunk, by_id)
     _print(report, time.perf_counter() - began)
     click.echo(f"corrected {report.fixed}, removed {report.removed}")
