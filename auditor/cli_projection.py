@@ -28,23 +28,21 @@ def _bar(console: Console) -> Progress:
     )
 
 
-def _run(rebuild: bool, chunk: int) -> projection_rebuild.Report:
+def _run(rebuild: bool, chunk: int, by_id: bool) -> projection_rebuild.Report:
     console = Console(stderr=True)
-    with connect(Settings.from_env(os.environ).database_url, autocommit=False) as conn:
-        # The bar counts event ids (gaps included), the unit the scratch table is built in.
-        row = conn.execute("SELECT coalesce(max(id) - min(id) + 1, 0) FROM events").fetchone()
+    url = Settings.from_env(os.environ).database_url
+    with connect(url, autocommit=False) as conn, _bar(console) as bar:
+        # The bar counts events; the total is known once the partitions are counted.
+        task = bar.add_task("rebuild" if rebuild else "check", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        if rebuild:
+            return projection_rebuild.rebuild(conn, advance, chunk, by_partition=not by_id)
+        report = projection_rebuild.check(conn, advance, chunk, by_partition=not by_id)
         conn.rollback()
-        with _bar(console) as bar:
-            task = bar.add_task("rebuild" if rebuild else "check", total=row[0] if row else 0)
-
-            def advance(n: int) -> None:
-                bar.advance(task, n)
-
-            if rebuild:
-                return projection_rebuild.rebuild(conn, advance, chunk)
-            report = projection_rebuild.check(conn, advance, chunk)
-            conn.rollback()
-            return report
+        return report
 
 
 def _print(report: projection_rebuild.Report, seconds: float) -> None:
@@ -53,9 +51,15 @@ def _print(report: projection_rebuild.Report, seconds: float) -> None:
     if len(report.differences) > _SHOWN:
         click.echo(f"... and {len(report.differences) - _SHOWN} more")
     rate = report.events / seconds if seconds > 0 else 0.0
+    carried = (
+        f", {report.baseline} of them with events in months retention dropped (their share"
+        " kept in projection_baseline)"
+        if report.baseline
+        else ""
+    )
     click.echo(
         f"{report.events} events up to id {report.built_upto} give {report.interactions}"
-        f" interactions ({rate:,.0f} events/s); {len(report.differences)} differences"
+        f" interactions{carried} ({rate:,.0f} events/s); {len(report.differences)} differences"
         " from the live projection"
     )
 
@@ -65,7 +69,14 @@ _CHUNK = click.option(
     default=projection_rebuild.DEFAULT_CHUNK,
     show_default=True,
     type=click.IntRange(1_000, 100_000_000),
-    help="event ids folded per statement",
+    help="events folded per statement (about)",
+)
+_BY_ID = click.option(
+    "--by-id",
+    is_flag=True,
+    help="fold event-id ranges over the whole table instead of partition by partition"
+    " (faster only when an interaction's events are spread over many months' partitions;"
+    " docs/scale.md)",
 )
 
 
@@ -76,12 +87,13 @@ def projection_group() -> None:
 
 @projection_group.command("check")
 @_CHUNK
-def check_command(chunk: int) -> None:
+@_BY_ID
+def check_command(chunk: int, by_id: bool) -> None:
     """Recompute the projection from the events into a scratch table and list every
     difference from the live one; exit 1 if there is any. Writes nothing: any login that
     reads events and interactions (reader, api, writer) may run it."""
     began = time.perf_counter()
-    report = _run(False, chunk)
+    report = _run(False, chunk, by_id)
     _print(report, time.perf_counter() - began)
     if report.differences:
         sys.exit(1)
@@ -89,11 +101,12 @@ def check_command(chunk: int) -> None:
 
 @projection_group.command("rebuild")
 @_CHUNK
-def rebuild_command(chunk: int) -> None:
+@_BY_ID
+def rebuild_command(chunk: int, by_id: bool) -> None:
     """Recompute the projection beside the live one and correct every difference in one
     transaction; readers never wait, the writer only for that last transaction. Run it as
     the writer's login (docs/scale.md)."""
     began = time.perf_counter()
-    report = _run(True, chunk)
+    report = _run(True, chunk, by_id)
     _print(report, time.perf_counter() - began)
     click.echo(f"corrected {report.fixed}, removed {report.removed}")

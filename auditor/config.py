@@ -24,6 +24,7 @@ def parse_database_url(value: str, setting: str = DATABASE_URL) -> URL:
     text = value.strip()
     if not text:
         raise ConfigError(setting, "is empty; expected postgresql://user@host:port/dbname")
+    text = _multi_host(text, setting)
     try:
         url = make_url(text)
     except ArgumentError:
@@ -42,6 +43,43 @@ def parse_database_url(value: str, setting: str = DATABASE_URL) -> URL:
     if port is not None and not 0 < port < 65536:
         raise ConfigError(setting, f"port {port} is out of range")
     return url.set(drivername="postgresql+psycopg")
+
+
+_MULTI_HOST = re.compile(
+    r"^(?P<scheme>[^:/?#]+://)(?P<auth>[^@/?#]*@)?(?P<hosts>[^/?#@]*,[^/?#@]*)(?P<rest>[/?#].*)?$"
+)
+
+
+def _multi_host(text: str, setting: str) -> str:
+    """libpq's multi-host URL (postgresql://u@db1:5432,db2:5432/auditor, with
+    target_session_attrs for failover: docs/scale.md) in the form SQLAlchemy's URL can hold,
+    which has one host: the same hosts and ports as libpq's host= and port= list parameters,
+    which reach libpq unchanged. Any other URL is returned as it is."""
+    found = _MULTI_HOST.match(text)
+    if found is None:
+        return text
+    hosts: list[str] = []
+    ports: list[str] = []
+    for part in found["hosts"].split(","):
+        host, port = part, ""
+        if part.startswith("[") and "]" in part:  # [IPv6 address]:port
+            host, _, tail = part[1:].partition("]")
+            port = tail.removeprefix(":")
+        elif ":" in part:
+            host, port = part.rsplit(":", 1)
+        if not host:
+            raise ConfigError(setting, f"has an empty host in {found['hosts']!r}")
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(setting, f"has a port that is not a number 1-65535: {port!r}")
+        hosts.append(host)
+        ports.append(port)
+    path, _, query = (found["rest"] or "").partition("?")
+    params = [f"host={','.join(hosts)}"]
+    if any(ports):
+        params.append(f"port={','.join(ports)}")
+    if query:
+        params.append(query)
+    return f"{found['scheme']}{found['auth'] or ''}{path}?{'&'.join(params)}"
 
 
 def libpq_conninfo(url: URL) -> str:

@@ -560,6 +560,32 @@ retention_runs = Table(
 )
 # --- end of retention -------------------------------------------------------------------------
 
+# migration 2026_12_03_ops: per interaction with events left, the fold of its events that
+# retention dropped (auditor.retention.purge); projection check and rebuild start from it.
+projection_baseline = Table(
+    "projection_baseline",
+    metadata,
+    Column("interaction_id", Text, nullable=False),
+    Column("media_type", Text),
+    Column("openmedia_type", Text),
+    Column("uri", Text),
+    Column("user_data", JSONB),
+    Column("user_data_event_id", BigInteger),
+    Column("account_states", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("accounts", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
+    Column("first_seen_at", TZ, nullable=False),
+    Column("last_seen_at", TZ, nullable=False),
+    Column("first_event_id", BigInteger, nullable=False),
+    Column("last_event_id", BigInteger, nullable=False),
+    Column("event_count", BigInteger, nullable=False),
+    Column("last_notification_type", Text),
+    Column("last_reference_id", Text),
+    Column("purge_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("interaction_id"),
+    comment="Per interaction with events left, the fold of its events that retention dropped"
+    " (docs/retention.md); purge_id: the last purge receipt that added to it",
+)
+
 
 def _unreachable(url: URL, exc: BaseException) -> ConfigError:
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from auditor.errors import UserError
 from auditor.ports import free_port
 
@@ -81,6 +83,9 @@ class EmbeddedPostgres:
     data_dir: Path
     durable: bool = True  # False turns fsync off: for throwaway test clusters only
     port: int = 0
+    # cluster_name; a standby's WAL receiver connects under it as its application_name, the
+    # name synchronous_standby_names lists.
+    name: str | None = None
     _as_user: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -208,6 +213,8 @@ class EmbeddedPostgres:
         ]
         if not self.durable:
             options += ["-c fsync=off", "-c full_page_writes=off"]
+        if self.name is not None:
+            options.append(f"-c cluster_name={self.name}")
         self._run(
             [
                 "pg_ctl",
@@ -226,11 +233,12 @@ class EmbeddedPostgres:
         )
         return self
 
-    def start_standby(self, data_dir: Path) -> EmbeddedPostgres:
+    def start_standby(self, data_dir: Path, name: str = "standby1") -> EmbeddedPostgres:
         """A streaming hot standby of this running server in ``data_dir``: pg_basebackup
         with -R writes standby.signal and primary_conninfo (PostgreSQL's own replication;
-        docs/scale.md). The standby is read-only and replays the primary's WAL as it comes."""
-        standby = EmbeddedPostgres(data_dir, durable=self.durable)
+        docs/scale.md). The standby is read-only and replays the primary's WAL as it comes;
+        it connects as ``name`` (see make_synchronous)."""
+        standby = EmbeddedPostgres(data_dir, durable=self.durable, name=name)
         standby.data_dir.mkdir(parents=True, exist_ok=True)
         standby._prepare_permissions()
         standby._run(
@@ -253,6 +261,29 @@ class EmbeddedPostgres:
             timeout=300,
         )
         return standby.start()
+
+    def make_synchronous(self, standby: EmbeddedPostgres) -> None:
+        """Commits on this primary wait until ``standby`` has the WAL on disk
+        (synchronous_standby_names, synchronous_commit = on): what the worker is told is
+        stored survives a failover to it (docs/scale.md, "Failover")."""
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '\"{standby.name}\"'")
+            conn.execute("SELECT pg_reload_conf()")
+            deadline = time.monotonic() + 30
+            while True:
+                row = conn.execute(
+                    "SELECT sync_state FROM pg_stat_replication WHERE application_name = %s",
+                    (standby.name,),
+                ).fetchone()
+                if row is not None and row[0] == "sync":
+                    return
+                if time.monotonic() > deadline:
+                    raise UserError(f"embedded PostgreSQL: {standby.name} never became sync")
+                time.sleep(0.05)
+
+    def promote(self) -> None:
+        """End recovery on this standby: it becomes a primary (pg_ctl promote, waits)."""
+        self._run(["pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "promote"], timeout=90)
 
     def stop(self) -> None:
         if self.is_running():

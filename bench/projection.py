@@ -2,13 +2,18 @@
 events in SQL) against the issue's target of 100,000 events/s.
 
     python bench/projection.py [--events 500000] [--interactions 50000] [--runs 2]
-                               [--data-dir DIR]
+                               [--data-dir DIR] [--months 1,24] [--interleave]
+                               [--fold partition,id]
 
 Stores the events with the batch writer (hash chain patched out, as in bench/store.py, to
 load faster; it does not change the projection) on a durable embedded PostgreSQL, then times
 check() `--runs` times and rebuild() after corrupting 1% of the projection's rows, alternating
 (and alternating the `--chunks` sizes). Prints events/s for each, of wall time and of the
-backend's CPU time. A benchmark that prints numbers; it asserts nothing. With
+backend's CPU time. `--months 1,24` stores the same events into one database per value,
+spread over that many monthly partitions (ids in time order, as the writer makes them; with
+`--interleave` consecutive ids go to different months, as bench/year.py's passes leave
+them), and alternates between the databases in each run. A benchmark that prints numbers;
+it asserts nothing. With
 --data-dir the database is kept there and loaded only once per size (the runs then leave it
 as they found it: rebuild corrects what they corrupted).
 """
@@ -16,6 +21,7 @@ as they found it: rebuild corrects what they corrupted).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import shutil
@@ -23,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,37 @@ from store import cpu_seconds, fresh_database, make_receipts, run_writer_without
 
 from auditor.pgserver import EmbeddedPostgres
 from auditor.store import projection_rebuild
+from auditor.store.receipts import Receipt
+
+
+def _month(first: datetime, offset: int) -> datetime:
+    year, month = divmod(first.month - 1 + offset, 12)
+    return first.replace(year=first.year + year, month=month + 1)
+
+
+def spread(receipts: list[Receipt], months: int, interleave: bool) -> list[Receipt]:
+    """The receipts received over ``months`` complete months before this one: receipt i in
+    month i * months // n (or i % months with ``interleave``), in order within its month."""
+    now = datetime.now(UTC)
+    first = _month(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), -months)
+    n = len(receipts)
+    out = []
+    for i, receipt in enumerate(receipts):
+        if interleave:
+            month, share = i % months, i / n
+        else:
+            month = i * months // n
+            share = i * months / n - month
+        at = _month(first, month) + timedelta(days=27 * share)
+        out.append(dataclasses.replace(receipt, received_at=at))
+    return out
+
+
+def make_partitions(dsn: str, receipts: list[Receipt]) -> None:
+    firsts = {r.received_at.date().replace(day=1) for r in receipts}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for first in sorted(firsts):
+            conn.execute("SELECT auditor_ensure_event_partition(%s)", (first,))
 
 
 def corrupt(dsn: str, share: float) -> int:
@@ -46,18 +84,22 @@ def corrupt(dsn: str, share: float) -> int:
         return cur.rowcount
 
 
-def _check(conn: psycopg.Connection[Any], chunk: int) -> projection_rebuild.Report:
-    report = projection_rebuild.check(conn, chunk=chunk)
+def _check(
+    conn: psycopg.Connection[Any], chunk: int, by_partition: bool
+) -> projection_rebuild.Report:
+    report = projection_rebuild.check(conn, chunk=chunk, by_partition=by_partition)
     conn.rollback()
     return report
 
 
-def _rebuild(conn: psycopg.Connection[Any], chunk: int) -> projection_rebuild.Report:
-    return projection_rebuild.rebuild(conn, chunk=chunk)
+def _rebuild(
+    conn: psycopg.Connection[Any], chunk: int, by_partition: bool
+) -> projection_rebuild.Report:
+    return projection_rebuild.rebuild(conn, chunk=chunk, by_partition=by_partition)
 
 
 def timed(
-    run: int,
+    run: str,
     what: str,
     chunk: int,
     dsn: str,
@@ -72,13 +114,53 @@ def timed(
         report = work(conn)
         seconds, used = time.perf_counter() - t0, cpu_seconds(backend) - cpu
     print(
-        f"{run:>4} {what:<8} {chunk:>9,} {report.events:>10,} {seconds:>8.2f}"
+        f"{run} {what:<8} {chunk:>9,} {report.events:>10,} {seconds:>8.2f}"
         f" {report.events / seconds:>10,.0f} {report.events / used:>10,.0f}"
         f" {os.getloadavg()[0]:>5.1f} {len(report.differences)} (build"
         f" {report.build_seconds:.2f} s, compare {report.compare_seconds:.2f} s)",
         flush=True,
     )
     return report
+
+
+def load(server: EmbeddedPostgres, name: str, args: argparse.Namespace, months: int) -> str:
+    """The database ``name`` with the events stored (once: kept in --data-dir); its URL."""
+    dsn = server.url(name)
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if exists is None:
+        receipts = make_receipts(args.events, args.interactions)
+        if months > 1:
+            receipts = spread(receipts, months, args.interleave)
+        gc.freeze()
+        dsn = fresh_database(server, name)
+        make_partitions(dsn, receipts)
+        began = time.perf_counter()
+        run_writer_without_chain(dsn, receipts, 5_000)
+        loaded = time.perf_counter() - began
+        print(f"{name}: loaded {len(receipts):,} events in {loaded:.1f} s"
+              f" ({len(receipts) / loaded:,.0f}/s)")  # fmt: skip
+        del receipts
+        gc.unfreeze()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        sizes = conn.execute(
+            "SELECT pg_total_relation_size('interactions'),"
+            " (SELECT sum(pg_total_relation_size(relid))"
+            "  FROM pg_partition_tree('events'::regclass)),"
+            " (SELECT count(*) FROM events), (SELECT count(*) FROM interactions),"
+            " (SELECT count(*) FROM pg_partition_tree('events'::regclass) WHERE isleaf)"
+        ).fetchone()
+    if sizes is not None:
+        projected, stored, events, interactions, partitions = (int(v) for v in sizes)
+        print(
+            f"{name}: {partitions} partitions; disk: events {stored / events:,.0f} bytes/event"
+            f" (table, TOAST and indexes), interactions {projected / interactions:,.0f}"
+            f" bytes/interaction ({events / interactions:.1f} events per interaction); the"
+            " hash chain is patched out here (bench/store.py measures its cost)"
+        )
+    return dsn
 
 
 def main() -> None:
@@ -93,52 +175,53 @@ def main() -> None:
         help="event ids per fold statement; several (comma-separated) alternate in each run",
     )
     parser.add_argument("--data-dir", type=Path, help="keep the database here (default: temp)")
+    parser.add_argument(
+        "--months",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=[1],
+        help="monthly partitions the events are spread over; several: one database each",
+    )
+    parser.add_argument(
+        "--interleave", action="store_true", help="consecutive ids in different months"
+    )
+    parser.add_argument(
+        "--fold",
+        type=lambda text: text.split(","),
+        default=["partition"],
+        help="partition (each partition in pieces of --chunks rows, the default) and/or id"
+        " (id ranges over the whole table, the way before); several alternate in each run",
+    )
     args = parser.parse_args()
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="auditor-bench-"))
     server = EmbeddedPostgres(data_dir, durable=True).start()
     try:
-        name = f"projection_{args.events}_{args.interactions}"
-        dsn = server.url(name)
-        with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)
-                                  ).fetchone()  # fmt: skip
-        if exists is None:
-            receipts = make_receipts(args.events, args.interactions)
-            gc.freeze()
-            dsn = fresh_database(server, name)
-            began = time.perf_counter()
-            run_writer_without_chain(dsn, receipts, 5_000)
-            loaded = time.perf_counter() - began
-            print(f"loaded {len(receipts):,} events in {loaded:.1f} s"
-                  f" ({len(receipts) / loaded:,.0f}/s)")  # fmt: skip
-            del receipts
-            gc.unfreeze()
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute("VACUUM ANALYZE")
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            sizes = conn.execute(
-                "SELECT pg_total_relation_size('interactions'),"
-                " (SELECT sum(pg_total_relation_size(relid))"
-                "  FROM pg_partition_tree('events'::regclass)),"
-                " (SELECT count(*) FROM events), (SELECT count(*) FROM interactions)"
-            ).fetchone()
-        if sizes is not None:
-            projected, stored, events, interactions = (int(v) for v in sizes)
-            print(
-                f"disk: events {stored / events:,.0f} bytes/event (table, TOAST and indexes),"
-                f" interactions {projected / interactions:,.0f} bytes/interaction"
-                f" ({events / interactions:.1f} events per interaction); the hash chain is"
-                " patched out here (bench/store.py measures its cost)"
-            )
-        print(f"{'run':>4} {'what':<8} {'chunk':>9} {'events':>10} {'seconds':>8}"
-              f" {'events/s':>10} {'per CPU-s':>10} {'load':>5} differences")  # fmt: skip
+        dsns = {}
+        for months in args.months:
+            name = f"projection_{args.events}_{args.interactions}"
+            if months > 1:
+                name += f"_{months}m{'i' if args.interleave else ''}"
+            dsns[months] = load(server, name, args, months)
+        print(
+            f"{'run':>4} {'months':>6} {'fold':<9} {'what':<8} {'chunk':>9} {'events':>10}"
+            f" {'seconds':>8} {'events/s':>10} {'per CPU-s':>10} {'load':>5} differences"
+        )
         for run in range(1, args.runs + 1):
-            for chunk in args.chunks:
-                timed(run, "check", chunk, dsn, lambda c, k=chunk: _check(c, k))
-                broken = corrupt(dsn, 0.01)
-                report = timed(run, "rebuild", chunk, dsn, lambda c, k=chunk: _rebuild(c, k))
-                print(f"{'':>4} (corrupted {broken}, corrected {report.fixed})")
+            for months, dsn in dsns.items():
+                for chunk in args.chunks:
+                    for how in args.fold:
+                        by_partition = how == "partition"
+                        label = f"{run:>4} {months:>6} {how:<9}"
+                        timed(
+                            label, "check", chunk, dsn,
+                            lambda c, k=chunk, b=by_partition: _check(c, k, b),
+                        )  # fmt: skip
+                        broken = corrupt(dsn, 0.01)
+                        report = timed(
+                            label, "rebuild", chunk, dsn,
+                            lambda c, k=chunk, b=by_partition: _rebuild(c, k, b),
+                        )  # fmt: skip
+                        print(f"{'':>21} (corrupted {broken}, corrected {report.fixed})")
     finally:
         server.stop()
         if args.data_dir is None:

@@ -118,6 +118,8 @@ def login_url(template_db: str) -> Callable[[URL, str], URL]:
 FILE_SECONDS = {
     "tests/ingest/test_faults.py": 68,
     "tests/ingest/test_postgres_outage.py": 47,
+    # Two worker failovers, each with its own primary and standby (not measured in a full run).
+    "tests/ops/test_failover.py": 40,
     "tests/ingest/test_overload.py": 38,
     "tests/integration/test_wheel.py": 36,
     "tests/integration/test_demo.py": 33,

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from auditor.retention.plan import Decision, Plan
+from auditor.store import projection, projection_rebuild
 from auditor.store import record as ledger
 from auditor.store.sources import Hasher, rows_by_id
 
@@ -45,10 +46,18 @@ RETURNING id
 """
 
 
+# What the month's events contribute to the projection, per interaction (the fold of
+# `auditor projection check`), kept aside before the drop: nothing can compute it afterwards.
+_FOLD = "auditor_purged_fold"
+_FOLD_MONTH = (
+    f"CREATE TEMP TABLE {_FOLD} ON COMMIT DROP AS SELECT {projection.FOLDED_COLUMNS}"
+    f" FROM ({projection_rebuild.DELTA_OF_MONTH}) AS d"
+)
+
 # The projection of an interaction whose every event is gone goes too (its user data is what
-# privacy law asks to forget), and so do the user-data values it held (user_data_values);
-# one with events left keeps its rows.
-_FORGET_INTERACTIONS = """
+# privacy law asks to forget), and so do the user-data values it held (user_data_values) and
+# what earlier purges kept of it (projection_baseline); one with events left keeps its rows.
+_FORGET_INTERACTIONS = f"""
 WITH gone AS (
     DELETE FROM interactions AS i
     WHERE i.first_seen_at < %s
@@ -56,8 +65,21 @@ WITH gone AS (
     RETURNING i.interaction_id
 ), values_gone AS (
     DELETE FROM user_data_values AS v USING gone WHERE v.interaction_id = gone.interaction_id
+), baseline_gone AS (
+    DELETE FROM projection_baseline AS b USING gone WHERE b.interaction_id = gone.interaction_id
+), fold_gone AS (
+    DELETE FROM pg_temp.{_FOLD} AS f USING gone WHERE f.interaction_id = gone.interaction_id
 )
 SELECT count(*) FROM gone
+"""
+
+# The month's contribution of every interaction with events left, merged into the baseline
+# that `auditor projection check` and `rebuild` start from (migration 2026_12_03_ops): the
+# projection keeps counting the dropped events, and so must they.
+_KEEP_BASELINE = f"""
+INSERT INTO projection_baseline AS t ({projection.FOLDED_COLUMNS}, purge_id)
+SELECT {projection.FOLDED_COLUMNS}, %s FROM pg_temp.{_FOLD}
+{projection.MERGE_ON_CONFLICT}, purge_id = excluded.purge_id
 """
 
 
@@ -118,10 +140,13 @@ def purge_partition(conn: psycopg.Connection[Any], decision: Decision, purged_by
     receipt_id = int(found[0])
     leaf = Hasher("purge").leaf(rows_by_id(conn, "purge", receipt_id, receipt_id)[receipt_id])
     sealed = ledger.append(conn, [("purge", receipt_id, leaf)], head)
+    conn.execute(_FOLD_MONTH, {"start": decision.start, "end": decision.end})
     dropped = conn.execute("SELECT auditor_purge_event_partition(%s)", (receipt_id,)).fetchone()
     assert dropped is not None
     row = conn.execute(_FORGET_INTERACTIONS, (decision.end,)).fetchone()
     forgotten = int(row[0]) if row else 0
+    conn.execute(_KEEP_BASELINE, (receipt_id,))
+    conn.execute(f"DROP TABLE pg_temp.{_FOLD}")
     return Receipt(receipt_id, sealed.position, decision.partition, count, forgotten)
 
 

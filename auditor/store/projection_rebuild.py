@@ -21,6 +21,7 @@ which are documented on the function.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from auditor.store import record as ledger
 
 SCRATCH = "auditor_projection_scratch"
 DIFF = "auditor_projection_diff"
+BASELINE = "projection_baseline"
 DEFAULT_CHUNK = 500_000
 
 # The openmedia resource of a stored message, as auditor.notifications.openmedia_of finds it.
@@ -51,19 +53,20 @@ _FROM_PAYLOAD = """
            CASE WHEN jsonb_typeof(om->'capabilities') = 'array' THEN om->'capabilities' END
                AS capabilities"""
 
-# Each interaction's contribution from the events with after < id <= upto: the fold of
+# Each interaction's contribution from the events in __RANGE__ (a condition on events AS e:
+# an id range for check and rebuild, a month for a retention purge): the fold of
 # projection._Delta as SQL. Reading the message (jsonb) of every event is what costs, so the
 # aggregates run over the extracted columns only, and the message is read for the few events
 # whose values survive: each interaction's last event (its uri and userData, when it has
 # them) and each account's last event with a state (capabilities). Only interactions whose
 # last event lacks a uri or userData have all their events' messages read. "The last
 # non-null value" is element count(x) of the values aggregated with FILTER (x IS NOT NULL).
-_DELTA = f"""
+_DELTA_OF = f"""
 WITH ev AS MATERIALIZED (
     SELECT id, received_at, account, interaction_id, state, notification_type, reference_id,
            nullif(media_type, '') AS media_type, nullif(openmedia_type, '') AS openmedia_type
-    FROM events
-    WHERE interaction_id IS NOT NULL AND id > %(after)s AND id <= %(upto)s
+    FROM events AS e
+    WHERE e.interaction_id IS NOT NULL AND __RANGE__
 ), per_account AS (
     SELECT interaction_id, account, max(id) FILTER (WHERE state IS NOT NULL) AS state_id
     FROM ev GROUP BY interaction_id, account
@@ -86,7 +89,7 @@ WITH ev AS MATERIALIZED (
     FROM events AS e
     JOIN wanted AS w ON w.id = e.id
     CROSS JOIN LATERAL (SELECT {_OPENMEDIA} AS om) AS o
-    WHERE e.id > %(after)s AND e.id <= %(upto)s
+    WHERE __RANGE__
 ), entries AS (
     SELECT p.interaction_id, p.account, p.state_id, l.state,
            jsonb_build_object(
@@ -119,7 +122,7 @@ WITH ev AS MATERIALIZED (
     WHERE e.interaction_id IN (
               SELECT a.interaction_id FROM agg AS a JOIN looked AS l ON l.id = a.last_event_id
               WHERE l.uri IS NULL OR l.user_data IS NULL)
-      AND e.id > %(after)s AND e.id <= %(upto)s
+      AND __RANGE__
     GROUP BY e.interaction_id
 )
 SELECT a.interaction_id, a.media_type, a.openmedia_type,
@@ -138,12 +141,26 @@ JOIN states AS s ON s.interaction_id = a.interaction_id
 LEFT JOIN straggling AS f ON f.interaction_id = a.interaction_id
 """
 
-# A row merged from several folds (an interaction whose events span a chunk boundary, or the
-# rebuild's catch-up) keeps the derived columns of its first fold: _REDERIVE sets them again.
-_MERGE_INTO_SCRATCH = (
-    f"INSERT INTO {SCRATCH} AS t ({projection.FOLDED_COLUMNS}, state, capabilities,"
-    " completed_at)\n" + _DELTA + projection.MERGE_ON_CONFLICT
-)
+# The events with after < id <= upto.
+_BY_ID = "e.id > %(after)s AND e.id <= %(upto)s"
+_DELTA = _DELTA_OF.replace("__RANGE__", _BY_ID)
+# The events received in [start, end): a month's partition, as retention drops it.
+_BY_TIME = "e.received_at >= %(start)s AND e.received_at < %(end)s"
+DELTA_OF_MONTH = _DELTA_OF.replace("__RANGE__", _BY_TIME)
+
+
+# A row merged from several folds (an interaction whose events lie in several chunks or
+# partitions, on the baseline, or folded again by the rebuild's catch-up) keeps the derived
+# columns of its first fold: the merge marks it with the pass (``merged``, a column of the
+# scratch table only) and _REDERIVE sets them again.
+def _merge_into_scratch(delta: str) -> str:
+    return (
+        f"INSERT INTO {SCRATCH} AS t ({projection.FOLDED_COLUMNS}, state, capabilities,"
+        " completed_at)\n" + delta + projection.MERGE_ON_CONFLICT + ", merged = %(pass)s"
+    )
+
+
+_MERGE_INTO_SCRATCH = _merge_into_scratch(_DELTA)
 
 _REDERIVE = f"""
 UPDATE {SCRATCH} AS s
@@ -152,9 +169,18 @@ SET state = d.eff->>'state', capabilities = d.eff->'capabilities',
                         THEN (d.eff->>'at')::timestamptz END
 FROM (SELECT interaction_id, auditor_effective_state(account_states) AS eff
       FROM {SCRATCH}
-      WHERE EXISTS (SELECT 1 FROM unnest(%s::bigint[]) AS b
-                    WHERE first_event_id <= b AND last_event_id > b)) AS d
+      WHERE merged = %(pass)s) AS d
 WHERE s.interaction_id = d.interaction_id
+"""
+
+# What the months retention dropped contributed (migration 2026_12_03_ops): the scratch table
+# starts from it, and the events left are merged in by the same rules, so an interaction with
+# events on both sides of a purge folds to what the writer had.
+_LOAD_BASELINE = f"""
+INSERT INTO {SCRATCH} ({projection.FOLDED_COLUMNS}, state, capabilities, completed_at)
+SELECT {projection.FOLDED_COLUMNS}, eff->>'state', eff->'capabilities',
+       CASE WHEN eff->>'state' = 'Completed' THEN (eff->>'at')::timestamptz END
+FROM (SELECT *, auditor_effective_state(account_states) AS eff FROM {BASELINE}) AS b
 """
 
 # Compared as the API shows them: the folded columns and the derived ones (the scratch row's
@@ -228,6 +254,7 @@ class Report:
     events: int = 0  # events folded into the scratch table
     built_upto: int = 0  # the last event id the comparison covers
     interactions: int = 0  # rows the events give
+    baseline: int = 0  # of which started from what purged months contributed
     differences: list[Difference] = field(default_factory=list)
     fixed: int = 0  # rows written by a rebuild
     removed: int = 0  # unbacked rows removed by a rebuild
@@ -235,7 +262,7 @@ class Report:
     compare_seconds: float = 0.0  # comparing it with the live projection
 
 
-Progress = Callable[[int], None]
+Progress = Callable[[int, int], None]  # (events folded, events in all), roughly
 
 
 def event_bounds(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
@@ -246,26 +273,104 @@ def event_bounds(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
     return int(row[0]) - 1, int(row[1]), int(row[2])
 
 
+# The monthly partitions of events and their bounds, from the catalog (readable by every
+# login; the partitions themselves are not: they are read through the parent).
+_PARTITIONS = """
+SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
+FROM pg_partition_tree('events'::regclass) AS t JOIN pg_class AS c ON c.oid = t.relid
+WHERE t.isleaf ORDER BY c.relname
+"""
+_BOUND = re.compile(r"FROM \('([^']*)'\) TO \('([^']*)'\)")
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Events folded together: one partition's time range (``ranges``, half-open, as SQL
+    conditions on received_at that let the planner read that partition alone), with the ids
+    and number of its rows."""
+
+    name: str
+    ranges: tuple[tuple[str, str], ...]  # (from, to) timestamptz text; '-infinity'/'infinity'
+    after: int = 0  # lowest id - 1
+    upto: int = 0  # highest id
+    rows: int = 0
+
+    def condition(self) -> tuple[str, dict[str, str]]:
+        arms: list[str] = []
+        params: dict[str, str] = {}
+        for n, (start, end) in enumerate(self.ranges):
+            arms.append(f"(e.received_at >= %(from{n})s AND e.received_at < %(to{n})s)")
+            params |= {f"from{n}": start, f"to{n}": end}
+        return "(" + " OR ".join(arms) + ")", params
+
+
+def slices(conn: psycopg.Connection[Any]) -> list[Slice]:
+    """One slice per monthly partition, and one for what lies outside them all (the default
+    partition: the gaps between the monthly ranges), each with its ids and row count, in the
+    caller's snapshot. Slices without rows are left out."""
+    bounds = []
+    for _name, expr in conn.execute(_PARTITIONS).fetchall():
+        found = _BOUND.search(str(expr or ""))
+        if found is not None:
+            bounds.append((str(_name), found[1], found[2]))
+    # The planner compares the bounds as timestamps; sort them the same way.
+    order = conn.execute(
+        "SELECT ord FROM unnest(%s::timestamptz[]) WITH ORDINALITY AS u(t, ord) ORDER BY t",
+        ([b[1] for b in bounds],),
+    ).fetchall()
+    bounds = [bounds[int(r[0]) - 1] for r in order]
+    candidates = [Slice(name, ((start, end),)) for name, start, end in bounds]
+    outside, edge = [], "-infinity"
+    for _name, start, end in bounds:
+        outside.append((edge, start))
+        edge = end
+    outside.append((edge, "infinity"))
+    candidates.append(Slice("outside the monthly partitions", tuple(outside)))
+    found_slices = []
+    for candidate in candidates:
+        condition, params = candidate.condition()
+        row = conn.execute(
+            f"SELECT min(e.id), max(e.id), count(*) FROM events AS e WHERE {condition}",
+            params,
+        ).fetchone()
+        if row is not None and row[0] is not None:
+            found_slices.append(
+                Slice(candidate.name, candidate.ranges, int(row[0]) - 1, int(row[1]), int(row[2]))
+            )
+    return found_slices
+
+
 def _create_scratch(conn: psycopg.Connection[Any]) -> None:
     conn.execute(f"DROP TABLE IF EXISTS pg_temp.{SCRATCH}, pg_temp.{DIFF}")
     conn.execute(
         f"CREATE TEMP TABLE {SCRATCH} (LIKE interactions INCLUDING DEFAULTS,"
-        " PRIMARY KEY (interaction_id))"
+        " merged integer, PRIMARY KEY (interaction_id))"
     )
     conn.execute(f"CREATE TEMP TABLE {DIFF} (interaction_id text PRIMARY KEY)")
 
 
-def fold_range(conn: psycopg.Connection[Any], after: int, upto: int) -> None:
+def fold_range(conn: psycopg.Connection[Any], after: int, upto: int, fold_pass: int = 1) -> None:
     """Merge the events with after < id <= upto into the scratch table."""
-    conn.execute(_MERGE_INTO_SCRATCH, {"after": after, "upto": upto})
+    conn.execute(_MERGE_INTO_SCRATCH, {"after": after, "upto": upto, "pass": fold_pass})
 
 
-def rederive(conn: psycopg.Connection[Any], boundaries: list[int]) -> None:
-    """Derive state, capabilities and completed_at again for the scratch rows whose events
-    lie on both sides of a fold boundary (merged by the writer's rules, which leave derived
-    columns to the trigger)."""
-    if boundaries:
-        conn.execute(_REDERIVE, (boundaries,))
+def fold_slice_range(conn: psycopg.Connection[Any], piece: Slice, after: int, upto: int) -> None:
+    """Merge the events of one slice with after < id <= upto into the scratch table."""
+    condition, params = piece.condition()
+    sql = _merge_into_scratch(_DELTA_OF.replace("__RANGE__", f"{_BY_ID} AND {condition}"))
+    conn.execute(sql, {"after": after, "upto": upto, "pass": 1, **params})
+
+
+def rederive(conn: psycopg.Connection[Any], fold_pass: int = 1) -> None:
+    """Derive state, capabilities and completed_at again for the scratch rows merged in
+    ``fold_pass`` (merged by the writer's rules, which leave derived columns to the
+    trigger)."""
+    conn.execute(_REDERIVE, {"pass": fold_pass})
+
+
+def load_baseline(conn: psycopg.Connection[Any]) -> int:
+    """Start the scratch table from what purged months contributed; the rows loaded."""
+    return conn.execute(_LOAD_BASELINE).rowcount
 
 
 def _differences(conn: psycopg.Connection[Any], only_listed: bool) -> list[Difference]:
@@ -279,10 +384,53 @@ def _differences(conn: psycopg.Connection[Any], only_listed: bool) -> list[Diffe
     return [Difference(r[0], r[1], tuple(r[2])) for r in rows]
 
 
+def _fold_by_partition(
+    conn: psycopg.Connection[Any], report: Report, progress: Progress | None, chunk: int
+) -> None:
+    """Fold each partition on its own, in pieces of about ``chunk`` rows (split by id).
+
+    Every statement reads one partition: its time range lets the planner prune the others,
+    where an id range alone (ids carry no time bound) plans and probes every partition,
+    both in the scan and in the join back to the events for the messages."""
+    found = slices(conn)
+    report.events = sum(piece.rows for piece in found)
+    report.built_upto = max((piece.upto for piece in found), default=0)
+    done = 0
+    for piece in found:
+        pieces = max(1, -(-piece.rows // chunk))
+        span = piece.upto - piece.after
+        edges = [piece.after + span * n // pieces for n in range(pieces)] + [piece.upto]
+        for n in range(pieces):
+            fold_slice_range(conn, piece, edges[n], edges[n + 1])
+            if progress is not None:
+                done += piece.rows * (edges[n + 1] - edges[n]) // span
+                progress(done, report.events)
+    if progress is not None:
+        progress(report.events, report.events)
+
+
+def _fold_by_id(
+    conn: psycopg.Connection[Any], report: Report, progress: Progress | None, chunk: int
+) -> None:
+    """Fold in event-id ranges of ``chunk`` ids over the whole table (each statement plans
+    and reads every partition; kept to compare, see bench/projection.py)."""
+    low, high, report.events = event_bounds(conn)
+    report.built_upto = high
+    after = low
+    while after < high:
+        upto = min(after + chunk, high)
+        fold_range(conn, after, upto)
+        if progress is not None:
+            progress(upto - low, high - low)
+        after = upto
+
+
 def check(
     conn: psycopg.Connection[Any],
     progress: Progress | None = None,
     chunk: int = DEFAULT_CHUNK,
+    *,
+    by_partition: bool = True,
 ) -> Report:
     """Recompute the projection from the events into a scratch table and list every
     difference from the live one, in one REPEATABLE READ snapshot.
@@ -299,18 +447,13 @@ def check(
         conn.execute("SET LOCAL temp_buffers = '256MB'")
     began = time.perf_counter()
     _create_scratch(conn)
-    low, high, count = event_bounds(conn)
-    report = Report(events=count, built_upto=high)
-    after = low
-    boundaries = []
-    while after < high:
-        upto = min(after + chunk, high)
-        fold_range(conn, after, upto)
-        if progress is not None:
-            progress(upto - after)
-        after = upto
-        boundaries.append(upto)
-    rederive(conn, boundaries[:-1])
+    report = Report()
+    report.baseline = load_baseline(conn)
+    if by_partition:
+        _fold_by_partition(conn, report, progress, chunk)
+    else:
+        _fold_by_id(conn, report, progress, chunk)
+    rederive(conn)
     compared = time.perf_counter()
     report.differences = _differences(conn, only_listed=False)
     report.build_seconds = compared - began
@@ -324,6 +467,8 @@ def rebuild(
     conn: psycopg.Connection[Any],
     progress: Progress | None = None,
     chunk: int = DEFAULT_CHUNK,
+    *,
+    by_partition: bool = True,
 ) -> Report:
     """check(), then correct every difference, committed in one short transaction under the
     writer's lock. The connection must not be in a transaction; this commits.
@@ -332,7 +477,7 @@ def rebuild(
     interactions); removing a row no event supports goes through
     auditor_projection_remove_unbacked(), which can remove nothing else.
     """
-    report = check(conn, progress, chunk)
+    report = check(conn, progress, chunk, by_partition=by_partition)
     conn.execute(
         f"INSERT INTO {DIFF} SELECT DISTINCT unnest(%s::text[])",
         ([d.interaction_id for d in report.differences],),
@@ -353,8 +498,8 @@ def rebuild(
                 (report.built_upto, newest),
             )
             conn.execute("SET LOCAL work_mem = '128MB'")
-            fold_range(conn, report.built_upto, newest)
-            rederive(conn, [report.built_upto])
+            fold_range(conn, report.built_upto, newest, fold_pass=2)
+            rederive(conn, fold_pass=2)
         current = _differences(conn, only_listed=True)
         wrong = [d.interaction_id for d in current if d.kind != "unbacked"]
         unbacked = [d.interaction_id for d in current if d.kind == "unbacked"]

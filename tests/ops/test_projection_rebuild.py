@@ -3,10 +3,12 @@ with the writer's fold, finds what was changed by hand, and puts it right."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,55 @@ def _store_sample(url: URL, batches: int = 7) -> None:
         for n in range(0, len(everything), size):
             store_batch(conn, everything[n : n + size])
             conn.commit()
+
+
+def test_check_by_partition_and_by_id_range_agree_over_months_and_the_default_partition(
+    fresh_db: URL,
+) -> None:
+    """Interactions whose events lie in three monthly partitions and in the default one (a
+    month without a partition): folded partition by partition, in pieces, and in id ranges
+    over the whole table, both give the writer's projection."""
+    lines = [from_sample(line) for line in generate(interactions=40, extra_updates=2)]
+    months = [datetime(2026, m, 3, tzinfo=UTC) for m in (8, 9, 10)]
+    default = datetime(2020, 5, 3, tzinfo=UTC)  # no partition: stored in events_default
+    spread = [
+        dataclasses.replace(
+            r,
+            received_at=(default if n % 7 == 0 else months[n % 3]) + timedelta(seconds=n),
+        )
+        for n, r in enumerate(lines)
+    ]
+    with psycopg.connect(libpq_conninfo(fresh_db)) as conn:
+        for month in months:
+            conn.execute("SELECT auditor_ensure_event_partition(%s)", (month.date(),))
+        # As the writer of a month nobody made a partition for (a fresh database of its own).
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION auditor_ensure_event_partition(p_month date)"
+            " RETURNS boolean LANGUAGE sql AS 'SELECT false'"
+        )
+        for n in range(0, len(spread), 50):
+            store_batch(conn, spread[n : n + 50])
+        conn.commit()
+        in_default = conn.execute("SELECT count(*) FROM events_default").fetchone()
+        assert in_default is not None
+        assert in_default[0] > 10
+        found = projection_rebuild.slices(conn)
+        conn.rollback()
+    assert [p.name for p in found] == [
+        "events_2026_08",
+        "events_2026_09",
+        "events_2026_10",
+        "outside the monthly partitions",
+    ]
+    assert found[-1].rows == in_default[0]
+    assert sum(p.rows for p in found) == len(spread)
+    with psycopg.connect(libpq_conninfo(fresh_db)) as conn:
+        for by_partition in (True, False):
+            report = projection_rebuild.check(conn, chunk=37, by_partition=by_partition)
+            conn.rollback()
+            assert report.events == len(spread), by_partition
+            assert report.interactions >= 40
+            assert report.differences == [], by_partition
 
 
 def _check(url: URL) -> projection_rebuild.Report:
@@ -129,7 +180,7 @@ def test_rebuild_folds_events_stored_after_its_snapshot(fresh_db: URL) -> None:
     # The writer stores more events between the build and the apply: the apply folds them.
     done: list[int] = []
 
-    def store_more(_n: int) -> None:
+    def store_more(_done: int, _total: int) -> None:
         if done:
             return
         done.append(1)

@@ -63,6 +63,7 @@ legal_holds         ----S  -----  I---S I!!!S
 hold_releases       ----S  -----  I---S I!!!S
 purges              ----S  ----S  ----S I!!!S
 retention_runs      -----  -----  ----- I!!!S
+projection_baseline ----S  ----S  ----S IUDTS
 """
 
 
@@ -213,6 +214,12 @@ SAMPLES = {
         "INSERT INTO retention_runs (run_by, dry_run, settings, dropped, kept)"
         " VALUES ('probe', true, '{}', '[]', '[]')",
         "run_by",
+    ),
+    "projection_baseline": Sample(
+        "INSERT INTO projection_baseline (interaction_id, first_seen_at, last_seen_at,"
+        " first_event_id, last_event_id, event_count, purge_id)"
+        " VALUES (gen_random_uuid()::text, now(), now(), 1, 1, 1, 1)",
+        "event_count",
     ),
     "alembic_version": Sample(
         "INSERT INTO alembic_version VALUES (left(md5(random()::text), 32))", "version_num"
