@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from auditor.evidence import batches
 from auditor.evidence.canonical import ZERO_HASH, chain_next
 from auditor.retention.receipts import PurgedPositions, sealed_receipts
 from auditor.store import leaf_reader
@@ -32,7 +33,7 @@ from auditor.store.sealer import UNSEALED_SOURCES, unsealed_counts
 _BATCH = 10_000
 _POOL_FROM = 4 * _BATCH  # fewer positions: starting processes costs more than it saves
 _RECORD = (
-    "SELECT position, source, source_id, leaf_hash, chain_hash FROM record"
+    "SELECT position, source, source_id, leaf_hash, chain_hash, leaves FROM record"
     " WHERE position >= %s AND position <= %s ORDER BY position"
 )
 _BOUNDS = "SELECT coalesce(max(position), 0) FROM record"
@@ -40,7 +41,8 @@ _CHAIN_AT = "SELECT chain_hash FROM record WHERE position = %s"
 
 Progress = Callable[[int], None]  # positions checked since the last call
 Careful = Callable[[str, int], bytes | None]  # (source, id) -> the reference leaf hash
-RecordRow = tuple[int, str, int, bytes, bytes]
+# (position, source, source_id, leaf_hash, chain_hash, leaves: None for format 1)
+RecordRow = tuple[int, str, int, bytes, bytes, bytes | None]
 
 
 @dataclass(frozen=True)
@@ -85,13 +87,20 @@ class _Checker:
         for before a row is called altered."""
         sha256 = hashlib.sha256  # chain_next without its length checks: a hash of another
         # length cannot equal a stored one of 32 bytes (the record's CHECK), so it fails anyway
-        for index, (position, source, source_id, leaf, chain) in enumerate(batch):
+        for index, (position, source, source_id, leaf, chain, leaves) in enumerate(batch):
             if position != self.expected:
                 return Problem(
                     self.expected,
                     "missing",
                     f"positions jump from {self.expected - 1} to {position}",
                 )
+            if leaves is not None:
+                problem = self._check_batch(batch, index, recomputed_leaves, careful)
+                if problem is not None:
+                    return problem
+                self.before_previous, self.previous = self.previous, chain
+                self.expected += 1
+                continue
             receipt = None
             if self.purged is not None and source == "event":
                 receipt = self.purged.receipt_of(position)
@@ -118,6 +127,67 @@ class _Checker:
             self.expected += 1
         return None
 
+    def _check_batch(
+        self, batch: Sequence[RecordRow], index: int, recomputed_leaves: Leaves, careful: Careful
+    ) -> Problem | None:
+        """A format-2 row (auditor.evidence.batches): its chain link, its leaf hash over the
+        leaves it carries, then each event's leaf against its slot."""
+        position, _, first, leaf, chain, joined = batch[index]
+        assert joined is not None
+        if hashlib.sha256(self.previous + leaf).digest() != chain:
+            return self._chain_broken(batch, index)
+        if batches.leaf_hash_of_joined(bytes(joined)) != bytes(leaf):
+            return Problem(
+                position,
+                "altered",
+                f"the batch of events from {first} holds leaf hashes other than it sealed:"
+                " the record was changed",
+            )
+        if self.purged is not None:
+            receipt = self.purged.receipt_of(position)
+            if receipt is not None:
+                receipt.seen += 1
+                receipt.digest.update(leaf)
+                if ("event", first) not in recomputed_leaves:  # gone with their partition
+                    self.skipped += 1
+                    return None
+        slots = memoryview(joined)
+        count = len(slots) // 32
+        for slot in range(count):
+            event_id = first + slot
+            sealed = bytes(slots[slot * 32 : slot * 32 + 32])
+            recomputed = recomputed_leaves.get(("event", event_id))
+            if recomputed is None:
+                return Problem(
+                    position, "missing", f"event {event_id} (batch slot {slot}) is not in its table"
+                )
+            if recomputed == sealed:
+                continue
+            recomputed = careful("event", event_id) or recomputed
+            if recomputed == sealed:
+                continue
+            for other in range(count):
+                if bytes(slots[other * 32 : other * 32 + 32]) == recomputed:
+                    return Problem(
+                        position,
+                        "reordered",
+                        f"event {event_id} now holds what was sealed for event {first + other}"
+                        " of the same batch",
+                    )
+            for row in batch:
+                if row[0] != position and bytes(row[3]) == recomputed:
+                    return Problem(
+                        position,
+                        "reordered",
+                        f"event {event_id} now holds what was sealed at position {row[0]}",
+                    )
+            return Problem(
+                position,
+                "altered",
+                f"event {event_id} (batch slot {slot}) differs from what was sealed",
+            )
+        return None
+
     def _leaf_broken(self, batch: Sequence[RecordRow], index: int, recomputed: bytes) -> Problem:
         position, source, source_id = batch[index][:3]
         for other in batch:
@@ -130,7 +200,7 @@ class _Checker:
         return Problem(position, "altered", f"{source} {source_id} differs from what was sealed")
 
     def _chain_broken(self, batch: Sequence[RecordRow], index: int) -> Problem:
-        position, source, source_id, leaf, chain = batch[index]
+        position, source, source_id, leaf, chain = batch[index][:5]
         # A row slipped in just before: without it the chain goes on as sealed.
         if (
             index > 0

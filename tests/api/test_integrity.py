@@ -3,8 +3,13 @@ input."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.api.conftest import Api
 from tests.helpers import om_message, receipt
+
+# Positions counted one per event (record format 1); format 2 below.
+pytestmark = pytest.mark.usefixtures("record_format_1")
 
 
 def test_admins_get_the_verdict_over_a_range(api: Api) -> None:
