@@ -319,6 +319,9 @@ def test_a_pack_over_events_sealed_in_both_record_formats_verifies_offline(
         *((i, 3) for i in range(3)),
     ]
     assert len({p["position"] for p in batched}) == 2
+    # events.csv names each event's record position: its own row's or its batch row's
+    csv_rows = (out / "events.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in csv_rows] == [p["position"] for p in proofs]
     code, text = _verify(out, _public_file(tmp_path, signer))
     assert code == 0, text
     assert "14 rows proven" in text
