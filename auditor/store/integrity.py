@@ -56,7 +56,8 @@ class Problem:
 class Report:
     start: int
     end: int  # last position checked (0 when the record is empty)
-    checked: int = 0
+    checked: int = 0  # positions
+    rows: int = 0  # stored rows recomputed (a format-2 position holds many events)
     problem: Problem | None = None
     unsealed: dict[str, int] = field(default_factory=dict)
     purged: list[str] = field(default_factory=list)  # receipts whose positions were skipped
@@ -78,6 +79,7 @@ class _Checker:
         self.before_previous: bytes | None = None
         self.expected = start
         self.skipped = 0
+        self.rows = 0
 
     def check(
         self, batch: Sequence[RecordRow], recomputed_leaves: Leaves, careful: Careful
@@ -123,6 +125,7 @@ class _Checker:
                 recomputed = careful(source, source_id) or recomputed
                 if recomputed != leaf:
                     return self._leaf_broken(batch, index, recomputed)
+            self.rows += 1
             self.before_previous, self.previous = self.previous, chain
             self.expected += 1
         return None
@@ -186,6 +189,7 @@ class _Checker:
                 "altered",
                 f"event {event_id} (batch slot {slot}) differs from what was sealed",
             )
+        self.rows += count
         return None
 
     def _leaf_broken(self, batch: Sequence[RecordRow], index: int, recomputed: bytes) -> Problem:
@@ -285,6 +289,7 @@ def verify(
     finally:
         source.close()
     report.purged_positions = checker.skipped
+    report.rows = checker.rows
     for receipt in purged.receipts:
         if receipt.seen:
             report.purged.append(receipt.describe())
@@ -318,6 +323,36 @@ def _leaf_source(
     return leaf_reader.PooledLeaves(conn, conninfo, snapshot, workers)
 
 
+class _Groups:
+    """Record rows in groups of at most _BATCH stored rows (a format-2 row weighs its
+    leaf_count, a format-1 row one; a batch heavier than that is a group alone), so a group's
+    rows are read and hashed while the next group is fetched whatever the record's format."""
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.cur = cur
+        self.pending: list[Any] = []
+        self.done = False
+
+    def next(self) -> list[Any]:
+        group: list[Any] = []
+        weight = 0
+        while True:
+            if not self.pending:
+                if self.done:
+                    return group
+                self.pending = self.cur.fetchmany(_BATCH)
+                self.pending.reverse()  # pop() from the end in position order
+                if not self.pending:
+                    self.done = True
+                    return group
+            row = self.pending[-1]
+            rows = 1 if row[5] is None else len(row[5]) // 32
+            if group and weight + rows > _BATCH:
+                return group
+            group.append(self.pending.pop())
+            weight += rows
+
+
 def _walk(
     cur: psycopg.Cursor[Any],
     checker: _Checker,
@@ -330,13 +365,14 @@ def _walk(
     chain, and a thread fetches the record rows of the batch after it meanwhile: this
     thread then waits for PostgreSQL only when it is the slower side."""
     first = checker.expected
+    groups = _Groups(cur)
     with ThreadPoolExecutor(1, thread_name_prefix="verify-record") as reader:
-        batch = cur.fetchmany(_BATCH)
+        batch = groups.next()
         pending = source.submit(leaf_reader.wanted(leaf_reader.refs(batch)))
-        fetching = reader.submit(cur.fetchmany, _BATCH) if batch else None
+        fetching = reader.submit(groups.next) if batch else None
         while batch:
             following = fetching.result() if fetching is not None else []
-            fetching = reader.submit(cur.fetchmany, _BATCH) if following else None
+            fetching = reader.submit(groups.next) if following else None
             ahead = (
                 source.submit(leaf_reader.wanted(leaf_reader.refs(following)))
                 if following

@@ -205,3 +205,20 @@ def test_a_consistently_rewritten_tail_of_batches_passes_verify_alone_not_a_chec
     _rewrite_tail_from(conn, position, first + 1)
     assert integrity.verify(conn).ok
     assert checkpoints.verify_against(conn, kept, signer.public) != []
+
+
+def test_batches_read_in_groups_smaller_than_a_batch_still_find_the_altered_event(
+    conn: Conn, sealed: list[Batch], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify reads record rows in groups of at most _BATCH stored rows: here one batch row
+    a group, so the next group is read while this one is checked."""
+    monkeypatch.setattr(integrity, "_BATCH", 3)
+    assert integrity.verify(conn).ok
+    position, first, _ = sealed[2]
+    _bypass(conn)
+    conn.execute(
+        "UPDATE events SET payload = jsonb_set(payload, '{data,referenceId}', '7') WHERE id = %s",
+        (first + 3,),
+    )
+    problem = _problem(conn)
+    assert (problem.position, problem.kind) == (position, "altered")
