@@ -72,14 +72,14 @@ def joined_paths(leaves: Sequence[bytes]) -> list[bytes]:
         if len(level) % 2:
             paired.append(level[-1])
         levels.append(paired)
-    paths = []
-    for index in range(len(leaves)):
-        path = []
-        at = index
-        for level in levels[:-1]:
-            sibling = at ^ 1
-            if sibling < len(level):
-                path.append(level[sibling])
-            at >>= 1
-        paths.append(b"".join(path))
-    return paths
+    # Per level, each leaf's sibling there (b"" where its node is carried up unpaired), built
+    # a level at a time: a list comprehension per level instead of a loop per leaf.
+    count = len(leaves)
+    columns = []
+    for depth, level in enumerate(levels[:-1]):
+        width = len(level)
+        siblings = [level[j ^ 1] if j ^ 1 < width else b"" for j in range(width)]
+        columns.append([siblings[i >> depth] for i in range(count)])
+    if not columns:
+        return [b""] * count
+    return [b"".join(parts) for parts in zip(*columns, strict=True)]

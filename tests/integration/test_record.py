@@ -200,3 +200,14 @@ def test_the_writer_role_stores_seals_and_records_progress_with_its_grants(conn:
     conn.execute("INSERT INTO drain_progress (worker_id, stored_through) VALUES ('w', now())")
     with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
         conn.execute("SELECT nextval('events_id_seq')")
+
+
+def test_events_in_batch_rows_are_sealed_for_the_backfill_and_the_unsealed_counts(
+    conn: Conn,
+) -> None:
+    """`auditor seal --backfill` must not give an event in a format-2 batch a second place."""
+    store_batch(conn, [receipt(om_message("I-7", "Invited"), at=i) for i in range(4)])
+    assert sealer.unsealed_counts(conn)["event"] == 0
+    before = _record(conn)
+    sealer.seal(conn, sealer.BACKFILL_SOURCES)
+    assert _record(conn) == before
