@@ -137,8 +137,12 @@ def verify_command(
             )
         seconds = time.perf_counter() - began
         conn.rollback()
-    rate = f", {report.checked / seconds:,.0f} rows/s" if seconds > 0 and report.checked else ""
-    click.echo(f"checked positions {report.start}..{report.end}: {report.checked} rows{rate}")
+    rate = f", {report.rows / seconds:,.0f} rows/s" if seconds > 0 and report.rows else ""
+    # rows: the stored rows recomputed; a record format-2 position holds a batch of events
+    click.echo(
+        f"checked positions {report.start}..{report.end}: {report.rows} rows"
+        f" ({report.checked} record rows){rate}"
+    )
     for source, count in report.unsealed.items():
         click.echo(f"not sealed yet: {count} {source} rows")
     for purge in report.purged:

@@ -274,16 +274,26 @@ record = Table(
     Column("leaf_hash", LargeBinary, nullable=False),
     Column("chain_hash", LargeBinary, nullable=False),
     Column("sealed_at", TZ, nullable=False, server_default=text("now()")),
+    # Format 2 (migration 2026_12_03_chainv2): one row per writer batch of events.
+    Column("format", SmallInteger, nullable=False, server_default=text("1")),
+    Column("leaf_count", Integer),
+    Column("leaves", LargeBinary),
     PrimaryKeyConstraint("position"),
     UniqueConstraint("source", "source_id"),
     CheckConstraint("position >= 1", name="position_from_one"),
     CheckConstraint(
         "source IN ('event', 'quarantine', 'coverage', 'access', 'checkpoint', 'hold', 'purge',"
-        " 'release')",
+        " 'release', 'batch')",
         name="source",
     ),
     CheckConstraint("octet_length(leaf_hash) = 32", name="leaf_hash_sha256"),
     CheckConstraint("octet_length(chain_hash) = 32", name="chain_hash_sha256"),
+    CheckConstraint(
+        "(format = 1 AND source <> 'batch' AND leaf_count IS NULL AND leaves IS NULL)"
+        " OR (format = 2 AND source = 'batch' AND leaf_count >= 1"
+        " AND octet_length(leaves) = 32 * leaf_count)",
+        name="format",
+    ),
 )
 
 # Per worker, the receipt time before which everything it received is stored in PostgreSQL

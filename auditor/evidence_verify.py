@@ -36,7 +36,8 @@ PACK_FORMAT = "auditor-evidence-pack/1"
 CHECKPOINT_FORMAT = "auditor-checkpoint/1"
 PROVEN_FILES = ("events.ndjson", "coverage.ndjson")
 _PROOF_LINE = re.compile(
-    rb'\{"file":"([a-z.]+)","line":([0-9]+),"position":([0-9]+),"path":"([A-Za-z0-9+/=]*)"\}'
+    rb'\{"file":"([a-z.]+)","line":([0-9]+),"position":([0-9]+),"path":"([A-Za-z0-9+/=]*)"'
+    rb'(?:,"batch_index":([0-9]+),"batch_size":([0-9]+),"batch_path":"([A-Za-z0-9+/=]*)")?\}'
 )
 
 
@@ -129,6 +130,18 @@ def _number(value: float) -> str:
 
 def leaf_hash(data: bytes) -> bytes:
     return hashlib.sha256(b"\x00" + data).digest()
+
+
+def batch_leaf_hash(batch_root: bytes) -> bytes:
+    """Record format 2: a batch row's leaf hash over the root of its events' tree."""
+    return hashlib.sha256(b"\x02" + batch_root).digest()
+
+
+def _hashes(encoded: bytes, number: int) -> list[bytes]:
+    raw = binascii.a2b_base64(encoded, strict_mode=True)
+    if len(raw) % 32:
+        raise Failed(f"proofs.ndjson line {number}: a path is not whole hashes")
+    return [raw[i : i + 32] for i in range(0, len(raw), 32)]
 
 
 def root_from_inclusion(index: int, size: int, leaf: bytes, path: list[bytes]) -> bytes:
@@ -248,6 +261,35 @@ def _json_file(directory: Path, name: str) -> dict[str, Any]:
     return value
 
 
+def _check_in_batch(
+    tree: Tree,
+    batches: dict[int, tuple[Tree, bytes]],
+    position: int,
+    path: list[bytes],
+    encoded: bytes,
+    batch: tuple[int, int, bytes],
+    leaf: bytes,
+    number: int,
+) -> None:
+    """A line sealed in a record format-2 batch row: its leaf in the batch's tree (path
+    ``batch_path`` to the batch root), the batch row's leaf hash SHA-256(0x02 || root) at
+    ``position`` in the checkpoint's tree (path ``path``)."""
+    index, batch_size, batch_encoded = batch
+    inside = _hashes(batch_encoded, number)
+    known = batches.get(position)
+    if known is None:
+        batch_root = root_from_inclusion(index, batch_size, leaf, inside)
+        tree.check(position - 1, batch_leaf_hash(batch_root), path)
+        batch_tree = Tree(batch_size, batch_root)
+        batch_tree.check(index, leaf, inside)
+        batches[position] = (batch_tree, encoded)
+        return
+    batch_tree, record_path = known
+    if encoded != record_path or batch_size != batch_tree.size:
+        raise Failed("its batch's path in the record differs from another line's")
+    batch_tree.check(index, leaf, inside)
+
+
 def verify(directory: Path, public: Ed25519PublicKey) -> dict[str, Any]:
     """Raise Failed, or return the (verified) manifest."""
     manifest = _json_file(directory, "manifest.json")
@@ -280,31 +322,45 @@ def verify(directory: Path, public: Ed25519PublicKey) -> dict[str, Any]:
     lines = {name: data[name].splitlines() for name in PROVEN_FILES}
     unproven = {(u["file"], int(u["line"])) for u in manifest.get("unproven", [])}
     proven: set[tuple[str, int]] = set()
-    positions: set[int] = set()
+    positions: set[int | tuple[int, int]] = set()
     tree = Tree(size, root)
+    # Record format 2: per batch position, the batch's tree (its root proven in the record's
+    # tree by the first line that reached it) and the record path that line gave.
+    batches: dict[int, tuple[Tree, bytes]] = {}
     for number, text in enumerate(data["proofs.ndjson"].splitlines(), start=1):
         # the line as auditor writes it, read fast; any other JSON form through json
         match = _PROOF_LINE.fullmatch(text)
+        batch: tuple[int, int, bytes] | None = None
         if match is not None:
             name = match[1].decode()
             line, position, encoded = int(match[2]), int(match[3]), match[4]
+            if match[5] is not None:
+                batch = (int(match[5]), int(match[6]), match[7])
         else:
             proof = json.loads(text)
             name, line, position = proof["file"], int(proof["line"]), int(proof["position"])
             encoded = str(proof["path"]).encode()
+            if "batch_index" in proof:
+                batch = (
+                    int(proof["batch_index"]),
+                    int(proof["batch_size"]),
+                    str(proof["batch_path"]).encode(),
+                )
         if name not in lines or not 1 <= line <= len(lines[name]):
             raise Failed(f"proofs.ndjson line {number} points at {name} line {line}: no such line")
         if (name, line) in proven or (name, line) in unproven:
             raise Failed(f"{name} line {line} has two proofs")
-        raw = binascii.a2b_base64(encoded, strict_mode=True)
-        if len(raw) % 32:
-            raise Failed(f"proofs.ndjson line {number}: the path is not whole hashes")
-        path = [raw[i : i + 32] for i in range(0, len(raw), 32)]
-        if position in positions:
+        path = _hashes(encoded, number)
+        leaf = leaf_hash(lines[name][line - 1])
+        key = position if batch is None else (position, batch[0])
+        if key in positions:
             raise Failed(f"{name} line {line}: position {position} is proven twice in the pack")
-        positions.add(position)
+        positions.add(key)
         try:
-            tree.check(position - 1, leaf_hash(lines[name][line - 1]), path)
+            if batch is None:
+                tree.check(position - 1, leaf, path)
+            else:
+                _check_in_batch(tree, batches, position, path, encoded, batch, leaf, number)
         except Failed as exc:
             raise Failed(
                 f"{name} line {line} (position {position}) is not in the record the checkpoint"

@@ -11,6 +11,11 @@ one account, so that one `--account` pack holds them all), then, each measured -
 - an evidence export of every event with its inclusion proof (streamed to files, as the CLI);
 - the standalone offline verifier (auditor/evidence_verify.py) on that pack.
 
+The record is written by the writer as shipped (record format 2: one record row per batch)
+and, into a second database, as main's writer did (format 1: one record row per event);
+verify, export and the offline pack verify run on both in the same runs, so format 2's
+effect is a ratio of one run. Rates count stored rows (events), not record positions.
+
 Targets (issue 16): verify >= 100,000 rows/s, export >= 30,000 rows/s including proofs,
 offline verify of a 100,000-row pack <= 10 s. A benchmark that prints numbers; it asserts
 nothing. The machine is shared: beside wall time it prints this process's CPU time (the
@@ -45,6 +50,7 @@ from auditor.evidence import checkpoints, keys, pack, pack_csv
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
 from auditor.store import integrity, leaf_reader, sealer
+from auditor.store import writer as batch_writer
 from auditor.store.receipts import Receipt
 from auditor.store.sources import Hasher, select_range
 from auditor.store.writer import store_batch
@@ -137,17 +143,22 @@ def main() -> None:
     public = keys.load_public(keys.public_pem(signer.public).encode())
     try:
         dsn = libpq_conninfo(parse_database_url(fresh_database(server, "bench_evidence")))
-        began = time.perf_counter()
-        with psycopg.connect(dsn) as conn:
-            for start in range(0, len(receipts), 2000):
+        dsn_1 = libpq_conninfo(parse_database_url(fresh_database(server, "bench_evidence_f1")))
+        for record_format, target_dsn in ((2, dsn), (1, dsn_1)):
+            began = time.perf_counter()
+            with (
+                patch.object(batch_writer, "RECORD_FORMAT", record_format),
+                psycopg.connect(target_dsn) as conn,
+            ):
+                for start in range(0, len(receipts), 2000):
+                    with conn.transaction():
+                        store_batch(conn, receipts[start : start + 2000])
                 with conn.transaction():
-                    store_batch(conn, receipts[start : start + 2000])
-            with conn.transaction():
-                sealer.seal(conn)
-        print(
-            f"stored and sealed {len(receipts):,} notifications in"
-            f" {time.perf_counter() - began:.1f} s (one account: {ACCOUNT})"
-        )
+                    sealer.seal(conn)
+            print(
+                f"stored and sealed {len(receipts):,} notifications in record format"
+                f" {record_format} in {time.perf_counter() - began:.1f} s (one account: {ACCOUNT})"
+            )
         first = min(r.received_at for r in receipts)
         last = max(r.received_at for r in receipts)
         query = pack.Query(account=ACCOUNT, start=first, end=last + timedelta(seconds=1))
@@ -161,86 +172,135 @@ def main() -> None:
         print(
             f"| run | verify, 1 process (+ reading thread) | verify, {args.jobs} jobs"
             " | verify as before (1 process, careful leaves, no reading thread) | checkpoint s"
-            " | export (with proofs) | export as before (one sorted query) | pack verify s |"
+            " | export (with proofs) | export as before (one sorted query) | pack verify s"
+            " | format 1: verify, 1 process | format 1: export | format 1: pack verify s |"
         )
-        print("|---|---|---|---|---|---|---|---|")
-        variants: list[tuple[str, int]] = [("1", 1), ("jobs", args.jobs), ("careful", 1)]
-        summary: dict[str, list[float]] = {"verify": [], "export": [], "pack": []}
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        variants: list[tuple[str, int]] = [
+            ("1", 1),
+            ("jobs", args.jobs),
+            ("careful", 1),
+            ("format 1", 1),
+        ]
+        summary: dict[str, list[float]] = {
+            "verify": [],
+            "export": [],
+            "pack": [],
+            "verify1": [],
+            "export1": [],
+            "pack1": [],
+        }
         for run in range(1, args.runs + 1):
-            with psycopg.connect(dsn) as conn:
-                rates: dict[str, dict[str, float]] = {}
-                for name, jobs in variants if run % 2 else variants[::-1]:
-                    rates[name] = {}
-                    careful = patch.object(leaf_reader.LocalLeaves, "submit", _careful_submit)
-                    with (
-                        careful if name == "careful" else nullcontext(),
-                        meter.measure(rates[name]),
-                    ):
-                        report = integrity.verify(
-                            conn,
-                            with_unsealed=False,
-                            workers=jobs,
-                            conninfo=None if name == "careful" else dsn,
-                        )
-                    conn.rollback()
-                    assert report.problem is None, report.problem
-                # a few new rows so that each run signs a new checkpoint
-                with conn.transaction():
-                    store_batch(
+            rates: dict[str, dict[str, float]] = {}
+            checked: dict[str, int] = {}
+            for name, jobs in variants if run % 2 else variants[::-1]:
+                target_dsn = dsn_1 if name == "format 1" else dsn
+                rates[name] = {}
+                careful = patch.object(leaf_reader.LocalLeaves, "submit", _careful_submit)
+                with (
+                    psycopg.connect(target_dsn) as conn,
+                    careful if name == "careful" else nullcontext(),
+                    meter.measure(rates[name]),
+                ):
+                    report = integrity.verify(
                         conn,
-                        [
-                            Receipt(uuid.uuid4(), r.received_at, "bench-other", r.channel, r.raw)
-                            for r in receipts[:10]
-                        ],
+                        with_unsealed=False,
+                        workers=jobs,
+                        conninfo=None if name == "careful" else target_dsn,
                     )
-                t0 = time.perf_counter()
-                with conn.transaction():
-                    made = checkpoints.make(conn, signer)
-                checkpoint_s = time.perf_counter() - t0
-                assert made is not None
-                exports: dict[str, dict[str, float]] = {}
-                for name in ("now", "before") if run % 2 else ("before", "now"):
-                    exports[name] = exported = {}
-                    before = patch.object(pack.PackStream, "_chunks", _one_query_chunks)
-                    with before if name == "before" else nullcontext(), meter.measure(exported):
-                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                        target = out_dir / f"run{run}"
-                        shutil.rmtree(target, ignore_errors=True)
-                        plan = pack.prepare(conn, query, signer, made_by="bench")
-                        with pack_csv.twin(conn, dsn) as other:  # as `auditor evidence export`
-                            stream = pack.PackStream(conn, plan, csv_conn=other)
-                            pack.write_directory(stream, target)
-                        conn.rollback()
-            rows = stream.manifest["counts"]["events"]
-            t0, c0 = time.perf_counter(), time.process_time()
-            evidence_verify.verify(target, public)
-            pack_verify_s = time.perf_counter() - t0
-            pack_verify_cpu = time.process_time() - c0
-            checked = report.checked
+                    conn.rollback()
+                assert report.problem is None, report.problem
+                checked[name] = report.rows
+            exports: dict[str, dict[str, float]] = {}
+            manifests: dict[str, dict[str, Any]] = {}
+            pack_s: dict[str, tuple[float, float]] = {}
+            for db_name, target_dsn in (
+                (("2", dsn), ("1", dsn_1))
+                if run % 2
+                else (
+                    ("1", dsn_1),
+                    ("2", dsn),
+                )
+            ):
+                with psycopg.connect(target_dsn) as conn:
+                    _, checkpoint_s = _new_checkpoint(conn, receipts, signer)
+                    names = ("now", "before") if db_name == "2" else ("format 1",)
+                    for name in names if run % 2 else names[::-1]:
+                        exports[name] = exported = {}
+                        before = patch.object(pack.PackStream, "_chunks", _one_query_chunks)
+                        with (
+                            before if name == "before" else nullcontext(),
+                            meter.measure(exported),
+                        ):
+                            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                            target = out_dir / f"run{run}-{name.replace(' ', '')}"
+                            shutil.rmtree(target, ignore_errors=True)
+                            plan = pack.prepare(conn, query, signer, made_by="bench")
+                            with pack_csv.twin(conn, target_dsn) as other:  # as the CLI
+                                stream = pack.PackStream(conn, plan, csv_conn=other)
+                                pack.write_directory(stream, target)
+                            conn.rollback()
+                        manifests[name] = stream.manifest
+                        if name != "before":
+                            t0, c0 = time.perf_counter(), time.process_time()
+                            evidence_verify.verify(target, public)
+                            pack_s[name] = (time.perf_counter() - t0, time.process_time() - c0)
+                        shutil.rmtree(target)
+                if db_name == "2":
+                    checkpoint_2 = checkpoint_s
+            rows = manifests["now"]["counts"]["events"]
+            rows_1 = manifests["format 1"]["counts"]["events"]
+            verified = checked["1"]
             print(
-                f"| {run} | {_rate(checked, rates['1'])} | {_rate(checked, rates['jobs'])}"
-                f" | {_rate(checked, rates['careful'])} | {checkpoint_s:.2f}"
+                f"| {run} | {_rate(verified, rates['1'])} | {_rate(verified, rates['jobs'])}"
+                f" | {_rate(verified, rates['careful'])} | {checkpoint_2:.2f}"
                 f" | {_rate(rows, exports['now'])} | {_rate(rows, exports['before'])}"
-                f" | {pack_verify_s:.2f} (CPU {pack_verify_cpu:.2f};"
-                f" {rows:,} rows) |"
+                f" | {pack_s['now'][0]:.2f} (CPU {pack_s['now'][1]:.2f}; {rows:,} rows)"
+                f" | {_rate(checked['format 1'], rates['format 1'])}"
+                f" | {_rate(rows_1, exports['format 1'])}"
+                f" | {pack_s['format 1'][0]:.2f} (CPU {pack_s['format 1'][1]:.2f}) |"
             )
-            shutil.rmtree(target)
-            summary["verify"].append(checked / rates["1"]["wall"])
+            summary["verify"].append(verified / rates["1"]["wall"])
             summary["export"].append(rows / exports["now"]["wall"])
-            summary["pack"].append(pack_verify_s)
+            summary["pack"].append(pack_s["now"][0])
+            summary["verify1"].append(checked["format 1"] / rates["format 1"]["wall"])
+            summary["export1"].append(rows_1 / exports["format 1"]["wall"])
+            summary["pack1"].append(pack_s["format 1"][0])
         print(f"load average {os.getloadavg()[0]:.1f}")
         for label, key, target_text, fmt in (
             ("VERIFY rows/s (1 process)", "verify", ">= 100,000", "{:,.0f}"),
             ("EXPORT rows/s (with proofs)", "export", ">= 30,000", "{:,.0f}"),
             ("PACK VERIFY s (offline)", "pack", "<= 10", "{:.2f}"),
+            ("format 1 (same runs): VERIFY rows/s", "verify1", ">= 100,000", "{:,.0f}"),
+            ("format 1 (same runs): EXPORT rows/s", "export1", ">= 30,000", "{:,.0f}"),
+            ("format 1 (same runs): PACK VERIFY s", "pack1", "<= 10", "{:.2f}"),
         ):
             values = ", ".join(fmt.format(v) for v in summary[key])
-            best = max(summary[key]) if key != "pack" else min(summary[key])
+            best = max(summary[key]) if "pack" not in key else min(summary[key])
             print(f"{label} (target {target_text}): {values}; best {fmt.format(best)}")
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _new_checkpoint(
+    conn: psycopg.Connection[Any], receipts: list[Receipt], signer: keys.Signer
+) -> tuple[Any, float]:
+    """A few new rows, so that each run signs a new checkpoint; the checkpoint and its time."""
+    with conn.transaction():
+        store_batch(
+            conn,
+            [
+                Receipt(uuid.uuid4(), r.received_at, "bench-other", r.channel, r.raw)
+                for r in receipts[:10]
+            ],
+        )
+    t0 = time.perf_counter()
+    with conn.transaction():
+        made = checkpoints.make(conn, signer)
+    assert made is not None
+    return made, time.perf_counter() - t0
 
 
 if __name__ == "__main__":

@@ -103,6 +103,8 @@ def chain_off() -> Iterator[None]:
             batch_writer, "_leaf", lambda _i, r, rec: (batch_writer._copy_row(r, rec), no_hash)
         ),
         patch.object(batch_writer.ledger, "append", lambda _c, _l, at=None: at),
+        patch.object(batch_writer.ledger, "append_batches", lambda _c, _l, at=None: at),
+        patch.object(batch_writer, "_batch_rows", lambda _out: []),
     ):
         yield
 
@@ -136,10 +138,10 @@ def run_writer_without_user_data(dsn: str, receipts: list[Receipt], batch: int) 
         return run_writer(dsn, receipts, batch)
 
 
-def run_writer_leaves_only(dsn: str, receipts: list[Receipt], batch: int) -> int:
-    """Leaves encoded and hashed, no record rows: what the chain would cost the writer with
-    one record row per batch (a Merkle root over its leaves, ~0.2 us an event more)."""
-    with patch.object(batch_writer.ledger, "append", lambda _c, _l, at=None: at):
+def run_writer_format_1(dsn: str, receipts: list[Receipt], batch: int) -> int:
+    """The writer sealing one record row per event (record format 1: main's writer before
+    migration 2026_12_03_chainv2), for the before/after of format 2 in the same run."""
+    with patch.object(batch_writer, "RECORD_FORMAT", 1):
         return run_writer(dsn, receipts, batch)
 
 
@@ -354,42 +356,49 @@ def chain_cost(
     without it, alternating (with first in odd rounds), each on a fresh database after a
     CHECKPOINT; wall rate and CPU (client + backend) per notification, and the ratios."""
     pairs: list[tuple[float, float, float, float]] = []
-    leaves_only: list[tuple[float, float]] = []
+    format_1: list[tuple[float, float]] = []
     for round_ in range(1, rounds + 1):
         measured: dict[str, tuple[float, float]] = {}
         runs = [
             ("with", run_writer),
-            ("leaves only (no record rows)", run_writer_leaves_only),
+            ("format-1 (one record row per event)", run_writer_format_1),
             ("without", run_writer_without_chain),
         ]
         for name, writer in runs if round_ % 2 else runs[::-1]:
-            dsn = fresh(f"bench_chain_{name.split()[0]}_{round_}")
+            dsn = fresh(f"bench_chain_{name.split()[0].replace('-', '_')}_{round_}")
             checkpoint()
             rate = timed(
                 f"writer {name} the chain, round {round_}", partial(writer, dsn, receipts, batch)
             )
             measured[name] = (rate, LAST_CPU[0] / len(receipts) * 1e6)
         pairs.append((*measured["with"], *measured["without"]))
-        leaves_only.append(measured["leaves only (no record rows)"])
+        format_1.append(measured["format-1 (one record row per event)"])
     print(f"\nload average {os.getloadavg()[0]:.1f}")
     print(
-        "| round | with the chain /s (CPU us) | without /s (CPU us) | cost, wall | cost, CPU"
-        " | leaves only /s (CPU us) | leaves only: cost, wall | leaves only: cost, CPU |"
+        "| round | with the chain (format 2) /s (CPU us) | without /s (CPU us) | cost, wall"
+        " | cost, CPU | format 1 /s (CPU us) | format 1: cost, wall | format 1: cost, CPU |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for round_, ((rate, cpu, bare, bare_cpu), (leaf_rate, leaf_cpu)) in enumerate(
-        zip(pairs, leaves_only, strict=True), start=1
+    for round_, ((rate, cpu, bare, bare_cpu), (old_rate, old_cpu)) in enumerate(
+        zip(pairs, format_1, strict=True), start=1
     ):
         print(
             f"| {round_} | {rate:,.0f} ({cpu:.1f}) | {bare:,.0f} ({bare_cpu:.1f})"
             f" | {1 - rate / bare:.1%} | {cpu / bare_cpu - 1:.1%}"
-            f" | {leaf_rate:,.0f} ({leaf_cpu:.1f}) | {1 - leaf_rate / bare:.1%}"
-            f" | {leaf_cpu / bare_cpu - 1:.1%} |"
+            f" | {old_rate:,.0f} ({old_cpu:.1f}) | {1 - old_rate / bare:.1%}"
+            f" | {old_cpu / bare_cpu - 1:.1%} |"
         )
     best, best_bare = max(p[0] for p in pairs), max(p[2] for p in pairs)
+    best_old = max(rate for rate, _ in format_1)
     print(
         f"CHAIN COST (target <= 10%): best against best {1 - best / best_bare:.1%} of the rate;"
         f" CPU per notification +{statistics.median(p[1] / p[3] - 1 for p in pairs):.1%}"
+        " (median of rounds)"
+    )
+    print(
+        f"FORMAT 1 (main's writer, same run): best against best {1 - best_old / best_bare:.1%};"
+        " CPU per notification"
+        f" +{statistics.median(o[1] / p[3] - 1 for o, p in zip(format_1, pairs, strict=True)):.1%}"
         " (median of rounds)"
     )
 

@@ -165,3 +165,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return FILE_SECONDS.get(path, SECONDS_PER_TEST * tests[path])
 
     items.sort(key=lambda item: -seconds(_file(item)))  # stable: a file's tests stay in order
+
+
+@pytest.fixture
+def record_format_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer seals events one record row each (record format 1, as before migration
+    2026_12_03_chainv2), for tests whose assertions count record rows per event; format 2
+    (one row per writer batch) is the default and has tests of its own."""
+    from auditor.store import writer
+
+    monkeypatch.setattr(writer, "RECORD_FORMAT", 1)

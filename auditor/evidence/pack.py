@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg import sql
 
-from auditor.evidence import checkpoints, keys, leaves, tiles
+from auditor.evidence import batches, checkpoints, keys, leaves, tiles
 from auditor.evidence.canonical import canonical_bytes
 from auditor.evidence.pack_csv import EarlyCsv, csv_chunks
 from auditor.evidence.pack_rows import EventRows
@@ -131,6 +131,19 @@ def _select(source: str, table: str, where: sql.Composable) -> sql.Composed:
     matching rows, in record order (unsealed last); the pieces as auditor.store.leaf_sql
     writes them (the same as verify reads them with)."""
     events = source == "event"
+    if events:  # as auditor.evidence.pack_rows gives them, in one query (tests compare)
+        return sql.SQL(
+            "SELECT coalesce(r.position, b.position),"
+            " coalesce(r.leaf_hash, substring(b.leaves FROM ((e.id - b.source_id) * 32 + 1)::int"
+            " FOR 32)), {}, e.account, {}, coalesce(e.id - b.source_id, -1),"
+            " coalesce(b.leaf_count, 0) FROM events AS e"
+            " LEFT JOIN record AS r ON r.source = 'event' AND r.source_id = e.id"
+            " LEFT JOIN LATERAL (SELECT c.position, c.source_id, c.leaf_count, c.leaves"
+            " FROM record AS c WHERE c.source = 'batch' AND c.source_id <= e.id"
+            " ORDER BY c.source_id DESC LIMIT 1) AS b"
+            " ON r.position IS NULL AND b.source_id + b.leaf_count > e.id"
+            " WHERE {} ORDER BY 1 NULLS LAST, e.id"
+        ).format(sql.SQL(_AT), LeafQuery(source, alias="e").columns, where)
     return sql.SQL(
         "SELECT r.position, r.leaf_hash, {}, {}, {} FROM {} AS e"
         " LEFT JOIN record AS r ON r.source = {} AND r.source_id = e.id"
@@ -319,29 +332,51 @@ class PackStream:
         needs afresh (a few queries), so no cache grows with the pack."""
         size = self.plan.checkpoint.tree_size
         for name, seen in files:
-            part: list[tuple[int, int]] = []
-            for line, position in enumerate(seen.positions, start=1):
+            part: list[tuple[int, int, int]] = []
+            for line, (position, slot) in enumerate(
+                zip(seen.positions, seen.slots, strict=True), start=1
+            ):
                 if 0 < position <= size:
-                    part.append((line, position))
+                    part.append((line, position, slot))
                     if len(part) == self.chunk_rows:
                         yield self._proof_lines(name, part)
                         part = []
             if part:
                 yield self._proof_lines(name, part)
 
-    def _proof_lines(self, name: str, part: list[tuple[int, int]]) -> bytes:
+    def _proof_lines(self, name: str, part: list[tuple[int, int, int]]) -> bytes:
+        """Proof lines; an event sealed in a format-2 batch row also gets its path inside
+        the batch (``batch_index``, ``batch_size``, ``batch_path``: docs/evidence.md)."""
         size = self.plan.checkpoint.tree_size
         view = tiles.TreeView(PgTileStore(self.conn), size)
-        paths = view.joined_paths([position - 1 for _, position in part])
+        unique = sorted({position for _, position, _ in part})
+        paths = dict(zip(unique, view.joined_paths([p - 1 for p in unique]), strict=True))
+        batched = sorted({position for _, position, slot in part if slot >= 0})
+        inside: dict[int, list[bytes]] = {}
+        if batched:
+            for position, leaves in self.conn.execute(
+                "SELECT position, leaves FROM record WHERE position = ANY(%s) AND format = 2",
+                (batched,),
+            ):
+                inside[position] = batches.joined_paths(batches.split(bytes(leaves)))
         self.proven += len(part)
         # file names are fixed ASCII and the rest numbers and base64: no escaping needed
-        return b"".join(
-            [
-                b'{"file":"%s","line":%d,"position":%d,"path":"%s"}\n'
-                % (name.encode(), line, position, base64.b64encode(path))
-                for (line, position), path in zip(part, paths, strict=True)
-            ]
-        )
+        out = []
+        for line, position, slot in part:
+            text = b'{"file":"%s","line":%d,"position":%d,"path":"%s"' % (
+                name.encode(),
+                line,
+                position,
+                base64.b64encode(paths[position]),
+            )
+            if slot >= 0:
+                text += b',"batch_index":%d,"batch_size":%d,"batch_path":"%s"' % (
+                    slot,
+                    len(inside[position]),
+                    base64.b64encode(inside[position][slot]),
+                )
+            out.append(text + b"}\n")
+        return b"".join(out)
 
 
 class _Seen:
@@ -351,6 +386,7 @@ class _Seen:
     def __init__(self, *, events: bool) -> None:
         self.events = events
         self.positions = array("q")
+        self.slots = array("q")  # in its format-2 batch; -1: a record row of its own
         self.count = 0
         self.first_id: int | None = None
         self.last_id: int | None = None
@@ -363,7 +399,9 @@ class _Seen:
         self.count += len(rows)
         self.positions.extend(0 if row[_POSITION] is None else row[_POSITION] for row in rows)
         if not self.events:
+            self.slots.extend([-1] * len(rows))
             return
+        self.slots.extend(row[-2] for row in rows)  # pack_rows: (..., slot, batch size)
         at, acc, ident = _RECEIVED_AT, _ACCOUNT, _PIECES
         times = [row[at] for row in rows]  # fixed-width UTC text: text order is time order
         ids = [row[ident] for row in rows]

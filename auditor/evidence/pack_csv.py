@@ -34,9 +34,14 @@ def csv_chunks(
             sql.Literal(bounds[0]), sql.Literal(bounds[1])
         )
     statement = sql.SQL(
-        "COPY (SELECT r.position, {} FROM events AS e"
+        # the position of the event's own record row, or of its format-2 batch row
+        "COPY (SELECT coalesce(r.position, b.position) AS position, {} FROM events AS e"
         " LEFT JOIN record AS r ON r.source = 'event' AND r.source_id = e.id"
-        " WHERE {}{} ORDER BY r.position NULLS LAST, e.id)"
+        " LEFT JOIN LATERAL (SELECT c.position, c.source_id, c.leaf_count"
+        " FROM record AS c WHERE c.source = 'batch' AND c.source_id <= e.id"
+        " ORDER BY c.source_id DESC LIMIT 1) AS b"
+        " ON r.position IS NULL AND b.source_id + b.leaf_count > e.id"
+        " WHERE {}{} ORDER BY 1 NULLS LAST, e.id)"
         " TO STDOUT WITH (FORMAT csv, HEADER)"
     ).format(columns, where, within)
     with conn.cursor() as cur, cur.copy(statement, params) as copy:

@@ -12,7 +12,9 @@ about 1.3 KB a row through the sort (127 MB spilled to disk for 100,000 events, 
 A thread reads the next chunk (both steps) while the caller encodes the current one, so
 PostgreSQL formats rows while this process hashes and writes. The rows are the tuples the
 single query gave: (position, leaf hash, received_at as the leaf writes it, account, id,
-*leaf pieces); the same rows in the same order, in the caller's (REPEATABLE READ) snapshot.
+*leaf pieces), then the slot in its format-2 batch and the batch's size (-1 and 0 for an
+event with a record row of its own); in record order, in the caller's (REPEATABLE READ)
+snapshot.
 """
 
 from __future__ import annotations
@@ -32,10 +34,22 @@ Row = tuple[Any, ...]
 
 
 def _order(where: sql.Composable) -> sql.Composed:
+    """(position, leaf hash, id, received_at, slot, batch size) of the matching events: an
+    event sealed in a format-2 batch row (docs/evidence.md) has the batch's position, its
+    slot's leaf hash (a substring of the row's EXTERNAL `leaves`: only that chunk is read),
+    its slot and the batch's size; one sealed in its own row has slot -1 and size 0. The
+    batch is found by one backward probe of (source, source_id) per event."""
     return sql.SQL(
-        "SELECT r.position, r.leaf_hash, e.id, e.received_at FROM events AS e"
+        "SELECT coalesce(r.position, b.position),"
+        " coalesce(r.leaf_hash, substring(b.leaves FROM ((e.id - b.source_id) * 32 + 1)::int"
+        " FOR 32)), e.id, e.received_at,"
+        " coalesce(e.id - b.source_id, -1), coalesce(b.leaf_count, 0) FROM events AS e"
         " LEFT JOIN record AS r ON r.source = 'event' AND r.source_id = e.id"
-        " WHERE {} ORDER BY r.position NULLS LAST, e.id"
+        " LEFT JOIN LATERAL (SELECT c.position, c.source_id, c.leaf_count, c.leaves"
+        " FROM record AS c WHERE c.source = 'batch' AND c.source_id <= e.id"
+        " ORDER BY c.source_id DESC LIMIT 1) AS b"
+        " ON r.position IS NULL AND b.source_id + b.leaf_count > e.id"
+        " WHERE {} ORDER BY 1 NULLS LAST, e.id"
     ).format(where)
 
 
@@ -88,5 +102,6 @@ class EventRows:
             cur.execute(self._pieces, (ids, min(times), max(times)))
             by_id = {row[2]: row for row in cur.fetchall()}
         return [
-            (position, leaf_hash) + by_id[event_id] for position, leaf_hash, event_id, _ in keys
+            (position, leaf_hash) + by_id[event_id] + (slot, size)
+            for position, leaf_hash, event_id, _, slot, size in keys
         ]

@@ -30,9 +30,11 @@ _IDS = """
 SELECT count(*), coalesce(range_agg(int8range(id, id + 1))::text, '{}')
 FROM events WHERE received_at >= %s AND received_at < %s
 """
+# Format-1 rows (one per event) and format-2 batch rows (one per writer batch, named by its
+# first event id; a batch never spans two months), with how many events each seals.
 _POSITIONS = """
-SELECT r.position, r.leaf_hash FROM record AS r
-WHERE r.source = 'event' AND r.source_id IN (
+SELECT r.position, r.leaf_hash, coalesce(r.leaf_count, 1) FROM record AS r
+WHERE r.source IN ('event', 'batch') AND r.source_id IN (
     SELECT id FROM events WHERE received_at >= %s AND received_at < %s)
 ORDER BY r.position
 """
@@ -110,13 +112,17 @@ def purge_partition(conn: psycopg.Connection[Any], decision: Decision, purged_by
     assert row is not None
     count, event_ids = int(row[0]), str(row[1])
     positions: list[int] = []
+    events = 0
     digest = hashlib.sha256()
-    for position, leaf in conn.execute(_POSITIONS, (decision.start, decision.end)).fetchall():
+    for position, leaf, sealed in conn.execute(
+        _POSITIONS, (decision.start, decision.end)
+    ).fetchall():
         positions.append(int(position))
+        events += int(sealed)
         digest.update(bytes(leaf))
-    if len(positions) != count:
+    if events != count:
         raise NotSealed(
-            f"{decision.partition}: {count - len(positions)} of its {count} rows are not in the"
+            f"{decision.partition}: {count - events} of its {count} rows are not in the"
             " record yet; run `auditor seal --backfill` first"
         )
     head = ledger.head(conn)

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from auditor.evidence import batches
 from auditor.evidence.canonical import ZERO_HASH, chain_next
 from auditor.retention.receipts import PurgedPositions, sealed_receipts
 from auditor.store import leaf_reader
@@ -32,7 +33,7 @@ from auditor.store.sealer import UNSEALED_SOURCES, unsealed_counts
 _BATCH = 10_000
 _POOL_FROM = 4 * _BATCH  # fewer positions: starting processes costs more than it saves
 _RECORD = (
-    "SELECT position, source, source_id, leaf_hash, chain_hash FROM record"
+    "SELECT position, source, source_id, leaf_hash, chain_hash, leaves FROM record"
     " WHERE position >= %s AND position <= %s ORDER BY position"
 )
 _BOUNDS = "SELECT coalesce(max(position), 0) FROM record"
@@ -40,7 +41,8 @@ _CHAIN_AT = "SELECT chain_hash FROM record WHERE position = %s"
 
 Progress = Callable[[int], None]  # positions checked since the last call
 Careful = Callable[[str, int], bytes | None]  # (source, id) -> the reference leaf hash
-RecordRow = tuple[int, str, int, bytes, bytes]
+# (position, source, source_id, leaf_hash, chain_hash, leaves: None for format 1)
+RecordRow = tuple[int, str, int, bytes, bytes, bytes | None]
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class Problem:
 class Report:
     start: int
     end: int  # last position checked (0 when the record is empty)
-    checked: int = 0
+    checked: int = 0  # positions
+    rows: int = 0  # stored rows recomputed (a format-2 position holds many events)
     problem: Problem | None = None
     unsealed: dict[str, int] = field(default_factory=dict)
     purged: list[str] = field(default_factory=list)  # receipts whose positions were skipped
@@ -76,6 +79,7 @@ class _Checker:
         self.before_previous: bytes | None = None
         self.expected = start
         self.skipped = 0
+        self.rows = 0
 
     def check(
         self, batch: Sequence[RecordRow], recomputed_leaves: Leaves, careful: Careful
@@ -85,13 +89,20 @@ class _Checker:
         for before a row is called altered."""
         sha256 = hashlib.sha256  # chain_next without its length checks: a hash of another
         # length cannot equal a stored one of 32 bytes (the record's CHECK), so it fails anyway
-        for index, (position, source, source_id, leaf, chain) in enumerate(batch):
+        for index, (position, source, source_id, leaf, chain, leaves) in enumerate(batch):
             if position != self.expected:
                 return Problem(
                     self.expected,
                     "missing",
                     f"positions jump from {self.expected - 1} to {position}",
                 )
+            if leaves is not None:
+                problem = self._check_batch(batch, index, recomputed_leaves, careful)
+                if problem is not None:
+                    return problem
+                self.before_previous, self.previous = self.previous, chain
+                self.expected += 1
+                continue
             receipt = None
             if self.purged is not None and source == "event":
                 receipt = self.purged.receipt_of(position)
@@ -114,8 +125,71 @@ class _Checker:
                 recomputed = careful(source, source_id) or recomputed
                 if recomputed != leaf:
                     return self._leaf_broken(batch, index, recomputed)
+            self.rows += 1
             self.before_previous, self.previous = self.previous, chain
             self.expected += 1
+        return None
+
+    def _check_batch(
+        self, batch: Sequence[RecordRow], index: int, recomputed_leaves: Leaves, careful: Careful
+    ) -> Problem | None:
+        """A format-2 row (auditor.evidence.batches): its chain link, its leaf hash over the
+        leaves it carries, then each event's leaf against its slot."""
+        position, _, first, leaf, chain, joined = batch[index]
+        assert joined is not None
+        if hashlib.sha256(self.previous + leaf).digest() != chain:
+            return self._chain_broken(batch, index)
+        if batches.leaf_hash_of_joined(bytes(joined)) != bytes(leaf):
+            return Problem(
+                position,
+                "altered",
+                f"the batch of events from {first} holds leaf hashes other than it sealed:"
+                " the record was changed",
+            )
+        if self.purged is not None:
+            receipt = self.purged.receipt_of(position)
+            if receipt is not None:
+                receipt.seen += 1
+                receipt.digest.update(leaf)
+                if ("event", first) not in recomputed_leaves:  # gone with their partition
+                    self.skipped += 1
+                    return None
+        slots = memoryview(joined)
+        count = len(slots) // 32
+        for slot in range(count):
+            event_id = first + slot
+            sealed = bytes(slots[slot * 32 : slot * 32 + 32])
+            recomputed = recomputed_leaves.get(("event", event_id))
+            if recomputed is None:
+                return Problem(
+                    position, "missing", f"event {event_id} (batch slot {slot}) is not in its table"
+                )
+            if recomputed == sealed:
+                continue
+            recomputed = careful("event", event_id) or recomputed
+            if recomputed == sealed:
+                continue
+            for other in range(count):
+                if bytes(slots[other * 32 : other * 32 + 32]) == recomputed:
+                    return Problem(
+                        position,
+                        "reordered",
+                        f"event {event_id} now holds what was sealed for event {first + other}"
+                        " of the same batch",
+                    )
+            for row in batch:
+                if row[0] != position and bytes(row[3]) == recomputed:
+                    return Problem(
+                        position,
+                        "reordered",
+                        f"event {event_id} now holds what was sealed at position {row[0]}",
+                    )
+            return Problem(
+                position,
+                "altered",
+                f"event {event_id} (batch slot {slot}) differs from what was sealed",
+            )
+        self.rows += count
         return None
 
     def _leaf_broken(self, batch: Sequence[RecordRow], index: int, recomputed: bytes) -> Problem:
@@ -130,7 +204,7 @@ class _Checker:
         return Problem(position, "altered", f"{source} {source_id} differs from what was sealed")
 
     def _chain_broken(self, batch: Sequence[RecordRow], index: int) -> Problem:
-        position, source, source_id, leaf, chain = batch[index]
+        position, source, source_id, leaf, chain = batch[index][:5]
         # A row slipped in just before: without it the chain goes on as sealed.
         if (
             index > 0
@@ -215,6 +289,7 @@ def verify(
     finally:
         source.close()
     report.purged_positions = checker.skipped
+    report.rows = checker.rows
     for receipt in purged.receipts:
         if receipt.seen:
             report.purged.append(receipt.describe())
@@ -248,6 +323,36 @@ def _leaf_source(
     return leaf_reader.PooledLeaves(conn, conninfo, snapshot, workers)
 
 
+class _Groups:
+    """Record rows in groups of at most _BATCH stored rows (a format-2 row weighs its
+    leaf_count, a format-1 row one; a batch heavier than that is a group alone), so a group's
+    rows are read and hashed while the next group is fetched whatever the record's format."""
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self.cur = cur
+        self.pending: list[Any] = []
+        self.done = False
+
+    def next(self) -> list[Any]:
+        group: list[Any] = []
+        weight = 0
+        while True:
+            if not self.pending:
+                if self.done:
+                    return group
+                self.pending = self.cur.fetchmany(_BATCH)
+                self.pending.reverse()  # pop() from the end in position order
+                if not self.pending:
+                    self.done = True
+                    return group
+            row = self.pending[-1]
+            rows = 1 if row[5] is None else len(row[5]) // 32
+            if group and weight + rows > _BATCH:
+                return group
+            group.append(self.pending.pop())
+            weight += rows
+
+
 def _walk(
     cur: psycopg.Cursor[Any],
     checker: _Checker,
@@ -260,13 +365,14 @@ def _walk(
     chain, and a thread fetches the record rows of the batch after it meanwhile: this
     thread then waits for PostgreSQL only when it is the slower side."""
     first = checker.expected
+    groups = _Groups(cur)
     with ThreadPoolExecutor(1, thread_name_prefix="verify-record") as reader:
-        batch = cur.fetchmany(_BATCH)
+        batch = groups.next()
         pending = source.submit(leaf_reader.wanted(leaf_reader.refs(batch)))
-        fetching = reader.submit(cur.fetchmany, _BATCH) if batch else None
+        fetching = reader.submit(groups.next) if batch else None
         while batch:
             following = fetching.result() if fetching is not None else []
-            fetching = reader.submit(cur.fetchmany, _BATCH) if following else None
+            fetching = reader.submit(groups.next) if following else None
             ahead = (
                 source.submit(leaf_reader.wanted(leaf_reader.refs(following)))
                 if following

@@ -254,5 +254,11 @@ LeafSource = LocalLeaves | PrefetchedLeaves | PooledLeaves
 
 
 def refs(batch: Sequence[tuple[Any, ...]]) -> Iterable[tuple[str, int]]:
-    """(source, source_id) of record rows (position, source, source_id, ...)."""
-    return ((row[1], row[2]) for row in batch)
+    """(source, source_id) of the rows record rows (position, source, source_id, leaf_hash,
+    chain_hash, leaves) name: a format-2 batch row names the events of its id range."""
+    for row in batch:
+        if row[1] == "batch":
+            yield "event", row[2]
+            yield "event", row[2] + len(row[5]) // 32 - 1
+        else:
+            yield row[1], row[2]

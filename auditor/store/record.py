@@ -31,6 +31,16 @@ SELECT %(at)s + n, source, source_id,
        substring(%(chains)s::bytea FROM ((n - 1) * 32 + 1)::int FOR 32)
 FROM unnest(%(sources)s::text[], %(ids)s::int8[]) WITH ORDINALITY AS t(source, source_id, n)
 """
+# Format 2 (auditor.evidence.batches): a batch row carries its events' leaf hashes.
+_INSERT_BATCHES = """
+INSERT INTO record (position, source, source_id, leaf_hash, chain_hash, format, leaf_count,
+                    leaves)
+SELECT %(at)s + n, 'batch', source_id,
+       substring(%(leaves)s::bytea FROM ((n - 1) * 32 + 1)::int FOR 32),
+       substring(%(chains)s::bytea FROM ((n - 1) * 32 + 1)::int FOR 32),
+       2, octet_length(batch) / 32, batch
+FROM unnest(%(ids)s::int8[], %(batches)s::bytea[]) WITH ORDINALITY AS t(source_id, batch, n)
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +50,8 @@ class Head:
 
 
 Leaf = tuple[str, int, bytes]  # (source, source_id, leaf_hash)
+# ("batch", first event id, batch leaf hash, the events' leaf hashes joined): format 2
+BatchLeaf = tuple[str, int, bytes, bytes]
 
 
 def lock(conn: psycopg.Connection[Any]) -> None:
@@ -53,6 +65,33 @@ def head(conn: psycopg.Connection[Any]) -> Head:
     if row is None:
         return Head(0, ZERO_HASH)
     return Head(int(row[0]), bytes(row[1]))
+
+
+def append_batches(
+    conn: psycopg.Connection[Any], batches: Sequence[BatchLeaf], at: Head | None = None
+) -> Head:
+    """Append format-2 batch rows after ``at`` (default: the current head), as ``append``."""
+    if at is None:
+        at = head(conn)
+    if not batches:
+        return at
+    chain = at.chain_hash
+    chains = []
+    for _, _, leaf, _ in batches:
+        chain = hashlib.sha256(chain + leaf).digest()
+        chains.append(chain)
+    with conn.cursor(binary=True) as cur:
+        cur.execute(
+            _INSERT_BATCHES,
+            {
+                "at": at.position,
+                "leaves": b"".join(batch[2] for batch in batches),
+                "chains": b"".join(chains),
+                "ids": [batch[1] for batch in batches],
+                "batches": [batch[3] for batch in batches],
+            },
+        )
+    return Head(at.position + len(batches), chain)
 
 
 def append(conn: psycopg.Connection[Any], leaves: Sequence[Leaf], at: Head | None = None) -> Head:

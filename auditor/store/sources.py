@@ -50,6 +50,14 @@ def _unsealed(source: str) -> sql.Composable:
     where = sql.SQL(
         "NOT EXISTS (SELECT FROM record AS r WHERE r.source = {} AND r.source_id = t.id)"
     ).format(sql.Literal(source))
+    if source == "event":
+        # or in a format-2 batch row (docs/evidence.md): its id range. Written as a set so
+        # PostgreSQL can hash-anti-join it (a probe per event would be a nested loop).
+        where = sql.SQL(
+            "{} AND NOT EXISTS (SELECT FROM (SELECT generate_series(b.source_id,"
+            " b.source_id + b.leaf_count - 1) AS id FROM record AS b WHERE b.source = 'batch')"
+            " AS c WHERE c.id = t.id)"
+        ).format(where)
     if source in _COVERED:
         where = sql.SQL("{} AND t.{}").format(where, _COVERED[source])
     return where

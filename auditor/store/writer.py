@@ -27,6 +27,7 @@ from uuid import UUID
 import psycopg
 
 from auditor import db
+from auditor.evidence import batches
 from auditor.evidence.canonical import leaf_hash
 from auditor.evidence.leaves import LeafEncoder, Parsed
 from auditor.notifications import Record, Rejected, parse
@@ -35,6 +36,10 @@ from auditor.store import record as ledger
 from auditor.store.receipts import Receipt
 
 WRITER_LOCK_KEY = ledger.WRITER_LOCK_KEY
+# The record format the writer seals events in (docs/evidence.md): 2, one record row per run
+# of contiguous event ids of one month in a batch; 1, one record row per event (what every
+# writer before migration 2026_12_03_chainv2 did; kept for comparison in bench/store.py).
+RECORD_FORMAT = 2
 
 # The COPY row of an event, derived from db.events: every column the parsed record carries
 # (by its name; the payload as the text parse() read), else the receipt, in that order.
@@ -385,6 +390,33 @@ def _copy_streaming(
         _check_ids(conn, out.stored)
 
 
+def _batch_rows(out: _Outcome) -> list[ledger.BatchLeaf]:
+    """Format-2 record rows for the stored events: one per run of contiguous ids within one
+    month (a retention purge drops a month's partition and names whole batch rows; ids jump
+    only where the slow path's bisection refused rows)."""
+    rows: list[ledger.BatchLeaf] = []
+    start = 0
+    stored = out.stored
+    for index in range(1, len(stored) + 1):
+        if index < len(stored):
+            here, before = stored[index], stored[index - 1]
+            if here[0] == before[0] + 1 and _same_month(here[1], before[1]):
+                continue
+        leaves = out.leaves[start:index]
+        rows.append(("batch", stored[start][0], batches.leaf_hash_of(leaves), b"".join(leaves)))
+        start = index
+    return rows
+
+
+def _same_month(a: Receipt, b: Receipt) -> bool:
+    x, y = a.received_at, b.received_at
+    if x.tzinfo is not UTC:
+        x = x.astimezone(UTC)
+    if y.tzinfo is not UTC:
+        y = y.astimezone(UTC)
+    return x.month == y.month and x.year == y.year
+
+
 def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> BatchResult:
     """Store receipts as events (or quarantine entries) in the caller's open transaction.
 
@@ -426,8 +458,15 @@ def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> B
         projection.write(conn, folded.rows())
     entries = _quarantine(conn, bad + out.refused)
     quarantined = len(entries)
-    leaves = [("event", event[0], leaf) for event, leaf in zip(out.stored, out.leaves, strict=True)]
-    ledger.append(conn, leaves + entries, at)
+    if RECORD_FORMAT == 2:
+        at = ledger.append_batches(conn, _batch_rows(out), at)
+    else:
+        at = ledger.append(
+            conn,
+            [("event", event[0], leaf) for event, leaf in zip(out.stored, out.leaves, strict=True)],
+            at,
+        )
+    ledger.append(conn, entries, at)
     return BatchResult(
         received=len(receipts),
         stored=len(out.stored),

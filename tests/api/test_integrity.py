@@ -3,8 +3,14 @@ input."""
 
 from __future__ import annotations
 
+import pytest
+
+from auditor.store import writer
 from tests.api.conftest import Api
 from tests.helpers import om_message, receipt
+
+# Positions counted one per event (record format 1); format 2 below.
+pytestmark = pytest.mark.usefixtures("record_format_1")
 
 
 def test_admins_get_the_verdict_over_a_range(api: Api) -> None:
@@ -63,3 +69,26 @@ def test_unsealed_access_rows_are_reported(api: Api) -> None:
     api.get("/api/v1/integrity")  # leaves an access-log row, sealed by the worker later
     answer = api.get("/api/v1/integrity")
     assert answer.json["unsealed"].get("access", 0) >= 1
+
+
+def test_format_2_positions_answer_with_the_rows_behind_them(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "RECORD_FORMAT", 2)  # after the module's record_format_1
+    api.store([receipt(om_message("G-9", "Invited"), at=i) for i in range(5)])
+    whole = api.get("/api/v1/integrity")
+    assert whole.status_code == 200, whole.json
+    assert whole.json["ok"] is True
+    assert (whole.json["checked"], whole.json["rows"]) == (1, 5)
+    with api.db() as conn, conn.transaction():
+        conn.execute("ALTER EVENT TRIGGER auditor_guard_alter DISABLE")
+        conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        conn.execute(
+            "UPDATE events SET state = 'Completed'"
+            " WHERE id = (SELECT source_id + 3 FROM record WHERE position = 1)"
+        )
+        conn.execute("ALTER TABLE events ENABLE ALWAYS TRIGGER events_append_only")
+        conn.execute("ALTER EVENT TRIGGER auditor_guard_alter ENABLE ALWAYS")
+    answer = api.get("/api/v1/integrity")
+    assert answer.json["problem"]["position"] == 1
+    assert answer.json["problem"]["kind"] == "altered"

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 from sqlalchemy.engine import URL
 
 from auditor import evidence_verify
@@ -160,7 +161,8 @@ def test_the_worker_task_signs_checkpoints_into_the_database(fresh_db: URL, tmp_
     keys.create(key)
     conninfo = libpq_conninfo(fresh_db)
     with psycopg.connect(conninfo) as conn:
-        store_batch(conn, [receipt(om_message("W-1", "Invited"), at=i) for i in range(3)])
+        for i in range(3):  # three batches: three record rows in either record format
+            store_batch(conn, [receipt(om_message("W-1", "Invited"), at=i)])
         conn.commit()
     env = {"AUDITOR_SIGNING_KEY_FILE": str(key), "AUDITOR_CHECKPOINT_WITNESS_DIR": str(tmp_path)}
     checkpointer = schedule.Checkpointer.from_env(conninfo, env)
@@ -176,6 +178,7 @@ def test_the_worker_task_signs_checkpoints_into_the_database(fresh_db: URL, tmp_
     assert (tmp_path / "checkpoint-000000000003.json").exists()
 
 
+@pytest.mark.usefixtures("record_format_1")  # counts one record row per event
 def test_checkpoint_consistency_proves_the_latest_extends_a_kept_one(
     fresh_db: URL, tmp_path: Path
 ) -> None:

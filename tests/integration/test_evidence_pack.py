@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor import evidence_verify
 from auditor.evidence import checkpoints, keys, merkle, pack, tiles
+from auditor.evidence.canonical import canonical_bytes
 from auditor.evidence.pgtiles import PgTileStore
 from auditor.store import integrity, sealer
 from auditor.store.writer import store_batch
@@ -62,6 +64,7 @@ def _leaves(conn: Conn) -> list[bytes]:
     return [bytes(h) for (h,) in conn.execute("SELECT leaf_hash FROM record ORDER BY position")]
 
 
+@pytest.mark.usefixtures("record_format_1")  # counts one record row per event
 def test_a_checkpoint_signs_the_merkle_root_and_enters_the_record(
     conn: Conn, signer: keys.Signer
 ) -> None:
@@ -214,9 +217,11 @@ def test_a_wrong_proof_fails_even_with_matching_file_hashes(
     checkpoints.make(conn, signer)
     made = pack.export(conn, pack.Query(interaction="PK-3"), signer, made_by="test")
     first = json.loads(made.files["proofs.ndjson"].splitlines()[0])
-    path = bytearray(base64.b64decode(first["path"]))
+    # the path inside the event's batch (record format 2), else its path in the record
+    key = "batch_path" if "batch_path" in first else "path"
+    path = bytearray(base64.b64decode(first[key]))
     path[0] ^= 1
-    first["path"] = base64.b64encode(bytes(path)).decode()
+    first[key] = base64.b64encode(bytes(path)).decode()
     rest = made.files["proofs.ndjson"].splitlines(keepends=True)[1:]
     made.files["proofs.ndjson"] = json.dumps(first).encode() + b"\n" + b"".join(rest)
     resigned = pack.Pack(made.files)
@@ -288,3 +293,55 @@ def test_a_pack_by_reference_id_and_an_empty_pack_verify(
     assert code == 0, out
     assert "verified: 0 rows proven" in out
     assert "coverage: empty" in out
+
+
+def test_a_pack_over_events_sealed_in_both_record_formats_verifies_offline(
+    conn: Conn, signer: keys.Signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events sealed one record row each (format 1, as before migration 2026_12_03_chainv2)
+    and events sealed in batch rows (format 2) in one pack: the old proof lines and the
+    two-step ones verify side by side."""
+    from auditor.store import writer
+
+    monkeypatch.setattr(writer, "RECORD_FORMAT", 1)
+    _store(conn, "MX-1", "mx-agent", 0, 5)
+    monkeypatch.setattr(writer, "RECORD_FORMAT", 2)
+    _store(conn, "MX-1", "mx-agent", 100, 6)
+    _store(conn, "MX-1", "mx-agent", 200, 3)
+    assert checkpoints.make(conn, signer) is not None
+    out = _export(conn, signer, tmp_path, "mixed", interaction="MX-1")
+    proofs = [json.loads(line) for line in (out / "proofs.ndjson").read_bytes().splitlines()]
+    assert len(proofs) == 14
+    assert sum("batch_index" not in p for p in proofs) == 5  # format-1 lines, as before
+    batched = [p for p in proofs if "batch_index" in p]
+    assert [(p["batch_index"], p["batch_size"]) for p in batched] == [
+        *((i, 6) for i in range(6)),
+        *((i, 3) for i in range(3)),
+    ]
+    assert len({p["position"] for p in batched}) == 2
+    # events.csv names each event's record position: its own row's or its batch row's
+    csv_rows = (out / "events.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in csv_rows] == [p["position"] for p in proofs]
+    code, text = _verify(out, _public_file(tmp_path, signer))
+    assert code == 0, text
+    assert "14 rows proven" in text
+
+
+def test_a_batch_line_claimed_for_another_slot_fails(
+    conn: Conn, signer: keys.Signer, tmp_path: Path
+) -> None:
+    """Two lines of one batch trading their in-batch proofs: each leads to another root."""
+    _store(conn, "SW-1", "sw-agent", 0, 4)
+    checkpoints.make(conn, signer)
+    made = pack.export(conn, pack.Query(interaction="SW-1"), signer, made_by="test")
+    lines = [json.loads(line) for line in made.files["proofs.ndjson"].splitlines()]
+    lines[0]["batch_path"], lines[1]["batch_path"] = lines[1]["batch_path"], lines[0]["batch_path"]
+    made.files["proofs.ndjson"] = b"".join(json.dumps(p).encode() + b"\n" for p in lines)
+    manifest = {k: v for k, v in made.manifest.items() if k != "signature"}
+    manifest["files"]["proofs.ndjson"] = hashlib.sha256(made.files["proofs.ndjson"]).hexdigest()
+    manifest["signature"] = base64.b64encode(signer.sign(canonical_bytes(manifest))).decode()
+    made.files["manifest.json"] = json.dumps(manifest).encode()
+    made.write(tmp_path / "swapped")
+    code, out = _verify(tmp_path / "swapped", _public_file(tmp_path, signer))
+    assert code == 1
+    assert "is not in the record" in out

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from auditor.evidence import checkpoints, keys, pack
+from auditor.evidence import batches, checkpoints, keys, pack
 from auditor.evidence.canonical import leaf_hash
 from auditor.store import integrity, sealer
 from auditor.store.leaf_reader import _hash_range
@@ -31,8 +31,16 @@ AWKWARD = [
 
 
 def _sealed(conn: Conn, source: str) -> dict[int, bytes]:
+    """Leaf hashes sealed per row id: events also from their slots in format-2 batch rows."""
     rows = conn.execute("SELECT source_id, leaf_hash FROM record WHERE source = %s", (source,))
-    return {int(i): bytes(h) for i, h in rows}
+    found = {int(i): bytes(h) for i, h in rows}
+    if source == "event":
+        for first, joined in conn.execute(
+            "SELECT source_id, leaves FROM record WHERE source = 'batch'"
+        ):
+            for slot, leaf in enumerate(batches.split(bytes(joined))):
+                found[int(first) + slot] = leaf
+    return found
 
 
 @pytest.mark.parametrize("text", AWKWARD)
@@ -80,7 +88,9 @@ def test_verify_asks_the_careful_encoder_before_calling_a_float_payload_altered(
     assert problem is not None
     assert problem.kind == "altered"
     at = conn.execute(
-        "SELECT position FROM record WHERE source = 'event' AND source_id = %s", (newest,)
+        "SELECT position FROM record WHERE (source = 'event' AND source_id = %s)"
+        " OR (source = 'batch' AND %s BETWEEN source_id AND source_id + leaf_count - 1)",
+        (newest, newest),
     ).fetchone()
     assert at is not None
     assert problem.position == at[0]

@@ -3,15 +3,20 @@ gapless and in commit order, and `verify` recomputes the chain from the stored r
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+from hashlib import sha256
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import errors
 
+from auditor.evidence import batches
 from auditor.evidence.canonical import ZERO_HASH, chain_next, leaf_hash
 from auditor.evidence.leaves import leaf_bytes, load_json
-from auditor.store import integrity, sealer
+from auditor.evidence.merkle import node_hash
+from auditor.store import integrity, sealer, writer
 from auditor.store.writer import store_batch
 from tests.helpers import om_message, receipt
 
@@ -28,8 +33,22 @@ def _record(conn: Conn) -> list[tuple[int, str, int, bytes, bytes]]:
     ]
 
 
-def test_writer_seals_each_event_and_quarantine_entry_in_its_transaction(conn: Conn) -> None:
-    before = len(_record(conn))
+def _stored_leaf(conn: Conn, source: str, source_id: int) -> bytes:
+    """The reference leaf hash of a row as PostgreSQL stored it."""
+    table = "events" if source == "event" else "quarantine"
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    row = cur.execute(f"SELECT * FROM {table} WHERE id = %s", (source_id,)).fetchone()
+    assert row is not None
+    if "payload" in row:
+        row["payload"] = load_json(
+            conn.execute("SELECT payload::text FROM events WHERE id = %s", (source_id,)).fetchone()[
+                0
+            ]  # type: ignore[index]
+        )
+    return leaf_hash(leaf_bytes(source, row))
+
+
+def _store_two_events_and_a_reject(conn: Conn) -> list[int]:
     result = store_batch(
         conn,
         [
@@ -39,23 +58,65 @@ def test_writer_seals_each_event_and_quarantine_entry_in_its_transaction(conn: C
         ],
     )
     assert (result.stored, result.quarantined) == (2, 1)
+    return sorted(i for (i,) in conn.execute("SELECT id FROM events ORDER BY id DESC LIMIT 2"))
+
+
+def test_writer_seals_each_event_and_quarantine_entry_in_its_transaction(
+    conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Format 1 (one record row per event), as every writer before record format 2."""
+    monkeypatch.setattr(writer, "RECORD_FORMAT", 1)
+    before = len(_record(conn))
+    ids = _store_two_events_and_a_reject(conn)
     rows = _record(conn)[before:]
     assert [(r[1]) for r in rows] == ["event", "event", "quarantine"]
-    ids = [i for (i,) in conn.execute("SELECT id FROM events ORDER BY id DESC LIMIT 2")]
-    assert [r[2] for r in rows[:2]] == sorted(ids)
+    assert [r[2] for r in rows[:2]] == ids
     # The writer's leaves are the reference encoding of the rows as PostgreSQL stored them.
     for position, source, source_id, leaf, _ in rows:
-        table = "events" if source == "event" else "quarantine"
-        cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-        row = cur.execute(f"SELECT * FROM {table} WHERE id = %s", (source_id,)).fetchone()
-        assert row is not None
-        if "payload" in row:
-            row["payload"] = load_json(
-                conn.execute(
-                    "SELECT payload::text FROM events WHERE id = %s", (source_id,)
-                ).fetchone()[0]  # type: ignore[index]
+        assert _stored_leaf(conn, source, source_id) == leaf, position
+    assert integrity.verify(conn).ok
+
+
+def test_writer_seals_a_batch_of_events_in_one_format_2_row_then_quarantine(conn: Conn) -> None:
+    before = len(_record(conn))
+    ids = _store_two_events_and_a_reject(conn)
+    rows = conn.execute(
+        "SELECT source, source_id, leaf_hash, format, leaf_count, leaves FROM record"
+        " ORDER BY position OFFSET %s",
+        (before,),
+    ).fetchall()
+    assert [(r[0], r[3]) for r in rows] == [("batch", 2), ("quarantine", 1)]
+    _, first, leaf, _, count, leaves = rows[0]
+    assert (first, count) == (ids[0], 2)
+    assert ids == [ids[0], ids[0] + 1]
+    # Each slot is the event's reference leaf hash; the row's leaf hash is over the slots.
+    slots = batches.split(bytes(leaves))
+    assert slots == [_stored_leaf(conn, "event", i) for i in ids]
+    assert bytes(leaf) == sha256(b"\x02" + node_hash(slots[0], slots[1])).digest()
+    assert bytes(rows[1][2]) == _stored_leaf(conn, "quarantine", rows[1][1])
+    assert integrity.verify(conn).ok
+
+
+def test_a_batch_across_a_month_boundary_is_sealed_in_one_row_per_month(conn: Conn) -> None:
+    before = len(_record(conn))
+    store_batch(
+        conn,
+        [
+            replace(receipt(om_message("I-9", "Invited", reference_id=i)), received_at=at)
+            for i, at in enumerate(
+                (
+                    datetime(2026, 10, 31, 23, 59, 59, tzinfo=UTC),
+                    datetime(2026, 11, 1, 0, 0, 0, tzinfo=UTC),
+                    datetime(2026, 11, 1, 0, 0, 1, tzinfo=UTC),
+                )
             )
-        assert leaf_hash(leaf_bytes(source, row)) == leaf, position
+        ],
+    )
+    rows = conn.execute(
+        "SELECT source, leaf_count FROM record ORDER BY position OFFSET %s", (before,)
+    ).fetchall()
+    assert rows == [("batch", 1), ("batch", 2)]
+    assert integrity.verify(conn).ok
 
 
 def test_positions_are_gapless_and_chained_from_zero(conn: Conn) -> None:
@@ -139,3 +200,14 @@ def test_the_writer_role_stores_seals_and_records_progress_with_its_grants(conn:
     conn.execute("INSERT INTO drain_progress (worker_id, stored_through) VALUES ('w', now())")
     with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
         conn.execute("SELECT nextval('events_id_seq')")
+
+
+def test_events_in_batch_rows_are_sealed_for_the_backfill_and_the_unsealed_counts(
+    conn: Conn,
+) -> None:
+    """`auditor seal --backfill` must not give an event in a format-2 batch a second place."""
+    store_batch(conn, [receipt(om_message("I-7", "Invited"), at=i) for i in range(4)])
+    assert sealer.unsealed_counts(conn)["event"] == 0
+    before = _record(conn)
+    sealer.seal(conn, sealer.BACKFILL_SOURCES)
+    assert _record(conn) == before

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from auditor.evidence import checkpoints, keys
 from auditor.evidence.canonical import chain_next, leaf_hash
 from auditor.evidence.leaves import leaf_bytes, load_json
-from auditor.store import integrity
+from auditor.store import integrity, writer
 from auditor.store.sources import Hasher, rows_by_id
 from auditor.store.writer import store_batch
 from tests.helpers import om_message, receipt
@@ -37,8 +37,10 @@ def _bypass(conn: Conn) -> None:
 
 
 @pytest.fixture
-def sealed(conn: Conn) -> list[tuple[int, str, int]]:
-    """Twelve events in three batches, sealed; returns their (position, source, id)."""
+def sealed(conn: Conn, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, int]]:
+    """Twelve events in three batches, sealed in record format 1 (one row per event; format 2
+    in test_tamper_batches.py); returns their (position, source, id)."""
+    monkeypatch.setattr(writer, "RECORD_FORMAT", 1)
     for batch in range(3):
         store_batch(
             conn,

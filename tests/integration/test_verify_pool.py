@@ -15,11 +15,18 @@ import pytest
 from sqlalchemy.engine import URL
 
 from auditor.config import libpq_conninfo
-from auditor.store import integrity
+from auditor.store import integrity, writer
 from auditor.store.writer import store_batch
 from tests.helpers import om_message, receipt
 
 Conn = psycopg.Connection[Any]
+
+
+@pytest.fixture(autouse=True)
+def _format(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Positions counted one per event (record format 1), but in the tests of format 2."""
+    if "format_2" not in request.node.name:
+        monkeypatch.setattr(writer, "RECORD_FORMAT", 1)
 
 
 @pytest.fixture
@@ -122,3 +129,25 @@ def test_readers_that_cannot_connect_leave_the_work_to_this_connection(
     assert report.ok, report.problem
     assert report.checked == 120
     assert warning in caplog.text
+
+
+def test_format_2_workers_and_the_reading_thread_find_what_one_process_does(stored: str) -> None:
+    """Six batch rows of 20 events each: the workers hash the events of each batch's id range."""
+    intact = _verify(stored, workers=3)
+    assert intact.ok, intact.problem
+    assert intact.checked == 6
+    with psycopg.connect(stored) as conn:
+        row = conn.execute(
+            "SELECT position, source_id FROM record WHERE source = 'batch' ORDER BY position"
+            " OFFSET 3 LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    _tamper(stored, int(row[1]) + 7)
+    with psycopg.connect(stored) as conn:
+        alone = integrity.verify(conn)
+        conn.rollback()
+    threaded, pooled = _verify(stored, workers=1), _verify(stored, workers=2)
+    assert alone.problem is not None
+    assert (alone.problem.position, alone.problem.kind) == (int(row[0]), "altered")
+    assert f"event {int(row[1]) + 7}" in alone.problem.detail
+    assert pooled.problem == threaded.problem == alone.problem

@@ -21,6 +21,9 @@ from tests.retention.support import NOW, partitions, store_month
 
 Conn = psycopg.Connection[Any]
 
+# _sealed_receipt names event positions one per event: record format 1.
+pytestmark = pytest.mark.usefixtures("record_format_1")
+
 
 @pytest.fixture
 def old(conn: Conn) -> Conn:

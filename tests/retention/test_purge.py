@@ -20,6 +20,9 @@ from tests.retention.support import NOW, partitions, run, store_month
 
 Conn = psycopg.Connection[Any]
 
+# Positions counted per event: record format 1 (format 2 in test_purge_batches.py).
+pytestmark = pytest.mark.usefixtures("record_format_1")
+
 
 @pytest.fixture
 def db(fresh_db: URL) -> Iterator[Conn]:
