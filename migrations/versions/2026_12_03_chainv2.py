@@ -26,7 +26,7 @@ from pathlib import Path
 from alembic import op
 
 revision: str = "2026_12_03_chainv2"
-down_revision: str | None = "2026_12_02_writerload"
+down_revision: str | None = "2026_12_03_ops"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
