@@ -833,7 +833,8 @@ def main() -> None:
         action="append",
         default=[],
         help="name:gws.key=value,worker.key=value (repeatable): the notify phase alternates"
-        " the worker with each variant's settings, --rounds times",
+        " the worker with each variant's settings, --rounds times (with --baseline: each"
+        " variant on both revisions)",
     )
     parser.add_argument(
         "--sim-nice",
@@ -886,18 +887,30 @@ def main() -> None:
         if "notify" in only:
             for agents in args.notify_agents.split(","):
                 if variants:
+                    # With --baseline too: each variant's settings on both revisions.
+                    revisions: list[tuple[Path | None, str]] = [(None, "")]
+                    if args.baseline is not None:
+                        revisions = [
+                            (checkout(work, args.baseline), f"{args.baseline}, "),
+                            (
+                                None if args.candidate is None else checkout(work, args.candidate),
+                                f"{args.candidate or 'this tree'}, ",
+                            ),
+                        ]
                     for round_ in range(1, args.rounds + 1):
                         for name, gws, settings in variants:
-                            results |= notify_cost(
-                                bench,
-                                int(agents),
-                                args.notify_seconds,
-                                label=f" ({name}, round {round_})",
-                                rate=args.notify_rate,
-                                gws=gws,
-                                settings=settings,
-                                cprofile=args.cprofile,
-                            )
+                            for src, revision in revisions:
+                                results |= notify_cost(
+                                    bench,
+                                    int(agents),
+                                    args.notify_seconds,
+                                    src=src,
+                                    label=f" ({revision}{name}, round {round_})",
+                                    rate=args.notify_rate,
+                                    gws=gws,
+                                    settings=settings,
+                                    cprofile=args.cprofile,
+                                )
                     continue
                 if args.baseline is None:
                     results |= notify_cost(

@@ -33,6 +33,14 @@ def dumps_request(value: Any) -> str:
         return json.dumps(value)
 
 
+def dumps_request_bytes(value: Any) -> bytes:
+    """dumps_request's text as UTF-8 bytes (what the lean client sends)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value).encode()
+
+
 class HeaderCookieJar(aiohttp.CookieJar):
     def __init__(self) -> None:
         super().__init__(unsafe=True)

@@ -33,7 +33,7 @@ from auditor.ingest.backoff import backoff
 from auditor.ingest.config import Account, WorkerConfig
 from auditor.ingest.coverage import Coverage
 from auditor.ingest.http import HeaderCookieJar, new_session
-from auditor.ingest.lean_http import LeanHttp
+from auditor.ingest.lean_http import LeanHttp, LeanLongPollingTransport
 from auditor.ingest.metrics import Metrics
 from auditor.ingest.pacing import Pacing
 from auditor.ingest.ports import SYSTEM_CLOCK, Clock, SpoolPort
@@ -132,6 +132,7 @@ class Source:
         self.processed = 0
         self.last_put = 0
         self._progress = asyncio.Event()
+        self._receiver: Receiver | None = None
         self.handshakes = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -352,8 +353,23 @@ class Source:
         )
         self.last_put = self.spool.put(row)
         self.processed += 1
-        self._received.inc()
         self._progress.set()
+
+    def accept_reply(self, messages: list[dict[str, Any]]) -> None:
+        """A reply's event messages, handed over by the transport (its `sink`) as the reply
+        is consumed: no queue hand-off and no wake-up of the receive loop per message."""
+        try:
+            for message in messages:
+                self.accept(message)
+        except BaseException as exc:
+            # The connect task must not fail on it (the library would retry, and the next
+            # connect could acknowledge what was not spooled): the receive loop raises it,
+            # which ends the session; the unprocessed messages keep the ack back.
+            if self._receiver is not None:
+                self._receiver.fail(exc)
+            return
+        finally:
+            self._received.inc(len(messages))
 
     def request_headers(self, url: str) -> dict[str, str]:
         """Authorization, CSRF token and this session's cookies for a request to `url`."""
@@ -407,11 +423,23 @@ class Source:
             subscribed = True
             self._start_interval()
             log.info("subscribed", extra={"account": self.account, "client_id": self.client_id})
-            receiver = Receiver(client, self.config.connection_timeout)
+            receiver = self._receiver = Receiver(client, self.config.connection_timeout)
+            # What arrived before this point is in the queue: taken first, then (with no
+            # await between) the transport hands each reply over directly (accept_reply).
+            while (message := receiver.next_nowait()) is not None:
+                self.accept(message)
+                self._received.inc()
+            transport = client._transport
+            if isinstance(transport, LeanLongPollingTransport):
+                transport.sink = self.accept_reply
             while True:
+                # Only what the sink does not take: the websocket transport's messages,
+                # failed event messages (raised here), and the end of the session.
                 self.accept(await receiver.next())
+                self._received.inc()
                 while (message := receiver.next_nowait()) is not None:
                     self.accept(message)
+                    self._received.inc()
         except TransportTimeoutError:
             reason = "connection lost (no reply within connection_timeout)"
         except ServerError as exc:
@@ -431,6 +459,10 @@ class Source:
         finally:
             if receiver is not None:
                 receiver.close()
+            self._receiver = None
+            transport = getattr(client, "_transport", None)
+            if isinstance(transport, LeanLongPollingTransport):
+                transport.sink = None
             self._end_interval(reason)
             self._release_slot()
             for task in list(self._tasks):
