@@ -443,7 +443,9 @@ class LeanLongPollingTransport(LongPollingTransport):  # type: ignore[misc]
         for message in payload:
             if "advice" in message:
                 self._reconnect_advice = message["advice"]
-            self._update_subscriptions(message)
+            channel = message["channel"]
+            if channel == "/meta/subscribe" or channel == "/meta/unsubscribe":
+                self._update_subscriptions(message)  # (it looks at nothing else)
             if result is None and is_matching_response(message, find_response_for):
                 result = message
                 continue

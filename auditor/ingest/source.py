@@ -292,15 +292,17 @@ class Source:
                 ext = message.get("ext")
                 if isinstance(ext, dict) and isinstance(ext.get("ack"), int):
                     batch = ext["ack"]
+        tags = self._tags
         for message in payload:
-            # Event messages only: meta replies carry ids too, and are never accepted.
-            if (
-                batch is not None
-                and "id" in message
-                and not message["channel"].startswith("/meta/")
-            ):
-                self._tags[message["id"]] = batch
-            self.on_incoming(message)
+            channel = message.get("channel", "")
+            if channel.startswith("/meta/"):
+                self.on_incoming(message)
+                continue
+            # An event message (on_incoming's count, without the call); meta replies carry
+            # ids too and are never accepted, so only events are tagged with their batch.
+            self.arrived += 1
+            if batch is not None and "id" in message:
+                tags[message["id"]] = batch
 
     def _forget_acknowledged(self) -> None:
         """The server answered a connect that acknowledged batch `_ack_sent`: it dropped
@@ -354,19 +356,19 @@ class Source:
 
     # -- the receive loop -------------------------------------------------------------------
 
-    def accept(self, message: dict[str, Any]) -> None:
+    def _row(self, message: dict[str, Any]) -> Row | None:
+        """The spool row of an event message; None for a re-sent copy (dropped, counted)."""
         message_id = message.get("id")
         if message_id is not None:
             tag = self._tags.pop(message_id, 0)
-            if message_id in self._seen:
+            seen = self._seen
+            if message_id in seen:
                 self.metrics.redelivered.inc()
-                self.processed += 1
-                self._progress.set()
-                return
-            self._seen[message_id] = tag
-            if len(self._seen) > _RECENT_IDS:
-                del self._seen[next(iter(self._seen))]
-        row = Row(
+                return None
+            seen[message_id] = tag
+            if len(seen) > _RECENT_IDS:
+                del seen[next(iter(seen))]
+        return Row(
             # A UUIDv7 as new_receipt_id() makes, as text straight from uuid_utils (the
             # standard library UUID's str() cost ten times more, per message).
             str(uuid_utils.uuid7()),
@@ -376,25 +378,32 @@ class Source:
             "notification",
             codec.dumps(message),
         )
-        self.last_put = self.spool.put(row)
+
+    def accept(self, message: dict[str, Any]) -> None:
+        row = self._row(message)
+        if row is not None:
+            self.last_put = self.spool.put(row)
         self.processed += 1
         self._progress.set()
 
     def accept_reply(self, messages: list[dict[str, Any]]) -> None:
         """A reply's event messages, handed over by the transport (its `sink`) as the reply
-        is consumed: no queue hand-off and no wake-up of the receive loop per message."""
+        is consumed: no queue hand-off and no wake-up of the receive loop per message, and
+        one spool hand-off per reply."""
         try:
-            for message in messages:
-                self.accept(message)
+            rows = [row for message in messages if (row := self._row(message)) is not None]
+            if rows:
+                self.last_put = self.spool.put_many(rows)
         except BaseException as exc:
             # The connect task must not fail on it (the library would retry, and the next
             # connect could acknowledge what was not spooled): the receive loop raises it,
-            # which ends the session; the unprocessed messages keep the ack back.
+            # which ends the session; `processed` stays behind, which keeps the ack back.
             if self._receiver is not None:
                 self._receiver.fail(exc)
             return
-        finally:
-            self._received.inc(len(messages))
+        self.processed += len(messages)
+        self._progress.set()
+        self._received.inc(len(messages))
 
     def request_headers(self, url: str) -> dict[str, str]:
         """Authorization, CSRF token and this session's cookies for a request to `url`."""
