@@ -292,17 +292,16 @@ class Source:
                 ext = message.get("ext")
                 if isinstance(ext, dict) and isinstance(ext.get("ack"), int):
                     batch = ext["ack"]
-        tags = self._tags
         for message in payload:
             channel = message.get("channel", "")
             if channel.startswith("/meta/"):
-                self.on_incoming(message)
+                self.on_incoming(message)  # a handshake reply replaces self._tags
                 continue
             # An event message (on_incoming's count, without the call); meta replies carry
             # ids too and are never accepted, so only events are tagged with their batch.
             self.arrived += 1
             if batch is not None and "id" in message:
-                tags[message["id"]] = batch
+                self._tags[message["id"]] = batch
 
     def _forget_acknowledged(self) -> None:
         """The server answered a connect that acknowledged batch `_ack_sent`: it dropped
