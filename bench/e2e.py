@@ -538,11 +538,12 @@ def profile_top(raw: Path, count: int = 15) -> str:
     return "\n".join(out)
 
 
-def per_connect(path: Path, count: int = 40, per: int | None = None) -> str:
-    """The functions with most cumulative CPU time in a cProfile of the worker
-    (AUDITOR_CPROFILE, auditor/ingest/cpuprofile.py), each as µs per /meta/connect sent (the
-    calls of aiocometd's `_connect`), or per `per` (e.g. notifications stored), and calls
-    per unit. The whole run is in it, set-up included."""
+def per_connect(path: Path, count: int = 40, per: int | None = None, own: bool = False) -> str:
+    """The functions with most cumulative CPU time (`own`: time in the function itself) in
+    a cProfile of the worker (AUDITOR_CPROFILE, auditor/ingest/cpuprofile.py), each as µs
+    per /meta/connect sent (the calls of aiocometd's `_connect`), or per `per` (e.g.
+    notifications stored), and calls per unit (a coroutine counts once per resumption).
+    The notify phase profiles its measuring window only."""
     import pstats
 
     table = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
@@ -552,13 +553,16 @@ def per_connect(path: Path, count: int = 40, per: int | None = None) -> str:
         if name == "_connect" and file.endswith("transports/base.py")
     )
     connects = max(connects, 1)
-    rows = sorted(table.items(), key=lambda kv: -kv[1][3])[:count]
+    column = 2 if own else 3
+    rows = sorted(table.items(), key=lambda kv: -kv[1][column])[:count]
     unit = "unit" if per else "connect"
-    out = [f"{connects:,} {unit}s; cumulative µs per {unit}, calls per {unit}, function"]
-    for (file, line, name), (_, calls, _, cumulative, _) in rows:
+    kind = "own" if own else "cumulative"
+    out = [f"{connects:,} {unit}s; {kind} µs per {unit}, calls per {unit}, function"]
+    for (file, line, name), values in rows:
+        calls, spent = values[1], values[column]
         where = "/".join(Path(file).parts[-2:]) if file != "~" else ""
         out.append(
-            f"  {cumulative / connects * 1e6:9.1f}  {calls / connects:7.2f}  {name} {where}:{line}"
+            f"  {spent / connects * 1e6:9.1f}  {calls / connects:7.2f}  {name} {where}:{line}"
         )
     return "\n".join(out)
 
@@ -597,7 +601,10 @@ def notify_cost(
     setup_started = time.monotonic()
     config = bench.config(run, sim, agents, gws, **(settings or {}))
     stats = None if cprofile is None else cprofile / f"{run}.pstats"
-    env = None if stats is None else {"AUDITOR_CPROFILE": str(stats)}
+    # Profiled in the measuring window only (SIGUSR1 .. SIGUSR2, cpuprofile.py).
+    env = (
+        None if stats is None else {"AUDITOR_CPROFILE": str(stats), "AUDITOR_CPROFILE_WINDOW": "1"}
+    )
     worker = bench.worker(config, db, src, extra_env=env, nice=bench.worker_nice)
     _wait_subscribed(db, agents, timeout=900)
     setup = time.monotonic() - setup_started  # the simulator is paused: no notifications yet
@@ -615,10 +622,16 @@ def notify_cost(
     spy = None if raw is None else _profile(worker.pid, seconds, raw)
     drain_raw = None if profile is None else profile / f"{run}-drain.txt"
     drain_pids = _children(worker.pid)
+    if stats is not None:
+        for pid in (worker.pid, *drain_pids):
+            os.kill(pid, signal.SIGUSR1)
     drain_spy = None
     if drain_raw is not None and drain_pids:
         drain_spy = _profile(drain_pids[0], seconds, drain_raw)
     time.sleep(seconds)
+    if stats is not None:
+        for pid in (worker.pid, *drain_pids):
+            os.kill(pid, signal.SIGUSR2)
     stored_after, cpu_after = _notifications(db), _tree_cpu(worker.pid)
     for one, path, what in ((spy, raw, "worker"), (drain_spy, drain_raw, "drain process")):
         if one is not None and path is not None:
@@ -647,12 +660,15 @@ def notify_cost(
     lost = _settle(bench, sim_proc, db, worker, truth, config.parent / f"{run}.spool")
     if stats is not None and stats.exists():
         print(f"cProfile (worker), {rate:,}/s over {agents:,} agents{label}:", file=sys.stderr)
-        print(per_connect(stats), file=sys.stderr)
+        # per long-poll cycle of the window, as the simulator counted them (a coroutine's
+        # calls in cProfile are its resumptions)
+        print(per_connect(stats, per=connects), file=sys.stderr)
+        print(per_connect(stats, count=60, per=connects, own=True), file=sys.stderr)
     drain_stats = None if stats is None else stats.with_suffix(".pstats.drain")
     if drain_stats is not None and drain_stats.exists():
         print(f"cProfile (drain process){label}, µs per stored notification:", file=sys.stderr)
-        # the whole process's life: every notification it stored, not only the window's
-        print(per_connect(drain_stats, per=_notifications(db)), file=sys.stderr)
+        # the window's: what it stored between the two signals
+        print(per_connect(drain_stats, per=stored_after - stored_before), file=sys.stderr)
     label = f"{rate:,}/s over {agents:,} agents{label}"
     return {
         f"{label}: stored": f"{stored / window:,.0f}/s over {window:.0f} s"
@@ -833,7 +849,8 @@ def main() -> None:
         action="append",
         default=[],
         help="name:gws.key=value,worker.key=value (repeatable): the notify phase alternates"
-        " the worker with each variant's settings, --rounds times",
+        " the worker with each variant's settings, --rounds times (with --baseline: each"
+        " variant on both revisions)",
     )
     parser.add_argument(
         "--sim-nice",
@@ -886,18 +903,30 @@ def main() -> None:
         if "notify" in only:
             for agents in args.notify_agents.split(","):
                 if variants:
+                    # With --baseline too: each variant's settings on both revisions.
+                    revisions: list[tuple[Path | None, str]] = [(None, "")]
+                    if args.baseline is not None:
+                        revisions = [
+                            (checkout(work, args.baseline), f"{args.baseline}, "),
+                            (
+                                None if args.candidate is None else checkout(work, args.candidate),
+                                f"{args.candidate or 'this tree'}, ",
+                            ),
+                        ]
                     for round_ in range(1, args.rounds + 1):
                         for name, gws, settings in variants:
-                            results |= notify_cost(
-                                bench,
-                                int(agents),
-                                args.notify_seconds,
-                                label=f" ({name}, round {round_})",
-                                rate=args.notify_rate,
-                                gws=gws,
-                                settings=settings,
-                                cprofile=args.cprofile,
-                            )
+                            for src, revision in revisions:
+                                results |= notify_cost(
+                                    bench,
+                                    int(agents),
+                                    args.notify_seconds,
+                                    src=src,
+                                    label=f" ({revision}{name}, round {round_})",
+                                    rate=args.notify_rate,
+                                    gws=gws,
+                                    settings=settings,
+                                    cprofile=args.cprofile,
+                                )
                     continue
                 if args.baseline is None:
                     results |= notify_cost(

@@ -9,6 +9,10 @@ attributes most samples to the loop itself); cProfile counts every Python call i
 so the cost per /meta/connect of each layer (aiocometd, the lean HTTP client, our
 extension, the receive loop) is its cumulative time divided by the number of connects.
 cProfile slows the worker down (about twofold): shares and counts, not absolute times.
+
+With `AUDITOR_CPROFILE_WINDOW=1` as well, profiling starts off and follows signals: SIGUSR1
+starts it, SIGUSR2 stops it (the benchmark sends them at its measuring window's start and
+end, to the worker and its drain process), so set-up and shutdown are not in the numbers.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import logging
+import signal
 import time
 from collections.abc import Iterator, Mapping
 
 ENV = "AUDITOR_CPROFILE"
+WINDOW_ENV = "AUDITOR_CPROFILE_WINDOW"
 log = logging.getLogger("auditor.ingest.cpuprofile")
 
 
@@ -34,7 +40,13 @@ def profiled(environ: Mapping[str, str], suffix: str = "") -> Iterator[None]:
     # The thread's own CPU time, not wall-clock time: a long-poll's wait and the other
     # threads' work (the spool's writer) are not charged to whatever the loop was running.
     profile = cProfile.Profile(time.thread_time)
-    profile.enable()
+    if environ.get(WINDOW_ENV) == "1":
+        # Signal handlers run in the main thread, the one profiled (the event loop's, or
+        # the drain process's loop).
+        signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+        signal.signal(signal.SIGUSR2, lambda *_: profile.disable())
+    else:
+        profile.enable()
     try:
         yield
     finally:

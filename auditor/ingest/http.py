@@ -33,6 +33,14 @@ def dumps_request(value: Any) -> str:
         return json.dumps(value)
 
 
+def dumps_request_bytes(value: Any) -> bytes:
+    """dumps_request's text as UTF-8 bytes (what the lean client sends)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value).encode()
+
+
 class HeaderCookieJar(aiohttp.CookieJar):
     def __init__(self) -> None:
         super().__init__(unsafe=True)
@@ -57,7 +65,12 @@ class HeaderCookieJar(aiohttp.CookieJar):
         """The Cookie header value for a request to `url` ("" when there is none)."""
         cached = self._headers.get(url)
         now = time.monotonic()
-        if cached is not None and now - cached[0] < _REFRESH:
+        # Re-read for expiry only when a cookie in the jar can expire: a session cookie
+        # (JSESSIONID, GWS's) keeps the header until a response changes the jar. With
+        # 10,000 sessions the 30 s re-read was one long-poll in four.
+        if cached is not None and (
+            now - cached[0] < _REFRESH or not getattr(self, "_expirations", True)
+        ):
             return cached[1]
         morsels = super().filter_cookies(URL(url))
         value = "; ".join(f"{name}={m.coded_value}" for name, m in morsels.items())

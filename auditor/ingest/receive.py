@@ -29,6 +29,13 @@ class _Lost:
         self.server_disconnected = server_disconnected
 
 
+class _Failed:
+    """Put in the incoming queue when taking a reply's messages failed (Receiver.fail)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class Receiver:
     def __init__(self, client: Client, connection_timeout: float) -> None:
         self.client = client
@@ -63,14 +70,21 @@ class Receiver:
         if self.queue.empty():
             return None
         message = self.queue.get_nowait()
-        if isinstance(message, _Lost):
+        if isinstance(message, _Lost | _Failed):
             self.queue.put_nowait(message)
             return None
         self.client._verify_response(message)
         result: dict[str, Any] = message
         return result
 
+    def fail(self, error: BaseException) -> None:
+        """Messages handed over directly (the transport's sink) could not be taken: the
+        receive loop raises `error`, ending the session as if it had failed itself."""
+        self.queue.put_nowait(_Failed(error))
+
     async def check(self, message: Any) -> dict[str, Any]:
+        if isinstance(message, _Failed):
+            raise message.error
         if isinstance(message, _Lost):
             if message.server_disconnected:
                 await self.client.close()
@@ -87,7 +101,7 @@ class Receiver:
         messages = []
         while not self.queue.empty():
             message = self.queue.get_nowait()
-            if not isinstance(message, _Lost):
+            if not isinstance(message, _Lost | _Failed):
                 messages.append(message)
         return messages
 

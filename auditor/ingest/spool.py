@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -37,8 +38,11 @@ _INSERT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
+    """One spooled message. A NamedTuple, not a frozen dataclass: the receive loop makes one
+    per notification, and a frozen dataclass's __init__ sets each field through
+    object.__setattr__ (five times the cost)."""
+
     receipt_id: str
     received_at: str  # ISO 8601 with offset and microseconds
     account: str
