@@ -572,24 +572,29 @@ retention_runs = Table(
 
 # migration 2026_12_03_ops: per interaction with events left, the fold of its events that
 # retention dropped (auditor.retention.purge); projection check and rebuild start from it.
+# The interactions columns a fold of events determines (the writer's upsert, projection check and
+# rebuild, the purge's baseline); the others (state, capabilities, completed_at) follow from them.
+FOLDED_INTERACTION_COLUMNS = (
+    "interaction_id",
+    "media_type",
+    "openmedia_type",
+    "uri",
+    "user_data",
+    "user_data_event_id",
+    "account_states",
+    "accounts",
+    "first_seen_at",
+    "last_seen_at",
+    "first_event_id",
+    "last_event_id",
+    "event_count",
+    "last_notification_type",
+    "last_reference_id",
+)
 projection_baseline = Table(
     "projection_baseline",
     metadata,
-    Column("interaction_id", Text, nullable=False),
-    Column("media_type", Text),
-    Column("openmedia_type", Text),
-    Column("uri", Text),
-    Column("user_data", JSONB),
-    Column("user_data_event_id", BigInteger),
-    Column("account_states", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    Column("accounts", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
-    Column("first_seen_at", TZ, nullable=False),
-    Column("last_seen_at", TZ, nullable=False),
-    Column("first_event_id", BigInteger, nullable=False),
-    Column("last_event_id", BigInteger, nullable=False),
-    Column("event_count", BigInteger, nullable=False),
-    Column("last_notification_type", Text),
-    Column("last_reference_id", Text),
+    *(interactions.c[name]._copy() for name in FOLDED_INTERACTION_COLUMNS),
     Column("purge_id", BigInteger, nullable=False),
     PrimaryKeyConstraint("interaction_id"),
     comment="Per interaction with events left, the fold of its events that retention dropped"

@@ -16,16 +16,13 @@ from typing import Any
 import orjson
 import psycopg
 
+from auditor.db import FOLDED_INTERACTION_COLUMNS
 from auditor.notifications import Record
 from auditor.store.receipts import Receipt
 
 # The folded columns, in the order of the upsert (state, capabilities and completed_at are
 # derived from account_states by a trigger).
-FOLDED_COLUMNS = (
-    "interaction_id, media_type, openmedia_type, uri, user_data, user_data_event_id,"
-    " account_states, accounts, first_seen_at, last_seen_at, first_event_id, last_event_id,"
-    " event_count, last_notification_type, last_reference_id"
-)
+FOLDED_COLUMNS = ", ".join(FOLDED_INTERACTION_COLUMNS)
 
 _UPSERT_HEAD = """
 INSERT INTO interactions AS t (
