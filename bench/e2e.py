@@ -570,6 +570,8 @@ def per_connect(path: Path, count: int = 40, per: int | None = None, own: bool =
 def checkout(work: Path, revision: str) -> Path:
     """The `auditor` package of an earlier revision, for a before/after in the same run."""
     target = work / f"src-{revision}"
+    if target.exists():  # one extraction serves every --notify-agents value
+        return target
     target.mkdir()
     root = Path(__file__).resolve().parents[1]
     archive = subprocess.run(
