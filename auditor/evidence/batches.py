@@ -17,6 +17,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+# Where an event is sealed, for queries over `events AS e`: its own format-1 record row `r`,
+# or else the format-2 batch row `b` whose id range holds it (its slot: e.id - b.source_id).
+EVENT_PLACE_JOIN = (
+    " LEFT JOIN record AS r ON r.source = 'event' AND r.source_id = e.id"
+    " LEFT JOIN LATERAL (SELECT c.position, c.source_id, c.leaf_count, c.leaves"
+    " FROM record AS c WHERE c.source = 'batch' AND c.source_id <= e.id"
+    " ORDER BY c.source_id DESC LIMIT 1) AS b"
+    " ON r.position IS NULL AND b.source_id + b.leaf_count > e.id"
+)
+EVENT_POSITION = "coalesce(r.position, b.position)"
+EVENT_LEAF_HASH = (
+    "coalesce(r.leaf_hash, substring(b.leaves FROM ((e.id - b.source_id) * 32 + 1)::int FOR 32))"
+)
+
 BATCH_PREFIX = b"\x02"
 NODE_PREFIX = b"\x01"
 HASH_SIZE = 32

@@ -133,15 +133,9 @@ def _select(source: str, table: str, where: sql.Composable) -> sql.Composed:
     events = source == "event"
     if events:  # as auditor.evidence.pack_rows gives them, in one query (tests compare)
         return sql.SQL(
-            "SELECT coalesce(r.position, b.position),"
-            " coalesce(r.leaf_hash, substring(b.leaves FROM ((e.id - b.source_id) * 32 + 1)::int"
-            " FOR 32)), {}, e.account, {}, coalesce(e.id - b.source_id, -1),"
-            " coalesce(b.leaf_count, 0) FROM events AS e"
-            " LEFT JOIN record AS r ON r.source = 'event' AND r.source_id = e.id"
-            " LEFT JOIN LATERAL (SELECT c.position, c.source_id, c.leaf_count, c.leaves"
-            " FROM record AS c WHERE c.source = 'batch' AND c.source_id <= e.id"
-            " ORDER BY c.source_id DESC LIMIT 1) AS b"
-            " ON r.position IS NULL AND b.source_id + b.leaf_count > e.id"
+            f"SELECT {batches.EVENT_POSITION}, {batches.EVENT_LEAF_HASH},"
+            " {}, e.account, {}, coalesce(e.id - b.source_id, -1),"
+            f" coalesce(b.leaf_count, 0) FROM events AS e{batches.EVENT_PLACE_JOIN}"
             " WHERE {} ORDER BY 1 NULLS LAST, e.id"
         ).format(sql.SQL(_AT), LeafQuery(source, alias="e").columns, where)
     return sql.SQL(

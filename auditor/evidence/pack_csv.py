@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from auditor.evidence import leaves
+from auditor.evidence import batches, leaves
 
 
 def csv_chunks(
@@ -35,12 +35,8 @@ def csv_chunks(
         )
     statement = sql.SQL(
         # the position of the event's own record row, or of its format-2 batch row
-        "COPY (SELECT coalesce(r.position, b.position) AS position, {} FROM events AS e"
-        " LEFT JOIN record AS r ON r.source = 'event' AND r.source_id = e.id"
-        " LEFT JOIN LATERAL (SELECT c.position, c.source_id, c.leaf_count"
-        " FROM record AS c WHERE c.source = 'batch' AND c.source_id <= e.id"
-        " ORDER BY c.source_id DESC LIMIT 1) AS b"
-        " ON r.position IS NULL AND b.source_id + b.leaf_count > e.id"
+        f"COPY (SELECT {batches.EVENT_POSITION} AS position, {{}}"
+        f" FROM events AS e{batches.EVENT_PLACE_JOIN}"
         " WHERE {}{} ORDER BY 1 NULLS LAST, e.id)"
         " TO STDOUT WITH (FORMAT csv, HEADER)"
     ).format(columns, where, within)

@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from auditor.evidence import batches
 from auditor.store.leaf_sql import LeafQuery
 
 _AT = """to_char(e.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
@@ -40,16 +41,9 @@ def _order(where: sql.Composable) -> sql.Composed:
     its slot and the batch's size; one sealed in its own row has slot -1 and size 0. The
     batch is found by one backward probe of (source, source_id) per event."""
     return sql.SQL(
-        "SELECT coalesce(r.position, b.position),"
-        " coalesce(r.leaf_hash, substring(b.leaves FROM ((e.id - b.source_id) * 32 + 1)::int"
-        " FOR 32)), e.id, e.received_at,"
-        " coalesce(e.id - b.source_id, -1), coalesce(b.leaf_count, 0) FROM events AS e"
-        " LEFT JOIN record AS r ON r.source = 'event' AND r.source_id = e.id"
-        " LEFT JOIN LATERAL (SELECT c.position, c.source_id, c.leaf_count, c.leaves"
-        " FROM record AS c WHERE c.source = 'batch' AND c.source_id <= e.id"
-        " ORDER BY c.source_id DESC LIMIT 1) AS b"
-        " ON r.position IS NULL AND b.source_id + b.leaf_count > e.id"
-        " WHERE {} ORDER BY 1 NULLS LAST, e.id"
+        f"SELECT {batches.EVENT_POSITION}, {batches.EVENT_LEAF_HASH}, e.id, e.received_at,"
+        " coalesce(e.id - b.source_id, -1), coalesce(b.leaf_count, 0)"
+        f" FROM events AS e{batches.EVENT_PLACE_JOIN} WHERE {{}} ORDER BY 1 NULLS LAST, e.id"
     ).format(where)
 
 
