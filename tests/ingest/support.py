@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -344,3 +344,27 @@ def standalone_source(tmp_path: Path, **settings: Any) -> tuple[Source, Spool]:
     spool = Spool(config.spool_path, "NORMAL")
     admission = Admission(metrics, 1, 1.0, 0, 1.0)
     return Source(config, config.accounts[0], spool, Coverage("w"), metrics, admission), spool
+
+
+def stream_on_and_settle(
+    db: URL, sim: Sim, agents: list[str], after: int, *, fault: str, all_stored: bool = True
+) -> Path:
+    """After a fault the stream runs on and what it brings is stored too: ``after`` more
+    notifications per agent, then the generator paused and the simulator settled (its last
+    batches acknowledged, sessions that died with a killed worker swept, the ground truth
+    flushed: it then holds every notification ever generated). With ``all_stored``, waits
+    until every delivered notification is stored. Returns the ground truth's path."""
+    recovered = datetime.now(UTC)
+    wait_for(
+        f"{after} notifications received after the {fault} stored for every agent",
+        lambda: notifications_per_account(db, agents, since=recovered),
+        until=lambda stored: min(stored.values()) >= after,
+        timeout=60,
+    )
+    sim.control("pause")
+    truth = sim.config.ground_truth
+    assert truth is not None
+    wait_for("the simulator settled", sim.settled)
+    if all_stored:
+        wait_for("everything delivered is stored", lambda: delivered_all_stored(db, truth))
+    return truth

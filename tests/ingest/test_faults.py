@@ -21,10 +21,10 @@ from tests.ingest.support import (
     alive,
     compare,
     current_items,
-    delivered_all_stored,
     notifications_per_account,
     projected_states,
     query,
+    stream_on_and_settle,
     subscribed_since,
     wait_for,
     write_config,
@@ -72,21 +72,7 @@ def run_with_fault(
             lambda: subscribed_since(db, renewed or AGENTS, before_fault if renewed else start),
             timeout=60,
         )
-        # The stream runs on after the fault, and what it brings is stored too.
-        recovered = datetime.now(UTC)
-        wait_for(
-            f"{AFTER} notifications received after the fault stored for every agent",
-            lambda: notifications_per_account(db, AGENTS, since=recovered),
-            until=lambda stored: min(stored.values()) >= AFTER,
-            timeout=60,
-        )
-        sim.control("pause")
-        truth = sim.config.ground_truth
-        assert truth is not None
-        # The last batches acknowledged, sessions that died with a killed worker swept, the
-        # ground truth flushed: then it holds every notification ever generated.
-        wait_for("the simulator settled", sim.settled)
-        wait_for("everything delivered is stored", lambda: delivered_all_stored(db, truth))
+        truth = stream_on_and_settle(db, sim, AGENTS, AFTER, fault="fault")
         assert process.terminate() == 0
     finally:
         process.ensure_dead()

@@ -32,12 +32,12 @@ from tests.ingest.support import (
     WorkerProcess,
     canonical,
     compare,
-    delivered_all_stored,
     ground_truth,
     notifications_per_account,
     parse_ts,
     query,
     stored,
+    stream_on_and_settle,
     subscribed_since,
     wait_for,
     write_config,
@@ -122,19 +122,9 @@ def _fail_over_while_the_standby_is_behind(
         cluster.primary.kill()  # the primary dies (SIGKILL, as a crash)
         cluster.standby.start()  # comes back as a standby with what it had...
         cluster.standby.promote()  # ...and is promoted: the worker must find it by itself
-        recovered = datetime.now(UTC)
-        wait_for(
-            f"{AFTER} notifications received after the failover stored for every agent",
-            lambda: notifications_per_account(db, AGENTS, since=recovered),
-            until=lambda stored: min(stored.values()) >= AFTER,
-            timeout=60,
+        truth = stream_on_and_settle(
+            db, sim, AGENTS, AFTER, fault="failover", all_stored=synchronous
         )
-        sim.control("pause")
-        truth = sim.config.ground_truth
-        assert truth is not None
-        wait_for("the simulator settled", sim.settled)
-        if synchronous:
-            wait_for("everything delivered is stored", lambda: delivered_all_stored(db, truth))
         wait_for("the spool drained", lambda: spooled(spool), until=lambda n: n == 0)
         assert process.terminate() == 0
     finally:
