@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any
 
 import click
+import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -28,9 +30,13 @@ def _bar(console: Console) -> Progress:
     )
 
 
-def _run(rebuild: bool, chunk: int, by_id: bool) -> projection_rebuild.Report:
+def _run(rebuild: bool, chunk: int, by_id: bool, jobs: int) -> projection_rebuild.Report:
     console = Console(stderr=True)
     url = Settings.from_env(os.environ).database_url
+
+    def another() -> psycopg.Connection[Any]:
+        return connect(url, autocommit=False)
+
     with connect(url, autocommit=False) as conn, _bar(console) as bar:
         # The bar counts events; the total is known once the partitions are counted.
         task = bar.add_task("rebuild" if rebuild else "check", total=None)
@@ -38,9 +44,10 @@ def _run(rebuild: bool, chunk: int, by_id: bool) -> projection_rebuild.Report:
         def advance(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
+        how = {"by_partition": not by_id, "jobs": jobs, "connect": another}
         if rebuild:
-            return projection_rebuild.rebuild(conn, advance, chunk, by_partition=not by_id)
-        report = projection_rebuild.check(conn, advance, chunk, by_partition=not by_id)
+            return projection_rebuild.rebuild(conn, advance, chunk, **how)  # type: ignore[arg-type]
+        report = projection_rebuild.check(conn, advance, chunk, **how)  # type: ignore[arg-type]
         conn.rollback()
         return report
 
@@ -78,6 +85,13 @@ _BY_ID = click.option(
     " (faster only when an interaction's events are spread over many months' partitions;"
     " docs/scale.md)",
 )
+_JOBS = click.option(
+    "--jobs",
+    default=projection_rebuild.DEFAULT_JOBS,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="database sessions folding at once, in one snapshot (one core each)",
+)
 
 
 @click.group("projection")
@@ -88,12 +102,13 @@ def projection_group() -> None:
 @projection_group.command("check")
 @_CHUNK
 @_BY_ID
-def check_command(chunk: int, by_id: bool) -> None:
+@_JOBS
+def check_command(chunk: int, by_id: bool, jobs: int) -> None:
     """Recompute the projection from the events into a scratch table and list every
     difference from the live one; exit 1 if there is any. Writes nothing: any login that
     reads events and interactions (reader, api, writer) may run it."""
     began = time.perf_counter()
-    report = _run(False, chunk, by_id)
+    report = _run(False, chunk, by_id, jobs)
     _print(report, time.perf_counter() - began)
     if report.differences:
         sys.exit(1)
@@ -102,11 +117,12 @@ def check_command(chunk: int, by_id: bool) -> None:
 @projection_group.command("rebuild")
 @_CHUNK
 @_BY_ID
-def rebuild_command(chunk: int, by_id: bool) -> None:
+@_JOBS
+def rebuild_command(chunk: int, by_id: bool, jobs: int) -> None:
     """Recompute the projection beside the live one and correct every difference in one
     transaction; readers never wait, the writer only for that last transaction. Run it as
     the writer's login (docs/scale.md)."""
     began = time.perf_counter()
-    report = _run(True, chunk, by_id)
+    report = _run(True, chunk, by_id, jobs)
     _print(report, time.perf_counter() - began)
     click.echo(f"corrected {report.fixed}, removed {report.removed}")

@@ -44,8 +44,7 @@ from sqlalchemy import create_engine, pool
 from auditor.config import libpq_conninfo, parse_database_url
 from auditor.pgserver import EmbeddedPostgres
 from auditor.retention import holds
-from auditor.retention.plan import make_plan
-from auditor.retention.plan import Plan
+from auditor.retention.plan import Plan, make_plan
 from auditor.retention.purge import apply, purge_partition
 from auditor.retention.settings import RetentionSettings
 from auditor.store import integrity, schema

@@ -14,6 +14,15 @@ into the scratch table (the same merge the writer does), compares again only the
 differed or were touched since, and writes the corrections. Readers never wait: rows are
 updated in place (MVCC), the table is never swapped or locked as a whole.
 
+Both cores: with ``jobs`` > 1 (and a way to open more connections) the fold runs in that
+many sessions at once, the others importing the first one's snapshot (pg_export_snapshot),
+so all of them read exactly the same events. The pieces of work (a partition, or a part of
+one, or an id range) are taken from one queue; each session folds its pieces into its own
+temporary scratch table, and the first then merges the others' tables into its own, row by
+row with the same order-free merge (projection.MERGE_ON_CONFLICT) as every other fold. An
+interaction whose events lie in pieces of several sessions therefore ends up exactly as if
+one session had folded them all.
+
 Functions take a connection and never commit, except ``rebuild``'s caller-visible phases,
 which are documented on the function.
 """
@@ -21,21 +30,28 @@ which are documented on the function.
 from __future__ import annotations
 
 import contextlib
+import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import psycopg.sql
 
 from auditor.store import projection
 from auditor.store import record as ledger
 
 SCRATCH = "auditor_projection_scratch"
+PART = "auditor_projection_part"  # another session's scratch table, copied in to merge
 DIFF = "auditor_projection_diff"
 BASELINE = "projection_baseline"
 DEFAULT_CHUNK = 500_000
+# Both cores of this machine (docs/scale.md); more only helps with more cores.
+DEFAULT_JOBS = min(2, os.cpu_count() or 1)
 
 # The openmedia resource of a stored message, as auditor.notifications.openmedia_of finds it.
 _OPENMEDIA = """CASE
@@ -161,6 +177,14 @@ def _merge_into_scratch(delta: str) -> str:
 
 
 _MERGE_INTO_SCRATCH = _merge_into_scratch(_DELTA)
+
+# Another session's scratch rows merged into this one's; ``merged`` goes along, so the rows
+# it merged get their derived columns again here too.
+_MERGE_PART = (
+    f"INSERT INTO {SCRATCH} AS t ({projection.FOLDED_COLUMNS}, state, capabilities,"
+    f" completed_at, merged)\nSELECT {projection.FOLDED_COLUMNS}, state, capabilities,"
+    f" completed_at, merged FROM {PART}\n" + projection.MERGE_ON_CONFLICT + ", merged = 1"
+)
 
 _REDERIVE = f"""
 UPDATE {SCRATCH} AS s
@@ -341,7 +365,7 @@ def slices(conn: psycopg.Connection[Any]) -> list[Slice]:
 
 
 def _create_scratch(conn: psycopg.Connection[Any]) -> None:
-    conn.execute(f"DROP TABLE IF EXISTS pg_temp.{SCRATCH}, pg_temp.{DIFF}")
+    conn.execute(f"DROP TABLE IF EXISTS pg_temp.{SCRATCH}, pg_temp.{DIFF}, pg_temp.{PART}")
     conn.execute(
         f"CREATE TEMP TABLE {SCRATCH} (LIKE interactions INCLUDING DEFAULTS,"
         " merged integer, PRIMARY KEY (interaction_id))"
@@ -384,10 +408,15 @@ def _differences(conn: psycopg.Connection[Any], only_listed: bool) -> list[Diffe
     return [Difference(r[0], r[1], tuple(r[2])) for r in rows]
 
 
-def _fold_by_partition(
-    conn: psycopg.Connection[Any], report: Report, progress: Progress | None, chunk: int
-) -> None:
-    """Fold each partition on its own, in pieces of about ``chunk`` rows (split by id).
+# One piece of work: fold some events into the session's scratch table; about how many.
+Piece = tuple[Callable[[psycopg.Connection[Any]], None], int]
+
+
+def _pieces_by_partition(
+    conn: psycopg.Connection[Any], report: Report, chunk: int, jobs: int
+) -> list[Piece]:
+    """Each partition on its own, in pieces of at most ``chunk`` rows (split by id), and at
+    most a ``jobs``-th of all rows, so that every session has work.
 
     Every statement reads one partition: its time range lets the planner prune the others,
     where an id range alone (ids carry no time bound) plans and probes every partition,
@@ -395,34 +424,163 @@ def _fold_by_partition(
     found = slices(conn)
     report.events = sum(piece.rows for piece in found)
     report.built_upto = max((piece.upto for piece in found), default=0)
-    done = 0
+    size = max(1, min(chunk, -(-report.events // jobs)))
+    pieces: list[Piece] = []
     for piece in found:
-        pieces = max(1, -(-piece.rows // chunk))
+        count = max(1, -(-piece.rows // size))
         span = piece.upto - piece.after
-        edges = [piece.after + span * n // pieces for n in range(pieces)] + [piece.upto]
-        for n in range(pieces):
-            fold_slice_range(conn, piece, edges[n], edges[n + 1])
-            if progress is not None:
-                done += piece.rows * (edges[n + 1] - edges[n]) // span
-                progress(done, report.events)
-    if progress is not None:
-        progress(report.events, report.events)
+        edges = [piece.after + span * n // count for n in range(count)] + [piece.upto]
+        for n in range(count):
+            rows = piece.rows * (edges[n + 1] - edges[n]) // span
+
+            def fold(c: psycopg.Connection[Any], p: Slice = piece, a: int = edges[n],
+                     u: int = edges[n + 1]) -> None:  # fmt: skip
+                fold_slice_range(c, p, a, u)
+
+            pieces.append((fold, rows))
+    return pieces
 
 
-def _fold_by_id(
-    conn: psycopg.Connection[Any], report: Report, progress: Progress | None, chunk: int
-) -> None:
-    """Fold in event-id ranges of ``chunk`` ids over the whole table (each statement plans
-    and reads every partition; kept to compare, see bench/projection.py)."""
+def _pieces_by_id(
+    conn: psycopg.Connection[Any], report: Report, chunk: int, jobs: int
+) -> list[Piece]:
+    """Event-id ranges of ``chunk`` ids (at most a ``jobs``-th of them) over the whole table
+    (each statement plans and reads every partition; kept to compare, see
+    bench/projection.py)."""
     low, high, report.events = event_bounds(conn)
     report.built_upto = high
-    after = low
-    while after < high:
-        upto = min(after + chunk, high)
-        fold_range(conn, after, upto)
-        if progress is not None:
-            progress(upto - low, high - low)
-        after = upto
+    size = max(1, min(chunk, -(-(high - low) // jobs)))
+    pieces: list[Piece] = []
+    for after in range(low, high, size):
+        upto = min(after + size, high)
+        share = report.events * (upto - after) // max(1, high - low)
+
+        def fold(c: psycopg.Connection[Any], a: int = after, u: int = upto) -> None:
+            fold_range(c, a, u)
+
+        pieces.append((fold, share))
+    return pieces
+
+
+def _settle(conn: psycopg.Connection[Any]) -> None:
+    """Session settings for a fold: the sorts of the ordered aggregates stay in memory at
+    this size, and so does the scratch table (temp_buffers can only change before a
+    session's first temporary table)."""
+    conn.execute("SET LOCAL work_mem = '128MB'")
+    with contextlib.suppress(psycopg.errors.InvalidParameterValue), conn.transaction():
+        conn.execute("SET LOCAL temp_buffers = '256MB'")
+
+
+class _Progress:
+    """Events folded, from every session; reported as (done, total)."""
+
+    def __init__(self, total: int, report: Progress | None) -> None:
+        self.total, self.done, self.report = total, 0, report
+        self.lock = threading.Lock()
+
+    def add(self, rows: int) -> None:
+        with self.lock:
+            self.done = min(self.total, self.done + rows)
+            if self.report is not None:
+                self.report(self.done, self.total)
+
+
+def _work(conn: psycopg.Connection[Any], todo: queue.SimpleQueue[Piece], done: _Progress) -> None:
+    while True:
+        try:
+            fold, rows = todo.get_nowait()
+        except queue.Empty:
+            return
+        fold(conn)
+        done.add(rows)
+
+
+class _Helper(threading.Thread):
+    """Another session folding pieces from the queue in the first session's snapshot."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        snapshot: str,
+        todo: queue.SimpleQueue[Piece],
+        done: _Progress,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.conn, self.snapshot, self.todo, self.done = conn, snapshot, todo, done
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            conn = self.conn
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            # The first statement of the transaction: from here on it sees what the first
+            # session sees.
+            conn.execute(
+                psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                    psycopg.sql.Literal(self.snapshot)
+                )
+            )
+            _settle(conn)
+            _create_scratch(conn)
+            _work(conn, self.todo, self.done)
+        except BaseException as exc:
+            self.error = exc
+            # Nobody else takes the remaining pieces: empty the queue so all stop soon.
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self.todo.get_nowait()
+
+
+def _merge_from(conn: psycopg.Connection[Any], helper: psycopg.Connection[Any]) -> None:
+    """Copy the helper's scratch table into PART (binary COPY, passed through as bytes) and
+    merge it into this session's scratch table."""
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {PART} (LIKE {SCRATCH})")
+    conn.execute(f"TRUNCATE {PART}")
+    with (
+        helper.cursor().copy(f"COPY {SCRATCH} TO STDOUT (FORMAT binary)") as out,
+        conn.cursor().copy(f"COPY {PART} FROM STDIN (FORMAT binary)") as into,
+    ):
+        for data in out:
+            into.write(data)
+    conn.execute(_MERGE_PART)
+
+
+def _fold(
+    conn: psycopg.Connection[Any],
+    pieces: list[Piece],
+    total: int,
+    progress: Progress | None,
+    jobs: int,
+    connect: Callable[[], psycopg.Connection[Any]] | None,
+) -> None:
+    """Fold every piece into this session's scratch table, with ``jobs`` sessions at once
+    when ``connect`` can open the others."""
+    todo: queue.SimpleQueue[Piece] = queue.SimpleQueue()
+    for piece in sorted(pieces, key=lambda p: -p[1]):  # the largest first: even finishes
+        todo.put(piece)
+    done = _Progress(total, progress)
+    helpers: list[_Helper] = []
+    try:
+        if connect is not None and jobs > 1 and len(pieces) > 1:
+            row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            assert row is not None
+            for _ in range(min(jobs, len(pieces)) - 1):
+                helper = _Helper(connect(), str(row[0]), todo, done)
+                helper.start()
+                helpers.append(helper)
+        _work(conn, todo, done)
+        for helper in helpers:
+            helper.join()
+            if helper.error is not None:
+                raise helper.error
+        for helper in helpers:
+            _merge_from(conn, helper.conn)
+    finally:
+        for helper in helpers:
+            helper.join()
+            helper.conn.close()
+    if progress is not None:
+        progress(total, total)
 
 
 def check(
@@ -431,6 +589,8 @@ def check(
     chunk: int = DEFAULT_CHUNK,
     *,
     by_partition: bool = True,
+    jobs: int = 1,
+    connect: Callable[[], psycopg.Connection[Any]] | None = None,
 ) -> Report:
     """Recompute the projection from the events into a scratch table and list every
     difference from the live one, in one REPEATABLE READ snapshot.
@@ -438,21 +598,18 @@ def check(
     The connection must not be in a transaction (nor in autocommit); this sets its isolation
     level and leaves the snapshot transaction open for the caller to end. Reads only: any
     role that can SELECT events and interactions (and create temporary tables) can run it.
+    With ``jobs`` > 1, ``connect`` opens the other sessions (same login, not autocommit;
+    closed here) that fold in the same snapshot.
     """
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    # The sorts of the ordered aggregates stay in memory at this size, and so does the
-    # scratch table (temp_buffers can only change before a session's first temporary table).
-    conn.execute("SET LOCAL work_mem = '128MB'")
-    with contextlib.suppress(psycopg.errors.InvalidParameterValue), conn.transaction():
-        conn.execute("SET LOCAL temp_buffers = '256MB'")
+    _settle(conn)
     began = time.perf_counter()
     _create_scratch(conn)
     report = Report()
     report.baseline = load_baseline(conn)
-    if by_partition:
-        _fold_by_partition(conn, report, progress, chunk)
-    else:
-        _fold_by_id(conn, report, progress, chunk)
+    cut = _pieces_by_partition if by_partition else _pieces_by_id
+    pieces = cut(conn, report, chunk, jobs if connect is not None else 1)
+    _fold(conn, pieces, report.events, progress, jobs, connect)
     rederive(conn)
     compared = time.perf_counter()
     report.differences = _differences(conn, only_listed=False)
@@ -469,6 +626,8 @@ def rebuild(
     chunk: int = DEFAULT_CHUNK,
     *,
     by_partition: bool = True,
+    jobs: int = 1,
+    connect: Callable[[], psycopg.Connection[Any]] | None = None,
 ) -> Report:
     """check(), then correct every difference, committed in one short transaction under the
     writer's lock. The connection must not be in a transaction; this commits.
@@ -477,7 +636,7 @@ def rebuild(
     interactions); removing a row no event supports goes through
     auditor_projection_remove_unbacked(), which can remove nothing else.
     """
-    report = check(conn, progress, chunk, by_partition=by_partition)
+    report = check(conn, progress, chunk, by_partition=by_partition, jobs=jobs, connect=connect)
     conn.execute(
         f"INSERT INTO {DIFF} SELECT DISTINCT unnest(%s::text[])",
         ([d.interaction_id for d in report.differences],),
@@ -511,6 +670,6 @@ def rebuild(
             ).fetchone()
             report.removed = int(row[0]) if row else 0
         report.fixed = len(wrong)
-    conn.execute(f"DROP TABLE IF EXISTS pg_temp.{SCRATCH}, pg_temp.{DIFF}")
+    conn.execute(f"DROP TABLE IF EXISTS pg_temp.{SCRATCH}, pg_temp.{DIFF}, pg_temp.{PART}")
     conn.commit()
     return report

@@ -6,7 +6,7 @@ writer on another connection. Real PostgreSQL, a database per test."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,12 +50,12 @@ def _store(url: URL, at: datetime, *interactions: str) -> None:
 
 
 @pytest.fixture(params=["format 2", "format 1"])
-def db(request: pytest.FixtureRequest, fresh_db: URL) -> Iterator[URL]:
+def db(request: pytest.FixtureRequest, fresh_db: URL) -> URL:
     if request.param == "format 1":
         request.getfixturevalue("record_format_1")
     _store(fresh_db, JAN, "GONE", "GOES-ON", "STAYS")
     _store(fresh_db, NOV, "STAYS")
-    yield fresh_db
+    return fresh_db
 
 
 def _apply(url: URL, between: Callable[[Decision], None]) -> dict[str, Any]:
