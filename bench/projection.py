@@ -3,7 +3,7 @@ events in SQL) against the issue's target of 100,000 events/s.
 
     python bench/projection.py [--events 500000] [--interactions 50000] [--runs 2]
                                [--data-dir DIR] [--months 1,24] [--interleave]
-                               [--fold partition,id]
+                               [--fold partition,id] [--jobs 1,2]
 
 Stores the events with the batch writer (hash chain patched out, as in bench/store.py, to
 load faster; it does not change the projection) on a durable embedded PostgreSQL, then times
@@ -12,7 +12,10 @@ check() `--runs` times and rebuild() after corrupting 1% of the projection's row
 backend's CPU time. `--months 1,24` stores the same events into one database per value,
 spread over that many monthly partitions (ids in time order, as the writer makes them; with
 `--interleave` consecutive ids go to different months, as bench/year.py's passes leave
-them), and alternates between the databases in each run. A benchmark that prints numbers;
+them), and alternates between the databases in each run. `--jobs 1,2` alternates the number
+of sessions folding at once (one snapshot; 1 is the serial fold); the CPU time is then that
+of the whole PostgreSQL cluster (every backend, and the ones that ended, through the
+postmaster's reaped-children times), per event. A benchmark that prints numbers;
 it asserts nothing. With
 --data-dir the database is kept there and loaded only once per size (the runs then leave it
 as they found it: rebuild corrects what they corrupted).
@@ -21,6 +24,7 @@ as they found it: rebuild corrects what they corrupted).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import os
@@ -37,7 +41,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from store import cpu_seconds, fresh_database, make_receipts, run_writer_without_chain
+from store import fresh_database, make_receipts, run_writer_without_chain
 
 from auditor.pgserver import EmbeddedPostgres
 from auditor.store import projection_rebuild
@@ -85,17 +89,45 @@ def corrupt(dsn: str, share: float) -> int:
 
 
 def _check(
-    conn: psycopg.Connection[Any], chunk: int, by_partition: bool
+    conn: psycopg.Connection[Any], chunk: int, by_partition: bool, jobs: int, dsn: str
 ) -> projection_rebuild.Report:
-    report = projection_rebuild.check(conn, chunk=chunk, by_partition=by_partition)
+    report = projection_rebuild.check(
+        conn, chunk=chunk, by_partition=by_partition, jobs=jobs, connect=_opener(dsn)
+    )
     conn.rollback()
     return report
 
 
 def _rebuild(
-    conn: psycopg.Connection[Any], chunk: int, by_partition: bool
+    conn: psycopg.Connection[Any], chunk: int, by_partition: bool, jobs: int, dsn: str
 ) -> projection_rebuild.Report:
-    return projection_rebuild.rebuild(conn, chunk=chunk, by_partition=by_partition)
+    return projection_rebuild.rebuild(
+        conn, chunk=chunk, by_partition=by_partition, jobs=jobs, connect=_opener(dsn)
+    )
+
+
+def _opener(dsn: str) -> Callable[[], psycopg.Connection[Any]]:
+    return lambda: psycopg.connect(dsn)
+
+
+def _ticks(pid: int, reaped: bool) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11 : 15 if reaped else 13])
+
+
+def cluster_cpu(postmaster: int) -> float:
+    """CPU seconds of the whole cluster so far: the postmaster with its reaped children
+    (backends that ended), and every live child."""
+    total = _ticks(postmaster, True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text.rsplit(")", 1)[1].split()[1]) == postmaster:
+            with contextlib.suppress(OSError, ValueError):
+                total += _ticks(int(stat.parent.name), False)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def timed(
@@ -104,20 +136,22 @@ def timed(
     chunk: int,
     dsn: str,
     work: Callable[[psycopg.Connection[Any]], projection_rebuild.Report],
+    postmaster: int,
 ) -> projection_rebuild.Report:
-    """Wall time and the CPU time of the session's PostgreSQL backend (this process does
-    nearly nothing): events per CPU-second hardly moves with the machine's load, wall time
-    does."""
+    """Wall time and the CPU time of the PostgreSQL cluster (this process does nearly
+    nothing): CPU per event hardly moves with the machine's load, wall time does."""
     with psycopg.connect(dsn) as conn:
-        backend = conn.info.backend_pid
-        cpu, t0 = cpu_seconds(backend), time.perf_counter()
+        cpu, t0 = cluster_cpu(postmaster), time.perf_counter()
         report = work(conn)
-        seconds, used = time.perf_counter() - t0, cpu_seconds(backend) - cpu
+        seconds = time.perf_counter() - t0
+    time.sleep(0.2)  # the helpers' backends end and are reaped
+    used = cluster_cpu(postmaster) - cpu
     print(
         f"{run} {what:<8} {chunk:>9,} {report.events:>10,} {seconds:>8.2f}"
         f" {report.events / seconds:>10,.0f} {report.events / used:>10,.0f}"
-        f" {os.getloadavg()[0]:>5.1f} {len(report.differences)} (build"
-        f" {report.build_seconds:.2f} s, compare {report.compare_seconds:.2f} s)",
+        f" {used / report.events * 1e6:>7.2f} {os.getloadavg()[0]:>5.1f}"
+        f" {len(report.differences)} (build {report.build_seconds:.2f} s,"
+        f" compare {report.compare_seconds:.2f} s)",
         flush=True,
     )
     return report
@@ -191,6 +225,12 @@ def main() -> None:
         help="partition (each partition in pieces of --chunks rows, the default) and/or id"
         " (id ranges over the whole table, the way before); several alternate in each run",
     )
+    parser.add_argument(
+        "--jobs",
+        type=lambda text: [int(v) for v in text.split(",")],
+        default=[1, 2],
+        help="sessions folding at once; several alternate in each run",
+    )
     args = parser.parse_args()
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="auditor-bench-"))
@@ -203,25 +243,32 @@ def main() -> None:
                 name += f"_{months}m{'i' if args.interleave else ''}"
             dsns[months] = load(server, name, args, months)
         print(
-            f"{'run':>4} {'months':>6} {'fold':<9} {'what':<8} {'chunk':>9} {'events':>10}"
-            f" {'seconds':>8} {'events/s':>10} {'per CPU-s':>10} {'load':>5} differences"
+            f"{'run':>4} {'months':>6} {'fold':<9} {'jobs':>4} {'what':<8} {'chunk':>9}"
+            f" {'events':>10} {'seconds':>8} {'events/s':>10} {'per CPU-s':>10} {'CPU µs/ev':>7}"
+            f" {'load':>5} differences"
         )
+        postmaster = server.postmaster_pid()
+        assert postmaster is not None
         for run in range(1, args.runs + 1):
             for months, dsn in dsns.items():
                 for chunk in args.chunks:
-                    for how in args.fold:
+                    for how, jobs in [(h, j) for h in args.fold for j in args.jobs]:
                         by_partition = how == "partition"
-                        label = f"{run:>4} {months:>6} {how:<9}"
+                        label = f"{run:>4} {months:>6} {how:<9} {jobs:>4}"
                         timed(
                             label, "check", chunk, dsn,
-                            lambda c, k=chunk, b=by_partition: _check(c, k, b),
+                            lambda c, k=chunk, b=by_partition, j=jobs, d=dsn:
+                                _check(c, k, b, j, d),
+                            postmaster,
                         )  # fmt: skip
                         broken = corrupt(dsn, 0.01)
                         report = timed(
                             label, "rebuild", chunk, dsn,
-                            lambda c, k=chunk, b=by_partition: _rebuild(c, k, b),
+                            lambda c, k=chunk, b=by_partition, j=jobs, d=dsn:
+                                _rebuild(c, k, b, j, d),
+                            postmaster,
                         )  # fmt: skip
-                        print(f"{'':>21} (corrupted {broken}, corrected {report.fixed})")
+                        print(f"{'':>26} (corrupted {broken}, corrected {report.fixed})")
     finally:
         server.stop()
         if args.data_dir is None:
