@@ -94,7 +94,10 @@ def apply_command(older_than: str | None, yes: bool) -> None:
     for entry in result.dropped:
         click.echo(
             f"dropped {entry['partition']} ({entry['rows']:,} rows): {entry['reason']};"
-            f" purge receipt {entry['receipt']} at position {entry['receipt_position']}"
+            f" purge receipt {entry['receipt']} at position {entry['receipt_position']};"
+            f" read in {entry['prepare_seconds']:.1f} s, the writer's lock held"
+            f" {entry['locked_seconds']:.1f} s"
+            + (f", {entry['late_events']} late events taken in" if entry["late_events"] else "")
         )
     for entry in result.kept:
         click.echo(f"kept {entry['partition']} ({entry['rows']:,} rows): {entry['reason']}")

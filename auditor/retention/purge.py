@@ -312,6 +312,13 @@ def purge_in_two_steps(
     """``prepare`` in a REPEATABLE READ transaction of its own without the writer's lock,
     then ``finish`` in a second transaction under it. ``conn`` must not be inside a
     transaction. A failure of the second leaves nothing done (the first only read)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        # Inside the caller's transaction no snapshot of our own can be taken: both steps
+        # under the lock, in a savepoint (the caller commits).
+        with conn.transaction():
+            ledger.lock(conn)
+            prepared = prepare(conn, decision)
+            return prepared, finish(conn, prepared, purged_by)
     try:
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

@@ -575,6 +575,12 @@ def _fold(
                 raise helper.error
         for helper in helpers:
             _merge_from(conn, helper.conn)
+    except BaseException:
+        # The helpers stop after their current piece.
+        with contextlib.suppress(queue.Empty):
+            while True:
+                todo.get_nowait()
+        raise
     finally:
         for helper in helpers:
             helper.join()
