@@ -378,11 +378,28 @@ def fold_range(conn: psycopg.Connection[Any], after: int, upto: int, fold_pass: 
     conn.execute(_MERGE_INTO_SCRATCH, {"after": after, "upto": upto, "pass": fold_pass})
 
 
-def fold_slice_range(conn: psycopg.Connection[Any], piece: Slice, after: int, upto: int) -> None:
-    """Merge the events of one slice with after < id <= upto into the scratch table."""
+# One of ``buckets`` disjoint sets of interactions (by a hash of the id): a partition folded
+# by several sessions at once is split this way rather than by id, so that no interaction
+# is folded (and merged) in two pieces of the same partition.
+_BUCKET = "mod(hashtext(e.interaction_id)::bigint + 2147483648, %(buckets)s) = %(bucket)s"
+
+
+def fold_slice_range(
+    conn: psycopg.Connection[Any],
+    piece: Slice,
+    after: int,
+    upto: int,
+    bucket: tuple[int, int] = (0, 1),
+) -> None:
+    """Merge the events of one slice with after < id <= upto (and of the interactions in
+    ``bucket``, (k, n): the k-th of n) into the scratch table."""
     condition, params = piece.condition()
+    values: dict[str, Any] = {"after": after, "upto": upto, "pass": 1, **params}
+    if bucket[1] > 1:
+        condition += f" AND {_BUCKET}"
+        values |= {"bucket": bucket[0], "buckets": bucket[1]}
     sql = _merge_into_scratch(_DELTA_OF.replace("__RANGE__", f"{_BY_ID} AND {condition}"))
-    conn.execute(sql, {"after": after, "upto": upto, "pass": 1, **params})
+    conn.execute(sql, values)
 
 
 def rederive(conn: psycopg.Connection[Any], fold_pass: int = 1) -> None:
@@ -415,8 +432,9 @@ Piece = tuple[Callable[[psycopg.Connection[Any]], None], int]
 def _pieces_by_partition(
     conn: psycopg.Connection[Any], report: Report, chunk: int, jobs: int
 ) -> list[Piece]:
-    """Each partition on its own, in pieces of at most ``chunk`` rows (split by id), and at
-    most a ``jobs``-th of all rows, so that every session has work.
+    """Each partition on its own, in pieces of at most ``chunk`` rows (split by id); a
+    partition holding more than a ``jobs``-th of all rows is also split into ``jobs`` sets
+    of interactions, so that every session has work.
 
     Every statement reads one partition: its time range lets the planner prune the others,
     where an id range alone (ids carry no time bound) plans and probes every partition,
@@ -424,20 +442,21 @@ def _pieces_by_partition(
     found = slices(conn)
     report.events = sum(piece.rows for piece in found)
     report.built_upto = max((piece.upto for piece in found), default=0)
-    size = max(1, min(chunk, -(-report.events // jobs)))
     pieces: list[Piece] = []
     for piece in found:
-        count = max(1, -(-piece.rows // size))
+        count = max(1, -(-piece.rows // chunk))
+        buckets = jobs if jobs > 1 and piece.rows * jobs > report.events else 1
         span = piece.upto - piece.after
         edges = [piece.after + span * n // count for n in range(count)] + [piece.upto]
         for n in range(count):
             rows = piece.rows * (edges[n + 1] - edges[n]) // span
+            for k in range(buckets):
 
-            def fold(c: psycopg.Connection[Any], p: Slice = piece, a: int = edges[n],
-                     u: int = edges[n + 1]) -> None:  # fmt: skip
-                fold_slice_range(c, p, a, u)
+                def fold(c: psycopg.Connection[Any], p: Slice = piece, a: int = edges[n],
+                         u: int = edges[n + 1], b: int = k, of: int = buckets) -> None:  # fmt: skip
+                    fold_slice_range(c, p, a, u, (b, of))
 
-            pieces.append((fold, rows))
+                pieces.append((fold, rows // buckets))
     return pieces
 
 
