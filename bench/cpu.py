@@ -6,13 +6,14 @@ Run as a script, the writer's per-event CPU in Python, over bench/store.py's sam
 
     python bench/cpu.py [--notifications 40000] [--rounds 3] [--against /work/main]
 
-prints the CPU per notification of ``auditor.notifications.parse`` (best of the rounds) and
-of ``store_batch`` (client process + its PostgreSQL backend, each round on a fresh database),
-with the hash chain's leaf and record rows patched out (bench/store.py ``chain_off``, the part
-another engineer's native leaf replaces) and as shipped. ``--against DIR`` runs the same
-measurements with DIR's checkout (its own .venv, so its own ``auditor``) in alternation with
-this one, each in a child process, and prints both side by side. Prints numbers, asserts
-nothing.
+prints the CPU per notification of ``auditor.notifications.parse``, of the projection's
+fold and of the user-data comparison (pure Python, best of the rounds), and of
+``store_batch`` (client process + its PostgreSQL backend, each round on a fresh database),
+with the hash chain's leaf and record rows patched out (bench/store.py ``chain_off``, the
+part another engineer's native leaf replaces) and as shipped. ``--against DIR`` runs the
+same measurements with DIR's checkout (its own .venv, so its own ``auditor``) in
+alternation with this one, each in a child process, and prints both side by side.
+Prints numbers, asserts nothing.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def _measure(notifications: int, rounds: int, batch: int) -> dict[str, Any]:
     import auditor
     from auditor.notifications import parse
     from auditor.pgserver import EmbeddedPostgres
+    from auditor.store import projection, userdata_values
     from auditor.store.writer import store_batch
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -97,6 +99,28 @@ def _measure(notifications: int, rounds: int, batch: int) -> dict[str, Any]:
 
     out["parse_us"] = min(per_event(parse_all) for _ in range(rounds))
     out["orjson_loads_us"] = min(per_event(loads_all) for _ in range(rounds))
+
+    # The projection's fold (add per event, rows per batch) and the user-data comparison
+    # (Changes.add per event), over the parsed sample in the writer's batches: no database.
+    events = [(i, r, parse(r.raw, channel=r.channel)) for i, r in enumerate(receipts, 1)]
+    batches = list(chunks(events, batch))
+
+    def fold_all() -> None:
+        for part in batches:
+            fold = projection.Fold()
+            for event in part:
+                fold.add(*event)
+            fold.rows()
+
+    def changes_all() -> None:
+        known = userdata_values.LastMaps()
+        for part in batches:
+            changes = userdata_values.Changes(known=known)
+            for event_id, _, record in part:
+                changes.add(event_id, record)
+
+    out["fold_us"] = min(per_event(fold_all) for _ in range(rounds))
+    out["changes_us"] = min(per_event(changes_all) for _ in range(rounds))
 
     data_dir = Path(tempfile.mkdtemp(prefix="auditor-bench-cpu-"))
     server = EmbeddedPostgres(data_dir, durable=True).start()
@@ -131,7 +155,9 @@ def _child(python: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _row(label: str, result: dict[str, Any]) -> str:
-    cells = [f"{result['parse_us']:.2f}", f"{result['orjson_loads_us']:.2f}"]
+    cells = [
+        f"{result[key]:.2f}" for key in ("parse_us", "orjson_loads_us", "fold_us", "changes_us")
+    ]
     for key in ("store_no_leaf", "store_shipped"):
         client, backend = result[key]["client_us"], result[key]["backend_us"]
         cells.append(
@@ -159,10 +185,11 @@ def main() -> None:
         f"{args.rounds} rounds each; us of CPU per notification (best, then each round)"
     )
     print(
-        "| checkout | parse | of it orjson.loads | store_batch without the leaf: client"
-        " (rounds) + backend | store_batch as shipped: client (rounds) + backend |"
+        "| checkout | parse | of it orjson.loads | projection fold | user-data Changes.add |"
+        " store_batch without the leaf: client (rounds) + backend |"
+        " store_batch as shipped: client (rounds) + backend |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     # Alternating, twice: the second pass runs the checkouts in the other order.
     for order in (runs, runs[::-1]):
         for label, python in order:
