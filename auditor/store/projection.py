@@ -9,7 +9,6 @@ writer applies them in id order anyway.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,45 +73,72 @@ ON CONFLICT (interaction_id) DO UPDATE SET
 _UPSERT = _UPSERT_HEAD + MERGE_ON_CONFLICT
 
 
-@dataclass
 class _Delta:
-    """One interaction's contribution from one batch; events are fed in id order."""
+    """One interaction's contribution from one batch; events are fed in id order.
 
-    interaction_id: str
-    first_event_id: int
-    first_seen_at: datetime
-    last_seen_at: datetime
-    last_event_id: int = 0
-    event_count: int = 0
-    media_type: str | None = None
-    openmedia_type: str | None = None
-    uri: str | None = None
-    user_data: dict[str, Any] | None = None
-    user_data_event_id: int | None = None
-    last_notification_type: str | None = None
-    last_reference_id: str | None = None
-    account_states: dict[str, dict[str, Any]] = field(default_factory=dict)
-    accounts: set[str] = field(default_factory=set)
+    A slots class with a hand-written __init__ rather than a dataclass with factories: one is
+    built per interaction and batch, and add() runs for every event."""
+
+    __slots__ = (
+        "account_states",
+        "accounts",
+        "event_count",
+        "first_event_id",
+        "first_seen_at",
+        "interaction_id",
+        "last_event_id",
+        "last_notification_type",
+        "last_reference_id",
+        "last_seen_at",
+        "media_type",
+        "openmedia_type",
+        "uri",
+        "user_data",
+        "user_data_event_id",
+    )
+
+    def __init__(self, interaction_id: str, first_event_id: int, at: datetime) -> None:
+        self.interaction_id = interaction_id
+        self.first_event_id = first_event_id
+        self.first_seen_at = at
+        self.last_seen_at = at
+        self.last_event_id = 0
+        self.event_count = 0
+        self.media_type: str | None = None
+        self.openmedia_type: str | None = None
+        self.uri: str | None = None
+        self.user_data: dict[str, Any] | None = None
+        self.user_data_event_id: int | None = None
+        self.last_notification_type: str | None = None
+        self.last_reference_id: str | None = None
+        self.account_states: dict[str, dict[str, Any]] = {}
+        self.accounts: set[str] = set()
 
     def add(self, event_id: int, receipt: Receipt, record: Record) -> None:
         at = receipt.received_at
         self.event_count += 1
         self.last_event_id = event_id
-        if at < self.first_seen_at:
-            self.first_seen_at = at
+        # first_seen_at <= last_seen_at always: a later time cannot be the earlier one too
         if at > self.last_seen_at:
             self.last_seen_at = at
-        self.media_type = record.media_type or self.media_type
-        self.openmedia_type = record.openmedia_type or self.openmedia_type
-        self.uri = record.uri or self.uri
+        elif at < self.first_seen_at:
+            self.first_seen_at = at
+        # (a field an event leaves empty keeps the value of the one before)
+        if record.media_type:
+            self.media_type = record.media_type
+        if record.openmedia_type:
+            self.openmedia_type = record.openmedia_type
+        if record.uri:
+            self.uri = record.uri
         if record.user_data is not None:
             self.user_data, self.user_data_event_id = record.user_data, event_id
         self.last_notification_type = record.notification_type
         self.last_reference_id = record.reference_id
-        self.accounts.add(receipt.account)
+        account = receipt.account
+        self.accounts.add(account)
         if record.state is not None:
             # The time is formatted once per account, in row(): this runs for every event.
-            self.account_states[receipt.account] = {
+            self.account_states[account] = {
                 "state": record.state,
                 "capabilities": record.capabilities,
                 "event_id": event_id,
@@ -133,8 +159,9 @@ class _Delta:
             "user_data_event_id": self.user_data_event_id,
             "account_states": states,
             "accounts": sorted(self.accounts),
-            "first_seen_at": _iso(self.first_seen_at),
-            "last_seen_at": _iso(self.last_seen_at),
+            # (datetimes: orjson writes them with their offset, for timestamptz columns)
+            "first_seen_at": self.first_seen_at,
+            "last_seen_at": self.last_seen_at,
             "first_event_id": self.first_event_id,
             "last_event_id": self.last_event_id,
             "event_count": self.event_count,
@@ -144,7 +171,13 @@ class _Delta:
 
 
 def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat(timespec="microseconds")
+    """The time as account_states holds it (and projection_rebuild's to_char writes it):
+    UTC, always six digits of microseconds. orjson writes the same text in a fifth of
+    isoformat()'s time (0.3 against 1.7 us) when there are microseconds to write."""
+    utc = at.astimezone(UTC)
+    if utc.microsecond and utc.year >= 1000:
+        return orjson.dumps(utc)[1:-1].decode()
+    return utc.isoformat(timespec="microseconds")
 
 
 class Fold:
@@ -160,13 +193,13 @@ class Fold:
             self.add(*event)
 
     def add(self, event_id: int, receipt: Receipt, record: Record) -> None:
-        if record.interaction_id is None:
+        interaction_id = record.interaction_id
+        if interaction_id is None:
             return
-        delta = self._deltas.get(record.interaction_id)
+        delta = self._deltas.get(interaction_id)
         if delta is None:
-            at = receipt.received_at
-            delta = self._deltas[record.interaction_id] = _Delta(
-                record.interaction_id, event_id, at, at
+            delta = self._deltas[interaction_id] = _Delta(
+                interaction_id, event_id, receipt.received_at
             )
         delta.add(event_id, receipt, record)
 

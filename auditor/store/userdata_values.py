@@ -140,10 +140,17 @@ def last_maps(conn: psycopg.Connection[Any]) -> LastMaps:
 def _inexact(user_data: Map) -> bool:
     """A top-level value (filters match only those) that orjson may have read inexactly: an
     integral float of 2**53 or more, e.g. 123456789012345679.0 read as ...680."""
-    return any(type(v) is float and abs(v) >= 2**53 and v.is_integer() for v in user_data.values())
+    # (a loop, not any() over a generator: this runs for every changed map, of 1-3 values)
+    for v in user_data.values():
+        if type(v) is float and abs(v) >= 2**53 and v.is_integer():
+            return True
+    return False
 
 
 def _changed(before: Map, user_data: Map) -> Map:
+    # (Measured against it in one process, CPU time, on the sample's changed maps: one lookup
+    # per key with before.get 1.95-2.43 us against 1.92-2.34; items() set difference
+    # 2.8-3.1; map()/compress() in C 3.5-4.4. Python's per-key loop stays.)
     return {
         k: v
         for k, v in user_data.items()
@@ -173,12 +180,16 @@ class Changes:
             self.add(event_id, record)
 
     def add(self, event_id: int, record: Record) -> None:
-        user_data, interaction_id = record.user_data, record.interaction_id
-        if user_data is None or interaction_id is None:
+        user_data = record.user_data
+        if user_data is None:
             return
-        previous = self._last.get(interaction_id)
-        self._last[interaction_id] = (event_id, user_data)
-        if interaction_id in self._inexact:
+        interaction_id = record.interaction_id
+        if interaction_id is None:
+            return
+        last = self._last
+        previous = last.get(interaction_id)
+        last[interaction_id] = (event_id, user_data)
+        if self._inexact and interaction_id in self._inexact:
             # the map before held a big number (written whole, exact): compared with it as
             # usual unless this one holds one too
             if _inexact(user_data):

@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditor.notifications import MAX_FIELD_CHARS, Record, Rejected, openmedia_of, parse
+from auditor.sample import generate
+from tests.unit import parse_reference as reference
 
 ACCEPTED = {
     "messageType": "OpenmediaStateChangeMessage",
@@ -239,3 +241,124 @@ def test_notification_shaped_values_yield_records_with_typed_fields(
     if isinstance(outcome, Record) and outcome.interaction_id is not None:
         om = openmedia_of(message)
         assert outcome.interaction_id == str(om["id"])
+
+
+# --- the fast parser against the plain reading (tests/unit/parse_reference.py) --------------
+class _Text(str):
+    """A str subclass: only an already-decoded value can hold one."""
+
+
+class _Object(dict[str, Any]):
+    """A dict subclass: likewise."""
+
+
+# Values an extracted field may hold: mostly what GWS sends (short text, small integers),
+# and every kind that takes another path: big integers (orjson reads those beyond 64 bits as
+# floats), integral floats at and beyond 2**53, bools, text at the 256-character limit,
+# lists and objects.
+odd_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([2**53, 2**53 + 1, 2**63, -(2**63) - 1, 2**64 + 1, 10**100, 10**300])
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([2.0**53, 2.0**64, -(2.0**60), 1e300, 0.5, -0.0, 3.0])
+    | st.text(max_size=20)
+    | st.text(min_size=MAX_FIELD_CHARS - 1, max_size=MAX_FIELD_CHARS + 1)
+)
+odd_values = (
+    odd_scalars
+    | st.lists(odd_scalars, max_size=2)
+    | st.dictionaries(st.text(max_size=4), odd_scalars, max_size=2)
+)
+gws_text = st.sampled_from(
+    ["OpenmediaStateChangeMessage", "StatusChange", "Processing", "email", "Inbound", ""]
+)
+field = gws_text | odd_values
+odd_openmedia = st.fixed_dictionaries(
+    {},
+    optional=dict.fromkeys(
+        ("id", "state", "mediaType", "openmediaType", "uri", "capabilities"), field
+    )
+    | {"userData": st.dictionaries(st.text(max_size=6), odd_scalars, max_size=3) | field},
+)
+odd_inner = st.fixed_dictionaries(
+    {},
+    optional=dict.fromkeys(
+        ("messageType", "notificationType", "referenceId", "errorCode", "errorMessage"), field
+    )
+    | {"openmedia": odd_openmedia | field},
+)
+odd_message = st.fixed_dictionaries(
+    {}, optional={"channel": st.sampled_from(["/v2/me/openmedia", ""]) | field}
+) | st.fixed_dictionaries(
+    {"data": odd_inner | field}, optional={"channel": st.sampled_from(["/v2/me/openmedia"]) | field}
+)
+odd_message = odd_message | odd_inner  # the bare inner object too
+receipt_channels = st.none() | st.sampled_from(["/v2/me/openmedia", ""]) | st.text(max_size=300)
+
+
+def _same(outcome: Record | Rejected, expected: Record | Rejected) -> None:
+    """Same kind, same fields, and same types of values (1 and True and 1.0 differ)."""
+    assert type(outcome) is type(expected)
+    assert repr(outcome) == repr(expected)
+
+
+def _subclassed(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _Object({_Text(k): _subclassed(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_subclassed(v) for v in value]
+    return _Text(value) if isinstance(value, str) else value
+
+
+@settings(max_examples=600)
+@given(odd_message, receipt_channels)
+def test_parse_gives_what_the_plain_reading_gives_for_text_bytes_and_values(
+    message: dict[str, Any], channel: str | None
+) -> None:
+    text = json.dumps(message)
+    _same(parse(text, channel=channel), reference.parse(text, channel=channel))
+    _same(parse(text.encode(), channel=channel), reference.parse(text.encode(), channel=channel))
+    _same(parse(message, channel=channel), reference.parse(message, channel=channel))
+
+
+@settings(max_examples=200)
+@given(odd_message, receipt_channels)
+def test_parse_of_decoded_values_with_str_and_dict_subclasses_matches_the_plain_reading(
+    message: dict[str, Any], channel: str | None
+) -> None:
+    value = _subclassed(message)
+    _same(parse(value, channel=channel), reference.parse(value, channel=channel))
+
+
+def test_parse_of_the_sample_matches_the_plain_reading() -> None:
+    lines = generate(interactions=300, agents=10, extra_updates=7, seed=3)
+    assert len(lines) > 1000
+    for line in lines:
+        text = json.dumps(line.message)
+        _same(parse(text, channel=line.channel), reference.parse(text, channel=line.channel))
+
+
+def test_the_first_unfit_field_in_the_documented_order_names_the_reason() -> None:
+    long = "x" * (MAX_FIELD_CHARS + 1)
+    cases: list[tuple[Any, str | None]] = [
+        ({"channel": long, "data": {"messageType": long}}, None),
+        ({"data": {"messageType": 2.0**60, "referenceId": long}}, None),
+        ('{"data": {"messageType": 123456789012345678901, "referenceId": "' + long + '"}}', None),
+        ('{"data": {"referenceId": 123456789012345678901234567890}}', None),
+        ({"data": {"openmedia": {"id": long, "state": long}}}, None),
+        ({"data": {"errorCode": True, "referenceId": 10**300}}, None),
+        ({"data": {}}, long),
+        ({"channel": "/v2/me/calls", "data": {}}, long),
+        ({"channel": "", "data": {}}, "/v2/me/*"),
+        ({"channel": 7, "data": {}}, "/v2/me/*"),
+        ({"messageType": "X", "openmedia": {"id": 5}}, None),
+        ({"data": [], "referenceId": 1}, None),
+    ]
+    for message, channel in cases:
+        _same(parse(message, channel=channel), reference.parse(message, channel=channel))
+        if isinstance(message, str):
+            continue
+        text = json.dumps(message)
+        _same(parse(text, channel=channel), reference.parse(text, channel=channel))
