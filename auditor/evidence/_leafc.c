@@ -224,10 +224,26 @@ WRITE_CHUNK(Py_UCS1)
 WRITE_CHUNK(Py_UCS2)
 WRITE_CHUNK(Py_UCS4)
 
+/* A str's canonical (PEP 393) form: always there since 3.12; before, a string made by the
+ * deprecated wstr APIs gets it on first use. */
+static inline int
+ready(PyObject *s)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    return PyUnicode_READY(s);
+#else
+    (void)s;
+    return 0;
+#endif
+}
+
 /* An exact str as a JSON string. */
 static int
 write_str(Buf *b, PyObject *s)
 {
+    if (ready(s) < 0) {
+        return FAILED;
+    }
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
     int kind = PyUnicode_KIND(s);
     const void *data = PyUnicode_DATA(s);
@@ -379,9 +395,15 @@ write_dict(Buf *b, PyObject *d, int depth)
     Py_ssize_t pos = 0, count = 0;
     PyObject *key, *value;
     while (PyDict_Next(d, &pos, &key, &value)) {
-        if (count == n || !PyUnicode_CheckExact(key) ||
-            PyUnicode_KIND(key) == PyUnicode_4BYTE_KIND) {
-            goto done; /* a key that is no str, or one beyond U+FFFF */
+        if (count == n || !PyUnicode_CheckExact(key)) {
+            goto done; /* a key that is no str */
+        }
+        if (ready(key) < 0) {
+            result = FAILED;
+            goto done;
+        }
+        if (PyUnicode_KIND(key) == PyUnicode_4BYTE_KIND) {
+            goto done; /* a key beyond U+FFFF */
         }
         entries[count].key = key;
         entries[count].value = value;
