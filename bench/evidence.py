@@ -33,7 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,8 @@ from store import fresh_database
 
 from auditor import evidence_verify
 from auditor.config import libpq_conninfo, parse_database_url
-from auditor.evidence import checkpoints, keys, pack, pack_csv
+from auditor.evidence import checkpoints, keys, native, pack, pack_csv
+from auditor.notifications import Record, parse
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
 from auditor.store import integrity, leaf_reader, sealer
@@ -128,12 +129,104 @@ def _rate(rows: int, m: dict[str, float]) -> str:
     )
 
 
+def _formatted(row: dict[str, Any]) -> tuple[Any, ...]:
+    """An event row as auditor.store.sources reads it back: PostgreSQL's strings."""
+    out = dict(row)
+    out["receipt_id"] = str(row["receipt_id"])
+    out["received_at"] = row["received_at"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return tuple(out[f] for f in batch_writer._EVENT_LEAF.fields)
+
+
+def leaf_micro(events: int, rounds: int) -> None:
+    """The event leaf per event, the C encoder against the Python path, alternating in this
+    process (no database): the writer's `_leaf` (COPY row + leaf + SHA-256), the COPY row
+    alone (the writer builds it either way), and a row as verify's careful path and the
+    sealer read it back (strings from PostgreSQL, the payload as JSON text)."""
+    lines = generate(interactions=max(1, events // 9), agents=50, extra_updates=7, seed=1)
+    items = []
+    formatted = []
+    for event_id, line in enumerate(lines[:events], start=1):
+        text = json.dumps(line.message, separators=(",", ":"))
+        receipt = Receipt(line.receipt_id, line.received_at, line.account, line.channel, text)
+        record = parse(text, channel=line.channel)
+        assert isinstance(record, Record)
+        items.append((event_id, receipt, record))
+        row: dict[str, Any] = dict.fromkeys(batch_writer._EVENT_LEAF.fields)
+        row.update(
+            zip(batch_writer._COPY_COLUMNS, batch_writer._copy_row(receipt, record), strict=True)
+        )
+        row["id"] = event_id
+        formatted.append(_formatted(row))
+    count = len(items)
+    size = sum(len(record.payload_text) for _, _, record in items) / count
+    hasher = Hasher("event")
+    leaf = batch_writer._leaf
+    copy_row = batch_writer._copy_row
+
+    def writer_leaf() -> list[bytes]:
+        return [leaf(i, receipt, record)[1] for i, receipt, record in items]
+
+    def careful_leaf() -> list[bytes]:
+        return [hasher.leaf(row) for row in formatted]
+
+    def copy_rows() -> list[Any]:
+        return [copy_row(receipt, record) for _, receipt, record in items]
+
+    best: dict[str, float] = {}
+    results: dict[str, list[Any]] = {}
+    native_on = batch_writer._EVENT_NATIVE is not None
+    variants = ["C", "Python"] if native_on else ["Python"]
+    for round_ in range(rounds):
+        for variant in variants if round_ % 2 == 0 else variants[::-1]:
+            with ExitStack() as stack:
+                if variant == "Python" and native_on:
+                    stack.enter_context(patch.object(batch_writer, "_EVENT_NATIVE", None))
+                    stack.enter_context(patch.object(batch_writer._EVENT_LEAF, "_native", None))
+                    stack.enter_context(patch.object(hasher.encoder, "_native", None))
+                for part, run in (
+                    ("writer", writer_leaf),
+                    ("careful", careful_leaf),
+                    ("copy row", copy_rows),
+                ):
+                    began = time.process_time()
+                    got = run()
+                    took = (time.process_time() - began) / count * 1e6
+                    key = f"{part} {variant}"
+                    best[key] = min(best.get(key, took), took)
+                    if part != "copy row":
+                        results.setdefault(part, []).append(got)
+    for part, runs in results.items():  # every variant and round gave the same hashes
+        assert all(got == runs[0] for got in runs), part
+    print(
+        f"LEAF: {count:,} sample events (~{size:.0f}-byte payloads), CPU per event, best of"
+        f" {rounds}, load average {os.getloadavg()[0]:.1f}; C encoder"
+        f" {'on' if native_on else 'off (' + str(native.UNAVAILABLE) + ')'}"
+    )
+    copy = min(v for k, v in best.items() if k.startswith("copy row"))
+    for variant in variants:
+        writer_us = best[f"writer {variant}"]
+        print(
+            f"  {variant:>6}: writer's _leaf {writer_us:5.2f} us (its leaf + hash"
+            f" {writer_us - copy:5.2f} us beside the COPY row's {copy:.2f});"
+            f" verify's careful leaf {best[f'careful {variant}']:5.2f} us"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--notifications", type=int, default=120_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2, help="verify's worker processes")
+    parser.add_argument(
+        "--leaf",
+        action="store_true",
+        help="only the leaf microbenchmark (C encoder against Python), no database",
+    )
+    parser.add_argument("--leaf-events", type=int, default=20_000)
     args = parser.parse_args()
+    leaf_micro(args.leaf_events, max(3, args.runs))
+    if args.leaf:
+        return
 
     receipts = _receipts(args.notifications)
     data_dir = Path(tempfile.mkdtemp(prefix="auditor-bench-evidence-"))

@@ -29,7 +29,9 @@ anything but exact dict, list, str, int, bool and None (a tuple, a subclass, a U
 orjson would write where the reference refuses or differs). Within those types orjson's
 output is JCS: no whitespace, the same string escapes, UTF-8, exact integers. A hypothesis
 test proves the two byte-identical over random JSON values; GWS payloads (strings, integers,
-nested objects) take the fast path.
+nested objects) take the fast path. Before either, the C encoder (auditor/evidence/_leafc.c,
+``dumps``) is asked; it answers None for anything it does not write exactly (floats among
+them), and the value goes on to the two above.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+
+from auditor.evidence.native import leafc
 
 HASH_SIZE = 32
 ZERO_HASH = bytes(HASH_SIZE)
@@ -146,7 +150,12 @@ def _number(value: float) -> str:
 
 
 def canonical_bytes_fast(value: Any) -> bytes:
-    """canonical_bytes(value), via orjson when that is provably the same bytes."""
+    """canonical_bytes(value): by the C encoder (auditor/evidence/_leafc.c) when it is built
+    and takes the value, else via orjson when that is provably the same bytes."""
+    if leafc is not None:
+        encoded = leafc.dumps(value)
+        if encoded is not None:
+            return encoded
     if _orjson_agrees(value):
         try:
             return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)

@@ -13,8 +13,10 @@ values are written as docs/evidence.md says:
   gives the one canonical form of the value).
 
 ``leaf_bytes`` is the reference (a dict through canonical_bytes); the writer and ``verify``
-use ``LeafEncoder``, which builds the same bytes with orjson and falls back to the reference
-whenever orjson's bytes could differ (tests/unit/test_leaves.py proves them equal).
+use ``LeafEncoder``, which builds the same bytes in C (auditor/evidence/_leafc.c, when built
+and not switched off by ``AUDITOR_NATIVE=0``), else with orjson, and falls back to the
+reference whenever either one's bytes could differ (tests/unit/test_leaves.py and
+tests/unit/test_native_leaf.py prove them equal).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from ipaddress import ip_address
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -37,6 +39,10 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from auditor import db
 from auditor.evidence.canonical import canonical_bytes
+from auditor.evidence.native import leafc
+
+if TYPE_CHECKING:
+    from auditor.evidence._leafc import Plan
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,10 @@ def canonical_json(text: str | bytes | Parsed) -> bytes:
             value = orjson.loads(text)
         except orjson.JSONDecodeError:  # e.g. 1e400, which the exact reading takes
             return canonical_bytes(load_json(text))
+    if leafc is not None:
+        native = leafc.dumps(value)
+        if native is not None:
+            return native
     if _has_float(value):
         return canonical_bytes(load_json(text))
     try:
@@ -279,13 +289,38 @@ _INLINE: dict[str, Callable[[Any], Any]] = {
     "json": _json_inline,
     "bytes": lambda value: _plain("bytes", value),
     "array": list,
+    # with its prefix length, as the reference writes it (only formatted rows, whose inet
+    # PostgreSQL writes, reach the fast path today: this keeps any other caller exact too)
+    "inet": _inet,
 }
+
+
+# What the C encoder is told of each kind of column (a formatted column is text already).
+_NATIVE_KINDS = {
+    "text": "text",
+    "integer": "integer",
+    "timestamp": "timestamp",
+    "uuid": "uuid",
+    "bytes": "bytes",
+    "array": "array",
+    "inet": "inet",
+    "json": "json",
+}
+
+# The leaf bytes with RFC 6962's 0x00 prefix (what the leaf hash hashes), or None where only
+# the Python path is exact: f(values, *more), the values in the order the caller named.
+NativeLeaf = Callable[..., bytes | None]
 
 
 class LeafEncoder:
     """Leaf bytes of many rows of one source, given as tuples in ``fields`` order with jsonb
     values as JSON text (or Parsed). Same bytes as leaf_bytes of the row with those texts
-    loaded by load_json."""
+    loaded by load_json.
+
+    Each row goes to the C encoder first (auditor/evidence/_leafc.c), when it is there; it
+    answers None for whatever it does not write exactly (a float, an integer beyond 64 bits,
+    a key beyond U+FFFF, a lone surrogate, a type it does not know...), and those rows take
+    the Python path below, unchanged."""
 
     def __init__(self, source: str, *, formatted: bool = False) -> None:
         """``formatted``: timestamps, UUIDs and bytea come as the leaf's strings already
@@ -306,8 +341,43 @@ class LeafEncoder:
             for name in self.fields
             if not (formatted and kinds[name] in _PREFORMATTED) and kinds[name] in _INLINE
         ]
+        self._native_kinds = {
+            name: "text"
+            if formatted and kinds[name] in _PREFORMATTED
+            else _NATIVE_KINDS[kinds[name]]
+            for name in self.fields
+        }
+        self._native: Plan | None = None if leafc is None else self._plan(self.fields)
+
+    def _plan(self, names: Sequence[str | None], values: Sequence[str] = ()) -> Plan:
+        """The C encoder's plan for values given in the order of ``names`` (None: a position
+        it skips); the jsonb columns named in ``values`` come as their parsed value."""
+        assert leafc is not None
+        kinds = [
+            "text" if name is None else "value" if name in values else self._native_kinds[name]
+            for name in names
+        ]
+        return leafc.Plan(self.source, names, kinds, orjson.loads, Parsed)
+
+    def native(self, names: Sequence[str | None], values: Sequence[str] = ()) -> NativeLeaf | None:
+        """The C encoder of this source's leaf for a caller with the values in its own order
+        (``names``, None for a position to skip; every field named once), the jsonb fields in
+        ``values`` given as the parsed value itself: it returns the leaf's bytes with the
+        0x00 prefix, ready to hash, or None where the caller must take the Python path. None
+        when the extension is not there or switched off."""
+        if leafc is None:
+            return None
+        if sorted(name for name in names if name is not None) != list(self.fields):
+            raise ValueError("the names must be the leaf's fields, each once")
+        plan = self._plan(names, values)
+        encode: NativeLeaf = plan.encode_prefixed
+        return encode
 
     def encode(self, values: Sequence[Any]) -> bytes:
+        if self._native is not None and isinstance(values, tuple | list):
+            encoded: bytes | None = self._native.encode(values)
+            if encoded is not None:
+                return encoded
         # One dict, NULLs left out, instead of the row's dict and then the leaf's.
         leaf = {
             name: value
@@ -342,6 +412,10 @@ class LeafEncoder:
         could differ from the reference (a float, a key beyond U+FFFF, an integer beyond 64
         bits, a lone surrogate), the row goes the careful way (``encode_careful``).
         """
+        if self._native is not None and type(row) is dict:
+            native: bytes | None = self._native.encode_mapping(row)
+            if native is not None:
+                return native
         leaf = {name: value for name, value in row.items() if value is not None}
         encoded = self._encode_leaf(leaf)
         return self.encode_careful(row) if encoded is None else encoded
@@ -349,6 +423,10 @@ class LeafEncoder:
     def encode_present(self, leaf: dict[str, Any], row: Callable[[], Mapping[str, Any]]) -> bytes:
         """As encode_row, for a caller that built the dict of the row's non-NULL fields
         itself (it is used up); ``row`` gives the whole row when the careful way is needed."""
+        if self._native is not None:
+            native: bytes | None = self._native.encode_mapping(leaf)
+            if native is not None:
+                return native
         encoded = self._encode_leaf(leaf)
         return self.encode_careful(row()) if encoded is None else encoded
 

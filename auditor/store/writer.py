@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from hashlib import sha256
 from typing import Any
 from uuid import UUID
 
@@ -97,6 +98,12 @@ _EVENT_LEAF = LeafEncoder("event")
 if set(_EVENT_LEAF.fields) != {"id", *_COPY_COLUMNS, *_UNWRITTEN}:
     raise RuntimeError("the writer's COPY columns no longer match the event leaf")
 _QUARANTINE_LEAF = LeafEncoder("quarantine")
+# The event's leaf in C from the COPY row, its id and the parsed payload (the COPY row's
+# payload text skipped), prefixed for the leaf hash; None without the extension.
+_EVENT_NATIVE = _EVENT_LEAF.native(
+    (*(None if name == "payload" else name for name in _COPY_COLUMNS), "id", "payload"),
+    values=("payload",),
+)
 
 _NEXT_ID = "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM events_id_seq"
 _LAST_ID = "SELECT currval('events_id_seq')"
@@ -195,6 +202,10 @@ def _leaf(event_id: int, receipt: Receipt, record: Record) -> tuple[tuple[object
     """The COPY row and the leaf hash of one event. Raises ValueError when the payload has
     no canonical form (docs/evidence.md), which sends the receipt to quarantine."""
     row = _copy_row(receipt, record)
+    if _EVENT_NATIVE is not None:
+        prefixed = _EVENT_NATIVE(row, event_id, record.payload)
+        if prefixed is not None:
+            return row, sha256(prefixed).digest()
     # The leaf's dict built once, NULLs left out (the encoder's own pass is skipped).
     leaf = {
         name: value for name, value in zip(_COPY_COLUMNS, row, strict=True) if value is not None
