@@ -110,7 +110,7 @@ _SIZES = """
 SELECT pg_database_size(current_database()),
        (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('events'::regclass)),
        pg_total_relation_size('record'), pg_total_relation_size('interactions'),
-       pg_total_relation_size('user_data_values'),
+       pg_total_relation_size('user_data_values'), pg_total_relation_size('event_references'),
        (SELECT count(*) FROM pg_partition_tree('events'::regclass) WHERE isleaf),
        (SELECT count(*) FROM interactions)
 """
@@ -119,14 +119,15 @@ SELECT pg_database_size(current_database()),
 def disk(dsn: str, stage: Stage) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         t0 = time.perf_counter()
-        for table in ("events", "record", "interactions", "user_data_values"):
+        for table in ("events", "record", "interactions", "user_data_values", "event_references"):
             conn.execute(f"VACUUM (ANALYZE) {table}")
         print(f"VACUUM (ANALYZE): {time.perf_counter() - t0:.0f} s", flush=True)
         row = conn.execute(_SIZES).fetchone()
         assert row is not None
-    names = ("database", "events", "record", "interactions", "user_data_values")
-    stage.disk = {name: int(v) for name, v in zip(names, row[:5], strict=True)}
-    partitions, stage.interactions = int(row[5]), int(row[6])
+    names = ("database", "events", "record", "interactions", "user_data_values",
+             "event_references")  # fmt: skip
+    stage.disk = {name: int(v) for name, v in zip(names, row[:6], strict=True)}
+    partitions, stage.interactions = int(row[6]), int(row[7])
     per_event = ", ".join(f"{k} {v / stage.events:,.0f}" for k, v in stage.disk.items())
     print(f"disk at {stage.events:,} events ({stage.interactions:,} interactions,"
           f" {partitions} partitions of events incl. default): database"
@@ -218,11 +219,18 @@ def compare(small: Stage, large: Stage) -> None:
     print(f"{'disk, bytes per event':<30} {small.disk['database'] / small.events:>12,.0f}"
           f" {large.disk['database'] / large.events:>12,.0f}   (the database)")  # fmt: skip
     print(f"{'':<30} {tables(small) / small.events:>12,.0f} {tables(large) / large.events:>12,.0f}"
-          "   (events, record, interactions, user_data_values with their indexes)")  # fmt: skip
+          "   (events, record, interactions, user_data_values, event_references with their"
+          " indexes)")  # fmt: skip
+    print(f"{'':<30} {small.disk.get('event_references', 0) / small.events:>12,.0f}"
+          f" {large.disk.get('event_references', 0) / large.events:>12,.0f}"
+          "   (event_references with its indexes)")  # fmt: skip
+
+
+TABLES = ("events", "record", "interactions", "user_data_values", "event_references")
 
 
 def tables(stage: Stage) -> int:
-    return sum(stage.disk[t] for t in ("events", "record", "interactions", "user_data_values"))
+    return sum(stage.disk.get(t, 0) for t in TABLES)
 
 
 def drop_oldest(dsn: str, months: int) -> None:

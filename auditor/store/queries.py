@@ -12,7 +12,7 @@ from psycopg import sql
 from psycopg.rows import args_row
 
 from auditor import shapes
-from auditor.store import asof, userdata
+from auditor.store import asof, event_references, userdata
 from auditor.store.userdata import UserDataFilter
 
 # --- Search and export (the query API) --------------------------------------------------------
@@ -91,6 +91,17 @@ def _event_where(flt: EventFilter, driven: bool = True) -> tuple[list[sql.Compos
     return clauses, params
 
 
+def _events_source(flt: EventFilter) -> tuple[sql.Composable, list[Any]]:
+    """What the events filter reads: ``events``, or with a referenceId only the events the
+    side table points at (auditor.store.event_references: one B-tree probe and the one
+    partition per event, where events' own reference_id index is one probe per partition).
+    Its parameters come before the WHERE clause's."""
+    reference_id = flt.equals.get("referenceId")
+    if reference_id is None:
+        return sql.SQL("events"), []
+    return event_references.source(reference_id)
+
+
 def where(clauses: list[sql.Composable]) -> sql.Composable:
     if not clauses:
         return sql.SQL("")
@@ -133,6 +144,8 @@ def _events_query(
     flt: EventFilter, newest_first: bool, limit: int, after_id: int | None, each: bool
 ) -> tuple[sql.Composed, list[Any]]:
     clauses, params = _event_where(flt, driven=not each)
+    source, source_params = _events_source(flt)
+    params = [*source_params, *params]
     if after_id is not None:
         clauses.append(sql.SQL("id < %s" if newest_first else "id > %s"))
         params.append(after_id)
@@ -146,7 +159,7 @@ def _events_query(
         candidates, held = userdata.each_candidate(flt.user_data)
         clauses.append(sql.SQL("events.interaction_id = c.interaction_id"))
         per_candidate = sql.Composed(
-            [sql.SQL("SELECT * FROM events"), where(clauses), order, sql.SQL(" LIMIT %s")]
+            [sql.SQL("SELECT * FROM "), source, where(clauses), order, sql.SQL(" LIMIT %s")]
         )
         query = sql.Composed(
             [
@@ -166,14 +179,16 @@ def _events_query(
     # payload anyway, the page in that same pass (a second lookup of each row through the
     # primary key doubled the cold pages an exact user-data match reads: docs/api.md).
     inner, page = (
-        ("SELECT * FROM events", " LIMIT %s) AS events")
+        ("SELECT * FROM ", " LIMIT %s) AS events")
         if flt.user_data
         else (
-            "SELECT id, received_at FROM events",
+            "SELECT id, received_at FROM ",
             " LIMIT %s) AS page JOIN events USING (id, received_at)",
         )
     )
-    query = sql.Composed([select, sql.SQL(inner), where(clauses), order, sql.SQL(page), order])
+    query = sql.Composed(
+        [select, sql.SQL(inner), source, where(clauses), order, sql.SQL(page), order]
+    )
     return query, [*params, limit]
 
 
@@ -189,9 +204,12 @@ def export_events_json(
     """Every matching event, oldest first, ``fetch`` rows at a time from a server-side cursor
     (constant memory), in the caller's transaction."""
     clauses, params = _event_where(flt)
+    source, source_params = _events_source(flt)
+    params = [*source_params, *params]
     query = sql.Composed(
         [
-            sql.SQL("SELECT received_at, account, " + EVENT_JSON + " FROM events"),
+            sql.SQL("SELECT received_at, account, " + EVENT_JSON + " FROM "),
+            source,
             where(clauses),
             sql.SQL(" ORDER BY id"),
         ]
@@ -209,12 +227,15 @@ def export_events_csv(
     PostgreSQL's COPY does the RFC 4180 quoting (faster than quoting written in SQL, and
     than Python's csv: bench/csv_export.py); the cells carry the formula guard."""
     clauses, params = _event_where(flt)
+    source, source_params = _events_source(flt)
+    params = [*source_params, *params]
     # COPY takes no bound parameters, so psycopg writes them into the statement as literals,
     # and PostgreSQL refuses an offset beyond 15:59 there (+16:00 is valid ISO 8601).
     params = [p.astimezone(UTC) if isinstance(p, datetime) else p for p in params]
     statement = sql.Composed(
         [
-            sql.SQL("COPY (SELECT " + _EVENT_CSV_CELLS + " FROM events"),
+            sql.SQL("COPY (SELECT " + _EVENT_CSV_CELLS + " FROM "),
+            source,
             where(clauses),
             sql.SQL(" ORDER BY id) TO STDOUT (FORMAT csv)"),
         ]
@@ -241,11 +262,12 @@ def export_extent(conn: psycopg.Connection[Any], flt: EventFilter) -> Extent:
     """The earliest receipt and the accounts among the matching events (in the export's
     REPEATABLE READ snapshot: the rows the COPY sends)."""
     clauses, params = _event_where(flt)
+    source, source_params = _events_source(flt)
+    params = [*source_params, *params]
     query = sql.Composed(
         [
-            sql.SQL(
-                "SELECT min(received_at), coalesce(array_agg(DISTINCT account), '{}') FROM events"
-            ),
+            sql.SQL("SELECT min(received_at), coalesce(array_agg(DISTINCT account), '{}') FROM "),
+            source,
             where(clauses),
         ]
     )
