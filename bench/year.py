@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import orjson
 import psycopg
@@ -66,6 +67,7 @@ from auditor.retention.plan import make_plan
 from auditor.retention.purge import apply
 from auditor.retention.settings import RetentionSettings
 from auditor.roles import grant_login
+from auditor.store import event_references
 from tests.serving import serve
 
 DATABASE = "bench_year"
@@ -237,7 +239,20 @@ def drop_oldest(dsn: str, months: int) -> None:
     """The oldest month through the retention path: keep ``months - 1`` months, as of the
     month after the data ends."""
     now = _end(months) + timedelta(days=1)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    forgetting: list[float] = []
+    forget = event_references.forget_purged
+
+    def timed_forget(conn: psycopg.Connection[Any], purge_id: int) -> int:
+        t = time.perf_counter()
+        try:
+            return forget(conn, purge_id)
+        finally:
+            forgetting.append(time.perf_counter() - t)
+
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        patch.object(event_references, "forget_purged", timed_forget),
+    ):
         t0 = time.perf_counter()
         plan = make_plan(conn, RetentionSettings(months - 1), now)
         planned = time.perf_counter() - t0
@@ -247,9 +262,12 @@ def drop_oldest(dsn: str, months: int) -> None:
     for entry in result.dropped:
         print(
             f"retention dropped {entry['partition']}: {entry['rows']:,} events,"
-            f" {entry['interactions_forgotten']:,} interactions forgotten",
+            f" {entry['interactions_forgotten']:,} interactions forgotten,"
+            f" {entry.get('references_forgotten', 0):,} event_references rows deleted",
             flush=True,
         )
+    print(f"of the apply, the event_references deletes (after the drop, outside the writer's"
+          f" lock): {sum(forgetting):.1f} s", flush=True)  # fmt: skip
     print(
         f"retention plan {planned:.1f} s (counts every partition's rows by media type);"
         f" apply {applied:.1f} s (purge receipt over the month's record positions, sealed,"

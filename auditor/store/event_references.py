@@ -68,15 +68,15 @@ def forget_purged(conn: psycopg.Connection[Any], purge_id: int) -> int:
 def source(reference_id: str) -> tuple[sql.Composable, list[Any]]:
     """A FROM item named ``events`` holding exactly the events whose reference_id is the
     given one, found through this table: the B-tree gives (event_id, received_at) in id order,
-    each joined to its one partition. Equal to ``events`` filtered by reference_id for every
-    event stored by the writer or the migration (they fill the table in the same transaction
-    as the events); the reference_id test on events keeps it exact even if a row here
-    pointed at another event."""
+    each joined to its one partition by the primary key (id, received_at). Equal to ``events``
+    filtered by reference_id: the writer and the migration add a row for every event with a
+    referenceId, from the event itself, in the event's transaction; events are never altered,
+    and a purged event's row joins to nothing."""
     return (
         sql.SQL(
             "(SELECT e.* FROM event_references AS r"
             " JOIN events AS e ON e.id = r.event_id AND e.received_at = r.received_at"
-            " WHERE r.reference_id = %s AND e.reference_id = %s) AS events"
+            " WHERE r.reference_id = %s) AS events"
         ),
-        [reference_id, reference_id],
+        [reference_id],
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -91,15 +91,24 @@ def _event_where(flt: EventFilter, driven: bool = True) -> tuple[list[sql.Compos
     return clauses, params
 
 
-def _events_source(flt: EventFilter) -> tuple[sql.Composable, list[Any]]:
-    """What the events filter reads: ``events``, or with a referenceId only the events the
-    side table points at (auditor.store.event_references: one B-tree probe and the one
-    partition per event, where events' own reference_id index is one probe per partition).
-    Its parameters come before the WHERE clause's."""
+def _events_from(
+    flt: EventFilter, driven: bool = True
+) -> tuple[sql.Composable, list[sql.Composable], list[Any]]:
+    """What the events filter reads, its WHERE clauses, and the parameters of both in order.
+
+    With a referenceId: only the events the side table points at (auditor.store.event_references:
+    one B-tree probe, then each event's one partition, where events' own reference_id index
+    costs a probe of every partition), and no reference_id test on events: one would let
+    PostgreSQL plan that probe of every partition again, since its costs do not count the
+    partitions that run-time pruning skips."""
     reference_id = flt.equals.get("referenceId")
     if reference_id is None:
-        return sql.SQL("events"), []
-    return event_references.source(reference_id)
+        clauses, params = _event_where(flt, driven)
+        return sql.SQL("events"), clauses, params
+    source, source_params = event_references.source(reference_id)
+    rest = {k: v for k, v in flt.equals.items() if k != "referenceId"}
+    clauses, params = _event_where(replace(flt, equals=rest), driven)
+    return source, clauses, [*source_params, *params]
 
 
 def where(clauses: list[sql.Composable]) -> sql.Composable:
@@ -143,9 +152,7 @@ def search_events(
 def _events_query(
     flt: EventFilter, newest_first: bool, limit: int, after_id: int | None, each: bool
 ) -> tuple[sql.Composed, list[Any]]:
-    clauses, params = _event_where(flt, driven=not each)
-    source, source_params = _events_source(flt)
-    params = [*source_params, *params]
+    source, clauses, params = _events_from(flt, driven=not each)
     if after_id is not None:
         clauses.append(sql.SQL("id < %s" if newest_first else "id > %s"))
         params.append(after_id)
@@ -203,9 +210,7 @@ def export_events_json(
 ) -> Iterator[list[ExportRow]]:
     """Every matching event, oldest first, ``fetch`` rows at a time from a server-side cursor
     (constant memory), in the caller's transaction."""
-    clauses, params = _event_where(flt)
-    source, source_params = _events_source(flt)
-    params = [*source_params, *params]
+    source, clauses, params = _events_from(flt)
     query = sql.Composed(
         [
             sql.SQL("SELECT received_at, account, " + EVENT_JSON + " FROM "),
@@ -226,9 +231,7 @@ def export_events_csv(
     """Every matching event as CSV records (no header), oldest first, as (chunk, rows in it).
     PostgreSQL's COPY does the RFC 4180 quoting (faster than quoting written in SQL, and
     than Python's csv: bench/csv_export.py); the cells carry the formula guard."""
-    clauses, params = _event_where(flt)
-    source, source_params = _events_source(flt)
-    params = [*source_params, *params]
+    source, clauses, params = _events_from(flt)
     # COPY takes no bound parameters, so psycopg writes them into the statement as literals,
     # and PostgreSQL refuses an offset beyond 15:59 there (+16:00 is valid ISO 8601).
     params = [p.astimezone(UTC) if isinstance(p, datetime) else p for p in params]
@@ -261,9 +264,7 @@ class Extent(NamedTuple):
 def export_extent(conn: psycopg.Connection[Any], flt: EventFilter) -> Extent:
     """The earliest receipt and the accounts among the matching events (in the export's
     REPEATABLE READ snapshot: the rows the COPY sends)."""
-    clauses, params = _event_where(flt)
-    source, source_params = _events_source(flt)
-    params = [*source_params, *params]
+    source, clauses, params = _events_from(flt)
     query = sql.Composed(
         [
             sql.SQL("SELECT min(received_at), coalesce(array_agg(DISTINCT account), '{}') FROM "),

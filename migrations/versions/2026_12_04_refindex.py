@@ -63,8 +63,7 @@ def upgrade() -> None:
         " (reference_id, event_id) INCLUDE (received_at)"
     )
     op.execute(
-        "CREATE INDEX ix_event_references_received_at ON event_references USING brin"
-        " (received_at)"
+        "CREATE INDEX ix_event_references_received_at ON event_references USING brin (received_at)"
     )
     op.execute("ANALYZE event_references")
     op.execute(f"GRANT INSERT ON event_references TO {WRITER}")
