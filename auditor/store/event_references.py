@@ -47,6 +47,13 @@ def write_stored(conn: psycopg.Connection[Any], stored: Sequence[tuple[int, Any,
     write(conn, stored[0][0], stored[-1][0], min(times), max(times))
 
 
+# The rows of events stored without the writer (a bulk load; the migration has its own copy).
+BACKFILL = """
+INSERT INTO event_references (event_id, received_at, reference_id)
+SELECT id, received_at, reference_id FROM events WHERE reference_id IS NOT NULL
+"""
+
+
 # Retention: the rows of the events a purge dropped, named by its sealed receipt (the month's
 # time range and the exact ids, a multirange): an event of that month stored after the drop (a
 # late spool recreating the partition) has another id and keeps its row. The BRIN index on
