@@ -138,6 +138,27 @@ user_data_values = Table(
     ),
 )
 
+# migration 2026_12_04_refindex: where each referenceId's events are (derived data, not part of
+# the record, like user_data_values). events is partitioned by received_at, and PostgreSQL has
+# no global index: a referenceId lookup without a time range probed the partial reference_id
+# index of every monthly partition (24 cold probes at a year of data, docs/scale.md). One
+# B-tree here gives the lookup (event_id, received_at) in id order from its leaf pages alone,
+# and the join to events on (id, received_at) prunes to the one partition holding each event.
+# The writer fills it in the events' transaction (auditor.store.event_references); a retention
+# purge deletes a dropped month's rows (the BRIN index on received_at finds them).
+event_references = Table(
+    "event_references",
+    metadata,
+    # Fixed-width columns first: no alignment padding in the row.
+    Column("event_id", BigInteger, nullable=False),
+    Column("received_at", TZ, nullable=False),
+    Column("reference_id", Text, nullable=False),
+    Index(None, "reference_id", "event_id", postgresql_include=["received_at"]),
+    Index(None, "received_at", postgresql_using="brin"),
+    comment="Where each referenceId's events are (event id and partition key): derived from"
+    " events by the writer, not part of the record (docs/scale.md)",
+)
+
 quarantine = Table(
     "quarantine",
     metadata,

@@ -42,7 +42,7 @@ from auditor.config import libpq_conninfo, parse_database_url
 from auditor.db import sa_connection
 from auditor.pgserver import EmbeddedPostgres
 from auditor.roles import grant_login
-from auditor.store import schema, userdata_values
+from auditor.store import event_references, schema, userdata_values
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.serving
 from tests.serving import serve
@@ -249,11 +249,14 @@ def load(url: URL, total: int) -> None:
         conn.execute(PROJECT)
         # What the writer keeps for user-data search, filled as the migration fills it.
         conn.execute(userdata_values.BACKFILL)
+        # And where each referenceId's events are (the writer adds these rows too).
+        conn.execute(event_references.BACKFILL)
         # As autovacuum would after a bulk load: statistics, and the visibility map that
         # index-only scans need.
         conn.execute("VACUUM (ANALYZE) events")
         conn.execute("VACUUM (ANALYZE) interactions")
         conn.execute("VACUUM (ANALYZE) user_data_values")
+        conn.execute("VACUUM (ANALYZE) event_references")
         _cover(conn)
         print(f"projection, analyze, coverage: {time.perf_counter() - t1:.1f} s", flush=True)
 

@@ -11,9 +11,10 @@ The writer is also measured without user-data indexing (its user_data_values row
 out, here only), and without that and the as_of BRIN index on stored_at, so the cost of issue
 12's search structures is a ratio of the same run too: the user-data rows alone (item 2's
 target, printed as "issue 12 target") and with the BRIN index (items 2 and 3 together).
-`--only-user-data` runs just those three writers; `--rounds N` compares them N times (the order
-reverses every round). A benchmark that prints numbers; it asserts
-nothing.
+`--only-references N` runs only the writer with and without its event_references rows (the
+referenceId side table, issue 14 item 4; the insert patched out, here only), alternating, N
+rounds. `--only-user-data` runs just those three writers; `--rounds N` compares them N times
+(the order reverses every round). A benchmark that prints numbers; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from auditor.config import libpq_conninfo, parse_database_url
 from auditor.notifications import Record, parse
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
-from auditor.store import schema, userdata_values
+from auditor.store import event_references, schema, userdata_values
 from auditor.store import writer as batch_writer
 from auditor.store.receipts import Receipt
 from auditor.store.writer import store_batch
@@ -403,6 +404,52 @@ def chain_cost(
     )
 
 
+def run_writer_without_references(dsn: str, receipts: list[Receipt], batch: int) -> int:
+    """The writer without its event_references rows (the referenceId side table)."""
+    with patch.object(event_references, "write_stored", lambda _c, _s: None):
+        return run_writer(dsn, receipts, batch)
+
+
+def references_cost(
+    receipts: list[Receipt],
+    batch: int,
+    rounds: int,
+    fresh: Callable[[str], str],
+    checkpoint: Callable[[], None],
+) -> None:
+    """The writer's cost of the referenceId side table: the writer with its event_references
+    rows against the same writer without them, alternating (with first in odd rounds), each on
+    a fresh database after a CHECKPOINT; wall rate and CPU (client + backend)."""
+    pairs: list[tuple[float, float, float, float]] = []
+    for round_ in range(1, rounds + 1):
+        measured: dict[str, tuple[float, float]] = {}
+        runs = [("with", run_writer), ("without", run_writer_without_references)]
+        for name, writer in runs if round_ % 2 else runs[::-1]:
+            dsn = fresh(f"bench_refs_{name}_{round_}")
+            checkpoint()
+            rate = timed(
+                f"writer {name} event_references rows, round {round_}",
+                partial(writer, dsn, receipts, batch),
+            )
+            measured[name] = (rate, LAST_CPU[0] / len(receipts) * 1e6)
+        pairs.append((*measured["with"], *measured["without"]))
+    print(f"\nload average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("| round | with /s (CPU us) | without /s (CPU us) | cost, wall | cost, CPU |")
+    print("|---|---|---|---|---|")
+    for round_, (rate, cpu, bare, bare_cpu) in enumerate(pairs, start=1):
+        print(
+            f"| {round_} | {rate:,.0f} ({cpu:.1f}) | {bare:,.0f} ({bare_cpu:.1f})"
+            f" | {1 - rate / bare:.1%} | {cpu / bare_cpu - 1:.1%} |"
+        )
+    best, best_bare = max(p[0] for p in pairs), max(p[2] for p in pairs)
+    print(
+        f"REFERENCES COST: best against best {1 - best / best_bare:.1%} of the rate; CPU per"
+        f" notification +{statistics.median(p[1] / p[3] - 1 for p in pairs):.1%} (median of"
+        f" {rounds} rounds)",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--notifications", type=int, default=200_000)
@@ -414,6 +461,12 @@ def main() -> None:
         type=int,
         default=0,
         help="only the hash chain's cost: the writer with and without it, alternating, N rounds",
+    )
+    parser.add_argument(
+        "--only-references",
+        type=int,
+        default=0,
+        help="only the writer with and without its event_references rows, alternating, N rounds",
     )
     parser.add_argument(
         "--only-user-data",
@@ -457,6 +510,9 @@ def main() -> None:
         )
         if args.chain_rounds:
             chain_cost(receipts, args.batch, args.chain_rounds, fresh, checkpoint)
+            return
+        if args.only_references:
+            references_cost(receipts, args.batch, args.only_references, fresh, checkpoint)
             return
         # Each measured twice, alternating, on fresh databases; the best of two is reported,
         # so that a checkpoint or a slow fsync in one run does not decide the comparison.

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import orjson
 import psycopg
@@ -66,6 +67,7 @@ from auditor.retention.plan import make_plan
 from auditor.retention.purge import apply
 from auditor.retention.settings import RetentionSettings
 from auditor.roles import grant_login
+from auditor.store import event_references
 from tests.serving import serve
 
 DATABASE = "bench_year"
@@ -110,7 +112,7 @@ _SIZES = """
 SELECT pg_database_size(current_database()),
        (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('events'::regclass)),
        pg_total_relation_size('record'), pg_total_relation_size('interactions'),
-       pg_total_relation_size('user_data_values'),
+       pg_total_relation_size('user_data_values'), pg_total_relation_size('event_references'),
        (SELECT count(*) FROM pg_partition_tree('events'::regclass) WHERE isleaf),
        (SELECT count(*) FROM interactions)
 """
@@ -119,14 +121,15 @@ SELECT pg_database_size(current_database()),
 def disk(dsn: str, stage: Stage) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         t0 = time.perf_counter()
-        for table in ("events", "record", "interactions", "user_data_values"):
+        for table in ("events", "record", "interactions", "user_data_values", "event_references"):
             conn.execute(f"VACUUM (ANALYZE) {table}")
         print(f"VACUUM (ANALYZE): {time.perf_counter() - t0:.0f} s", flush=True)
         row = conn.execute(_SIZES).fetchone()
         assert row is not None
-    names = ("database", "events", "record", "interactions", "user_data_values")
-    stage.disk = {name: int(v) for name, v in zip(names, row[:5], strict=True)}
-    partitions, stage.interactions = int(row[5]), int(row[6])
+    names = ("database", "events", "record", "interactions", "user_data_values",
+             "event_references")  # fmt: skip
+    stage.disk = {name: int(v) for name, v in zip(names, row[:6], strict=True)}
+    partitions, stage.interactions = int(row[6]), int(row[7])
     per_event = ", ".join(f"{k} {v / stage.events:,.0f}" for k, v in stage.disk.items())
     print(f"disk at {stage.events:,} events ({stage.interactions:,} interactions,"
           f" {partitions} partitions of events incl. default): database"
@@ -218,18 +221,38 @@ def compare(small: Stage, large: Stage) -> None:
     print(f"{'disk, bytes per event':<30} {small.disk['database'] / small.events:>12,.0f}"
           f" {large.disk['database'] / large.events:>12,.0f}   (the database)")  # fmt: skip
     print(f"{'':<30} {tables(small) / small.events:>12,.0f} {tables(large) / large.events:>12,.0f}"
-          "   (events, record, interactions, user_data_values with their indexes)")  # fmt: skip
+          "   (events, record, interactions, user_data_values, event_references with their"
+          " indexes)")  # fmt: skip
+    print(f"{'':<30} {small.disk.get('event_references', 0) / small.events:>12,.0f}"
+          f" {large.disk.get('event_references', 0) / large.events:>12,.0f}"
+          "   (event_references with its indexes)")  # fmt: skip
+
+
+TABLES = ("events", "record", "interactions", "user_data_values", "event_references")
 
 
 def tables(stage: Stage) -> int:
-    return sum(stage.disk[t] for t in ("events", "record", "interactions", "user_data_values"))
+    return sum(stage.disk.get(t, 0) for t in TABLES)
 
 
 def drop_oldest(dsn: str, months: int) -> None:
     """The oldest month through the retention path: keep ``months - 1`` months, as of the
     month after the data ends."""
     now = _end(months) + timedelta(days=1)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    forgetting: list[float] = []
+    forget = event_references.forget_purged
+
+    def timed_forget(conn: psycopg.Connection[Any], purge_id: int) -> int:
+        t = time.perf_counter()
+        try:
+            return forget(conn, purge_id)
+        finally:
+            forgetting.append(time.perf_counter() - t)
+
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        patch.object(event_references, "forget_purged", timed_forget),
+    ):
         t0 = time.perf_counter()
         plan = make_plan(conn, RetentionSettings(months - 1), now)
         planned = time.perf_counter() - t0
@@ -239,9 +262,12 @@ def drop_oldest(dsn: str, months: int) -> None:
     for entry in result.dropped:
         print(
             f"retention dropped {entry['partition']}: {entry['rows']:,} events,"
-            f" {entry['interactions_forgotten']:,} interactions forgotten",
+            f" {entry['interactions_forgotten']:,} interactions forgotten,"
+            f" {entry.get('references_forgotten', 0):,} event_references rows deleted",
             flush=True,
         )
+    print(f"of the apply, the event_references deletes (after the drop, outside the writer's"
+          f" lock): {sum(forgetting):.1f} s", flush=True)  # fmt: skip
     print(
         f"retention plan {planned:.1f} s (counts every partition's rows by media type);"
         f" apply {applied:.1f} s (purge receipt over the month's record positions, sealed,"

@@ -178,7 +178,7 @@ def load_to(dsn: str, target: int, per_pass: int, months: int, data_dir: Path,
 def _analyze(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     """Statistics as autovacuum keeps them (it lags a bulk load, and the SQL fold is planned
     from them: a partition never analyzed makes every join a nested loop)."""
-    conn.execute("ANALYZE events, interactions, user_data_values, record")
+    conn.execute("ANALYZE events, interactions, user_data_values, record, event_references")
     conn.commit()
 
 
@@ -260,6 +260,8 @@ _SHAPES = {
     "record": "SELECT position, source, source_id, octet_length(leaf_hash),"
     " octet_length(chain_hash) FROM record ORDER BY position",
     "user_data_values": "SELECT interaction_id, event_id, changed FROM user_data_values"
+    " ORDER BY event_id",
+    "event_references": "SELECT event_id, received_at, reference_id FROM event_references"
     " ORDER BY event_id",
     "interactions": "SELECT to_jsonb(i) - 'accounts', ARRAY(SELECT unnest(accounts) ORDER BY 1)"
     " FROM interactions AS i ORDER BY interaction_id",

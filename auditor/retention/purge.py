@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 
 from auditor.retention.plan import Decision, Plan
-from auditor.store import projection, projection_rebuild
+from auditor.store import event_references, projection, projection_rebuild
 from auditor.store import record as ledger
 from auditor.store.sources import Hasher, rows_by_id
 
@@ -384,7 +384,13 @@ def apply(
             result.kept.append(entry)
             log.warning("retention keeps %s: %s", decision.partition, text)
             continue
+        # The referenceId side table's rows of the dropped events: after the drop commits,
+        # outside the writer's lock (a month's rows are many; until then the lookup's join to
+        # events skips them).
+        with conn.transaction():
+            references_forgotten = event_references.forget_purged(conn, receipt.id)
         entry.update(
+            references_forgotten=references_forgotten,
             receipt=receipt.id,
             receipt_position=receipt.position,
             interactions_forgotten=receipt.interactions_forgotten,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -12,7 +12,7 @@ from psycopg import sql
 from psycopg.rows import args_row
 
 from auditor import shapes
-from auditor.store import asof, userdata
+from auditor.store import asof, event_references, userdata
 from auditor.store.userdata import UserDataFilter
 
 # --- Search and export (the query API) --------------------------------------------------------
@@ -91,6 +91,26 @@ def _event_where(flt: EventFilter, driven: bool = True) -> tuple[list[sql.Compos
     return clauses, params
 
 
+def _events_from(
+    flt: EventFilter, driven: bool = True
+) -> tuple[sql.Composable, list[sql.Composable], list[Any]]:
+    """What the events filter reads, its WHERE clauses, and the parameters of both in order.
+
+    With a referenceId: only the events the side table points at (auditor.store.event_references:
+    one B-tree probe, then each event's one partition, where events' own reference_id index
+    costs a probe of every partition), and no reference_id test on events: one would let
+    PostgreSQL plan that probe of every partition again, since its costs do not count the
+    partitions that run-time pruning skips."""
+    reference_id = flt.equals.get("referenceId")
+    if reference_id is None:
+        clauses, params = _event_where(flt, driven)
+        return sql.SQL("events"), clauses, params
+    source, source_params = event_references.source(reference_id)
+    rest = {k: v for k, v in flt.equals.items() if k != "referenceId"}
+    clauses, params = _event_where(replace(flt, equals=rest), driven)
+    return source, clauses, [*source_params, *params]
+
+
 def where(clauses: list[sql.Composable]) -> sql.Composable:
     if not clauses:
         return sql.SQL("")
@@ -132,7 +152,7 @@ def search_events(
 def _events_query(
     flt: EventFilter, newest_first: bool, limit: int, after_id: int | None, each: bool
 ) -> tuple[sql.Composed, list[Any]]:
-    clauses, params = _event_where(flt, driven=not each)
+    source, clauses, params = _events_from(flt, driven=not each)
     if after_id is not None:
         clauses.append(sql.SQL("id < %s" if newest_first else "id > %s"))
         params.append(after_id)
@@ -146,7 +166,7 @@ def _events_query(
         candidates, held = userdata.each_candidate(flt.user_data)
         clauses.append(sql.SQL("events.interaction_id = c.interaction_id"))
         per_candidate = sql.Composed(
-            [sql.SQL("SELECT * FROM events"), where(clauses), order, sql.SQL(" LIMIT %s")]
+            [sql.SQL("SELECT * FROM "), source, where(clauses), order, sql.SQL(" LIMIT %s")]
         )
         query = sql.Composed(
             [
@@ -166,14 +186,16 @@ def _events_query(
     # payload anyway, the page in that same pass (a second lookup of each row through the
     # primary key doubled the cold pages an exact user-data match reads: docs/api.md).
     inner, page = (
-        ("SELECT * FROM events", " LIMIT %s) AS events")
+        ("SELECT * FROM ", " LIMIT %s) AS events")
         if flt.user_data
         else (
-            "SELECT id, received_at FROM events",
+            "SELECT id, received_at FROM ",
             " LIMIT %s) AS page JOIN events USING (id, received_at)",
         )
     )
-    query = sql.Composed([select, sql.SQL(inner), where(clauses), order, sql.SQL(page), order])
+    query = sql.Composed(
+        [select, sql.SQL(inner), source, where(clauses), order, sql.SQL(page), order]
+    )
     return query, [*params, limit]
 
 
@@ -188,10 +210,11 @@ def export_events_json(
 ) -> Iterator[list[ExportRow]]:
     """Every matching event, oldest first, ``fetch`` rows at a time from a server-side cursor
     (constant memory), in the caller's transaction."""
-    clauses, params = _event_where(flt)
+    source, clauses, params = _events_from(flt)
     query = sql.Composed(
         [
-            sql.SQL("SELECT received_at, account, " + EVENT_JSON + " FROM events"),
+            sql.SQL("SELECT received_at, account, " + EVENT_JSON + " FROM "),
+            source,
             where(clauses),
             sql.SQL(" ORDER BY id"),
         ]
@@ -208,13 +231,14 @@ def export_events_csv(
     """Every matching event as CSV records (no header), oldest first, as (chunk, rows in it).
     PostgreSQL's COPY does the RFC 4180 quoting (faster than quoting written in SQL, and
     than Python's csv: bench/csv_export.py); the cells carry the formula guard."""
-    clauses, params = _event_where(flt)
+    source, clauses, params = _events_from(flt)
     # COPY takes no bound parameters, so psycopg writes them into the statement as literals,
     # and PostgreSQL refuses an offset beyond 15:59 there (+16:00 is valid ISO 8601).
     params = [p.astimezone(UTC) if isinstance(p, datetime) else p for p in params]
     statement = sql.Composed(
         [
-            sql.SQL("COPY (SELECT " + _EVENT_CSV_CELLS + " FROM events"),
+            sql.SQL("COPY (SELECT " + _EVENT_CSV_CELLS + " FROM "),
+            source,
             where(clauses),
             sql.SQL(" ORDER BY id) TO STDOUT (FORMAT csv)"),
         ]
@@ -240,12 +264,11 @@ class Extent(NamedTuple):
 def export_extent(conn: psycopg.Connection[Any], flt: EventFilter) -> Extent:
     """The earliest receipt and the accounts among the matching events (in the export's
     REPEATABLE READ snapshot: the rows the COPY sends)."""
-    clauses, params = _event_where(flt)
+    source, clauses, params = _events_from(flt)
     query = sql.Composed(
         [
-            sql.SQL(
-                "SELECT min(received_at), coalesce(array_agg(DISTINCT account), '{}') FROM events"
-            ),
+            sql.SQL("SELECT min(received_at), coalesce(array_agg(DISTINCT account), '{}') FROM "),
+            source,
             where(clauses),
         ]
     )

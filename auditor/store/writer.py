@@ -32,7 +32,7 @@ from auditor.evidence import batches
 from auditor.evidence.canonical import leaf_hash
 from auditor.evidence.leaves import LeafEncoder, Parsed
 from auditor.notifications import Record, Rejected, parse
-from auditor.store import projection, userdata_values
+from auditor.store import event_references, projection, userdata_values
 from auditor.store import record as ledger
 from auditor.store.receipts import Receipt
 
@@ -466,6 +466,9 @@ def store_batch(conn: psycopg.Connection[Any], receipts: Sequence[Receipt]) -> B
     # the projection's rows (an error surfaces at the end of the block, as a batch error).
     with conn.pipeline():
         values.write(conn)
+        # Where each referenceId's events are (the lookup's global index), read back from
+        # the events just stored: one statement, whichever path stored them.
+        event_references.write_stored(conn, out.stored)
         projection.write(conn, folded.rows())
     entries = _quarantine(conn, bad + out.refused)
     quarantined = len(entries)

@@ -41,6 +41,7 @@ events              I---S  ----S  ----S I!!!S
 events_default      -----  -----  ----- I!!!S
 interactions        IU--S  ----S  ----S IUDTS
 user_data_values    I---S  ----S  ----S IUDTS
+event_references    I----  ----S  ----S IUDTS
 quarantine          I----  ----S  ----S I!!!S
 coverage_intervals  Iu--S  ----S  ----S IU!!S
 session_log         I----  ----S  ----- I!!!S
@@ -95,6 +96,11 @@ SAMPLES = {
         "INSERT INTO user_data_values (interaction_id, event_id, changed)"
         ' VALUES (gen_random_uuid()::text, 1, \'{"Case": "4711"}\')',
         "event_id",
+    ),
+    "event_references": Sample(
+        "INSERT INTO event_references (event_id, received_at, reference_id)"
+        " VALUES (1, '2026-11-02 09:00+00', 'r-1')",
+        "reference_id",
     ),
     "quarantine": Sample(
         "INSERT INTO quarantine (receipt_id, received_at, account, reason, raw)"
