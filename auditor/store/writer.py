@@ -405,9 +405,18 @@ def _batch_rows(out: _Outcome) -> list[ledger.BatchLeaf]:
     """Format-2 record rows for the stored events: one per run of contiguous ids within one
     month (a retention purge drops a month's partition and names whole batch rows; ids jump
     only where the slow path's bisection refused rows)."""
+    stored = out.stored
+    if stored and stored[-1][0] - stored[0][0] == len(stored) - 1:
+        # The usual batch: contiguous ids (nothing refused) within one month, told by the
+        # earliest and latest time alone (min and max in C, instead of a month test per event:
+        # 2 us an event, a tenth of the chain's cost once the leaf is in C).
+        times = [event[1].received_at for event in stored]
+        earliest, latest = min(times).astimezone(UTC), max(times).astimezone(UTC)
+        if (earliest.year, earliest.month) == (latest.year, latest.month):
+            leaves = out.leaves
+            return [("batch", stored[0][0], batches.leaf_hash_of(leaves), b"".join(leaves))]
     rows: list[ledger.BatchLeaf] = []
     start = 0
-    stored = out.stored
     for index in range(1, len(stored) + 1):
         if index < len(stored):
             here, before = stored[index], stored[index - 1]

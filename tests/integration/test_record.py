@@ -119,6 +119,29 @@ def test_a_batch_across_a_month_boundary_is_sealed_in_one_row_per_month(conn: Co
     assert integrity.verify(conn).ok
 
 
+def test_a_batch_going_back_and_forth_across_months_is_sealed_in_one_row_per_run(
+    conn: Conn,
+) -> None:
+    # a spool drained late can interleave an old month's receipts with this month's
+    before = len(_record(conn))
+    months = (10, 11, 11, 10, 11)
+    store_batch(
+        conn,
+        [
+            replace(
+                receipt(om_message("I-8", "Invited", reference_id=i)),
+                received_at=datetime(2026, month, 15, 12, 0, i, tzinfo=UTC),
+            )
+            for i, month in enumerate(months)
+        ],
+    )
+    rows = conn.execute(
+        "SELECT source, leaf_count FROM record ORDER BY position OFFSET %s", (before,)
+    ).fetchall()
+    assert rows == [("batch", 1), ("batch", 2), ("batch", 1), ("batch", 1)]
+    assert integrity.verify(conn).ok
+
+
 def test_positions_are_gapless_and_chained_from_zero(conn: Conn) -> None:
     store_batch(conn, [receipt(om_message("I-2", "Invited"), at=i) for i in range(5)])
     store_batch(conn, [receipt(om_message("I-2", "Processing"), at=10 + i) for i in range(3)])
