@@ -30,16 +30,6 @@ from auditor.store.receipts import Receipt
 leafc = native.leafc
 
 
-def test_the_extension_is_built_on_this_machine_kind() -> None:
-    """CI and this machine have gcc and the Python headers: the install must have built the
-    extension, so that no run silently measures or tests only the Python path. Skipped only
-    when it is switched off on purpose (AUDITOR_NATIVE=0)."""
-    if native.SWITCHED_OFF:
-        pytest.skip("AUDITOR_NATIVE=0: the C encoder is switched off on purpose")
-    assert leafc is not None, f"the C leaf encoder is {native.UNAVAILABLE}"
-    assert writer._EVENT_NATIVE is not None
-
-
 needs_native = pytest.mark.skipif(leafc is None, reason=f"C encoder {native.UNAVAILABLE}")
 pytestmark = needs_native
 
