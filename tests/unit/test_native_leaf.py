@@ -92,7 +92,7 @@ def _reference(value: Any) -> bytes | None:
         return None
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(json_values)
 @example({"\U0001f600": 1, "\uffff": 2})  # code point and UTF-16 order differ here...
 @example({"\ue000": 1, "\U00010000": 2})  # ...and here: the C encoder hands both back
@@ -222,7 +222,7 @@ def _python_encoder(source: str, **kw: Any) -> LeafEncoder:
     return encoder
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(event_rows())
 def test_a_native_event_leaf_is_the_reference_and_the_encoder_always_is(
     row: dict[str, Any],

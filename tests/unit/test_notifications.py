@@ -312,7 +312,7 @@ def _subclassed(value: Any) -> Any:
     return _Text(value) if isinstance(value, str) else value
 
 
-@settings(max_examples=600)
+@settings(max_examples=200)
 @given(odd_message, receipt_channels)
 def test_parse_gives_what_the_plain_reading_gives_for_text_bytes_and_values(
     message: dict[str, Any], channel: str | None
