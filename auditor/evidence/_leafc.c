@@ -126,6 +126,24 @@ put_char(Buf *b, char c)
     return DONE;
 }
 
+/* What an entry point returns for its buffer: the bytes written (DONE), None (UNSUPPORTED: the
+ * Python path takes it), or NULL with the exception set (FAILED); the buffer is freed. */
+static PyObject *
+finish(Buf *b, int r)
+{
+    PyObject *result = NULL;
+    if (r == DONE) {
+        result = PyBytes_FromStringAndSize(b->data, b->len);
+    }
+    else if (r == UNSUPPORTED) {
+        result = Py_NewRef(Py_None);
+    }
+    if (b->heap) {
+        PyMem_Free(b->data);
+    }
+    return result;
+}
+
 /* An error raised by Python code this called: None (the Python path meets it again),
  * unless it is a MemoryError or not an Exception at all. */
 static int
@@ -962,17 +980,7 @@ plan_write(Plan *self, PyObject *const *items, Py_ssize_t n, PyObject *const *mo
     }
     r = put_char(&b, '}');
 done:;
-    PyObject *result = NULL;
-    if (r == DONE) {
-        result = PyBytes_FromStringAndSize(b.data, b.len);
-    }
-    else if (r == UNSUPPORTED) {
-        result = Py_NewRef(Py_None);
-    }
-    if (b.heap) {
-        PyMem_Free(b.data);
-    }
-    return result;
+    return finish(&b, r);
 }
 
 static PyObject *
@@ -1090,17 +1098,7 @@ module_dumps(PyObject *module, PyObject *value)
     char stack[STACK_BYTES];
     Buf b = {stack, 0, STACK_BYTES, 0};
     int r = write_value(&b, value, 0);
-    PyObject *result = NULL;
-    if (r == DONE) {
-        result = PyBytes_FromStringAndSize(b.data, b.len);
-    }
-    else if (r == UNSUPPORTED) {
-        result = Py_NewRef(Py_None);
-    }
-    if (b.heap) {
-        PyMem_Free(b.data);
-    }
-    return result;
+    return finish(&b, r);
 }
 
 static PyMethodDef module_methods[] = {
