@@ -42,6 +42,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from auditor.config import libpq_conninfo, parse_database_url
+from auditor.evidence import native
 from auditor.notifications import Record, parse
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
@@ -480,6 +481,10 @@ def main() -> None:
         help="rounds of the writers compared (the order reverses every round; default 2)",
     )
     args = parser.parse_args()
+    # Which leaf encoder this run measures: an editable install that was not rebuilt after a
+    # pull runs the Python one, and nothing else would say so.
+    encoder = native.UNAVAILABLE or "built and loaded"
+    print(f"evidence leaf encoder in C: {encoder}")
 
     receipts = make_receipts(args.notifications, args.interactions)
     rows = ceiling_rows(receipts)
