@@ -6,7 +6,8 @@ Per chunk (bench/year_load.py: 200,000 events), one transaction, in the writer's
 events (every column as the writer fills it, the message as jsonb) with their
 event_references rows, the user-data values the
 writer stores for them (auditor.store.userdata_values), then, once the chunk before it has
-committed, under the writer's lock: one `record` row per event and the projection fold
+committed, under the writer's lock: the `record` rows (format 2: one per batch of up to
+BATCH events within one month, as the writer seals them) and the projection fold
 merged into `interactions` with the writer's upsert (the fold of
 auditor.store.projection_rebuild, tested equal to the writer's). The events and user-data
 values of the next chunks are generated meanwhile in other sessions (the expensive part:
@@ -17,16 +18,17 @@ past them at the end of a load), so ids and positions follow the commit order as
 writer.
 
 Differences from the writer, in content not in shape:
-* the record's leaf_hash and chain_hash are sha256 values of the event id (32 bytes each, as
-  the real ones), not the canonical leaf and the chain, so `auditor verify` fails on this
-  database. No read the benchmark measures looks at them;
+* the record's leaf_hash, chain_hash and leaves are sha256 values of event ids (32 bytes each,
+  as the real ones), not the canonical leaves and the chain, so `auditor verify` fails on
+  this database. No read the benchmark measures looks at them. Its batches are cut by
+  the chunks as well as by BATCH and the months, so they may be smaller than the writer's;
 * the projection is folded per chunk, not per 5,000-event batch: an interaction whose events
   the writer would store in two batches is inserted once here instead of inserted and
   updated, so `interactions` carries fewer dead row versions before VACUUM (it is vacuumed
   before each measurement either way).
 Everything else is row for row what the writer stores: `python bench/year.py --check-shape`
 loads the same events both ways into two scratch databases and compares every column but
-id-independent timestamps.
+id-independent timestamps, and the record by what it covers.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from auditor.store import projection, projection_rebuild
 from auditor.store import record as ledger
 
 EVENTS_PER_BLOCK = 8000  # bench/year.py: 1,000 interactions x 8 events
+BATCH = 5_000  # the batch writer's events per batch (bench/year_load.py), a record row's most
 
 # With each event, its event_references row (auditor.store.event_references: what the writer
 # adds in the same transaction); every event here has a referenceId, so the statement's row
@@ -85,12 +88,35 @@ INSERT INTO event_references (event_id, received_at, reference_id)
 SELECT id, received_at, reference_id FROM stored WHERE reference_id IS NOT NULL
 """
 
-# Stand-ins of the real hashes: same type and length (see the module's docstring).
+# Stand-ins of the real hashes: same type and length (see the module's docstring). Record
+# format 2 as the writer seals it (auditor.store.writer._batch_rows): one row per batch of
+# contiguous ids within one month, its events' 32-byte leaves joined; a batch here is up to
+# BATCH events of the chunk (the writer's batch size in bench/year_load.py).
 _RECORD = """
-INSERT INTO record (position, source, source_id, leaf_hash, chain_hash)
-SELECT id, 'event', id, sha256(int8send(id)), sha256(int8send(-id))
-FROM generate_series(%(n0)s::bigint + 1, %(n1)s::bigint) AS id
+INSERT INTO record (position, source, source_id, leaf_hash, chain_hash, format, leaf_count,
+                    leaves)
+SELECT %(head)s + row_number() OVER (ORDER BY min(id)), 'batch', min(id),
+       sha256(int8send(min(id))), sha256(int8send(-min(id))), 2, count(*),
+       string_agg(sha256(int8send(id)), ''::bytea ORDER BY id)
+FROM events
+WHERE id BETWEEN %(n0)s::bigint + 1 AND %(n1)s::bigint
+  AND received_at BETWEEN %(t0)s AND %(t1)s
+GROUP BY date_trunc('month', received_at AT TIME ZONE 'UTC'), (id - %(n0)s - 1) / %(batch)s
 """
+
+# The last event id the record covers (a format-1 row: its event; a batch: its last one).
+COVERED = """
+SELECT coalesce((SELECT CASE format WHEN 2 THEN source_id + leaf_count - 1 ELSE source_id END
+                 FROM record ORDER BY position DESC LIMIT 1), 0)
+"""
+
+
+def covered(conn: psycopg.Connection[Any]) -> int:
+    """Events stored so far when nothing but events is in the record (loading): the last
+    event id the head covers. Cheap at any size, unlike count(*)."""
+    row = conn.execute(COVERED).fetchone()
+    return int(row[0]) if row else 0
+
 
 # The user-data values the batch writer stores for these events (auditor.store.userdata_values:
 # an event whose map differs from its interaction's previous map writes the keys that
@@ -169,10 +195,14 @@ def store_chunk(
         if after is not None:  # the chunk before has committed (or failed: then head differs)
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (CHUNK_LOCK, chunk_key(after)))
         ledger.lock(conn)
-        head = ledger.head(conn).position
+        head = covered(conn)
         if head != n0:
-            raise RuntimeError(f"events {n0}..{n1}: the record's head is {head}, not {n0}")
-        conn.execute(_RECORD, params)
+            raise RuntimeError(f"events {n0}..{n1}: the record's head covers {head}, not {n0}")
+        t0, t1 = when
+        conn.execute(
+            _RECORD,
+            params | {"head": ledger.head(conn).position, "batch": BATCH, "t0": t0, "t1": t1},
+        )
         if not own:
             _fold(conn, n0, n1, when)
     return n1
