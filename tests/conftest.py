@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import URL
 
@@ -27,6 +28,11 @@ from auditor.config import libpq_conninfo, parse_database_url
 from auditor.pgserver import EmbeddedPostgres
 from auditor.store import schema
 from tests.logins import as_login, create_logins
+
+# Property tests run beside servers on two shared cores: a slow example is the machine, not a
+# finding (hypothesis' default 200 ms deadline failed the parsers' properties under load).
+settings.register_profile("auditor", deadline=None)
+settings.load_profile("auditor")
 
 
 @pytest.fixture(scope="session")

@@ -52,8 +52,16 @@ def test_a_silent_state_change_is_recorded_by_the_next_sweep(
     try:
         start = datetime.now(UTC)
         wait_for("all sessions subscribed", lambda: subscribed_since(fresh_db, AGENTS, start))
-        wait_for("agent001 holds an item", lambda: bool(current_items(sim.url, "agent001")))
-        sim.control("pause")
+
+        def paused_holding_an_item() -> bool:
+            # The item seen before the pause may end before the pause lands: then try again.
+            sim.control("pause")
+            if current_items(sim.url, "agent001"):
+                return True
+            sim.control("resume")
+            return False
+
+        wait_for("agent001 paused while holding an item", paused_holding_an_item)
         wait_for(
             "the projection to settle",
             lambda: all(

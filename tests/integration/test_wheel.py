@@ -29,10 +29,23 @@ _SHOW = (
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel built from this checkout, unpacked as pip would lay it out in site-packages
-    (the code is pure Python; its dependencies come from the test environment)."""
+    (its dependencies come from the test environment). Built without build isolation: with
+    it pip would install setuptools into a fresh environment first, most of this file's
+    time; the dev extra pins a setuptools as recent as pyproject's build requirement."""
     out = tmp_path_factory.mktemp("wheel")
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), "."],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "-w",
+            str(out),
+            ".",
+        ],
         cwd=CHECKOUT,
         capture_output=True,
         text=True,
