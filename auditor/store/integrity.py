@@ -27,7 +27,7 @@ from auditor.evidence import batches
 from auditor.evidence.canonical import ZERO_HASH, chain_next
 from auditor.retention.receipts import PurgedPositions, sealed_receipts
 from auditor.store import leaf_reader
-from auditor.store.leaf_reader import LeafSource, Leaves
+from auditor.store.leaf_reader import DUPLICATE, LeafSource, Leaves
 from auditor.store.sealer import UNSEALED_SOURCES, unsealed_counts
 
 _BATCH = 10_000
@@ -121,6 +121,8 @@ class _Checker:
                 continue
             if sha256(self.previous + leaf).digest() != chain:
                 return self._chain_broken(batch, index)
+            if recomputed is DUPLICATE:
+                return _twice(position, source, source_id)
             if recomputed != leaf:
                 recomputed = careful(source, source_id) or recomputed
                 if recomputed != leaf:
@@ -166,6 +168,8 @@ class _Checker:
                 )
             if recomputed == sealed:
                 continue
+            if recomputed is DUPLICATE:
+                return _twice(position, "event", event_id, f" (batch slot {slot})")
             recomputed = careful("event", event_id) or recomputed
             if recomputed == sealed:
                 continue
@@ -231,6 +235,12 @@ class _Checker:
             "altered",
             f"the record's chain breaks at {source} {source_id}: its hashes were changed",
         )
+
+
+def _twice(position: int, source: str, source_id: int, where: str = "") -> Problem:
+    """Two stored rows carry one sealed id (auditor.store.leaf_reader.DUPLICATE): one of
+    them was put in after sealing, whichever of them the record's leaf matches."""
+    return Problem(position, "inserted", f"{source} {source_id}{where} is in its table twice")
 
 
 def resolve_range(

@@ -30,6 +30,12 @@ Wanted = dict[str, tuple[int, int]]  # source -> (lowest id, highest id) of a ba
 Leaves = dict[tuple[str, int], bytes]  # (source, id) -> leaf hash of the stored row
 Pending = Callable[[], Leaves]
 
+# What Leaves holds for an id that more than one stored row carries. events is partitioned
+# with primary key (id, received_at): its owner can store a second row with a sealed event's
+# id, and a lookup by id would keep whichever row came last. Not 32 bytes, so it never equals
+# a leaf hash; the checker reports the id as inserted (auditor.store.integrity).
+DUPLICATE = b"duplicate"
+
 log = logging.getLogger(__name__)
 
 
@@ -105,8 +111,23 @@ def _hash_range(
 
 
 def _hashed(source: str, rows: list[Any], into: Leaves) -> None:
-    for source_id, leaf in zip([row[0] for row in rows], _query(source).hashes(rows), strict=True):
+    _put(into, source, [row[0] for row in rows], _query(source).hashes(rows))
+
+
+def _put(into: Leaves, source: str, ids: Sequence[int], hashes: Iterable[bytes]) -> None:
+    """Each id's leaf hash into ``into``; DUPLICATE for an id met twice."""
+    before = len(into)
+    count = 0
+    for source_id, leaf in zip(ids, hashes, strict=True):
         into[(source, source_id)] = leaf
+        count += 1
+    if len(into) - before == count:  # the usual case: every id new, no second pass
+        return
+    seen: set[int] = set()
+    for source_id in ids:
+        if source_id in seen:
+            into[(source, source_id)] = DUPLICATE
+        seen.add(source_id)
 
 
 class PrefetchedLeaves:
@@ -238,8 +259,7 @@ class PooledLeaves:
             raw_ids, hashes = job.result()
             ids = array("q")
             ids.frombytes(raw_ids)
-            for at, source_id in enumerate(ids):
-                found[(source, source_id)] = hashes[at * 32 : at * 32 + 32]
+            _put(found, source, ids, (hashes[at : at + 32] for at in range(0, len(hashes), 32)))
         return found
 
     def careful(self, source: str, source_id: int) -> bytes | None:
