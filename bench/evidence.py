@@ -80,7 +80,7 @@ def _careful_submit(self: leaf_reader.LocalLeaves, want: leaf_reader.Wanted) -> 
     encoded in Python, in this thread."""
 
     def result() -> leaf_reader.Leaves:
-        found: leaf_reader.Leaves = {}
+        found = leaf_reader.Leaves()
         for source, (lo, hi) in want.items():
             hasher = Hasher(source)
             with self.conn.cursor() as cur:
