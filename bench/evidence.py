@@ -50,7 +50,7 @@ from auditor.evidence import checkpoints, keys, native, pack, pack_csv
 from auditor.notifications import Record, parse
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
-from auditor.store import integrity, leaf_reader, sealer
+from auditor.store import integrity, leaf_copy, leaf_reader, sealer
 from auditor.store import writer as batch_writer
 from auditor.store.receipts import Receipt
 from auditor.store.sources import Hasher, select_range
@@ -274,6 +274,8 @@ def main() -> None:
             ("jobs", args.jobs),
             ("careful", 1),
             ("format 1", 1),
+            ("leaf_sql", 1),  # the fast path off (as AUDITOR_NATIVE=0), same runs
+            ("leaf_sql jobs", args.jobs),
         ]
         summary: dict[str, list[float]] = {
             "verify": [],
@@ -282,7 +284,9 @@ def main() -> None:
             "verify1": [],
             "export1": [],
             "pack1": [],
+            "verify_sql": [],
         }
+        fast_rows: list[str] = []
         for run in range(1, args.runs + 1):
             rates: dict[str, dict[str, float]] = {}
             checked: dict[str, int] = {}
@@ -290,9 +294,11 @@ def main() -> None:
                 target_dsn = dsn_1 if name == "format 1" else dsn
                 rates[name] = {}
                 careful = patch.object(leaf_reader.LocalLeaves, "submit", _careful_submit)
+                slow = patch.object(leaf_copy, "hash_copy", None)
                 with (
                     psycopg.connect(target_dsn) as conn,
                     careful if name == "careful" else nullcontext(),
+                    slow if name.startswith("leaf_sql") else nullcontext(),
                     meter.measure(rates[name]),
                 ):
                     report = integrity.verify(
@@ -353,7 +359,15 @@ def main() -> None:
                 f" | {_rate(rows_1, exports['format 1'])}"
                 f" | {pack_s['format 1'][0]:.2f} (CPU {pack_s['format 1'][1]:.2f}) |"
             )
+            fast_rows.append(
+                f"| {run} | {_rate(verified, rates['1'])} | {_rate(verified, rates['leaf_sql'])}"
+                f" | {rates['leaf_sql']['wall'] / rates['1']['wall']:.2f}"
+                f" | {_rate(verified, rates['jobs'])} | {_rate(verified, rates['leaf_sql jobs'])}"
+                f" | {rates['leaf_sql jobs']['wall'] / rates['jobs']['wall']:.2f}"
+                f" | {os.getloadavg()[0]:.1f} |"
+            )
             summary["verify"].append(verified / rates["1"]["wall"])
+            summary["verify_sql"].append(verified / rates["leaf_sql"]["wall"])
             summary["export"].append(rows / exports["now"]["wall"])
             summary["pack"].append(pack_s["now"][0])
             summary["verify1"].append(checked["format 1"] / rates["format 1"]["wall"])
@@ -365,12 +379,24 @@ def main() -> None:
             ("EXPORT rows/s (with proofs)", "export", ">= 30,000", "{:,.0f}"),
             ("PACK VERIFY s (offline)", "pack", "<= 10", "{:.2f}"),
             ("format 1 (same runs): VERIFY rows/s", "verify1", ">= 100,000", "{:,.0f}"),
+            ("fast path off (same runs): VERIFY rows/s", "verify_sql", ">= 100,000", "{:,.0f}"),
             ("format 1 (same runs): EXPORT rows/s", "export1", ">= 30,000", "{:,.0f}"),
             ("format 1 (same runs): PACK VERIFY s", "pack1", "<= 10", "{:.2f}"),
         ):
             values = ", ".join(fmt.format(v) for v in summary[key])
             best = max(summary[key]) if "pack" not in key else min(summary[key])
             print(f"{label} (target {target_text}): {values}; best {fmt.format(best)}")
+        print(
+            f"verify's fast path (C: {'on' if leaf_copy.hash_copy else 'off'}) against the"
+            " leaf_sql path in the same runs (ratio: leaf_sql wall / fast wall)"
+        )
+        print(
+            f"| run | fast, 1 process | leaf_sql, 1 process | ratio | fast, {args.jobs} jobs"
+            f" | leaf_sql, {args.jobs} jobs | ratio | load |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for line in fast_rows:
+            print(line)
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
