@@ -20,7 +20,7 @@ setup(
         Extension(
             "auditor.evidence._leafcopy",
             sources=["auditor/evidence/_leafcopy.c"],
-            libraries=["crypto"],
+            libraries=["crypto", "dl"],
             optional=True,
         ),
     ]

@@ -28,7 +28,10 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <dlfcn.h>
+#include <errno.h>
 #include <openssl/evp.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1011,7 +1014,120 @@ done:
     return answer;
 }
 
+/* ---- reading the COPY from libpq ------------------------------------------------------- */
+
+/* The libpq psycopg already loaded (and made the connection with), found by the caller in
+ * /proc/self/maps and opened here with RTLD_NOLOAD: never a second libpq, whose idea of a
+ * PGconn could differ. Its functions, looked up once (under the GIL). */
+typedef int (*GetCopyData)(void *, char **, int);
+typedef int (*ConsumeInput)(void *);
+typedef int (*Socket)(const void *);
+typedef void (*FreeMem)(void *);
+static GetCopyData pq_get_copy_data;
+static ConsumeInput pq_consume_input;
+static Socket pq_socket;
+static FreeMem pq_freemem;
+
+static int
+bind_libpq(const char *path)
+{
+    if (pq_get_copy_data != NULL) {
+        return 0;
+    }
+    void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL) {
+        PyErr_Format(PyExc_OSError, "libpq %s is not loaded", path);
+        return -1;
+    }
+    GetCopyData get = (GetCopyData)dlsym(lib, "PQgetCopyData");
+    ConsumeInput consume = (ConsumeInput)dlsym(lib, "PQconsumeInput");
+    Socket sock = (Socket)dlsym(lib, "PQsocket");
+    FreeMem freemem = (FreeMem)dlsym(lib, "PQfreemem");
+    if (get == NULL || consume == NULL || sock == NULL || freemem == NULL) {
+        PyErr_Format(PyExc_OSError, "%s lacks the COPY functions", path);
+        return -1;
+    }
+    /* the handle stays open: the library was loaded before and stays loaded */
+    pq_consume_input = consume;
+    pq_socket = sock;
+    pq_freemem = freemem;
+    pq_get_copy_data = get;
+    return 0;
+}
+
+/* read_copy(pgconn_ptr, libpq_path) -> bytes: every CopyData message of a COPY TO STDOUT
+ * the caller started (PQgetResult said PGRES_COPY_OUT), joined, without the GIL; the
+ * caller then collects the final result. The caller holds the connection's lock. */
+static PyObject *
+read_copy(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    unsigned long long address;
+    const char *path;
+    if (!PyArg_ParseTuple(args, "Ks:read_copy", &address, &path)) {
+        return NULL;
+    }
+    if (address == 0) {
+        PyErr_SetString(PyExc_ValueError, "no connection");
+        return NULL;
+    }
+    if (bind_libpq(path) < 0) {
+        return NULL;
+    }
+    void *conn = (void *)(uintptr_t)address;
+    Buf out = {0};
+    int rc = OK;
+    const char *error = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    while (1) {
+        char *buffer = NULL;
+        int n = pq_get_copy_data(conn, &buffer, 1);
+        if (n > 0) {
+            rc = put(&out, buffer, (size_t)n);
+            pq_freemem(buffer);
+            if (rc != OK) {
+                break;
+            }
+            continue;
+        }
+        if (n == 0) { /* nothing whole buffered: wait for the socket, then read it */
+            struct pollfd fd = {pq_socket(conn), POLLIN, 0};
+            if (fd.fd < 0) {
+                error = "the connection has no socket";
+                break;
+            }
+            if (poll(&fd, 1, -1) < 0 && errno != EINTR) {
+                error = "poll() failed on the connection's socket";
+                break;
+            }
+            if (pq_consume_input(conn) == 0) {
+                error = "the connection failed during COPY";
+                break;
+            }
+            continue;
+        }
+        if (n != -1) {
+            error = "the COPY failed";
+        }
+        break;
+    }
+    Py_END_ALLOW_THREADS
+    if (rc == NOMEM) {
+        free(out.data);
+        return PyErr_NoMemory();
+    }
+    if (error != NULL) {
+        free(out.data);
+        PyErr_SetString(PyExc_OSError, error);
+        return NULL;
+    }
+    PyObject *data = PyBytes_FromStringAndSize((const char *)out.data, (Py_ssize_t)out.len);
+    free(out.data);
+    return data;
+}
+
 static PyMethodDef methods[] = {
+    {"read_copy", read_copy, METH_VARARGS,
+     "read_copy(pgconn_ptr, libpq_path) -> bytes: a started COPY TO STDOUT, read whole."},
     {"hash_copy", hash_copy, METH_VARARGS,
      "hash_copy(plan, data) -> (ids, hashes, twice, fallback): leaf hashes of a binary COPY."},
     {NULL, NULL, 0, NULL},

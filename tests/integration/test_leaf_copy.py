@@ -114,15 +114,39 @@ def test_sample_notifications_are_all_hashed_by_c_and_match_what_was_sealed(conn
     )
 
 
-def test_a_failing_copy_raises_and_leaves_the_connection_usable(conn: Conn) -> None:
+@pytest.fixture(params=["c", "python"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The COPY read by _leafcopy.read_copy (libpq's calls, no GIL) or message by message."""
+    if request.param == "c":
+        assert leaf_copy._reader() is not None, "psycopg's libpq not found: C cannot read"
+    else:
+        monkeypatch.setattr(leaf_copy, "_READER", [None])
+    return str(request.param)
+
+
+@pytest.mark.parametrize(
+    ("statement", "message"),
+    [
+        (b"COPY (SELECT * FROM no_such_table) TO STDOUT (FORMAT binary)", "no_such_table"),
+        # fails after rows were sent: in the middle of the read
+        (
+            b"COPY (SELECT 1 / (x - 3000) FROM generate_series(1, 5000) AS x)"
+            b" TO STDOUT (FORMAT binary)",
+            "division by zero",
+        ),
+    ],
+)
+def test_a_failing_copy_raises_and_leaves_the_connection_usable(
+    conn: Conn, reader: str, statement: bytes, message: str
+) -> None:
     conn.execute("SELECT 1")  # in the transaction: the libpq path
-    with pytest.raises(psycopg.DatabaseError, match="no_such_table"):
-        leaf_copy._copy_out(conn, b"COPY (SELECT * FROM no_such_table) TO STDOUT (FORMAT binary)")
+    with pytest.raises(psycopg.DatabaseError, match=message):
+        leaf_copy._copy_out(conn, statement)
     conn.rollback()
     assert conn.execute("SELECT 2").fetchone() == (2,)
 
 
-def test_the_libpq_read_gives_what_psycopgs_copy_gives(conn: Conn) -> None:
+def test_the_libpq_read_gives_what_psycopgs_copy_gives(conn: Conn, reader: str) -> None:
     _store(conn)
     statement = leaf_copy.CopyPlan("event").statement(1, 10**9)
     with conn.cursor() as cur, cur.copy(statement) as copy:
