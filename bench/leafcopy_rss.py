@@ -1,5 +1,6 @@
 """Leak check of verify's C fast path (auditor/evidence/_leafcopy.c): RSS over 1,000,000
-calls of hash_copy that hash, fall back, meet a repeated id and raise on a broken stream.
+calls of hash_copy that hash, fall back, meet a repeated id and raise on a broken stream
+(and of batch_leaf_hash).
 
     python bench/leafcopy_rss.py [--calls 1000000]
 
@@ -48,6 +49,8 @@ def main() -> None:
     for call in range(args.calls):
         with contextlib.suppress(ValueError):
             hash_copy(PLAN.fields, streams[call % 4])
+        if call % 4 == 0:  # a format-2 batch's leaf hash too (one in five calls)
+            leaf_copy.batch_leaf_hash(GOOD[: 32 * 12])
         if call % step == 0:
             print(f"{call:>9,} calls: RSS {_rss_kib():,} KiB", flush=True)
     print(f"{args.calls:,} calls: RSS {_rss_kib():,} KiB ({time.perf_counter() - began:.1f} s)")

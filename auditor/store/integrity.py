@@ -23,10 +23,9 @@ from typing import Any
 
 import psycopg
 
-from auditor.evidence import batches
 from auditor.evidence.canonical import ZERO_HASH, chain_next
 from auditor.retention.receipts import PurgedPositions, sealed_receipts
-from auditor.store import leaf_reader
+from auditor.store import leaf_copy, leaf_reader
 from auditor.store.leaf_reader import DUPLICATE, LeafSource, Leaves
 from auditor.store.sealer import UNSEALED_SOURCES, unsealed_counts
 
@@ -141,7 +140,7 @@ class _Checker:
         assert joined is not None
         if hashlib.sha256(self.previous + leaf).digest() != chain:
             return self._chain_broken(batch, index)
-        if batches.leaf_hash_of_joined(bytes(joined)) != bytes(leaf):
+        if leaf_copy.batch_leaf_hash(bytes(joined)) != bytes(leaf):
             return Problem(
                 position,
                 "altered",

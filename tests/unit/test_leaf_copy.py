@@ -22,6 +22,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from auditor.evidence import batches
 from auditor.evidence.canonical import leaf_hash
 from auditor.evidence.leaves import SOURCES, leaf_bytes, load_json
 from auditor.store import leaf_copy
@@ -335,3 +336,16 @@ def test_no_leak_over_many_calls_of_every_outcome() -> None:
             with contextlib.suppress(ValueError):
                 hash_copy(PLAN.fields, stream)
     assert _rss_kib() - before < 2048
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 3000), st.randoms())
+def test_c_gives_a_batchs_leaf_hash_as_the_reference(count: int, rng: Any) -> None:
+    joined = rng.randbytes(32 * count)
+    assert leaf_copy.batch_leaf_hash(joined) == batches.leaf_hash_of_joined(joined)
+
+
+@pytest.mark.parametrize("joined", [b"", b"x" * 31, b"x" * 33])
+def test_a_batch_of_no_whole_hashes_is_a_value_error(joined: bytes) -> None:
+    with pytest.raises(ValueError, match="32-byte"):
+        leaf_copy.batch_leaf_hash(joined)
