@@ -50,7 +50,7 @@ from auditor.evidence import checkpoints, keys, native, pack, pack_csv
 from auditor.notifications import Record, parse
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
-from auditor.store import integrity, leaf_reader, sealer
+from auditor.store import integrity, leaf_copy, leaf_reader, sealer
 from auditor.store import writer as batch_writer
 from auditor.store.receipts import Receipt
 from auditor.store.sources import Hasher, select_range
@@ -80,7 +80,7 @@ def _careful_submit(self: leaf_reader.LocalLeaves, want: leaf_reader.Wanted) -> 
     encoded in Python, in this thread."""
 
     def result() -> leaf_reader.Leaves:
-        found: leaf_reader.Leaves = {}
+        found = leaf_reader.Leaves()
         for source, (lo, hi) in want.items():
             hasher = Hasher(source)
             with self.conn.cursor() as cur:
@@ -223,6 +223,12 @@ def main() -> None:
         help="only the leaf microbenchmark (C encoder against Python), no database",
     )
     parser.add_argument("--leaf-events", type=int, default=20_000)
+    parser.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="only the verify variants (no checkpoint, export or pack verify): more runs in"
+        " the same time; prints the fast-path table and the verify lines",
+    )
     args = parser.parse_args()
     leaf_micro(args.leaf_events, max(3, args.runs))
     if args.leaf:
@@ -274,6 +280,8 @@ def main() -> None:
             ("jobs", args.jobs),
             ("careful", 1),
             ("format 1", 1),
+            ("leaf_sql", 1),  # the fast path off (as AUDITOR_NATIVE=0), same runs
+            ("leaf_sql jobs", args.jobs),
         ]
         summary: dict[str, list[float]] = {
             "verify": [],
@@ -282,7 +290,9 @@ def main() -> None:
             "verify1": [],
             "export1": [],
             "pack1": [],
+            "verify_sql": [],
         }
+        fast_rows: list[str] = []
         for run in range(1, args.runs + 1):
             rates: dict[str, dict[str, float]] = {}
             checked: dict[str, int] = {}
@@ -290,9 +300,11 @@ def main() -> None:
                 target_dsn = dsn_1 if name == "format 1" else dsn
                 rates[name] = {}
                 careful = patch.object(leaf_reader.LocalLeaves, "submit", _careful_submit)
+                slow = patch.object(leaf_copy, "hash_copy", None)
                 with (
                     psycopg.connect(target_dsn) as conn,
                     careful if name == "careful" else nullcontext(),
+                    slow if name.startswith("leaf_sql") else nullcontext(),
                     meter.measure(rates[name]),
                 ):
                     report = integrity.verify(
@@ -304,73 +316,97 @@ def main() -> None:
                     conn.rollback()
                 assert report.problem is None, report.problem
                 checked[name] = report.rows
-            exports: dict[str, dict[str, float]] = {}
-            manifests: dict[str, dict[str, Any]] = {}
-            pack_s: dict[str, tuple[float, float]] = {}
-            for db_name, target_dsn in (
-                (("2", dsn), ("1", dsn_1))
-                if run % 2
-                else (
-                    ("1", dsn_1),
-                    ("2", dsn),
-                )
-            ):
-                with psycopg.connect(target_dsn) as conn:
-                    _, checkpoint_s = _new_checkpoint(conn, receipts, signer)
-                    names = ("now", "before") if db_name == "2" else ("format 1",)
-                    for name in names if run % 2 else names[::-1]:
-                        exports[name] = exported = {}
-                        before = patch.object(pack.PackStream, "_chunks", _one_query_chunks)
-                        with (
-                            before if name == "before" else nullcontext(),
-                            meter.measure(exported),
-                        ):
-                            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                            target = out_dir / f"run{run}-{name.replace(' ', '')}"
-                            shutil.rmtree(target, ignore_errors=True)
-                            plan = pack.prepare(conn, query, signer, made_by="bench")
-                            with pack_csv.twin(conn, target_dsn) as other:  # as the CLI
-                                stream = pack.PackStream(conn, plan, csv_conn=other)
-                                pack.write_directory(stream, target)
-                            conn.rollback()
-                        manifests[name] = stream.manifest
-                        if name != "before":
-                            t0, c0 = time.perf_counter(), time.process_time()
-                            evidence_verify.verify(target, public)
-                            pack_s[name] = (time.perf_counter() - t0, time.process_time() - c0)
-                        shutil.rmtree(target)
-                if db_name == "2":
-                    checkpoint_2 = checkpoint_s
-            rows = manifests["now"]["counts"]["events"]
-            rows_1 = manifests["format 1"]["counts"]["events"]
             verified = checked["1"]
-            print(
-                f"| {run} | {_rate(verified, rates['1'])} | {_rate(verified, rates['jobs'])}"
-                f" | {_rate(verified, rates['careful'])} | {checkpoint_2:.2f}"
-                f" | {_rate(rows, exports['now'])} | {_rate(rows, exports['before'])}"
-                f" | {pack_s['now'][0]:.2f} (CPU {pack_s['now'][1]:.2f}; {rows:,} rows)"
-                f" | {_rate(checked['format 1'], rates['format 1'])}"
-                f" | {_rate(rows_1, exports['format 1'])}"
-                f" | {pack_s['format 1'][0]:.2f} (CPU {pack_s['format 1'][1]:.2f}) |"
+            if not args.verify_only:
+                exports: dict[str, dict[str, float]] = {}
+                manifests: dict[str, dict[str, Any]] = {}
+                pack_s: dict[str, tuple[float, float]] = {}
+                for db_name, target_dsn in (
+                    (("2", dsn), ("1", dsn_1))
+                    if run % 2
+                    else (
+                        ("1", dsn_1),
+                        ("2", dsn),
+                    )
+                ):
+                    with psycopg.connect(target_dsn) as conn:
+                        _, checkpoint_s = _new_checkpoint(conn, receipts, signer)
+                        names = ("now", "before") if db_name == "2" else ("format 1",)
+                        for name in names if run % 2 else names[::-1]:
+                            exports[name] = exported = {}
+                            before = patch.object(pack.PackStream, "_chunks", _one_query_chunks)
+                            with (
+                                before if name == "before" else nullcontext(),
+                                meter.measure(exported),
+                            ):
+                                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                                target = out_dir / f"run{run}-{name.replace(' ', '')}"
+                                shutil.rmtree(target, ignore_errors=True)
+                                plan = pack.prepare(conn, query, signer, made_by="bench")
+                                with pack_csv.twin(conn, target_dsn) as other:  # as the CLI
+                                    stream = pack.PackStream(conn, plan, csv_conn=other)
+                                    pack.write_directory(stream, target)
+                                conn.rollback()
+                            manifests[name] = stream.manifest
+                            if name != "before":
+                                t0, c0 = time.perf_counter(), time.process_time()
+                                evidence_verify.verify(target, public)
+                                pack_s[name] = (time.perf_counter() - t0, time.process_time() - c0)
+                            shutil.rmtree(target)
+                    if db_name == "2":
+                        checkpoint_2 = checkpoint_s
+                rows = manifests["now"]["counts"]["events"]
+                rows_1 = manifests["format 1"]["counts"]["events"]
+                print(
+                    f"| {run} | {_rate(verified, rates['1'])} | {_rate(verified, rates['jobs'])}"
+                    f" | {_rate(verified, rates['careful'])} | {checkpoint_2:.2f}"
+                    f" | {_rate(rows, exports['now'])} | {_rate(rows, exports['before'])}"
+                    f" | {pack_s['now'][0]:.2f} (CPU {pack_s['now'][1]:.2f}; {rows:,} rows)"
+                    f" | {_rate(checked['format 1'], rates['format 1'])}"
+                    f" | {_rate(rows_1, exports['format 1'])}"
+                    f" | {pack_s['format 1'][0]:.2f} (CPU {pack_s['format 1'][1]:.2f}) |"
+                )
+            fast_rows.append(
+                f"| {run} | {_rate(verified, rates['1'])} | {_rate(verified, rates['leaf_sql'])}"
+                f" | {rates['leaf_sql']['wall'] / rates['1']['wall']:.2f}"
+                f" | {_rate(verified, rates['jobs'])} | {_rate(verified, rates['leaf_sql jobs'])}"
+                f" | {rates['leaf_sql jobs']['wall'] / rates['jobs']['wall']:.2f}"
+                f" | {os.getloadavg()[0]:.1f} |"
             )
             summary["verify"].append(verified / rates["1"]["wall"])
-            summary["export"].append(rows / exports["now"]["wall"])
-            summary["pack"].append(pack_s["now"][0])
+            summary["verify_sql"].append(verified / rates["leaf_sql"]["wall"])
             summary["verify1"].append(checked["format 1"] / rates["format 1"]["wall"])
-            summary["export1"].append(rows_1 / exports["format 1"]["wall"])
-            summary["pack1"].append(pack_s["format 1"][0])
+            if not args.verify_only:
+                summary["export"].append(rows / exports["now"]["wall"])
+                summary["pack"].append(pack_s["now"][0])
+                summary["export1"].append(rows_1 / exports["format 1"]["wall"])
+                summary["pack1"].append(pack_s["format 1"][0])
         print(f"load average {os.getloadavg()[0]:.1f}")
         for label, key, target_text, fmt in (
             ("VERIFY rows/s (1 process)", "verify", ">= 100,000", "{:,.0f}"),
             ("EXPORT rows/s (with proofs)", "export", ">= 30,000", "{:,.0f}"),
             ("PACK VERIFY s (offline)", "pack", "<= 10", "{:.2f}"),
             ("format 1 (same runs): VERIFY rows/s", "verify1", ">= 100,000", "{:,.0f}"),
+            ("fast path off (same runs): VERIFY rows/s", "verify_sql", ">= 100,000", "{:,.0f}"),
             ("format 1 (same runs): EXPORT rows/s", "export1", ">= 30,000", "{:,.0f}"),
             ("format 1 (same runs): PACK VERIFY s", "pack1", "<= 10", "{:.2f}"),
         ):
+            if not summary[key]:  # --verify-only
+                continue
             values = ", ".join(fmt.format(v) for v in summary[key])
             best = max(summary[key]) if "pack" not in key else min(summary[key])
             print(f"{label} (target {target_text}): {values}; best {fmt.format(best)}")
+        print(
+            f"verify's fast path (C: {'on' if leaf_copy.hash_copy else 'off'}) against the"
+            " leaf_sql path in the same runs (ratio: leaf_sql wall / fast wall)"
+        )
+        print(
+            f"| run | fast, 1 process | leaf_sql, 1 process | ratio | fast, {args.jobs} jobs"
+            f" | leaf_sql, {args.jobs} jobs | ratio | load |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for line in fast_rows:
+            print(line)
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import queue
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -23,11 +24,50 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from auditor.store import leaf_copy
+from auditor.store.leaf_copy import Pieces, Table
 from auditor.store.leaf_sql import LeafQuery
 from auditor.store.sources import Hasher, rows_by_id
 
 Wanted = dict[str, tuple[int, int]]  # source -> (lowest id, highest id) of a batch
-Leaves = dict[tuple[str, int], bytes]  # (source, id) -> leaf hash of the stored row
+
+# What Leaves holds for an id that more than one stored row carries (defined with the fast
+# path's tables, which hold it too): see auditor.store.leaf_copy.
+DUPLICATE = leaf_copy.DUPLICATE
+
+
+class Leaves:
+    """(source, id) -> leaf hash of the stored row: per source a compact Table from the fast
+    path (auditor.store.leaf_copy) or, for the rest, a dict."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, int], bytes] = {}
+        self.tables: dict[str, Table] = {}
+
+    def get(self, key: tuple[str, int]) -> bytes | None:
+        table = self.tables.get(key[0])
+        if table is not None:
+            found = table.get(key[1])
+            if found is not None:
+                return found
+        return self.rows.get(key)
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return self.get(key) is not None
+
+    def __setitem__(self, key: tuple[str, int], leaf: bytes) -> None:
+        self.rows[key] = leaf
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def span(self, source: str, first: int, count: int) -> bytes | None:
+        """Leaf hashes of ids first .. first + count - 1 of ``source`` joined, when the fast
+        path has each of them once; else None (then ask with get, id by id)."""
+        table = self.tables.get(source)
+        return None if table is None else table.span(first, count)
+
+
 Pending = Callable[[], Leaves]
 
 log = logging.getLogger(__name__)
@@ -56,10 +96,7 @@ class LocalLeaves:
 
     def submit(self, want: Wanted) -> Pending:
         def result() -> Leaves:
-            found: Leaves = {}
-            for source, (lo, hi) in want.items():
-                _hashed(source, _read_range(self.conn, source, lo, hi), found)
-            return found
+            return _leaves(_read(self.conn, want))
 
         return result
 
@@ -104,42 +141,88 @@ def _hash_range(
     return [row[0] for row in rows], _query(source).hashes(rows)
 
 
+Read = dict[str, Pieces | list[Any]]  # per source: the fast path's answer, or leaf_sql's rows
+
+
+def _read(conn: psycopg.Connection[Any], want: Wanted) -> Read:
+    """Each source's rows in its range: by the fast path (auditor.store.leaf_copy) where it
+    is on, else leaf_sql's pieces to hash."""
+    read: Read = {}
+    for source, (lo, hi) in want.items():
+        fast = leaf_copy.pieces(conn, source, lo, hi)
+        read[source] = fast if fast is not None else _read_range(conn, source, lo, hi)
+    return read
+
+
+def _leaves(read: Read) -> Leaves:
+    found = Leaves()
+    for source, got in read.items():
+        if isinstance(got, Pieces):
+            found.tables[source] = Table([got])
+        else:
+            _hashed(source, got, found)
+    return found
+
+
 def _hashed(source: str, rows: list[Any], into: Leaves) -> None:
-    for source_id, leaf in zip([row[0] for row in rows], _query(source).hashes(rows), strict=True):
+    _put(into, source, [row[0] for row in rows], _query(source).hashes(rows))
+
+
+def _put(into: Leaves, source: str, ids: Sequence[int], hashes: Iterable[bytes]) -> None:
+    """Each id's leaf hash into ``into`` (whose rows hold no id of ``source`` in the range
+    of ``ids`` yet); DUPLICATE for an id met twice."""
+    before = len(into)
+    count = 0
+    for source_id, leaf in zip(ids, hashes, strict=True):
         into[(source, source_id)] = leaf
+        count += 1
+    if len(into) - before == count:  # the usual case: every id new, no second pass
+        return
+    seen: set[int] = set()
+    for source_id in ids:
+        if source_id in seen:
+            into[(source, source_id)] = DUPLICATE
+        seen.add(source_id)
 
 
 class PrefetchedLeaves:
-    """Rows read by a thread on a second connection in the caller's snapshot (``snapshot``
-    from pg_export_snapshot() of ``conn``'s open transaction) and hashed here: PostgreSQL
-    and the socket work on the next batch while this process hashes the current one. The
-    thread holds the GIL only to build the rows (a few byte strings each); libpq waits
-    without it. Should the second connection fail, rows are read on ``conn``."""
+    """Rows read by threads on connections of their own in the caller's snapshot
+    (``snapshot`` from pg_export_snapshot() of ``conn``'s open transaction): PostgreSQL and
+    the socket work on the next batch while this process checks the current one. The fast
+    path (auditor.store.leaf_copy) hashes in the reading thread with the GIL released, and
+    PostgreSQL is then the slower side: two threads, so that two backends format rows (one
+    batch each) on two cores. Otherwise one thread reads (holding the GIL only to build the
+    rows; libpq waits without it) and this thread hashes. Should a reading connection fail,
+    rows are read on ``conn``."""
 
     def __init__(self, conn: psycopg.Connection[Any], conninfo: str, snapshot: str) -> None:
         self.local = LocalLeaves(conn)
-        self.reader = ThreadPoolExecutor(1, thread_name_prefix="verify-reader")
-        self.twin: Future[psycopg.Connection[Any]] = self.reader.submit(
-            _snapshot_connection, conninfo, snapshot
-        )
+        readers = 2 if leaf_copy.hash_copy is not None else 1
+        self.reader = ThreadPoolExecutor(readers, thread_name_prefix="verify-reader")
+        self.twins: list[Future[psycopg.Connection[Any]]] = [
+            self.reader.submit(_snapshot_connection, conninfo, snapshot) for _ in range(readers)
+        ]
+        self.idle: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(readers):
+            self.idle.put(index)
 
-    def _read(self, want: Wanted) -> dict[str, list[Any]]:
-        twin = self.twin.result()
-        return {source: _read_range(twin, source, lo, hi) for source, (lo, hi) in want.items()}
+    def _read(self, want: Wanted) -> Read:
+        index = self.idle.get()  # a connection no other reading thread uses now
+        try:
+            return _read(self.twins[index].result(), want)
+        finally:
+            self.idle.put(index)
 
     def submit(self, want: Wanted) -> Pending:
         rows = self.reader.submit(self._read, want)
 
         def result() -> Leaves:
-            found: Leaves = {}
             try:
                 read = rows.result()
             except psycopg.Error as exc:
                 log.warning("verify: the reading connection failed (%s); reading here", exc)
                 return self.local.submit(want)()
-            for source, source_rows in read.items():
-                _hashed(source, source_rows, found)
-            return found
+            return _leaves(read)
 
         return result
 
@@ -148,8 +231,9 @@ class PrefetchedLeaves:
 
     def close(self) -> None:
         self.reader.shutdown(wait=True, cancel_futures=True)
-        if self.twin.done() and self.twin.exception() is None:
-            self.twin.result().close()
+        for twin in self.twins:
+            if twin.done() and twin.exception() is None:
+                twin.result().close()
         self.local.close()
 
 
@@ -172,12 +256,15 @@ def _worker_start(conninfo: str, snapshot: str) -> None:
     _worker_conn = _snapshot_connection(conninfo, snapshot)
 
 
-def _worker_hash(source: str, lo: int, hi: int) -> tuple[bytes, bytes]:
-    """(ids as int64 array bytes, their leaf hashes concatenated) of rows lo <= id <= hi:
-    two byte strings cross the pipe instead of an object per row."""
+def _worker_hash(source: str, lo: int, hi: int) -> Pieces:
+    """The leaf hashes of rows lo <= id <= hi as compact Pieces (a few byte strings cross
+    the pipe instead of an object per row): the fast path's, or leaf_sql's as extras."""
     assert _worker_conn is not None
+    fast = leaf_copy.pieces(_worker_conn, source, lo, hi)
+    if fast is not None:
+        return fast
     ids, hashes = _hash_range(_worker_conn, source, lo, hi)
-    return array("q", ids).tobytes(), b"".join(hashes)
+    return Pieces(b"", b"", b"", array("q", ids).tobytes(), b"".join(hashes))
 
 
 def _split(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
@@ -208,7 +295,7 @@ class PooledLeaves:
     def submit(self, want: Wanted) -> Pending:
         if self.broken:
             return self.local.submit(want)
-        jobs: list[tuple[str, Future[tuple[bytes, bytes]]]] = []
+        jobs: list[tuple[str, Future[Pieces]]] = []
         try:
             for source, (lo, hi) in want.items():
                 for part_lo, part_hi in _split(lo, hi, self.workers):
@@ -232,14 +319,13 @@ class PooledLeaves:
         return self.local.submit(want)
 
     @staticmethod
-    def _collect(jobs: list[tuple[str, Future[tuple[bytes, bytes]]]]) -> Leaves:
-        found: Leaves = {}
-        for source, job in jobs:
-            raw_ids, hashes = job.result()
-            ids = array("q")
-            ids.frombytes(raw_ids)
-            for at, source_id in enumerate(ids):
-                found[(source, source_id)] = hashes[at * 32 : at * 32 + 32]
+    def _collect(jobs: list[tuple[str, Future[Pieces]]]) -> Leaves:
+        parts: dict[str, list[Pieces]] = {}
+        for source, job in jobs:  # per source in ascending id ranges (_split's order)
+            parts.setdefault(source, []).append(job.result())
+        found = Leaves()
+        for source, pieces in parts.items():
+            found.tables[source] = Table(pieces)
         return found
 
     def careful(self, source: str, source_id: int) -> bytes | None:

@@ -45,6 +45,14 @@ def select_range(source: str) -> sql.Composed:
     )
 
 
+def select_ids(source: str) -> sql.Composed:
+    """Rows of a source whose id is in a list (one parameter: the list), in fields order."""
+    spec = SOURCES[source]
+    return sql.SQL("SELECT {} FROM {} WHERE id = ANY(%s)").format(
+        _columns(source), sql.Identifier(spec.table.name)
+    )
+
+
 def _unsealed(source: str) -> sql.Composable:
     """Covered rows of a source that have no place in the record yet (alias t)."""
     where = sql.SQL(

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from auditor.evidence import checkpoints, keys
 from auditor.evidence.canonical import chain_next, leaf_hash
 from auditor.evidence.leaves import leaf_bytes, load_json
-from auditor.store import integrity, writer
+from auditor.store import integrity, leaf_copy, writer
 from auditor.store.sources import Hasher, rows_by_id
 from auditor.store.writer import store_batch
 from tests.helpers import om_message, receipt
@@ -25,6 +25,15 @@ from tests.helpers import om_message, receipt
 Conn = psycopg.Connection[Any]
 
 _GUARDED = ("events", "quarantine", "record", "coverage_intervals", "access_log")
+
+
+@pytest.fixture(autouse=True, params=["fast", "leaf_sql"])
+def _leaf_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tamper case with verify's fast path (C, binary COPY) and without it."""
+    if request.param == "leaf_sql":
+        monkeypatch.setattr(leaf_copy, "hash_copy", None)
+    elif leaf_copy.hash_copy is None:
+        pytest.skip("the fast path is not built")
 
 
 def _bypass(conn: Conn) -> None:
