@@ -22,6 +22,7 @@ auditor/evidence_verify.py checks all of it with the public key alone.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import tempfile
@@ -359,22 +360,28 @@ class PackStream:
             ):
                 inside[position] = batches.joined_paths(batches.split(bytes(leaves)))
         self.proven += len(part)
-        # file names are fixed ASCII and the rest numbers and base64: no escaping needed
+        # Each position's line head once: every event of a format-2 batch shares its
+        # position and path. File names are fixed ASCII and the rest numbers and base64: no
+        # escaping needed.
+        file_name = name.encode()
+        encode = binascii.b2a_base64
+        heads = {
+            position: b',"position":%d,"path":"%s"' % (position, encode(path, newline=False))
+            for position, path in paths.items()
+        }
+        sizes = {position: len(slots) for position, slots in inside.items()}
         out = []
         for line, position, slot in part:
-            text = b'{"file":"%s","line":%d,"position":%d,"path":"%s"' % (
-                name.encode(),
-                line,
-                position,
-                base64.b64encode(paths[position]),
-            )
+            text = b'{"file":"%s","line":%d%s' % (file_name, line, heads[position])
             if slot >= 0:
-                text += b',"batch_index":%d,"batch_size":%d,"batch_path":"%s"' % (
+                text += b',"batch_index":%d,"batch_size":%d,"batch_path":"%s"}\n' % (
                     slot,
-                    len(inside[position]),
-                    base64.b64encode(inside[position][slot]),
+                    sizes[position],
+                    encode(inside[position][slot], newline=False),
                 )
-            out.append(text + b"}\n")
+            else:
+                text += b"}\n"
+            out.append(text)
         return b"".join(out)
 
 
