@@ -1303,6 +1303,26 @@ sort_members(const char *base, Member *m, Member *tmp, Py_ssize_t n)
 
 static int canon_value(Src *s, Buf *b, int depth);
 
+/* A JSON string with escapes: decoded into the output's spare room, then escaped in place
+ * of it. Not inlined: its buffer stays out of the recursing frames. */
+static int __attribute__((noinline))
+canon_string_escaped(Src *s, Buf *b)
+{
+    Py_ssize_t at = b->len;
+    int astral = 0, escaped = 0;
+    int r = decode_string(s, b, &astral, &escaped);
+    if (r != DONE) return r;
+    Py_ssize_t n = b->len - at;
+    char stack[STACK_BYTES];
+    char *text = n <= STACK_BYTES ? stack : PyMem_Malloc((size_t)n);
+    if (text == NULL) { PyErr_NoMemory(); return FAILED; }
+    memcpy(text, b->data + at, (size_t)n);
+    b->len = at;
+    r = put_json_string(b, text, n);
+    if (text != stack) PyMem_Free(text);
+    return r;
+}
+
 static int
 canon_object(Src *s, Buf *b, int depth)
 {
@@ -1362,8 +1382,10 @@ canon_object(Src *s, Buf *b, int depth)
         /* the members were written in input order at start.. with no commas between them;
          * rewritten sorted: a brace, n members, n - 1 commas, a brace */
         Py_ssize_t size = b->len - start;
+        char small_copy[1024]; /* small: this frame recurs up to MAX_DEPTH times */
         char *copy = NULL;
-        if (reserve(b, n + 1) < 0 || (copy = PyMem_Malloc((size_t)size + 1)) == NULL) {
+        if (reserve(b, n + 1) < 0 ||
+            (copy = size < (Py_ssize_t)sizeof small_copy ? small_copy : PyMem_Malloc((size_t)size + 1)) == NULL) {
             if (!PyErr_Occurred()) PyErr_NoMemory();
             r = FAILED;
         }
@@ -1378,7 +1400,7 @@ canon_object(Src *s, Buf *b, int depth)
                 out += len;
             }
             *out++ = '}';
-            PyMem_Free(copy);
+            if (copy != small_copy) PyMem_Free(copy);
             b->len = out - b->data;
         }
     }
@@ -1413,6 +1435,12 @@ canon_value(Src *s, Buf *b, int depth)
         /* jsonb writes strings as RFC 8785 does (the same escapes, UTF-8 otherwise): one
          * without a backslash is copied as it is, once its bytes are checked */
         const unsigned char *q = s->p + 1;
+        while (s->end - q >= 8 && !needs_escape8(q)) {
+            uint64_t w;
+            memcpy(&w, q, 8);
+            if (w & 0x8080808080808080ULL) break;
+            q += 8;
+        }
         while (q < s->end && *q != '"' && *q != '\\' && *q >= 0x20) {
             if (*q < 0x80) {
                 q++;
@@ -1427,20 +1455,7 @@ canon_value(Src *s, Buf *b, int depth)
             s->p = q + 1;
             return r;
         }
-        /* else decoded into the output's spare room, then escaped in place of it */
-        Py_ssize_t at = b->len;
-        int astral = 0, escaped = 0;
-        int r = decode_string(s, b, &astral, &escaped);
-        if (r != DONE) return r;
-        Py_ssize_t n = b->len - at;
-        char stack[STACK_BYTES];
-        char *text = n <= STACK_BYTES ? stack : PyMem_Malloc((size_t)n);
-        if (text == NULL) { PyErr_NoMemory(); return FAILED; }
-        memcpy(text, b->data + at, (size_t)n);
-        b->len = at;
-        r = put_json_string(b, text, n);
-        if (text != stack) PyMem_Free(text);
-        return r;
+        return canon_string_escaped(s, b);
     }
     if (c == 't' && s->end - s->p >= 4 && memcmp(s->p, "true", 4) == 0) {
         s->p += 4;
