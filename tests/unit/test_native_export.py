@@ -268,3 +268,28 @@ def test_the_helpers_leak_neither_references_nor_memory() -> None:
         tracemalloc.stop()
     assert [sys.getrefcount(obj) for obj in watched] == counts
     assert grown < 64 * 1024, f"{grown} bytes still held after 5,000 rounds"
+
+
+def test_deep_nesting_fits_a_small_thread_stack() -> None:
+    """Objects nested to the limit (and beyond, handed back) in a thread of 512 KB stack:
+    the recursing frames stay small (a crash here is a segfault, not a failure)."""
+    import threading
+
+    assert leafc is not None
+    deep = b'{"a": ' * 64 + b"1" + b"}" * 64
+    deeper = b'{"a": ' * 80 + b"1" + b"}" * 80
+    got: list[bytes | None] = []
+
+    def run() -> None:
+        assert leafc is not None
+        got.append(leafc.canonical_json(deep))
+        got.append(leafc.canonical_json(deeper))
+
+    old = threading.stack_size(512 * 1024)
+    try:
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+    finally:
+        threading.stack_size(old)
+    assert got == [b'{"a":' * 64 + b"1" + b"}" * 64, None]
