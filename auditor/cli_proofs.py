@@ -174,8 +174,7 @@ def evidence_export(
     no_fresh_checkpoint: bool,
 ) -> None:
     """Write an evidence pack: events (NDJSON, CSV), coverage, proofs, signed manifest."""
-    from auditor.config import libpq_conninfo
-    from auditor.evidence import pack, pack_csv
+    from auditor.evidence import pack
 
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out: {out} exists and is not empty")
@@ -197,12 +196,8 @@ def evidence_export(
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         try:
             plan = pack.prepare(conn, query, signer, made_by=_who())
-            # PostgreSQL writes the CSV on a second connection in the same snapshot while
-            # this process encodes the NDJSON: two cores instead of one
-            conninfo = libpq_conninfo(Settings.from_env(os.environ).database_url)
-            with pack_csv.twin(conn, conninfo) as other:
-                stream = pack.PackStream(conn, plan, csv_conn=other)
-                pack.write_directory(stream, out)  # file by file as the rows are read
+            stream = pack.PackStream(conn, plan)
+            pack.write_directory(stream, out)  # file by file as the rows are read
         except pack.NothingToProve as exc:
             raise UserError(str(exc)) from None
         finally:

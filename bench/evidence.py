@@ -1,6 +1,7 @@
 """Benchmark: verify, signed checkpoints, evidence export with proofs, offline pack verify.
 
     python bench/evidence.py [--notifications 120000] [--runs 3]
+                             [--before /work/main] [--export-only]
 
 On a fresh embedded PostgreSQL (durable) the batch writer stores the notifications (all for
 one account, so that one `--account` pack holds them all), then, each measured --runs times:
@@ -16,6 +17,13 @@ and, into a second database, as main's writer did (format 1: one record row per 
 verify, export and the offline pack verify run on both in the same runs, so format 2's
 effect is a ratio of one run. Rates count stored rows (events), not record positions.
 
+``--before DIR`` first exports the same pack with DIR's checkout (its own .venv) and with
+this one, alternating, each in a child process (bench/export_child.py; the CPU is the
+child's around the export, PostgreSQL's over the child's life), prints both, their ratio,
+and whether the two packs are byte for byte the same (made_at fixed, so the manifest and
+its signature too). ``--export-only`` skips everything else (verify, the pack verify, the
+format-1 database): short runs for the export alone.
+
 Targets (issue 16): verify >= 100,000 rows/s, export >= 30,000 rows/s including proofs,
 offline verify of a 100,000-row pack <= 10 s. A benchmark that prints numbers; it asserts
 nothing. The machine is shared: beside wall time it prints this process's CPU time (the
@@ -29,6 +37,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -41,12 +51,13 @@ from unittest.mock import patch
 
 import psycopg
 from cpu import tree_cpu
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from store import fresh_database
 
 from auditor import evidence_verify
 from auditor.config import libpq_conninfo, parse_database_url
-from auditor.evidence import checkpoints, keys, native, pack, pack_csv
+from auditor.evidence import checkpoints, keys, native, pack
 from auditor.notifications import Record, parse
 from auditor.pgserver import EmbeddedPostgres
 from auditor.sample import generate
@@ -229,8 +240,18 @@ def main() -> None:
         help="only the verify variants (no checkpoint, export or pack verify): more runs in"
         " the same time; prints the fast-path table and the verify lines",
     )
+    parser.add_argument(
+        "--before",
+        help="another checkout with its own .venv (e.g. /work/main): its export against this"
+        " one's, alternating in the same runs",
+    )
+    parser.add_argument(
+        "--export-only", action="store_true", help="only the export (with --before: both)"
+    )
+    parser.add_argument("--profile", help="cProfile of this tree's export (last run) to PATH")
     args = parser.parse_args()
-    leaf_micro(args.leaf_events, max(3, args.runs))
+    if not args.export_only:
+        leaf_micro(args.leaf_events, max(3, args.runs))
     if args.leaf:
         return
 
@@ -243,7 +264,8 @@ def main() -> None:
     try:
         dsn = libpq_conninfo(parse_database_url(fresh_database(server, "bench_evidence")))
         dsn_1 = libpq_conninfo(parse_database_url(fresh_database(server, "bench_evidence_f1")))
-        for record_format, target_dsn in ((2, dsn), (1, dsn_1)):
+        formats = ((2, dsn),) if args.export_only else ((2, dsn), (1, dsn_1))
+        for record_format, target_dsn in formats:
             began = time.perf_counter()
             with (
                 patch.object(batch_writer, "RECORD_FORMAT", record_format),
@@ -264,6 +286,24 @@ def main() -> None:
         postmaster = server.postmaster_pid()
         assert postmaster is not None
         meter = Meter(postmaster)
+        if args.before or args.export_only:
+            key = signer.private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ).decode()
+            spec = {
+                "dsn": dsn,
+                "key": key,
+                "account": ACCOUNT,
+                "start": query.start.isoformat() if query.start else None,
+                "end": query.end.isoformat() if query.end else None,
+                "made_at": "2026-12-01T00:00:00+00:00",
+                "profile": args.profile,
+            }
+            compare_exports(meter, spec, args.before, args.runs, out_dir, receipts, signer)
+            if args.export_only:
+                return
         print(
             "rows/s wall (CPU per row: this process and its children + PostgreSQL's"
             f" processes); load average {os.getloadavg()[0]:.1f}"
@@ -343,9 +383,8 @@ def main() -> None:
                                 target = out_dir / f"run{run}-{name.replace(' ', '')}"
                                 shutil.rmtree(target, ignore_errors=True)
                                 plan = pack.prepare(conn, query, signer, made_by="bench")
-                                with pack_csv.twin(conn, target_dsn) as other:  # as the CLI
-                                    stream = pack.PackStream(conn, plan, csv_conn=other)
-                                    pack.write_directory(stream, target)
+                                stream = pack.PackStream(conn, plan)  # as the CLI
+                                pack.write_directory(stream, target)
                                 conn.rollback()
                             manifests[name] = stream.manifest
                             if name != "before":
@@ -411,6 +450,91 @@ def main() -> None:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _child_export(
+    meter: Meter, spec: dict[str, Any], checkout: str | None, out: Path
+) -> dict[str, Any]:
+    """An export by bench/export_child.py with ``checkout``'s .venv (None: this tree's)."""
+    root = Path(checkout) if checkout else Path(__file__).resolve().parent.parent
+    python = root / ".venv" / "bin" / "python"
+    child = Path(__file__).resolve().parent / "export_child.py"
+    spec = dict(spec, out=str(out))
+    if checkout:
+        spec["profile"] = None
+    measured: dict[str, float] = {}
+    with meter.measure(measured):
+        done = subprocess.run(
+            [str(python), str(child), json.dumps(spec)],
+            cwd=root,
+            check=True,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONFAULTHANDLER="1"),
+        )
+    got: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    got["pg"] = measured["pg"]
+    return got
+
+
+def compare_exports(
+    meter: Meter,
+    spec: dict[str, Any],
+    before: str | None,
+    runs: int,
+    out_dir: Path,
+    receipts: list[Receipt],
+    signer: keys.Signer,
+) -> None:
+    """The export of ``before``'s checkout and of this tree, alternating, each run on a new
+    checkpoint (the same for both)."""
+    names = ["now", "before"] if before else ["now"]
+    print(
+        "EXPORT: rows/s wall (CPU per row: the exporting process + PostgreSQL's processes)"
+        + (f"; before = {before}" if before else "")
+    )
+    header = "| run | load | now |" + (" before | now / before (rows/s) | CPU now / before |")
+    print(header if before else "| run | load | now |")
+    print("|---|---|---|---|---|---|" if before else "|---|---|---|")
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    ratios: list[float] = []
+    for run in range(1, runs + 1):
+        with psycopg.connect(spec["dsn"]) as conn:
+            _new_checkpoint(conn, receipts, signer)
+        got: dict[str, dict[str, Any]] = {}
+        for name in names if run % 2 else names[::-1]:
+            target = out_dir / f"export-{run}-{name}"
+            shutil.rmtree(target, ignore_errors=True)
+            got[name] = _child_export(meter, spec, before if name == "before" else None, target)
+            shutil.rmtree(target)
+            rates[name].append(got[name]["rows"] / got[name]["wall"])
+
+        def cell(m: dict[str, Any]) -> str:
+            return _rate(m["rows"], m)
+
+        load = os.getloadavg()[0]
+        if not before:
+            print(f"| {run} | {load:.1f} | {cell(got['now'])} |")
+            continue
+        now, old = got["now"], got["before"]
+        ratio = rates["now"][-1] / rates["before"][-1]
+        ratios.append(ratio)
+        cpu = (now["client"] + now["pg"]) / (old["client"] + old["pg"])
+        same = "identical" if now["files"] == old["files"] else "DIFFERENT"
+        print(
+            f"| {run} | {load:.1f} | {cell(now)} | {cell(old)} | {ratio:.2f}"
+            f" | {cpu:.2f} (client {now['client'] / old['client']:.2f},"
+            f" PostgreSQL {now['pg'] / old['pg']:.2f}); packs {same} |"
+        )
+        if now["files"] != old["files"]:
+            for name in sorted(set(now["files"]) | set(old["files"])):
+                if now["files"].get(name) != old["files"].get(name):
+                    print(f"  differs: {name}", file=sys.stderr)
+    for name in names:
+        values = ", ".join(f"{v:,.0f}" for v in rates[name])
+        print(f"EXPORT {name} rows/s (target >= 30,000): {values}; best {max(rates[name]):,.0f}")
+    if ratios:
+        print(f"EXPORT now / before, same runs: {', '.join(f'{r:.2f}' for r in ratios)}")
 
 
 def _new_checkpoint(

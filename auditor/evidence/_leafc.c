@@ -1090,6 +1090,726 @@ static PyTypeObject PlanType = {
     .tp_methods = plan_methods,
 };
 
+/* ---- export: evidence pack lines (auditor/evidence/pack.py, pack_csv.py) ---------------
+ *
+ * leaf_lines: the leaf of each event row from its leaf_sql pieces (run, jsonb text, run),
+ * the jsonb text put in canonical form here instead of orjson's loads + sorted dumps
+ * (auditor.store.leaf_sql.unchecked_json): the same bytes wherever this answers, None for a
+ * row it leaves to Python (a number that is not an integer within +-(10^15 - 1), "-0", a
+ * key with an escape or a character beyond U+FFFF, a duplicate key, invalid JSON or
+ * UTF-8, nesting deeper than MAX_DEPTH). Within those, orjson's sorted output is RFC 8785.
+ *
+ * csv_rows: a chunk's events.csv lines from the same pieces (pack_csv.py), or None for a
+ * chunk whose pieces are not exactly what the query writes (Python then writes it).
+ *
+ * Only exact bytes / int / tuple / list objects are read, so no Python code runs while a
+ * row's borrowed items are in use. */
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+} Src;
+
+static inline void
+skip_ws(Src *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r')) {
+        s->p++;
+    }
+}
+
+static inline int
+hex4(const unsigned char *p, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = p[i], d;
+        if (c >= '0' && c <= '9') d = c - '0';
+        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+        else return UNSUPPORTED;
+        v = v << 4 | d;
+    }
+    *out = v;
+    return DONE;
+}
+
+/* The length of the valid UTF-8 sequence at p (lead byte >= 0x80), 0 if invalid
+ * (overlong, surrogate, beyond U+10FFFF, truncated). */
+static inline int
+utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    if (c >= 0xc2 && c <= 0xdf) {
+        return end - p >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    }
+    if (c >= 0xe0 && c <= 0xef) {
+        if (end - p < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80) return 0;
+        if (c == 0xe0 && p[1] < 0xa0) return 0;  /* overlong */
+        if (c == 0xed && p[1] >= 0xa0) return 0; /* surrogate */
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (end - p < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 ||
+            (p[3] & 0xc0) != 0x80) return 0;
+        if (c == 0xf0 && p[1] < 0x90) return 0;  /* overlong */
+        if (c == 0xf4 && p[1] >= 0x90) return 0; /* beyond U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+static inline int
+put_utf8(Buf *b, unsigned c)
+{
+    char tmp[4];
+    Py_ssize_t n;
+    if (c < 0x80) { tmp[0] = (char)c; n = 1; }
+    else if (c < 0x800) { tmp[0] = (char)(0xc0 | (c >> 6)); tmp[1] = (char)(0x80 | (c & 0x3f)); n = 2; }
+    else if (c < 0x10000) {
+        tmp[0] = (char)(0xe0 | (c >> 12)); tmp[1] = (char)(0x80 | ((c >> 6) & 0x3f));
+        tmp[2] = (char)(0x80 | (c & 0x3f)); n = 3;
+    }
+    else {
+        tmp[0] = (char)(0xf0 | (c >> 18)); tmp[1] = (char)(0x80 | ((c >> 12) & 0x3f));
+        tmp[2] = (char)(0x80 | ((c >> 6) & 0x3f)); tmp[3] = (char)(0x80 | (c & 0x3f)); n = 4;
+    }
+    return put(b, tmp, n);
+}
+
+/* A JSON string at s->p (the opening quote) decoded into b: its UTF-8 bytes, no quotes.
+ * *astral: set when it holds a character beyond U+FFFF; *escaped: when it held an escape. */
+static int
+decode_string(Src *s, Buf *b, int *astral, int *escaped)
+{
+    const unsigned char *p = s->p + 1, *end = s->end;
+    for (;;) {
+        const unsigned char *run = p;
+        /* eight bytes at a time through plain ASCII (no control, quote, backslash, high bit) */
+        while (end - p >= 8 && !needs_escape8(p)) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            if (w & 0x8080808080808080ULL) break;
+            p += 8;
+        }
+        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') p++;
+        if (p > run && put(b, (const char *)run, p - run) < 0) return FAILED;
+        if (p >= end) return UNSUPPORTED;
+        unsigned c = *p;
+        if (c == '"') {
+            s->p = p + 1;
+            return DONE;
+        }
+        if (c < 0x20) return UNSUPPORTED; /* a raw control: not JSON */
+        if (c >= 0x80) {
+            int n = utf8_len(p, end);
+            if (n == 0) return UNSUPPORTED;
+            if (n == 4) *astral = 1;
+            if (put(b, (const char *)p, n) < 0) return FAILED;
+            p += n;
+            continue;
+        }
+        /* a backslash */
+        *escaped = 1;
+        if (end - p < 2) return UNSUPPORTED;
+        char e = (char)p[1];
+        p += 2;
+        switch (e) {
+        case '"': c = '"'; break;
+        case '\\': c = '\\'; break;
+        case '/': c = '/'; break;
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        case 'u': {
+            if (end - p < 4 || hex4(p, &c) != DONE) return UNSUPPORTED;
+            p += 4;
+            if (c >= 0xdc00 && c <= 0xdfff) return UNSUPPORTED; /* a lone low surrogate */
+            if (c >= 0xd800 && c <= 0xdbff) {
+                unsigned low;
+                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &low) != DONE ||
+                    low < 0xdc00 || low > 0xdfff) return UNSUPPORTED;
+                p += 6;
+                c = 0x10000 + ((c - 0xd800) << 10) + (low - 0xdc00);
+                *astral = 1;
+            }
+            break;
+        }
+        default:
+            return UNSUPPORTED;
+        }
+        if (put_utf8(b, c) < 0) return FAILED;
+    }
+}
+
+/* Decoded string bytes as a canonical JSON string (quotes included). */
+static int
+put_json_string(Buf *b, const char *text, Py_ssize_t n)
+{
+    if (reserve(b, 6 * n + 2) < 0) return FAILED;
+    char *out = b->data + b->len;
+    *out++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c < 0x80 && ESCAPE[c]) out = put_escape(out, c);
+        else *out++ = (char)c;
+    }
+    *out++ = '"';
+    b->len = out - b->data;
+    return DONE;
+}
+
+typedef struct {
+    Py_ssize_t start;   /* of the member ("key":value) in the output */
+    Py_ssize_t end;
+    Py_ssize_t key;     /* of the key's bytes (after the quote) in the output */
+    Py_ssize_t key_len;
+} Member;
+
+static int
+key_less(const char *base, const Member *a, const Member *b)
+{
+    Py_ssize_t n = a->key_len < b->key_len ? a->key_len : b->key_len;
+    int c = memcmp(base + a->key, base + b->key, (size_t)n);
+    return c < 0 || (c == 0 && a->key_len < b->key_len);
+}
+
+/* A stable merge sort of members by key bytes (UTF-8 order is code point order, and for
+ * keys within the BMP UTF-16 order); tmp has room for n. */
+static void
+sort_members(const char *base, Member *m, Member *tmp, Py_ssize_t n)
+{
+    if (n < 2) return;
+    if (n <= 8) {
+        for (Py_ssize_t i = 1; i < n; i++) {
+            Member x = m[i];
+            Py_ssize_t j = i;
+            while (j > 0 && key_less(base, &x, &m[j - 1])) { m[j] = m[j - 1]; j--; }
+            m[j] = x;
+        }
+        return;
+    }
+    Py_ssize_t half = n / 2;
+    sort_members(base, m, tmp, half);
+    sort_members(base, m + half, tmp, n - half);
+    Py_ssize_t i = 0, j = half, k = 0;
+    while (i < half && j < n) tmp[k++] = key_less(base, &m[j], &m[i]) ? m[j++] : m[i++];
+    while (i < half) tmp[k++] = m[i++];
+    while (j < n) tmp[k++] = m[j++];
+    memcpy(m, tmp, (size_t)n * sizeof(Member));
+}
+
+static int canon_value(Src *s, Buf *b, int depth);
+
+/* A JSON string with escapes: decoded into the output's spare room, then escaped in place
+ * of it. Not inlined: its buffer stays out of the recursing frames. */
+static int __attribute__((noinline))
+canon_string_escaped(Src *s, Buf *b)
+{
+    Py_ssize_t at = b->len;
+    int astral = 0, escaped = 0;
+    int r = decode_string(s, b, &astral, &escaped);
+    if (r != DONE) return r;
+    Py_ssize_t n = b->len - at;
+    char stack[STACK_BYTES];
+    char *text = n <= STACK_BYTES ? stack : PyMem_Malloc((size_t)n);
+    if (text == NULL) { PyErr_NoMemory(); return FAILED; }
+    memcpy(text, b->data + at, (size_t)n);
+    b->len = at;
+    r = put_json_string(b, text, n);
+    if (text != stack) PyMem_Free(text);
+    return r;
+}
+
+static int
+canon_object(Src *s, Buf *b, int depth)
+{
+    s->p++; /* '{' */
+    Py_ssize_t start = b->len;
+    Member small[SMALL_DICT * 2];
+    Member *m = small;
+    Py_ssize_t n = 0, cap = SMALL_DICT;
+    int r = DONE;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        return put(b, "{}", 2);
+    }
+    for (;;) {
+        skip_ws(s);
+        if (s->p >= s->end || *s->p != '"') { r = UNSUPPORTED; break; }
+        if (n == cap) {
+            Py_ssize_t bigger = cap * 2;
+            Member *grown = m == small ? PyMem_Malloc((size_t)bigger * 2 * sizeof(Member))
+                                       : PyMem_Realloc(m, (size_t)bigger * 2 * sizeof(Member));
+            if (grown == NULL) { PyErr_NoMemory(); r = FAILED; break; }
+            if (m == small) memcpy(grown, small, (size_t)n * sizeof(Member));
+            m = grown;
+            cap = bigger;
+        }
+        Member *it = &m[n];
+        it->start = b->len;
+        if ((r = put_char(b, '"')) < 0) break;
+        it->key = b->len;
+        int astral = 0, escaped = 0;
+        if ((r = decode_string(s, b, &astral, &escaped)) != DONE) break;
+        /* an escaped key would need its decoded bytes apart from its written form */
+        if (astral || escaped) { r = UNSUPPORTED; break; }
+        it->key_len = b->len - it->key;
+        if ((r = put(b, "\":", 2)) < 0) break;
+        skip_ws(s);
+        if (s->p >= s->end || *s->p != ':') { r = UNSUPPORTED; break; }
+        s->p++;
+        skip_ws(s);
+        if ((r = canon_value(s, b, depth + 1)) != DONE) break;
+        it->end = b->len;
+        n++;
+        skip_ws(s);
+        if (s->p < s->end && *s->p == ',') { s->p++; continue; }
+        if (s->p < s->end && *s->p == '}') { s->p++; break; }
+        r = UNSUPPORTED;
+        break;
+    }
+    if (r == DONE) {
+        sort_members(b->data, m, m + cap, n);
+        for (Py_ssize_t i = 1; i < n; i++) {
+            if (!key_less(b->data, &m[i - 1], &m[i])) { r = UNSUPPORTED; break; } /* dup */
+        }
+    }
+    if (r == DONE) {
+        /* the members were written in input order at start.. with no commas between them;
+         * rewritten sorted: a brace, n members, n - 1 commas, a brace */
+        Py_ssize_t size = b->len - start;
+        char small_copy[1024]; /* small: this frame recurs up to MAX_DEPTH times */
+        char *copy = NULL;
+        if (reserve(b, n + 1) < 0 ||
+            (copy = size < (Py_ssize_t)sizeof small_copy ? small_copy : PyMem_Malloc((size_t)size + 1)) == NULL) {
+            if (!PyErr_Occurred()) PyErr_NoMemory();
+            r = FAILED;
+        }
+        else {
+            memcpy(copy, b->data + start, (size_t)size);
+            char *out = b->data + start;
+            *out++ = '{';
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if (i) *out++ = ',';
+                Py_ssize_t len = m[i].end - m[i].start;
+                memcpy(out, copy + (m[i].start - start), (size_t)len);
+                out += len;
+            }
+            *out++ = '}';
+            if (copy != small_copy) PyMem_Free(copy);
+            b->len = out - b->data;
+        }
+    }
+    if (m != small) PyMem_Free(m);
+    return r;
+}
+
+static int
+canon_value(Src *s, Buf *b, int depth)
+{
+    if (depth > MAX_DEPTH) return UNSUPPORTED;
+    skip_ws(s);
+    if (s->p >= s->end) return UNSUPPORTED;
+    unsigned char c = *s->p;
+    if (c == '{') return canon_object(s, b, depth);
+    if (c == '[') {
+        s->p++;
+        if (put_char(b, '[') < 0) return FAILED;
+        skip_ws(s);
+        if (s->p < s->end && *s->p == ']') { s->p++; return put_char(b, ']'); }
+        for (int first = 1;; first = 0) {
+            if (!first && put_char(b, ',') < 0) return FAILED;
+            int r = canon_value(s, b, depth + 1);
+            if (r != DONE) return r;
+            skip_ws(s);
+            if (s->p < s->end && *s->p == ',') { s->p++; continue; }
+            if (s->p < s->end && *s->p == ']') { s->p++; return put_char(b, ']'); }
+            return UNSUPPORTED;
+        }
+    }
+    if (c == '"') {
+        /* jsonb writes strings as RFC 8785 does (the same escapes, UTF-8 otherwise): one
+         * without a backslash is copied as it is, once its bytes are checked */
+        const unsigned char *q = s->p + 1;
+        while (s->end - q >= 8 && !needs_escape8(q)) {
+            uint64_t w;
+            memcpy(&w, q, 8);
+            if (w & 0x8080808080808080ULL) break;
+            q += 8;
+        }
+        while (q < s->end && *q != '"' && *q != '\\' && *q >= 0x20) {
+            if (*q < 0x80) {
+                q++;
+                continue;
+            }
+            int n = utf8_len(q, s->end);
+            if (n == 0) return UNSUPPORTED;
+            q += n;
+        }
+        if (q < s->end && *q == '"') {
+            int r = put(b, (const char *)s->p, q + 1 - s->p);
+            s->p = q + 1;
+            return r;
+        }
+        return canon_string_escaped(s, b);
+    }
+    if (c == 't' && s->end - s->p >= 4 && memcmp(s->p, "true", 4) == 0) {
+        s->p += 4;
+        return put(b, "true", 4);
+    }
+    if (c == 'f' && s->end - s->p >= 5 && memcmp(s->p, "false", 5) == 0) {
+        s->p += 5;
+        return put(b, "false", 5);
+    }
+    if (c == 'n' && s->end - s->p >= 4 && memcmp(s->p, "null", 4) == 0) {
+        s->p += 4;
+        return put(b, "null", 4);
+    }
+    /* integers of at most 15 digits only: exact as doubles, where RFC 8785 and orjson agree */
+    const unsigned char *p = s->p;
+    if (p < s->end && *p == '-') p++;
+    const unsigned char *digits = p;
+    while (p < s->end && *p >= '0' && *p <= '9') p++;
+    Py_ssize_t n = p - digits;
+    if (n == 0 || n > 15 || (digits[0] == '0' && (n > 1 || digits != s->p))) {
+        return UNSUPPORTED; /* none, too long, a leading zero, or "-0" */
+    }
+    if (p < s->end && (*p == '.' || *p == 'e' || *p == 'E')) return UNSUPPORTED;
+    int r = put(b, (const char *)s->p, p - s->p);
+    s->p = p;
+    return r;
+}
+
+/* The canonical form of a whole JSON text. */
+static int
+canon_text(Buf *b, const char *text, Py_ssize_t n)
+{
+    Src s = {(const unsigned char *)text, (const unsigned char *)text + n};
+    int r = canon_value(&s, b, 0);
+    if (r != DONE) return r;
+    skip_ws(&s);
+    return s.p == s.end ? DONE : UNSUPPORTED;
+}
+
+static PyObject *
+module_canonical_json(PyObject *module, PyObject *text)
+{
+    if (!PyBytes_CheckExact(text)) {
+        PyErr_SetString(PyExc_TypeError, "canonical_json() takes bytes");
+        return NULL;
+    }
+    char stack[STACK_BYTES];
+    Buf b = {stack, 0, STACK_BYTES, 0};
+    int r = canon_text(&b, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text));
+    return finish(&b, r);
+}
+
+/* One row's leaf (0x00 prefix) from run, jsonb text, run: as LeafQuery._join_one. */
+static int
+leaf_of(Buf *b, PyObject *head, PyObject *value, PyObject *tail, PyObject *key)
+{
+    if (!PyBytes_CheckExact(head) || !PyBytes_CheckExact(value) || !PyBytes_CheckExact(tail) ||
+        PyBytes_GET_SIZE(head) == 0 || PyBytes_GET_SIZE(tail) == 0) {
+        return UNSUPPORTED; /* _join_one hands these to _join_any */
+    }
+    if (put(b, "\0{", 2) < 0 || put(b, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head)) < 0 ||
+        put_char(b, ',') < 0 || put(b, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)) < 0) {
+        return FAILED;
+    }
+    int r = canon_text(b, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
+    if (r != DONE) return r;
+    if (put_char(b, ',') < 0 || put(b, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail)) < 0 ||
+        put_char(b, '}') < 0) {
+        return FAILED;
+    }
+    return DONE;
+}
+
+/* Item i of an exact list or tuple (borrowed), NULL if out of range. */
+static inline PyObject *
+item_of(PyObject *seq, Py_ssize_t i)
+{
+    if (PyTuple_CheckExact(seq)) {
+        return i >= 0 && i < PyTuple_GET_SIZE(seq) ? PyTuple_GET_ITEM(seq, i) : NULL;
+    }
+    if (PyList_CheckExact(seq)) {
+        return i >= 0 && i < PyList_GET_SIZE(seq) ? PyList_GET_ITEM(seq, i) : NULL;
+    }
+    return NULL;
+}
+
+static PyObject *
+module_leaf_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyList_CheckExact(args[0]) || !PyLong_CheckExact(args[1]) ||
+        !PyBytes_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "leaf_lines(rows: list, at: int, key: bytes)");
+        return NULL;
+    }
+    PyObject *rows = args[0], *key = args[2];
+    Py_ssize_t at = PyLong_AsSsize_t(args[1]);
+    if (at < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "at must be >= 0");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(rows);
+    PyObject *out = PyList_New(count);
+    if (out == NULL) return NULL;
+    char stack[STACK_BYTES];
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        PyObject *head = item_of(row, at), *value = item_of(row, at + 1);
+        PyObject *tail = item_of(row, at + 2);
+        PyObject *leaf;
+        if (head == NULL || value == NULL || tail == NULL) {
+            leaf = Py_NewRef(Py_None);
+        }
+        else {
+            Buf b = {stack, 0, STACK_BYTES, 0};
+            leaf = finish(&b, leaf_of(&b, head, value, tail, key));
+            if (leaf == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        PyList_SET_ITEM(out, i, leaf);
+    }
+    return out;
+}
+
+/* A CSV field as COPY (FORMAT csv) writes a non-NULL value: quoted when empty or holding
+ * ',', '"', '\n' or '\r', inner quotes doubled. */
+static int
+put_csv_field(Buf *b, const char *text, Py_ssize_t n)
+{
+    int quote = n == 0 || memchr(text, '"', (size_t)n) != NULL ||
+                memchr(text, ',', (size_t)n) != NULL || memchr(text, '\n', (size_t)n) != NULL ||
+                memchr(text, '\r', (size_t)n) != NULL;
+    if (!quote) return put(b, text, n);
+    if (reserve(b, 2 * n + 2) < 0) return FAILED;
+    char *out = b->data + b->len;
+    *out++ = '"';
+    const char *p = text, *end = text + n;
+    while (p < end) {
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        const char *stop = q == NULL ? end : q + 1;
+        memcpy(out, p, (size_t)(stop - p));
+        out += stop - p;
+        if (q != NULL) *out++ = '"'; /* the inner quote doubled */
+        p = stop;
+    }
+    *out++ = '"';
+    b->len = out - b->data;
+    return DONE;
+}
+
+static inline int
+is_digits(const unsigned char *p, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return 0;
+    }
+    return 1;
+}
+
+/* A run's member value (at s->p, after the name) as one CSV field of the given kind. */
+static int
+csv_value(Src *s, Buf *b, Buf *scratch, const char *kind)
+{
+    if (strcmp(kind, "integer") == 0) {
+        const unsigned char *p = s->p;
+        if (p < s->end && *p == '-') p++;
+        const unsigned char *digits = p;
+        while (p < s->end && *p >= '0' && *p <= '9') p++;
+        Py_ssize_t n = p - digits;
+        if (n == 0 || n > 19 || (digits[0] == '0' && n > 1) ||
+            (digits[0] == '0' && digits != s->p)) {
+            return UNSUPPORTED;
+        }
+        int r = put(b, (const char *)s->p, p - s->p);
+        s->p = p;
+        return r;
+    }
+    int text = strcmp(kind, "text") == 0, uuid = strcmp(kind, "uuid") == 0;
+    int timestamp = strcmp(kind, "timestamp") == 0;
+    if (!(text || uuid || timestamp) || s->p >= s->end || *s->p != '"') return UNSUPPORTED;
+    scratch->len = 0;
+    int astral = 0, escaped = 0;
+    int r = decode_string(s, scratch, &astral, &escaped);
+    if (r != DONE) return r;
+    const unsigned char *t = (const unsigned char *)scratch->data;
+    if (timestamp) {
+        /* to_char's YYYY-MM-DDTHH:MI:SS.USZ -> timestamptz_out at UTC (ISO) */
+        if (scratch->len != 27 || !is_digits(t, 4) || t[4] != '-' || !is_digits(t + 5, 2) ||
+            t[7] != '-' || !is_digits(t + 8, 2) || t[10] != 'T' || !is_digits(t + 11, 2) ||
+            t[13] != ':' || !is_digits(t + 14, 2) || t[16] != ':' || !is_digits(t + 17, 2) ||
+            t[19] != '.' || !is_digits(t + 20, 6) || t[26] != 'Z') {
+            return UNSUPPORTED;
+        }
+        char out[32];
+        memcpy(out, t, 10);
+        out[10] = ' ';
+        memcpy(out + 11, t + 11, 8);
+        Py_ssize_t n = 19, digits = 6;
+        while (digits > 0 && t[20 + digits - 1] == '0') digits--;
+        if (digits) {
+            out[n++] = '.';
+            memcpy(out + n, t + 20, (size_t)digits);
+            n += digits;
+        }
+        memcpy(out + n, "+00", 3);
+        return put(b, out, n + 3);
+    }
+    return put_csv_field(b, scratch->data, scratch->len);
+}
+
+/* Whether the run's next member is "name": (after a comma unless first); if so s->p moves
+ * past it. */
+static int
+at_member(Src *s, int first, const char *name, Py_ssize_t n)
+{
+    const unsigned char *p = s->p;
+    if (!first) {
+        if (p >= s->end || *p != ',') return 0;
+        p++;
+    }
+    if (s->end - p >= n + 3 && p[0] == '"' && memcmp(p + 1, name, (size_t)n) == 0 &&
+        p[n + 1] == '"' && p[n + 2] == ':') {
+        s->p = p + n + 3;
+        return 1;
+    }
+    return 0;
+}
+
+/* Passes over the constant "source" member (not a column) if it is next. */
+static int
+skip_source(Src *s, int *first, Buf *scratch)
+{
+    if (!at_member(s, *first, "source", 6)) return DONE;
+    *first = 0;
+    if (s->p >= s->end || *s->p != '"') return UNSUPPORTED;
+    scratch->len = 0;
+    int astral = 0, escaped = 0;
+    return decode_string(s, scratch, &astral, &escaped);
+}
+
+static inline int
+set_run(Src *s, PyObject *run)
+{
+    if (run == NULL || !PyBytes_CheckExact(run)) return UNSUPPORTED;
+    s->p = (const unsigned char *)PyBytes_AS_STRING(run);
+    s->end = s->p + PyBytes_GET_SIZE(run);
+    return DONE;
+}
+
+/* One row's CSV line. names/kinds: the fields in order (exact tuples of bytes / str). */
+static int
+csv_row(Buf *b, Buf *scratch, PyObject *row, Py_ssize_t at, Py_ssize_t position,
+        PyObject *names, PyObject *kinds)
+{
+    PyObject *pos = item_of(row, position);
+    if (pos == NULL) return UNSUPPORTED;
+    if (pos != Py_None) {
+        if (!PyLong_CheckExact(pos)) return UNSUPPORTED;
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(pos, &overflow);
+        if (overflow || (v == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return UNSUPPORTED;
+        }
+        char digits[32];
+        int n = snprintf(digits, sizeof digits, "%lld", v);
+        if (put(b, digits, n) < 0) return FAILED;
+    }
+    Py_ssize_t run_index = 0;
+    Src s;
+    int first = 1, r;
+    if (set_run(&s, item_of(row, at + 1)) != DONE) return UNSUPPORTED;
+    for (Py_ssize_t f = 0; f < PyTuple_GET_SIZE(names); f++) {
+        PyObject *name = PyTuple_GET_ITEM(names, f);
+        const char *kind = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kinds, f));
+        if (kind == NULL) return FAILED;
+        if (put_char(b, ',') < 0) return FAILED;
+        if ((r = skip_source(&s, &first, scratch)) != DONE) return r;
+        if (strcmp(kind, "json") == 0) {
+            /* the run before must be used up; the column's text, then the next run */
+            if (s.p != s.end) return UNSUPPORTED;
+            PyObject *value = item_of(row, at + 2 + 2 * run_index);
+            if (value == NULL) return UNSUPPORTED;
+            if (value != Py_None) {
+                if (!PyBytes_CheckExact(value)) return UNSUPPORTED;
+                if (put_csv_field(b, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value)) < 0) {
+                    return FAILED;
+                }
+            }
+            run_index++;
+            if (set_run(&s, item_of(row, at + 1 + 2 * run_index)) != DONE) return UNSUPPORTED;
+            first = 1;
+            continue;
+        }
+        if (at_member(&s, first, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))) {
+            first = 0;
+            if ((r = csv_value(&s, b, scratch, kind)) != DONE) return r;
+        }
+        /* else absent from the run: NULL, an empty field */
+    }
+    if ((r = skip_source(&s, &first, scratch)) != DONE) return r;
+    if (s.p != s.end) return UNSUPPORTED; /* a member that is no field, or out of order */
+    return put_char(b, '\n');
+}
+
+static PyObject *
+module_csv_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyList_CheckExact(args[0]) || !PyLong_CheckExact(args[1]) ||
+        !PyLong_CheckExact(args[2]) || !PyTuple_CheckExact(args[3]) ||
+        !PyTuple_CheckExact(args[4]) || PyTuple_GET_SIZE(args[3]) != PyTuple_GET_SIZE(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "csv_rows(rows: list, at: int, position: int, names: tuple[bytes, ...],"
+                        " kinds: tuple[str, ...]) (names and kinds of one length)");
+        return NULL;
+    }
+    PyObject *rows = args[0], *names = args[3], *kinds = args[4];
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(names, i)) ||
+            !PyUnicode_CheckExact(PyTuple_GET_ITEM(kinds, i))) {
+            PyErr_SetString(PyExc_TypeError, "names are bytes, kinds str");
+            return NULL;
+        }
+    }
+    Py_ssize_t at = PyLong_AsSsize_t(args[1]), position = PyLong_AsSsize_t(args[2]);
+    if (at < 0 || position < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "at and position >= 0");
+        return NULL;
+    }
+    char stack[STACK_BYTES], scratch_stack[STACK_BYTES];
+    Buf b = {stack, 0, STACK_BYTES, 0};
+    Buf scratch = {scratch_stack, 0, STACK_BYTES, 0};
+    /* room for about what the first row's pieces hold, per row: few regrowths */
+    Py_ssize_t guess = 0;
+    if (PyList_GET_SIZE(rows) > 0) {
+        PyObject *row = PyList_GET_ITEM(rows, 0);
+        for (Py_ssize_t k = at; k < at + 4; k++) {
+            PyObject *piece = item_of(row, k);
+            if (piece != NULL && PyBytes_CheckExact(piece)) guess += PyBytes_GET_SIZE(piece);
+        }
+    }
+    int r = DONE;
+    if (guess > 0 && guess < (PY_SSIZE_T_MAX / 2) / (PyList_GET_SIZE(rows) + 1) &&
+        reserve(&b, (guess + guess / 4) * PyList_GET_SIZE(rows)) < 0) {
+        r = FAILED;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows) && r == DONE; i++) {
+        r = csv_row(&b, &scratch, PyList_GET_ITEM(rows, i), at, position, names, kinds);
+    }
+    if (scratch.heap) PyMem_Free(scratch.data);
+    return finish(&b, r);
+}
+
 /* ---- module ---------------------------------------------------------------------------- */
 
 static PyObject *
@@ -1105,6 +1825,17 @@ static PyMethodDef module_methods[] = {
     {"dumps", module_dumps, METH_O,
      "dumps(value) -> bytes | None: RFC 8785 bytes of a JSON value (exact dict, list, str, "
      "int within int64, bool, None), or None where only the Python reference is exact."},
+    /* export (evidence packs) */
+    {"canonical_json", module_canonical_json, METH_O,
+     "canonical_json(text: bytes) -> bytes | None: the sorted compact form of a JSON text "
+     "(as leaf_sql.unchecked_json), or None where it leaves the text to Python."},
+    {"leaf_lines", (PyCFunction)(void (*)(void))module_leaf_lines, METH_FASTCALL,
+     "leaf_lines(rows, at, key) -> list[bytes | None]: each row's leaf (0x00 prefix) from "
+     "its pieces row[at:at + 3] (run, jsonb text, run), None where Python must join it."},
+    {"csv_rows", (PyCFunction)(void (*)(void))module_csv_rows, METH_FASTCALL,
+     "csv_rows(rows, at, position, names, kinds) -> bytes | None: the rows' events.csv "
+     "lines (auditor/evidence/pack_csv.py), None where Python must write them."},
+    /* end export */
     {NULL, NULL, 0, NULL},
 };
 

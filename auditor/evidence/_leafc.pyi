@@ -5,6 +5,13 @@ MAX_DEPTH: int
 
 def dumps(value: object, /) -> bytes | None: ...
 
+# export (evidence packs)
+def canonical_json(text: bytes, /) -> bytes | None: ...
+def leaf_lines(rows: list[Any], at: int, key: bytes, /) -> list[bytes | None]: ...
+def csv_rows(
+    rows: list[Any], at: int, position: int, names: tuple[bytes, ...], kinds: tuple[str, ...], /
+) -> bytes | None: ...
+
 class Plan:
     def __init__(
         self,

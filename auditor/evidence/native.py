@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from auditor.evidence._leafc import Plan
@@ -20,10 +20,14 @@ UNAVAILABLE: str | None = "switched off (AUDITOR_NATIVE=0)" if SWITCHED_OFF else
 
 
 class Leafc(NamedTuple):
-    """The extension's two entry points (typed by auditor/evidence/_leafc.pyi)."""
+    """The extension's entry points (typed by auditor/evidence/_leafc.pyi)."""
 
     dumps: Callable[[object], bytes | None]
     Plan: type[Plan]
+    # export (evidence packs: auditor/evidence/pack.py, pack_csv.py)
+    canonical_json: Callable[[bytes], bytes | None]
+    leaf_lines: Callable[[list[Any], int, bytes], list[bytes | None]]
+    csv_rows: Callable[[list[Any], int, int, tuple[bytes, ...], tuple[str, ...]], bytes | None]
 
 
 def _load() -> Leafc | None:
@@ -35,7 +39,9 @@ def _load() -> Leafc | None:
     except ImportError as exc:
         UNAVAILABLE = f"not built ({exc})"
         return None
-    return Leafc(_leafc.dumps, _leafc.Plan)
+    return Leafc(
+        _leafc.dumps, _leafc.Plan, _leafc.canonical_json, _leafc.leaf_lines, _leafc.csv_rows
+    )
 
 
 leafc = _load()

@@ -22,22 +22,25 @@ auditor/evidence_verify.py checks all of it with the public key alone.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
+import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import psycopg
 from psycopg import sql
 
 from auditor.evidence import batches, checkpoints, keys, leaves, tiles
 from auditor.evidence.canonical import canonical_bytes
-from auditor.evidence.pack_csv import EarlyCsv, csv_chunks
+from auditor.evidence.native import leafc
+from auditor.evidence.pack_csv import HEADER, CsvRows
 from auditor.evidence.pack_rows import EventRows
 from auditor.evidence.pack_zip import zip_chunks
 from auditor.evidence.pgtiles import PgTileStore
@@ -48,6 +51,7 @@ from auditor.store.sources import Hasher, rows_by_id
 
 FORMAT = "auditor-evidence-pack/1"
 CHUNK_ROWS = 5000  # rows read, encoded and handed on at a time
+CSV_PIECE = 1 << 16  # events.csv is handed on from its spool file in pieces of this size
 FILES = ("events.ndjson", "events.csv", "coverage.ndjson", "proofs.ndjson", "checkpoint.json")
 
 
@@ -174,7 +178,7 @@ def prepare(
     now: datetime | None = None,
 ) -> Plan:
     """Settle the checkpoint (default: the latest) in the caller's transaction, which should
-    be REPEATABLE READ: the pack reads the events twice (NDJSON, then CSV)."""
+    be REPEATABLE READ: the pack reads the events, then the coverage and the tree."""
     if checkpoint is None:
         checkpoint = checkpoints.latest(conn)
     if checkpoint is None:
@@ -186,23 +190,19 @@ class PackStream:
     """The pack's files as (name, bytes) pieces, every file's pieces in a row, in FILES order
     and manifest.json last; read from server-side cursors ``chunk_rows`` (CHUNK_ROWS) rows
     at a time, so memory stays flat but for 8 bytes per event (its position, for the
-    proofs) and the list of rows not proven. ``manifest`` is set once the last piece is
-    out. Run it in a REPEATABLE READ transaction (see prepare)."""
+    proofs) and the list of rows not proven; events.csv, written from the same rows as
+    events.ndjson, waits in a spool file (memory up to CSV_SPOOL_MEMORY, then disk) until
+    its turn. ``manifest`` is set once the last piece is out. Run it in a REPEATABLE READ
+    transaction (see prepare)."""
+
+    CSV_SPOOL_MEMORY = 8 << 20
 
     def __init__(
-        self,
-        conn: psycopg.Connection[Any],
-        plan: Plan,
-        chunk_rows: int | None = None,
-        *,
-        csv_conn: psycopg.Connection[Any] | None = None,
+        self, conn: psycopg.Connection[Any], plan: Plan, chunk_rows: int | None = None
     ) -> None:
-        """``csv_conn``: a second connection in the same snapshot (pack_csv.twin); PostgreSQL
-        then writes the CSV while this process encodes the leaves, into a spool file."""
         self.conn = conn
         self.plan = plan
         self.chunk_rows = chunk_rows or CHUNK_ROWS
-        self.csv_conn = csv_conn
         self.manifest: dict[str, Any] = {}
         self.rows_out = 0  # events written to events.ndjson so far
         self.proven = 0
@@ -221,20 +221,13 @@ class PackStream:
                 yield name, chunk
 
         events = _Seen(events=True)
-        early = None
-        if self.csv_conn is not None:
-            early = EarlyCsv(self.csv_conn, where, params, self.chunk_rows)
-        try:
-            yield from file("events.ndjson", self._lines("event", "events", where, params, events))
-            if early is not None:
-                yield from file("events.csv", early.chunks())
-            else:
-                bounds = (events.first_id or 0, events.last_id or -1)
-                csv = csv_chunks(conn, where, params, bounds, self.chunk_rows)
-                yield from file("events.csv", csv)
-        finally:
-            if early is not None:
-                early.close()
+        with tempfile.SpooledTemporaryFile(max_size=self.CSV_SPOOL_MEMORY) as csv:
+            csv.write(HEADER)
+            yield from file(
+                "events.ndjson", self._lines("event", "events", where, params, events, csv)
+            )
+            csv.seek(0)
+            yield from file("events.csv", iter(lambda: csv.read(CSV_PIECE), b""))
         start, end, accounts = _range(plan.query, events)
         cov = coverage_queries.coverage(conn, start, end, accounts) if accounts else None
         intervals = _Seen(events=False)
@@ -284,28 +277,41 @@ class PackStream:
         where: sql.Composable,
         params: list[Any],
         seen: _Seen,
+        csv: IO[bytes] | None = None,
     ) -> Iterator[bytes]:
-        """The leaf lines of the matching rows, a chunk of rows at a time.
+        """The leaf lines of the matching rows, a chunk of rows at a time; for events, their
+        CSV lines from the same rows into ``csv``.
 
-        A line is the fast leaf (auditor.store.leaf_sql) when its hash is the one sealed,
-        which proves it the canonical bytes; otherwise (not sealed yet, a float in the
-        payload, or an altered row) the row is read again and encoded the careful way."""
+        A line is the fast leaf (auditor.store.leaf_sql; for the one-jsonb-column events
+        the C helper ``leaf_lines`` where built, the same bytes) when its hash is the one
+        sealed, which proves it the canonical bytes; otherwise (not sealed yet, a float in
+        the payload, or an altered row) the row is read again and encoded the careful way."""
         query = LeafQuery(source, alias="e")
         careful = Hasher(source)
+        at = _PIECES + 1
+        native = leafc.leaf_lines if leafc is not None and len(query.json_keys) == 1 else None
+        key = query.json_keys[0] if query.json_keys else b""
+        csv_rows = CsvRows(_PIECES) if csv is not None else None
         for rows in self._chunks(source, table, where, params):
             seen.add(rows)
             if source == "event":
                 self.rows_out += len(rows)
-            lines = []
-            for row in rows:
-                leaf = query.join(row, _PIECES + 1)
+            leaves = native(list(rows), at, key) if native is not None else None
+            if leaves is None:
+                leaves = [query.join(row, at) for row in rows]
+            lines: list[bytes | memoryview] = []
+            for row, leaf in zip(rows, leaves, strict=True):
+                if leaf is None:  # a row the C helper leaves to the Python join
+                    leaf = query.join(row, at)
                 if row[_LEAF_HASH] is None or sha256(leaf).digest() != row[_LEAF_HASH]:
                     source_id = row[_PIECES]
                     full = rows_by_id(self.conn, source, source_id, source_id)[source_id]
                     leaf = b"\x00" + careful.encoder.encode(full)
-                lines.append(leaf[1:])  # without the 0x00 leaf prefix
+                lines.append(memoryview(leaf)[1:])  # without the 0x00 leaf prefix
             lines.append(b"")
             yield b"\n".join(lines)
+            if csv is not None and csv_rows is not None:
+                csv.write(csv_rows.lines(rows))
 
     def _chunks(
         self, source: str, table: str, where: sql.Composable, params: list[Any]
@@ -354,36 +360,40 @@ class PackStream:
             ):
                 inside[position] = batches.joined_paths(batches.split(bytes(leaves)))
         self.proven += len(part)
-        # file names are fixed ASCII and the rest numbers and base64: no escaping needed
+        # Each position's line head once: every event of a format-2 batch shares its
+        # position and path. File names are fixed ASCII and the rest numbers and base64: no
+        # escaping needed.
+        file_name = name.encode()
+        encode = binascii.b2a_base64
+        heads = {
+            position: b',"position":%d,"path":"%s"' % (position, encode(path, newline=False))
+            for position, path in paths.items()
+        }
+        sizes = {position: len(slots) for position, slots in inside.items()}
         out = []
         for line, position, slot in part:
-            text = b'{"file":"%s","line":%d,"position":%d,"path":"%s"' % (
-                name.encode(),
-                line,
-                position,
-                base64.b64encode(paths[position]),
-            )
+            text = b'{"file":"%s","line":%d%s' % (file_name, line, heads[position])
             if slot >= 0:
-                text += b',"batch_index":%d,"batch_size":%d,"batch_path":"%s"' % (
+                text += b',"batch_index":%d,"batch_size":%d,"batch_path":"%s"}\n' % (
                     slot,
-                    len(inside[position]),
-                    base64.b64encode(inside[position][slot]),
+                    sizes[position],
+                    encode(inside[position][slot], newline=False),
                 )
-            out.append(text + b"}\n")
+            else:
+                text += b"}\n"
+            out.append(text)
         return b"".join(out)
 
 
 class _Seen:
     """What the pack remembers of the rows it wrote: positions (0: not sealed), and for
-    events the id range, times and accounts (the CSV and the coverage need them)."""
+    events the times and accounts (the coverage needs them)."""
 
     def __init__(self, *, events: bool) -> None:
         self.events = events
         self.positions = array("q")
         self.slots = array("q")  # in its format-2 batch; -1: a record row of its own
         self.count = 0
-        self.first_id: int | None = None
-        self.last_id: int | None = None
         self.first_at: str | None = None
         self.last_at: str | None = None
         self.accounts: set[str] = set()
@@ -396,14 +406,11 @@ class _Seen:
             self.slots.extend([-1] * len(rows))
             return
         self.slots.extend(row[-2] for row in rows)  # pack_rows: (..., slot, batch size)
-        at, acc, ident = _RECEIVED_AT, _ACCOUNT, _PIECES
+        at, acc = _RECEIVED_AT, _ACCOUNT
         times = [row[at] for row in rows]  # fixed-width UTC text: text order is time order
-        ids = [row[ident] for row in rows]
         low, high = min(times), max(times)
         self.first_at = low if self.first_at is None else min(self.first_at, low)
         self.last_at = high if self.last_at is None else max(self.last_at, high)
-        self.first_id = min(ids) if self.first_id is None else min(self.first_id, min(ids))
-        self.last_id = max(ids) if self.last_id is None else max(self.last_id, max(ids))
         self.accounts.update(row[acc] for row in rows)
 
     def unproven(self, name: str, size: int) -> list[dict[str, Any]]:

@@ -56,6 +56,8 @@ def test_a_pack_four_times_larger_needs_no_more_memory(
     conn: Conn, signer: keys.Signer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pack_zip, "PIECE_BYTES", 16384)  # what is held before it is handed on
+    # events.csv waits in a spool file, in memory up to this bound, then on disk
+    monkeypatch.setattr(pack.PackStream, "CSV_SPOOL_MEMORY", 16384)
     _store(conn, "ST-small", 400)
     _store(conn, "ST-large", 1600)
     assert checkpoints.make(conn, signer) is not None
