@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -84,15 +85,60 @@ def cpu_seconds(pid: int) -> float:
 LAST_CPU: list[float] = []
 
 
+@dataclass
+class Split:
+    """Where the last writer run's cost went: CPU of this process and of its backend, the
+    collector's share of the former, and the WAL the server wrote meanwhile (the run is the
+    only client)."""
+
+    client: float = 0.0
+    backend: float = 0.0
+    gc: float = 0.0
+    wal: int = 0
+
+
+LAST_SPLIT = Split()
+
+
+class _GcClock:
+    """Time spent in the garbage collector (gc.callbacks: a start and a stop per collection)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.total += time.process_time() - self._started
+
+
+_WAL_LSN = "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"
+
+
 # --- the candidate -------------------------------------------------------------------------
 def run_writer(dsn: str, receipts: list[Receipt], batch: int) -> int:
+    clock = _GcClock()
     with psycopg.connect(dsn) as conn:
+        conn.autocommit = True
+        wal = conn.execute(_WAL_LSN).fetchone()
+        conn.autocommit = False
         backend = conn.info.backend_pid
-        start = time.process_time() + cpu_seconds(backend)
-        for part in chunks(receipts, batch):
-            with conn.transaction():
-                store_batch(conn, part)
-        LAST_CPU[:] = [time.process_time() + cpu_seconds(backend) - start]
+        gc.callbacks.append(clock)
+        try:
+            client, server = time.process_time(), cpu_seconds(backend)
+            for part in chunks(receipts, batch):
+                with conn.transaction():
+                    store_batch(conn, part)
+            client, server = time.process_time() - client, cpu_seconds(backend) - server
+        finally:
+            gc.callbacks.remove(clock)
+        conn.autocommit = True
+        wal_after = conn.execute(_WAL_LSN).fetchone()
+        LAST_CPU[:] = [client + server]
+        LAST_SPLIT.client, LAST_SPLIT.backend, LAST_SPLIT.gc = client, server, clock.total
+        LAST_SPLIT.wal = int(wal_after[0] - wal[0]) if wal and wal_after else 0
     return len(receipts)
 
 
@@ -325,6 +371,41 @@ def _print_user_data_costs(
     )
 
 
+def _print_user_data_split(with_rows: list[Split], without: list[Split]) -> None:
+    """The user-data rows' cost per round, split: the writer process (and the collector's
+    share of it), its PostgreSQL backend, the WAL; as differences against the writer without
+    the rows in the same round and as a share of that writer's CPU, with the median and the
+    spread over the rounds (one round's ratio moves by several points on a busy machine)."""
+    if not with_rows:
+        return
+    print("| round | client CPU + | of it collector + | backend CPU + | WAL + | CPU + (share) |")
+    print("|---|---|---|---|---|---|")
+    shares = []
+    for round_, (w, u) in enumerate(zip(with_rows, without, strict=True), start=1):
+        share = (w.client + w.backend) / (u.client + u.backend) - 1
+        shares.append(share)
+        print(
+            f"| {round_} | {w.client - u.client:+.2f} s ({w.client:.1f} / {u.client:.1f})"
+            f" | {w.gc - u.gc:+.2f} s | {w.backend - u.backend:+.2f} s"
+            f" ({w.backend:.1f} / {u.backend:.1f}) | {(w.wal - u.wal) / 1e6:+,.0f} MB"
+            f" ({(w.wal / u.wal - 1) if u.wal else 0:+.1%}) | {share:+.1%} |"
+        )
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
+    pairs = list(zip(with_rows, without, strict=True))
+    print(
+        f"user-data rows, CPU with / without - 1: median {median(shares):+.1%}, spread"
+        f" {min(shares):+.1%} .. {max(shares):+.1%} over {len(shares)} rounds; median"
+        f" differences: client {median([w.client - u.client for w, u in pairs]):+.2f} s"
+        f" (collector {median([w.gc - u.gc for w, u in pairs]):+.2f} s), backend"
+        f" {median([w.backend - u.backend for w, u in pairs]):+.2f} s, WAL"
+        f" {median([(w.wal - u.wal) / 1e6 for w, u in pairs]):+,.0f} MB",
+        flush=True,
+    )
+
+
 def timed(label: str, work: Callable[[], int]) -> float:
     start = time.perf_counter()
     count = work()
@@ -536,6 +617,7 @@ def main() -> None:
             id(no_values): no_values_cpu,
             id(unchained): unchained_cpu,
         }
+        splits_of: dict[int, list[Split]] = {}
         # The first run of a process was the slowest in every invocation on a quiet machine
         # (22-24% below the same writer run last), whichever variant it was: one writer run
         # that is not counted takes that cost, so the first measured variant does not.
@@ -591,10 +673,19 @@ def main() -> None:
                 if id(results) in cpu_of:
                     cpu = LAST_CPU[0]
                     cpu_of[id(results)].append(cpu)
-                    print(f"    CPU (client + backend): {cpu:.1f} s")
+                    split = LAST_SPLIT
+                    splits_of.setdefault(id(results), []).append(
+                        Split(split.client, split.backend, split.gc, split.wal)
+                    )
+                    print(
+                        f"    CPU (client + backend): {cpu:.1f} s = {split.client:.2f} s client"
+                        f" (of it {split.gc:.2f} s collector) + {split.backend:.2f} s backend;"
+                        f" WAL {split.wal / 1e6:,.0f} MB; load {os.getloadavg()[0]:.1f}"
+                    )
         _print_user_data_costs(
             writers, no_values, unindexed, writer_cpu, no_values_cpu, unindexed_cpu
         )
+        _print_user_data_split(splits_of.get(id(writers), []), splits_of.get(id(no_values), []))
         if args.only_user_data:
             return
         writer, ceiling, bare = max(writers), max(ceilings), max(unchained)
