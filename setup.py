@@ -1,9 +1,10 @@
-"""The one part of the build pyproject.toml cannot say: the optional C leaf encoder.
+"""The one part of the build pyproject.toml cannot say: the optional C extensions.
 
 auditor/evidence/_leafc.c writes the record's leaf bytes (docs/evidence.md, "Leaf bytes in
-C"); without a C compiler the build warns and goes on (``optional``), and auditor uses the
-pure-Python encoder, which gives the same bytes. An editable install (``pip install -e .``,
-``make test``) builds the module in place, next to the C file.
+C"); auditor/store/_udc.c compares each event's userData with the one before (docs/api.md,
+"User-data filters"). Without a C compiler the build warns and goes on (``optional``), and
+auditor uses the pure-Python code, which gives the same bytes and rows. An editable install
+(``pip install -e .``, ``make test``) builds the modules in place, next to their C files.
 """
 
 from setuptools import Extension, setup
@@ -14,6 +15,11 @@ setup(
             "auditor.evidence._leafc",
             sources=["auditor/evidence/_leafc.c"],
             optional=True,
-        )
+        ),
+        Extension(
+            "auditor.store._udc",
+            sources=["auditor/store/_udc.c"],
+            optional=True,
+        ),
     ]
 )
