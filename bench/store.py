@@ -180,6 +180,16 @@ def user_data_off() -> Iterator[None]:
         yield
 
 
+def run_writer_comparing_in_python(dsn: str, receipts: list[Receipt], batch: int) -> int:
+    """The writer with its user_data_values rows, each map compared with the one before by
+    the Python reference instead of auditor/store/_udc.c (the writer before the C module)."""
+    with (
+        patch.object(userdata_values, "_diff", userdata_values.diff_py),
+        patch.object(userdata_values, "_inexact", userdata_values.inexact_py),
+    ):
+        return run_writer(dsn, receipts, batch)
+
+
 def run_writer_without_user_data(dsn: str, receipts: list[Receipt], batch: int) -> int:
     """Without user_data_values rows; the as_of BRIN index is dropped by the caller or not."""
     with user_data_off():
@@ -607,6 +617,7 @@ def main() -> None:
         ceilings: list[float] = []
         unindexed: list[float] = []
         no_values: list[float] = []
+        python_rows: list[float] = []
         writer_cpu: list[float] = []
         unindexed_cpu: list[float] = []
         unchained_cpu: list[float] = []
@@ -615,6 +626,7 @@ def main() -> None:
             id(writers): writer_cpu,
             id(unindexed): unindexed_cpu,
             id(no_values): no_values_cpu,
+            id(python_rows): [],
             id(unchained): unchained_cpu,
         }
         splits_of: dict[int, list[Split]] = {}
@@ -630,6 +642,8 @@ def main() -> None:
             writer_db = fresh(f"bench_writer_{round_}")
             unindexed_db = drop_user_data_indexes(fresh(f"bench_unindexed_{round_}"))
             no_values_db = fresh(f"bench_no_values_{round_}")
+            compare_in_python = args.only_user_data and userdata_values.NATIVE is not None
+            python_db = fresh(f"bench_python_rows_{round_}") if compare_in_python else ""
             chained = (
                 writers,
                 f"batch writer (parse, COPY, projection, chain), run {round_}",
@@ -639,6 +653,11 @@ def main() -> None:
                 unindexed,
                 f"batch writer without user-data rows and BRIN, run {round_}",
                 partial(run_writer_without_user_data, unindexed_db, receipts, args.batch),
+            )
+            python_run = (
+                python_rows,
+                f"batch writer, user-data maps compared in Python, run {round_}",
+                partial(run_writer_comparing_in_python, python_db, receipts, args.batch),
             )
             no_values_run = (
                 no_values,
@@ -653,6 +672,8 @@ def main() -> None:
                 unindexed_run,
                 no_values_run,
             )
+            if compare_in_python:
+                order = (chained, unindexed_run, python_run, no_values_run)
             if not args.only_user_data:
                 unchained_db = fresh(f"bench_unchained_{round_}")
                 ceiling_db = fresh(f"bench_ceiling_{round_}")
@@ -685,7 +706,13 @@ def main() -> None:
         _print_user_data_costs(
             writers, no_values, unindexed, writer_cpu, no_values_cpu, unindexed_cpu
         )
+        print("\nthe user-data rows, maps compared in C (as shipped when built):")
         _print_user_data_split(splits_of.get(id(writers), []), splits_of.get(id(no_values), []))
+        if python_rows:
+            print("the same, maps compared in Python (the writer before auditor/store/_udc.c):")
+            _print_user_data_split(
+                splits_of.get(id(python_rows), []), splits_of.get(id(no_values), [])
+            )
         if args.only_user_data:
             return
         writer, ceiling, bare = max(writers), max(ceilings), max(unchained)
