@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -424,6 +424,81 @@ def _print_user_data_split(with_rows: list[Split], without: list[Split]) -> None
     )
 
 
+@contextmanager
+def python_comparison() -> Iterator[None]:
+    """The user-data maps compared by the Python reference instead of _udc.c."""
+    with (
+        patch.object(userdata_values, "_diff", userdata_values.diff_py),
+        patch.object(userdata_values, "_inexact", userdata_values.inexact_py),
+    ):
+        yield
+
+
+def interleaved_user_data_cost(
+    receipts: list[Receipt], batch: int, rounds: int, fresh: Callable[[str], str]
+) -> None:
+    """The user-data rows' cost with the writers interleaved batch by batch: each round, one
+    fresh database per writer, and every batch stored by each writer in turn (the order
+    rotating every batch), each timed alone: wall time, this process's CPU and its backend's.
+    Whatever else the machine runs then weighs on every writer alike, where whole runs one
+    after the other met different neighbours (CPU per run moved by 20-40% at load 4-8)."""
+    variants: list[tuple[str, Callable[[], AbstractContextManager[None]]]] = [
+        ("rows, maps compared in C" if userdata_values.NATIVE else "rows", nullcontext),
+        ("no user-data rows", user_data_off),
+    ]
+    if userdata_values.NATIVE is not None:
+        variants.insert(1, ("rows, maps compared in Python", python_comparison))
+    totals: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in variants}
+    for round_ in range(1, rounds + 1):
+        conns = [
+            psycopg.connect(fresh(f"bench_interleaved_{round_}_{n}")) for n in range(len(variants))
+        ]
+        try:
+            sums = [[0.0, 0.0, 0.0] for _ in variants]  # wall, client, backend
+            pids = [c.info.backend_pid for c in conns]
+            for number, part in enumerate(chunks(receipts, batch)):
+                for k in range(len(variants)):
+                    n = (number + k) % len(variants)
+                    conn, (_, context) = conns[n], variants[n]
+                    wall, client, server = time.perf_counter(), time.process_time(), 0.0
+                    server = cpu_seconds(pids[n])
+                    with context(), conn.transaction():
+                        store_batch(conn, part)
+                    sums[n][0] += time.perf_counter() - wall
+                    sums[n][1] += time.process_time() - client
+                    sums[n][2] += cpu_seconds(pids[n]) - server
+        finally:
+            for c in conns:
+                c.close()
+        print(f"  round {round_} (load {os.getloadavg()[0]:.1f}):")
+        for (name, _), (wall, client, server) in zip(variants, sums, strict=True):
+            totals[name].append((wall, client, server))
+            print(
+                f"    {name:<32} {len(receipts) / wall:>8,.0f} notifications/s;"
+                f" CPU {client:.2f} s client + {server:.2f} s backend"
+            )
+    base = totals[variants[-1][0]]
+    print(f"\nload average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("| writer | wall + per round | median | CPU + per round | median |")
+    print("|---|---|---|---|---|")
+    for name, _ in variants[:-1]:
+        walls = [w[0] / b[0] - 1 for w, b in zip(totals[name], base, strict=True)]
+        cpus = [(w[1] + w[2]) / (b[1] + b[2]) - 1 for w, b in zip(totals[name], base, strict=True)]
+        print(
+            f"| {name} | {', '.join(f'{x:+.1%}' for x in walls)} | "
+            f"{statistics.median(walls):+.1%} | {', '.join(f'{x:+.1%}' for x in cpus)} |"
+            f" {statistics.median(cpus):+.1%} |"
+        )
+    first = variants[0][0]
+    rate_cost = [1 - b[0] / w[0] for w, b in zip(totals[first], base, strict=True)]
+    print(
+        f"issue 12 target, the writer's cost of user-data indexing (<= 10%), batches"
+        f" interleaved: {statistics.median(rate_cost):.1%} of the rate (median of {rounds}"
+        f" rounds; {', '.join(f'{x:.1%}' for x in rate_cost)})",
+        flush=True,
+    )
+
+
 def timed(label: str, work: Callable[[], int]) -> float:
     start = time.perf_counter()
     count = work()
@@ -569,6 +644,12 @@ def main() -> None:
         help="only the writer with and without its event_references rows, alternating, N rounds",
     )
     parser.add_argument(
+        "--interleaved",
+        type=int,
+        default=0,
+        help="only the user-data rows' cost, the writers interleaved batch by batch, N rounds",
+    )
+    parser.add_argument(
         "--only-user-data",
         action="store_true",
         help="only the writer with and without issue 12's structures",
@@ -614,6 +695,9 @@ def main() -> None:
         )
         if args.chain_rounds:
             chain_cost(receipts, args.batch, args.chain_rounds, fresh, checkpoint)
+            return
+        if args.interleaved:
+            interleaved_user_data_cost(receipts, args.batch, args.interleaved, fresh)
             return
         if args.only_references:
             references_cost(receipts, args.batch, args.only_references, fresh, checkpoint)
