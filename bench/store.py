@@ -13,8 +13,11 @@ out, here only), and without that and the as_of BRIN index on stored_at, so the 
 target, printed as "issue 12 target") and with the BRIN index (items 2 and 3 together).
 `--only-references N` runs only the writer with and without its event_references rows (the
 referenceId side table, issue 14 item 4; the insert patched out, here only), alternating, N
-rounds. `--only-user-data` runs just those three writers; `--rounds N` compares them N times
-(the order reverses every round). A benchmark that prints numbers; it asserts nothing.
+rounds. `--only-user-data` runs just those three writers (four where auditor/store/_udc.c is
+built: with the maps compared in Python too); `--rounds N` compares them N times (the order
+reverses every round). `--interleaved N` measures the user-data rows' cost with the writers
+interleaved batch by batch instead of run after run, N rounds. A benchmark that prints
+numbers; it asserts nothing.
 """
 
 from __future__ import annotations
