@@ -13,8 +13,11 @@ out, here only), and without that and the as_of BRIN index on stored_at, so the 
 target, printed as "issue 12 target") and with the BRIN index (items 2 and 3 together).
 `--only-references N` runs only the writer with and without its event_references rows (the
 referenceId side table, issue 14 item 4; the insert patched out, here only), alternating, N
-rounds. `--only-user-data` runs just those three writers; `--rounds N` compares them N times
-(the order reverses every round). A benchmark that prints numbers; it asserts nothing.
+rounds. `--only-user-data` runs just those three writers (four where auditor/store/_udc.c is
+built: with the maps compared in Python too); `--rounds N` compares them N times (the order
+reverses every round). `--interleaved N` measures the user-data rows' cost with the writers
+interleaved batch by batch instead of run after run, N rounds. A benchmark that prints
+numbers; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -84,15 +88,68 @@ def cpu_seconds(pid: int) -> float:
 LAST_CPU: list[float] = []
 
 
+@dataclass
+class Split:
+    """Where the last writer run's cost went: CPU of this process and of its backend, the
+    collector's share of the former, and the WAL its backend wrote."""
+
+    client: float = 0.0
+    backend: float = 0.0
+    gc: float = 0.0
+    wal: int = 0
+
+
+LAST_SPLIT = Split()
+
+
+class _GcClock:
+    """Time spent in the garbage collector (gc.callbacks: a start and a stop per collection)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.total += time.process_time() - self._started
+
+
+# The WAL this connection's backend wrote (PostgreSQL 18): the server's own position also
+# moves with autovacuum of the databases the runs before filled (100-400 MB a run). A backend
+# publishes its counters when it goes idle, at most once a second unless told to.
+_WAL_BYTES = "SELECT wal_bytes FROM pg_stat_get_backend_wal(pg_backend_pid())"
+
+
+def _wal_bytes(conn: psycopg.Connection[Any]) -> int:
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    found = conn.execute(_WAL_BYTES).fetchone()
+    return int(found[0]) if found and found[0] is not None else 0
+
+
 # --- the candidate -------------------------------------------------------------------------
 def run_writer(dsn: str, receipts: list[Receipt], batch: int) -> int:
+    clock = _GcClock()
     with psycopg.connect(dsn) as conn:
+        conn.autocommit = True
+        wal = _wal_bytes(conn)
+        conn.autocommit = False
         backend = conn.info.backend_pid
-        start = time.process_time() + cpu_seconds(backend)
-        for part in chunks(receipts, batch):
-            with conn.transaction():
-                store_batch(conn, part)
-        LAST_CPU[:] = [time.process_time() + cpu_seconds(backend) - start]
+        gc.callbacks.append(clock)
+        try:
+            client, server = time.process_time(), cpu_seconds(backend)
+            for part in chunks(receipts, batch):
+                with conn.transaction():
+                    store_batch(conn, part)
+            client, server = time.process_time() - client, cpu_seconds(backend) - server
+        finally:
+            gc.callbacks.remove(clock)
+        conn.autocommit = True
+        wal_after = _wal_bytes(conn)
+        LAST_CPU[:] = [client + server]
+        LAST_SPLIT.client, LAST_SPLIT.backend, LAST_SPLIT.gc = client, server, clock.total
+        LAST_SPLIT.wal = wal_after - wal
     return len(receipts)
 
 
@@ -132,6 +189,16 @@ def user_data_off() -> Iterator[None]:
         patch.object(userdata_values.Changes, "write", lambda _s, _c: 0),
     ):
         yield
+
+
+def run_writer_comparing_in_python(dsn: str, receipts: list[Receipt], batch: int) -> int:
+    """The writer with its user_data_values rows, each map compared with the one before by
+    the Python reference instead of auditor/store/_udc.c (the writer before the C module)."""
+    with (
+        patch.object(userdata_values, "_diff", userdata_values.diff_py),
+        patch.object(userdata_values, "_inexact", userdata_values.inexact_py),
+    ):
+        return run_writer(dsn, receipts, batch)
 
 
 def run_writer_without_user_data(dsn: str, receipts: list[Receipt], batch: int) -> int:
@@ -325,6 +392,116 @@ def _print_user_data_costs(
     )
 
 
+def _print_user_data_split(with_rows: list[Split], without: list[Split]) -> None:
+    """The user-data rows' cost per round, split: the writer process (and the collector's
+    share of it), its PostgreSQL backend, the WAL; as differences against the writer without
+    the rows in the same round and as a share of that writer's CPU, with the median and the
+    spread over the rounds (one round's ratio moves by several points on a busy machine)."""
+    if not with_rows:
+        return
+    print("| round | client CPU + | of it collector + | backend CPU + | WAL + | CPU + (share) |")
+    print("|---|---|---|---|---|---|")
+    shares = []
+    for round_, (w, u) in enumerate(zip(with_rows, without, strict=True), start=1):
+        share = (w.client + w.backend) / (u.client + u.backend) - 1
+        shares.append(share)
+        print(
+            f"| {round_} | {w.client - u.client:+.2f} s ({w.client:.1f} / {u.client:.1f})"
+            f" | {w.gc - u.gc:+.2f} s | {w.backend - u.backend:+.2f} s"
+            f" ({w.backend:.1f} / {u.backend:.1f}) | {(w.wal - u.wal) / 1e6:+,.0f} MB"
+            f" ({(w.wal / u.wal - 1) if u.wal else 0:+.1%}) | {share:+.1%} |"
+        )
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
+    pairs = list(zip(with_rows, without, strict=True))
+    print(
+        f"user-data rows, CPU with / without - 1: median {median(shares):+.1%}, spread"
+        f" {min(shares):+.1%} .. {max(shares):+.1%} over {len(shares)} rounds; median"
+        f" differences: client {median([w.client - u.client for w, u in pairs]):+.2f} s"
+        f" (collector {median([w.gc - u.gc for w, u in pairs]):+.2f} s), backend"
+        f" {median([w.backend - u.backend for w, u in pairs]):+.2f} s, WAL"
+        f" {median([(w.wal - u.wal) / 1e6 for w, u in pairs]):+,.0f} MB",
+        flush=True,
+    )
+
+
+@contextmanager
+def python_comparison() -> Iterator[None]:
+    """The user-data maps compared by the Python reference instead of _udc.c."""
+    with (
+        patch.object(userdata_values, "_diff", userdata_values.diff_py),
+        patch.object(userdata_values, "_inexact", userdata_values.inexact_py),
+    ):
+        yield
+
+
+def interleaved_user_data_cost(
+    receipts: list[Receipt], batch: int, rounds: int, fresh: Callable[[str], str]
+) -> None:
+    """The user-data rows' cost with the writers interleaved batch by batch: each round, one
+    fresh database per writer, and every batch stored by each writer in turn (the order
+    rotating every batch), each timed alone: wall time, this process's CPU and its backend's.
+    Whatever else the machine runs then weighs on every writer alike, where whole runs one
+    after the other met different neighbours (CPU per run moved by 20-40% at load 4-8)."""
+    variants: list[tuple[str, Callable[[], AbstractContextManager[None]]]] = [
+        ("rows, maps compared in C" if userdata_values.NATIVE else "rows", nullcontext),
+        ("no user-data rows", user_data_off),
+    ]
+    if userdata_values.NATIVE is not None:
+        variants.insert(1, ("rows, maps compared in Python", python_comparison))
+    totals: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in variants}
+    for round_ in range(1, rounds + 1):
+        conns = [
+            psycopg.connect(fresh(f"bench_interleaved_{round_}_{n}")) for n in range(len(variants))
+        ]
+        try:
+            sums = [[0.0, 0.0, 0.0] for _ in variants]  # wall, client, backend
+            pids = [c.info.backend_pid for c in conns]
+            for number, part in enumerate(chunks(receipts, batch)):
+                for k in range(len(variants)):
+                    n = (number + k) % len(variants)
+                    conn, (_, context) = conns[n], variants[n]
+                    wall, client, server = time.perf_counter(), time.process_time(), 0.0
+                    server = cpu_seconds(pids[n])
+                    with context(), conn.transaction():
+                        store_batch(conn, part)
+                    sums[n][0] += time.perf_counter() - wall
+                    sums[n][1] += time.process_time() - client
+                    sums[n][2] += cpu_seconds(pids[n]) - server
+        finally:
+            for c in conns:
+                c.close()
+        print(f"  round {round_} (load {os.getloadavg()[0]:.1f}):")
+        for (name, _), (wall, client, server) in zip(variants, sums, strict=True):
+            totals[name].append((wall, client, server))
+            print(
+                f"    {name:<32} {len(receipts) / wall:>8,.0f} notifications/s;"
+                f" CPU {client:.2f} s client + {server:.2f} s backend"
+            )
+    base = totals[variants[-1][0]]
+    print(f"\nload average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("| writer | wall + per round | median | CPU + per round | median |")
+    print("|---|---|---|---|---|")
+    for name, _ in variants[:-1]:
+        walls = [w[0] / b[0] - 1 for w, b in zip(totals[name], base, strict=True)]
+        cpus = [(w[1] + w[2]) / (b[1] + b[2]) - 1 for w, b in zip(totals[name], base, strict=True)]
+        print(
+            f"| {name} | {', '.join(f'{x:+.1%}' for x in walls)} | "
+            f"{statistics.median(walls):+.1%} | {', '.join(f'{x:+.1%}' for x in cpus)} |"
+            f" {statistics.median(cpus):+.1%} |"
+        )
+    first = variants[0][0]
+    rate_cost = [1 - b[0] / w[0] for w, b in zip(totals[first], base, strict=True)]
+    print(
+        f"issue 12 target, the writer's cost of user-data indexing (<= 10%), batches"
+        f" interleaved: {statistics.median(rate_cost):.1%} of the rate (median of {rounds}"
+        f" rounds; {', '.join(f'{x:.1%}' for x in rate_cost)})",
+        flush=True,
+    )
+
+
 def timed(label: str, work: Callable[[], int]) -> float:
     start = time.perf_counter()
     count = work()
@@ -470,6 +647,12 @@ def main() -> None:
         help="only the writer with and without its event_references rows, alternating, N rounds",
     )
     parser.add_argument(
+        "--interleaved",
+        type=int,
+        default=0,
+        help="only the user-data rows' cost, the writers interleaved batch by batch, N rounds",
+    )
+    parser.add_argument(
         "--only-user-data",
         action="store_true",
         help="only the writer with and without issue 12's structures",
@@ -516,6 +699,9 @@ def main() -> None:
         if args.chain_rounds:
             chain_cost(receipts, args.batch, args.chain_rounds, fresh, checkpoint)
             return
+        if args.interleaved:
+            interleaved_user_data_cost(receipts, args.batch, args.interleaved, fresh)
+            return
         if args.only_references:
             references_cost(receipts, args.batch, args.only_references, fresh, checkpoint)
             return
@@ -526,6 +712,7 @@ def main() -> None:
         ceilings: list[float] = []
         unindexed: list[float] = []
         no_values: list[float] = []
+        python_rows: list[float] = []
         writer_cpu: list[float] = []
         unindexed_cpu: list[float] = []
         unchained_cpu: list[float] = []
@@ -534,8 +721,10 @@ def main() -> None:
             id(writers): writer_cpu,
             id(unindexed): unindexed_cpu,
             id(no_values): no_values_cpu,
+            id(python_rows): [],
             id(unchained): unchained_cpu,
         }
+        splits_of: dict[int, list[Split]] = {}
         # The first run of a process was the slowest in every invocation on a quiet machine
         # (22-24% below the same writer run last), whichever variant it was: one writer run
         # that is not counted takes that cost, so the first measured variant does not.
@@ -548,6 +737,8 @@ def main() -> None:
             writer_db = fresh(f"bench_writer_{round_}")
             unindexed_db = drop_user_data_indexes(fresh(f"bench_unindexed_{round_}"))
             no_values_db = fresh(f"bench_no_values_{round_}")
+            compare_in_python = args.only_user_data and userdata_values.NATIVE is not None
+            python_db = fresh(f"bench_python_rows_{round_}") if compare_in_python else ""
             chained = (
                 writers,
                 f"batch writer (parse, COPY, projection, chain), run {round_}",
@@ -557,6 +748,11 @@ def main() -> None:
                 unindexed,
                 f"batch writer without user-data rows and BRIN, run {round_}",
                 partial(run_writer_without_user_data, unindexed_db, receipts, args.batch),
+            )
+            python_run = (
+                python_rows,
+                f"batch writer, user-data maps compared in Python, run {round_}",
+                partial(run_writer_comparing_in_python, python_db, receipts, args.batch),
             )
             no_values_run = (
                 no_values,
@@ -571,6 +767,8 @@ def main() -> None:
                 unindexed_run,
                 no_values_run,
             )
+            if compare_in_python:
+                order = (chained, unindexed_run, python_run, no_values_run)
             if not args.only_user_data:
                 unchained_db = fresh(f"bench_unchained_{round_}")
                 ceiling_db = fresh(f"bench_ceiling_{round_}")
@@ -591,10 +789,25 @@ def main() -> None:
                 if id(results) in cpu_of:
                     cpu = LAST_CPU[0]
                     cpu_of[id(results)].append(cpu)
-                    print(f"    CPU (client + backend): {cpu:.1f} s")
+                    split = LAST_SPLIT
+                    splits_of.setdefault(id(results), []).append(
+                        Split(split.client, split.backend, split.gc, split.wal)
+                    )
+                    print(
+                        f"    CPU (client + backend): {cpu:.1f} s = {split.client:.2f} s client"
+                        f" (of it {split.gc:.2f} s collector) + {split.backend:.2f} s backend;"
+                        f" WAL {split.wal / 1e6:,.0f} MB; load {os.getloadavg()[0]:.1f}"
+                    )
         _print_user_data_costs(
             writers, no_values, unindexed, writer_cpu, no_values_cpu, unindexed_cpu
         )
+        print("\nthe user-data rows, maps compared in C (as shipped when built):")
+        _print_user_data_split(splits_of.get(id(writers), []), splits_of.get(id(no_values), []))
+        if python_rows:
+            print("the same, maps compared in Python (the writer before auditor/store/_udc.c):")
+            _print_user_data_split(
+                splits_of.get(id(python_rows), []), splits_of.get(id(no_values), [])
+            )
         if args.only_user_data:
             return
         writer, ceiling, bare = max(writers), max(ceilings), max(unchained)

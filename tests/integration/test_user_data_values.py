@@ -93,6 +93,20 @@ def test_an_event_repeating_its_interactions_map_adds_no_row(conn: Conn) -> None
     assert rows == (7,)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_value_changing_only_its_json_type_is_a_change(conn: Conn, batch: int) -> None:
+    """Python calls {"Flag": true} and {"Flag": 1} equal; JSON, containment and the migration's
+    backfill do not: an event whose map differs only so still writes the value it brought."""
+    maps = [{"Flag": True, "Case": "1"}, {"Flag": 1, "Case": "1"}, {"Flag": 1.0, "Case": "1"}]
+    receipts = [
+        receipt(om_message("c", "Handling", user_data=ud), at=n) for n, ud in enumerate(maps)
+    ]
+    for start in range(0, len(receipts), batch):
+        store_batch(conn, receipts[start : start + batch])
+    rows = conn.execute("SELECT changed FROM user_data_values ORDER BY event_id").fetchall()
+    assert [r[0] for r in rows] == [{"Flag": True, "Case": "1"}, {"Flag": 1}, {"Flag": 1.0}]
+
+
 @pytest.mark.usefixtures("record_format_1")  # format-2 record rows refuse the downgrade
 def test_the_migration_fills_the_table_from_events_stored_before_it_as_the_writer_would(
     fresh_db: URL,
