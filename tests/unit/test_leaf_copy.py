@@ -139,7 +139,7 @@ json_values = st.recursive(
 texts = st.none() | st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     payload=st.dictionaries(st.text(max_size=8), json_values, max_size=6),
     spaced=st.booleans(),
@@ -286,7 +286,7 @@ def test_a_malformed_stream_is_a_value_error(data: bytes, what: str) -> None:
         hash_copy(PLAN.fields, data)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.data())
 def test_random_damage_to_a_stream_raises_or_answers_but_never_crashes(data: st.DataObject) -> None:
     assert hash_copy is not None
@@ -338,7 +338,7 @@ def test_no_leak_over_many_calls_of_every_outcome() -> None:
     assert _rss_kib() - before < 2048
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.integers(1, 3000), st.randoms())
 def test_c_gives_a_batchs_leaf_hash_as_the_reference(count: int, rng: Any) -> None:
     joined = rng.randbytes(32 * count)

@@ -62,7 +62,7 @@ def _check_canonical(text: bytes) -> bytes | None:
     return got
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(_values, st.booleans(), st.sampled_from([(", ", ": "), (",", ":"), (" ,\n", " :\t")]))
 @example({"b": 1, "a": "x", "aa": [1, -0, 10**15 - 1], "": None}, False, (", ", ": "))
 @example({"é": 1, "e": 2, "\U0001f600": 3}, True, (",", ":"))
@@ -73,7 +73,7 @@ def test_canonical_json_is_the_python_paths_bytes_or_none(
     _check_canonical(text.encode("utf-8", "surrogatepass"))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.binary(max_size=40) | st.text(st.sampled_from('{}[]",:\\u0aZ1-.eE tfn'), max_size=30))
 @example(b'{"a":1,"a":2}')
 @example(b'"\\ud800"')
@@ -113,7 +113,7 @@ def test_specific_forms() -> None:
 _runs = st.sampled_from([b"", b'"a":"x"', b'"id":1,"kind":"n"', b'"z":"\\u0001"'])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     st.lists(
         st.tuples(_runs, st.none() | _values.map(lambda v: json.dumps(v).encode()), _runs),
@@ -191,7 +191,7 @@ _rows = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     st.lists(
         st.tuples(
@@ -216,7 +216,7 @@ def test_csv_rows_are_the_python_rows(rows: list[tuple[int | None, dict[str, Any
     assert leafc.csv_rows(chunk, 1, 0, *spec) == got  # the C path answered
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.integers(0, 3), st.integers(0, 400), st.binary(max_size=6) | st.none())
 def test_csv_rows_on_damaged_pieces_answer_none_or_the_python_rows(
     column: int, cut: int, insert: bytes | None

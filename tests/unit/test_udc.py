@@ -68,7 +68,7 @@ def test_the_extension_is_built_where_a_compiler_is_and_used_unless_switched_off
 
 
 @needs_native
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_maps, _maps, st.data())
 @example({"Flag": True}, {"Flag": 1}, None)
 @example({"n": 1}, {"n": 1.0}, None)
@@ -90,7 +90,7 @@ def test_diff_in_c_answers_what_python_answers(
 
 
 @needs_native
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_maps)
 @example({"n": float(2**53)})
 @example({"n": -float(2**53)})
@@ -173,7 +173,7 @@ def test_errors_and_mutation_in_comparisons_end_as_in_python() -> None:
 
 
 @needs_native
-def test_a_million_comparisons_leave_no_memory_behind() -> None:
+def test_200_000_comparisons_leave_no_memory_behind() -> None:
     assert _udc is not None
     before = {"Case": "C-4711", "Priority": 2, "Note0": "waiting", "Big": 1.5}
     after = {"Case": "C-4711", "Priority": 3, "Note0": "waiting", "Note1": "escalated"}
@@ -182,11 +182,11 @@ def test_a_million_comparisons_leave_no_memory_behind() -> None:
     tracemalloc.start()
     try:
         start = tracemalloc.get_traced_memory()[0]
-        for _ in range(1_000_000):
+        for _ in range(200_000):
             _udc.diff(before, after)
             _udc.diff(after, after)
             _udc.inexact(after)
         grown = tracemalloc.get_traced_memory()[0] - start
     finally:
         tracemalloc.stop()
-    assert grown < 10_000, f"{grown} bytes left after 1,000,000 calls"
+    assert grown < 10_000, f"{grown} bytes left after 200,000 calls"
