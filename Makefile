@@ -38,7 +38,7 @@ lint: $(STAMP)
 # Files run in parallel (-n): the suite mostly waits on servers and subprocesses, not the CPU.
 # Whole files go to one process each (module fixtures are shared), the longest first
 # (tests/conftest.py orders them; xdist's reorder by number of tests would undo that).
-TEST_PROCESSES ?= 4
+TEST_PROCESSES ?= 3
 
 # Lint runs beside the suite, niced: the test processes mostly wait on servers, and lint (mypy
 # on a cold cache above all) fills those waits instead of adding a minute before them. Its
