@@ -12,23 +12,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.evidence import batches, checkpoints, keys
 from auditor.evidence.canonical import chain_next
-from auditor.store import integrity, leaf_copy
+from auditor.store import integrity
 from auditor.store.sources import Hasher, rows_by_id
 from auditor.store.writer import store_batch
 from tests.helpers import om_message, receipt
-from tests.integration.test_tamper import _bypass, _chain_at, _forged_leaf, _problem
+from tests.integration.test_tamper import (
+    _bypass,
+    _chain_at,
+    _forged_leaf,
+    _leaf_path,  # noqa: F401  (autouse: both paths here too)
+    _problem,
+)
 
 Conn = psycopg.Connection[Any]
 Batch = tuple[int, int, int]  # (position, first event id, events)
-
-
-@pytest.fixture(autouse=True, params=["fast", "leaf_sql"])
-def _leaf_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each tamper case with verify's fast path (C, binary COPY) and without it."""
-    if request.param == "leaf_sql":
-        monkeypatch.setattr(leaf_copy, "hash_copy", None)
-    elif leaf_copy.hash_copy is None:
-        pytest.skip("the fast path is not built")
 
 
 @pytest.fixture

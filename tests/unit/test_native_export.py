@@ -9,8 +9,6 @@ never other bytes; no crash or leak on odd input.
 from __future__ import annotations
 
 import json
-import sys
-import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +23,7 @@ from auditor.evidence.leaves import SOURCES
 from auditor.evidence.pack_csv import CsvRows
 from auditor.sample import generate
 from auditor.store.leaf_sql import LeafQuery, unchecked_json
+from tests.leaks import assert_no_leak
 
 leafc = native.leafc
 pytestmark = pytest.mark.skipif(leafc is None, reason=f"C helpers {native.UNAVAILABLE}")
@@ -257,17 +256,7 @@ def test_the_helpers_leak_neither_references_nor_memory() -> None:
             leafc.csv_rows(rows, 1, 0, *spec)
             leafc.canonical_json(b'{"b": [1, "x"], "a": {"c": null}}' * 2)
 
-    run(100)
-    counts = [sys.getrefcount(obj) for obj in watched]
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        run(5000)
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    assert [sys.getrefcount(obj) for obj in watched] == counts
-    assert grown < 64 * 1024, f"{grown} bytes still held after 5,000 rounds"
+    assert_no_leak(run, watched, warm=100)
 
 
 def test_deep_nesting_fits_a_small_thread_stack() -> None:

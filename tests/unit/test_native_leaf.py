@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
-import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from enum import IntEnum
@@ -26,6 +24,7 @@ from auditor.notifications import Record, parse
 from auditor.sample import generate
 from auditor.store import writer
 from auditor.store.receipts import Receipt
+from tests.leaks import assert_no_leak
 
 leafc = native.leafc
 
@@ -487,14 +486,4 @@ def test_encoding_leaks_neither_references_nor_memory() -> None:
             leafc.dumps(payload)
             leafc.dumps([payload, 1.5])
 
-    run(200)
-    counts = [sys.getrefcount(obj) for obj in watched]
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        run(5000)
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    assert [sys.getrefcount(obj) for obj in watched] == counts
-    assert grown < 64 * 1024, f"{grown} bytes still held after 5,000 rounds"
+    assert_no_leak(run, watched, warm=200)
