@@ -1200,7 +1200,233 @@ batch_leaf_hash(PyObject *Py_UNUSED(module), PyObject *args)
     return PyBytes_FromStringAndSize((const char *)out, 32);
 }
 
+/* ---- a format-2 batch's audit paths, and a chunk's leaves against their sealed hashes --- */
+
+static EVP_MD *
+sha256_fetch(void)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    return EVP_MD_fetch(NULL, "SHA256", NULL);
+#else
+    return (EVP_MD *)EVP_sha256();
+#endif
+}
+
+static void
+sha256_free(EVP_MD *md)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    EVP_MD_free(md);
+#else
+    (void)md;
+#endif
+}
+
+/* batch_paths(leaves) -> list[bytes]: the RFC 9162 audit path of every leaf of a batch's
+ * tree, each its sibling hashes joined bottom up (auditor.evidence.batches.joined_paths, which
+ * stays the reference). The tree's levels are built without the GIL, as batch_leaf_hash
+ * pairs them: an unpaired last node is carried up unchanged and has no sibling there. */
+static PyObject *
+batch_paths(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "y*:batch_paths", &data)) {
+        return NULL;
+    }
+    if (data.len == 0 || data.len % 32) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "batch leaves are not a whole, non-zero number of"
+                                          " 32-byte hashes");
+        return NULL;
+    }
+    size_t count = (size_t)data.len / 32;
+    /* every level one after another: each level is at most half the one below rounded up,
+     * so fewer than 2 * count + 64 nodes in all */
+    unsigned char *nodes = malloc(32 * (2 * count + 64));
+    size_t widths[64];
+    size_t starts[64];
+    int depth = 0;
+    int ok = nodes != NULL;
+    Py_BEGIN_ALLOW_THREADS
+    EVP_MD_CTX *ctx = ok ? EVP_MD_CTX_new() : NULL;
+    EVP_MD *sha256 = ok ? sha256_fetch() : NULL;
+    ok = ok && ctx != NULL && sha256 != NULL;
+    if (ok) {
+        memcpy(nodes, data.buf, (size_t)data.len);
+        widths[0] = count;
+        starts[0] = 0;
+        unsigned char node[65];
+        node[0] = 0x01;
+        unsigned int mdlen = 0;
+        while (ok && widths[depth] > 1 && depth < 63) {
+            size_t width = widths[depth];
+            unsigned char *level = nodes + 32 * starts[depth];
+            unsigned char *up = level + 32 * width;
+            size_t pairs = width / 2;
+            for (size_t i = 0; i < pairs; i++) {
+                memcpy(node + 1, level + 64 * i, 64);
+                if (EVP_DigestInit_ex(ctx, sha256, NULL) != 1 ||
+                    EVP_DigestUpdate(ctx, node, 65) != 1 ||
+                    EVP_DigestFinal_ex(ctx, up + 32 * i, &mdlen) != 1) {
+                    ok = 0;
+                    break;
+                }
+            }
+            if (width % 2) {
+                memcpy(up + 32 * pairs, level + 32 * (width - 1), 32);
+            }
+            starts[depth + 1] = starts[depth] + width;
+            widths[depth + 1] = pairs + width % 2;
+            depth++;
+        }
+    }
+    EVP_MD_CTX_free(ctx);
+    sha256_free(sha256);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    if (!ok) {
+        free(nodes);
+        if (nodes == NULL) {
+            return PyErr_NoMemory();
+        }
+        PyErr_SetString(PyExc_ValueError, "OpenSSL's SHA-256 failed");
+        return NULL;
+    }
+    PyObject *out = PyList_New((Py_ssize_t)count);
+    for (size_t i = 0; out != NULL && i < count; i++) {
+        /* the path's length: a sibling at each level where this leaf's node has one */
+        size_t len = 0;
+        for (int d = 0; d < depth; d++) {
+            if (((i >> d) ^ 1) < widths[d]) {
+                len += 32;
+            }
+        }
+        PyObject *path = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len);
+        if (path == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        unsigned char *w = (unsigned char *)PyBytes_AS_STRING(path);
+        for (int d = 0; d < depth; d++) {
+            size_t sibling = (i >> d) ^ 1;
+            if (sibling < widths[d]) {
+                memcpy(w, nodes + 32 * (starts[d] + sibling), 32);
+                w += 32;
+            }
+        }
+        PyList_SET_ITEM(out, (Py_ssize_t)i, path);
+    }
+    free(nodes);
+    return out;
+}
+
+/* leaf_mismatches(leaves, hashes) -> list[int]: the indexes i where SHA-256(leaves[i]) is
+ * not hashes[i] (None, or not 32 bytes, never matches). Both lists of bytes-like objects, of
+ * one length; the hashing runs without the GIL, the lists held and not changed meanwhile
+ * (their buffers are taken first and released after). */
+static PyObject *
+leaf_mismatches(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *leaves, *hashes;
+    if (!PyArg_ParseTuple(args, "O!O!:leaf_mismatches", &PyList_Type, &leaves, &PyList_Type,
+                          &hashes)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(leaves);
+    if (PyList_GET_SIZE(hashes) != n) {
+        PyErr_SetString(PyExc_ValueError, "leaves and hashes differ in length");
+        return NULL;
+    }
+    Py_buffer *views = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_buffer));
+    unsigned char *want = PyMem_Malloc((size_t)(n ? n : 1) * 33); /* 32 bytes + "present" */
+    unsigned char *same = PyMem_Calloc((size_t)(n ? n : 1), 1);
+    if (views == NULL || want == NULL || same == NULL) {
+        PyMem_Free(views);
+        PyMem_Free(want);
+        PyMem_Free(same);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t taken = 0;
+    int failed = 0;
+    for (; taken < n; taken++) {
+        if (PyObject_GetBuffer(PyList_GET_ITEM(leaves, taken), &views[taken], PyBUF_SIMPLE) < 0) {
+            failed = 1;
+            break;
+        }
+        PyObject *h = PyList_GET_ITEM(hashes, taken);
+        unsigned char *slot = want + 33 * taken;
+        slot[32] = 0;
+        if (h != Py_None) {
+            Py_buffer hv;
+            if (PyObject_GetBuffer(h, &hv, PyBUF_SIMPLE) < 0) {
+                PyBuffer_Release(&views[taken]);
+                failed = 1;
+                break;
+            }
+            if (hv.len == 32) {
+                memcpy(slot, hv.buf, 32);
+                slot[32] = 1;
+            }
+            PyBuffer_Release(&hv);
+        }
+    }
+    int ok = !failed;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        EVP_MD *sha256 = sha256_fetch();
+        ok = ctx != NULL && sha256 != NULL;
+        unsigned char digest[32];
+        unsigned int mdlen = 0;
+        for (Py_ssize_t i = 0; ok && i < n; i++) {
+            if (!want[33 * i + 32]) {
+                continue;
+            }
+            if (EVP_DigestInit_ex(ctx, sha256, NULL) != 1 ||
+                EVP_DigestUpdate(ctx, views[i].buf, (size_t)views[i].len) != 1 ||
+                EVP_DigestFinal_ex(ctx, digest, &mdlen) != 1) {
+                ok = 0;
+                break;
+            }
+            same[i] = memcmp(digest, want + 33 * i, 32) == 0;
+        }
+        EVP_MD_CTX_free(ctx);
+        sha256_free(sha256);
+        Py_END_ALLOW_THREADS
+    }
+    for (Py_ssize_t i = 0; i < taken; i++) {
+        PyBuffer_Release(&views[i]);
+    }
+    PyObject *out = NULL;
+    if (failed) {
+        /* the exception of PyObject_GetBuffer is set */
+    } else if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "OpenSSL's SHA-256 failed");
+    } else if ((out = PyList_New(0)) != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (same[i]) {
+                continue;
+            }
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(out, index) < 0) {
+                Py_XDECREF(index);
+                Py_CLEAR(out);
+                break;
+            }
+            Py_DECREF(index);
+        }
+    }
+    PyMem_Free(views);
+    PyMem_Free(want);
+    PyMem_Free(same);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"batch_paths", batch_paths, METH_VARARGS,
+     "batch_paths(leaves) -> list[bytes]: each leaf's audit path in a format-2 batch's tree."},
+    {"leaf_mismatches", leaf_mismatches, METH_VARARGS,
+     "leaf_mismatches(leaves, hashes) -> list[int]: where SHA-256(leaf) is not the hash."},
     {"batch_leaf_hash", batch_leaf_hash, METH_VARARGS,
      "batch_leaf_hash(leaves) -> bytes: a format-2 batch row's leaf hash over its leaves."},
     {"read_copy", read_copy, METH_VARARGS,

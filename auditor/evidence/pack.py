@@ -30,7 +30,6 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from hashlib import sha256
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -45,7 +44,7 @@ from auditor.evidence.pack_rows import EventRows
 from auditor.evidence.pack_zip import zip_chunks
 from auditor.evidence.pgtiles import PgTileStore
 from auditor.retention.receipts import mark_purged
-from auditor.store import coverage_queries
+from auditor.store import coverage_queries, leaf_copy
 from auditor.store.leaf_sql import LeafQuery
 from auditor.store.sources import Hasher, rows_by_id
 
@@ -296,18 +295,17 @@ class PackStream:
             seen.add(rows)
             if source == "event":
                 self.rows_out += len(rows)
-            leaves = native(list(rows), at, key) if native is not None else None
-            if leaves is None:
-                leaves = [query.join(row, at) for row in rows]
-            lines: list[bytes | memoryview] = []
-            for row, leaf in zip(rows, leaves, strict=True):
-                if leaf is None:  # a row the C helper leaves to the Python join
-                    leaf = query.join(row, at)
-                if row[_LEAF_HASH] is None or sha256(leaf).digest() != row[_LEAF_HASH]:
-                    source_id = row[_PIECES]
-                    full = rows_by_id(self.conn, source, source_id, source_id)[source_id]
-                    leaf = b"\x00" + careful.encoder.encode(full)
-                lines.append(memoryview(leaf)[1:])  # without the 0x00 leaf prefix
+            fast = native(list(rows), at, key) if native is not None else None
+            encoded: list[bytes | memoryview] = [
+                query.join(row, at) if leaf is None else leaf  # None: left to the Python join
+                for row, leaf in zip(rows, fast or [None] * len(rows), strict=True)
+            ]
+            # hashed without the GIL (where C is built): the reading thread runs meanwhile
+            for index in leaf_copy.leaf_mismatches(encoded, [row[_LEAF_HASH] for row in rows]):
+                source_id = rows[index][_PIECES]
+                full = rows_by_id(self.conn, source, source_id, source_id)[source_id]
+                encoded[index] = b"\x00" + careful.encoder.encode(full)
+            lines: list[bytes | memoryview] = [memoryview(leaf)[1:] for leaf in encoded]
             lines.append(b"")
             yield b"\n".join(lines)
             if csv is not None and csv_rows is not None:
@@ -358,7 +356,7 @@ class PackStream:
                 "SELECT position, leaves FROM record WHERE position = ANY(%s) AND format = 2",
                 (batched,),
             ):
-                inside[position] = batches.joined_paths(batches.split(bytes(leaves)))
+                inside[position] = leaf_copy.batch_joined_paths(bytes(leaves))
         self.proven += len(part)
         # Each position's line head once: every event of a format-2 batch shares its
         # position and path. File names are fixed ASCII and the rest numbers and base64: no

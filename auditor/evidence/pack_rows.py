@@ -54,7 +54,7 @@ def _order(where: sql.Composable) -> sql.Composed:
 def _pieces() -> sql.Composed:
     return sql.SQL(
         "SELECT {}, e.account, {} FROM events AS e"
-        " WHERE e.id = ANY(%s::int8[]) AND e.received_at >= %s AND e.received_at <= %s"
+        " WHERE e.id = ANY(%b::int8[]) AND e.received_at >= %s AND e.received_at <= %s"
     ).format(sql.SQL(_AT), LeafQuery("event", alias="e").columns)
 
 

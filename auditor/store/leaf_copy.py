@@ -18,6 +18,7 @@ then ``pieces`` returns None and the caller takes the leaf_sql path.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import select
 from array import array
 from bisect import bisect_left
@@ -57,6 +58,34 @@ def batch_leaf_hash(joined: bytes) -> bytes:
 
         return _leafcopy.batch_leaf_hash(joined)
     return batches.leaf_hash_of_joined(joined)
+
+
+def batch_joined_paths(joined: bytes) -> list[bytes]:
+    """Every leaf's audit path in a format-2 batch's tree (joined, bottom up): by C
+    (_leafcopy) while the fast path is on, else auditor.evidence.batches' (the reference,
+    which tests/unit/test_leaf_copy.py compares it with)."""
+    if hash_copy is not None:
+        from auditor.evidence import _leafcopy
+
+        return _leafcopy.batch_paths(joined)
+    return batches.joined_paths(batches.split(joined))
+
+
+def leaf_mismatches(
+    leaves: list[bytes | memoryview], hashes: list[bytes | memoryview | None]
+) -> list[int]:
+    """The indexes whose leaf's SHA-256 is not the hash given (None never matches): by C
+    without the GIL while the fast path is on (an evidence export's reading thread runs
+    meanwhile), else with hashlib."""
+    if hash_copy is not None:
+        from auditor.evidence import _leafcopy
+
+        return _leafcopy.leaf_mismatches(leaves, hashes)
+    return [
+        index
+        for index, (leaf, hash_) in enumerate(zip(leaves, hashes, strict=True))
+        if hash_ is None or hashlib.sha256(leaf).digest() != hash_
+    ]
 
 
 # The field kinds of _leafcopy.c.

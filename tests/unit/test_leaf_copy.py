@@ -9,6 +9,7 @@ PostgreSQL's style (its escapes, spaces, keys in any order)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -27,6 +28,7 @@ from auditor.evidence.canonical import leaf_hash
 from auditor.evidence.leaves import SOURCES, leaf_bytes, load_json
 from auditor.store import leaf_copy
 from auditor.store.leaf_copy import CopyPlan
+from tests.leaks import assert_no_leak
 
 hash_copy = leaf_copy.hash_copy
 pytestmark = pytest.mark.skipif(hash_copy is None, reason="_leafcopy not built or switched off")
@@ -349,3 +351,97 @@ def test_c_gives_a_batchs_leaf_hash_as_the_reference(count: int, rng: Any) -> No
 def test_a_batch_of_no_whole_hashes_is_a_value_error(joined: bytes) -> None:
     with pytest.raises(ValueError, match="32-byte"):
         leaf_copy.batch_leaf_hash(joined)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3000), st.randoms())
+def test_c_gives_every_audit_path_in_a_batch_as_the_reference(count: int, rng: Any) -> None:
+    joined = rng.randbytes(32 * count)
+    paths = leaf_copy.batch_joined_paths(joined)
+    assert paths == batches.joined_paths(batches.split(joined))
+
+
+@pytest.mark.parametrize("joined", [b"", b"x" * 31, b"x" * 33])
+def test_audit_paths_of_no_whole_hashes_are_a_value_error(joined: bytes) -> None:
+    with pytest.raises(ValueError, match="32-byte"):
+        leaf_copy.batch_joined_paths(joined)
+
+
+def _hash_as(kind: str, leaf: bytes) -> bytes | memoryview | None:
+    right = hashlib.sha256(leaf).digest()
+    return {
+        "right": right,
+        "right view": memoryview(right),
+        "none": None,
+        "other": hashlib.sha256(leaf + b"x").digest(),
+        "short": right[:31],
+        "long": right + b"\x00",
+    }[kind]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.binary(max_size=300),
+            st.sampled_from(["right", "right view", "none", "other", "short", "long"]),
+        ),
+        max_size=40,
+    )
+)
+def test_c_finds_the_leaves_whose_hash_is_not_the_sealed_one_as_python_does(
+    cases: list[tuple[bytes, str]],
+) -> None:
+    leaves: list[bytes | memoryview] = [
+        memoryview(leaf) if n % 2 else leaf for n, (leaf, _) in enumerate(cases)
+    ]
+    hashes = [_hash_as(kind, leaf) for leaf, kind in cases]
+    expected = [n for n, (_, kind) in enumerate(cases) if kind not in ("right", "right view")]
+    assert leaf_copy.leaf_mismatches(leaves, hashes) == expected
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(leaf_copy, "hash_copy", None)  # the Python branch, as AUDITOR_NATIVE=0
+        assert leaf_copy.leaf_mismatches(leaves, hashes) == expected
+
+
+@pytest.mark.parametrize(
+    ("leaves", "hashes", "error"),
+    [
+        ([b"a"], [], ValueError),
+        ([b"a", 1], [None, None], TypeError),
+        ([b"a", b"b"], [None, 7], TypeError),
+        ((b"a",), [None], TypeError),
+    ],
+)
+def test_leaf_mismatches_refuses_what_is_not_two_lists_of_bytes(
+    leaves: Any, hashes: Any, error: type[Exception]
+) -> None:
+    from auditor.evidence import _leafcopy
+
+    with pytest.raises(error):
+        _leafcopy.leaf_mismatches(leaves, hashes)
+
+
+def test_no_leak_in_the_export_helpers() -> None:
+    """Audit paths and mismatches, every outcome, errors included: reference counts and
+    memory as they were (tests/leaks.py); the paths' own buffer is malloc'd, so RSS too."""
+    from auditor.evidence import _leafcopy
+
+    joined = os.urandom(32 * 2001)
+    leaves = [os.urandom(100) for _ in range(50)]
+    hashes: list[bytes | None] = [hashlib.sha256(leaf).digest() for leaf in leaves]
+    hashes[3], hashes[7] = None, b"short"
+
+    def run(rounds: int) -> None:
+        for _ in range(rounds):
+            _leafcopy.batch_paths(joined[: 32 * 7])
+            _leafcopy.leaf_mismatches(leaves, hashes)
+            with contextlib.suppress(TypeError):
+                _leafcopy.leaf_mismatches([b"a", 1], [None, None])
+            with contextlib.suppress(ValueError):
+                _leafcopy.batch_paths(b"x")
+
+    assert_no_leak(run, [joined, *leaves[:3], hashes[0]], warm=500, rounds=5000)
+    before = _rss_kib()
+    for _ in range(300):
+        _leafcopy.batch_paths(joined)
+    assert _rss_kib() - before < 2048
