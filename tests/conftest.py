@@ -114,46 +114,38 @@ def login_url(template_db: str) -> Callable[[URL, str], URL]:
 
 
 # Seconds per test file, measured (tests/conftest.py's order, `-n 3 --dist loadfile`, per-test
-# durations summed per file): the mean of two full runs of 819 tests on 2 cores shared with
-# other work (load 10 and 12; the second scaled to the first's total), times the ratio measured
-# for the files whose tests were made cheaper since (the CLI's, run beside the old code). The
-# files that take longest start first, so that none of them is left to run alone at the end
-# (longest-processing-time first). xdist's own order (files with the most tests first,
-# `--no-loadscope-reorder` turns it off) sent the one-test files that take a minute last. Only
-# the order matters; a file not listed weighs SECONDS_PER_TEST a test (the median of the rest).
+# durations summed per file) in a full run of 1,564 tests from a fresh clone on 2 cores
+# (2026-12-03; test_cometd_nodejs as it runs when it passes, 16 s). The files that take longest
+# start first, so that none of them is left to run alone at the end (longest-processing-time
+# first). xdist's own order (files with the most tests first, `--no-loadscope-reorder` turns it
+# off) sent the one-test files that take a minute last. Only the order matters; a file not
+# listed weighs SECONDS_PER_TEST a test (the median of the rest).
 FILE_SECONDS = {
-    "tests/ingest/test_faults.py": 68,
-    "tests/ingest/test_postgres_outage.py": 47,
-    # Two worker failovers, each with its own primary and standby (not measured in a full run).
-    "tests/ops/test_failover.py": 40,
-    "tests/ingest/test_overload.py": 38,
-    "tests/integration/test_wheel.py": 36,
-    "tests/integration/test_demo.py": 33,
-    "tests/integration/test_cli.py": 32,
-    "tests/api/test_schemathesis.py": 28,
-    "tests/api/test_cli.py": 24,
-    "tests/pages/test_browser.py": 23,
-    "tests/ops/test_replica.py": 16,
-    "tests/ops/test_projection_rebuild.py": 16,
-    "tests/api/test_abuse.py": 16,
+    "tests/ingest/test_faults.py": 91,
+    "tests/integration/test_demo.py": 70,
+    "tests/ingest/test_postgres_outage.py": 56,
+    "tests/pages/test_browser.py": 44,
+    "tests/ingest/test_overload.py": 44,
+    "tests/ops/test_failover.py": 37,
+    "tests/integration/test_cli.py": 35,
+    "tests/api/test_schemathesis.py": 34,
+    "tests/integration/test_wheel.py": 30,
+    "tests/api/test_abuse.py": 27,
+    "tests/api/test_cli.py": 23,
+    "tests/integration/test_tamper_duplicate_id.py": 17,
     "tests/ingest/test_cometd_nodejs.py": 16,
-    "tests/ingest/test_fencing.py": 15,
-    "tests/api/test_export.py": 13,
-    "tests/pages/test_live_load.py": 13,
-    "tests/api/test_hardening.py": 13,
-    "tests/ingest/test_leases.py": 12,
+    "tests/unit/test_native_leaf.py": 16,
+    "tests/ingest/test_leases.py": 16,
+    "tests/ingest/test_fencing.py": 16,
+    "tests/pages/test_live_load.py": 14,
+    "tests/unit/test_leaf_copy.py": 12,
+    "tests/unit/test_cli_runner.py": 12,
+    "tests/security/test_logins.py": 12,
     "tests/ingest/test_sweep.py": 12,
-    "tests/unit/test_leaf_sql.py": 12,
-    "tests/integration/test_evidence_cli.py": 12,
-    "tests/security/test_logins.py": 9,
-    "tests/security/test_owner_deployment.py": 9,
-    "tests/unit/test_leaves.py": 9,
-    "tests/api/test_injection.py": 9,
-    "tests/integration/test_backfill.py": 9,
-    "tests/ingest/test_credentials.py": 8,
-    "tests/unit/test_notifications.py": 8,
-    "tests/retention/test_purge.py": 8,
-    "tests/integration/test_verify_pool.py": 8,
+    "tests/ingest/test_pacing.py": 12,
+    "tests/unit/test_notifications.py": 10,
+    "tests/ingest/test_credentials.py": 9,
+    "tests/unit/test_leaves.py": 8,
 }
 
 
