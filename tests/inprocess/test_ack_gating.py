@@ -7,21 +7,15 @@ them as soon as they are."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from auditor.config import parse_database_url
-from auditor.ingest.admission import Admission
-from auditor.ingest.config import Account, WorkerConfig
-from auditor.ingest.coverage import Coverage
 from auditor.ingest.memspool import MemorySpool
-from auditor.ingest.metrics import Metrics
-from auditor.ingest.source import Source
 from tests.inprocess.fakes import until
-from tests.simulator.support import PASSWORD, SimThread, fast_config
+from tests.inprocess.sessions import run_session, simulator_source
+from tests.simulator.support import SimThread, fast_config
 
 AGENT = "agent001"
 
@@ -43,43 +37,33 @@ def _stats(sim: SimThread) -> tuple[int, int]:
 def test_notifications_are_acknowledged_only_once_durable_in_the_spool(
     sim: SimThread, tmp_path: Path
 ) -> None:
-    config = WorkerConfig(
-        database_url=parse_database_url("postgresql://u@localhost/db"),
-        base_url=sim.url,
-        accounts=(Account(AGENT, PASSWORD),),
-        spool_path=tmp_path / "unused.sqlite3",
+    spool = MemorySpool(auto_commit=False)
+    source = simulator_source(
+        sim,
+        spool,
+        tmp_path,
+        AGENT,
         connect_delay=0.0,
         connection_timeout=5,
         media_types=(),  # no snapshot GET: only notifications go through the spool here
     )
-    spool = MemorySpool(auto_commit=False)
-    metrics = Metrics()
-    admission = Admission(metrics, 10, 1000.0, 0, 10.0)
-    source = Source(config, config.accounts[0], spool, Coverage("w1"), metrics, admission)
 
-    async def main() -> None:
-        dispatcher = asyncio.ensure_future(admission.dispatch())
-        session = asyncio.ensure_future(source.run())
-        try:
-            await until("subscribed", lambda: source.interval is not None)
-            await until("the server offered acks", lambda: source.server_acks)
-            generated = sim.control("generate", {"count": 5})["generated"]
-            await until("all received", lambda: source.processed >= generated)
-            # The next connect waits for the spool (its waiter is registered): the batch's
-            # ack can only travel with it.
-            await until("the connect held", lambda: bool(spool._waiters))
-            assert spool.committed_count == 0
-            assert _stats(sim) == (0, 0)
-            held = source.durable_at  # the coverage claim does not move while held either
-            spool.commit()
-            await until("acknowledged", lambda: _stats(sim)[0] == generated)
-            assert _stats(sim) == (generated, 0)
-            assert [s.row.kind for s in spool.oldest(100)] == ["notification"] * generated
-            assert source.durable_at is not None
-            assert source.durable_at != held
-        finally:
-            session.cancel()
-            dispatcher.cancel()
-            await asyncio.gather(session, dispatcher, return_exceptions=True)
+    async def body() -> None:
+        await until("subscribed", lambda: source.interval is not None)
+        await until("the server offered acks", lambda: source.server_acks)
+        generated = sim.control("generate", {"count": 5})["generated"]
+        await until("all received", lambda: source.processed >= generated)
+        # The next connect waits for the spool (its waiter is registered): the batch's
+        # ack can only travel with it.
+        await until("the connect held", lambda: bool(spool._waiters))
+        assert spool.committed_count == 0
+        assert _stats(sim) == (0, 0)
+        held = source.durable_at  # the coverage claim does not move while held either
+        spool.commit()
+        await until("acknowledged", lambda: _stats(sim)[0] == generated)
+        assert _stats(sim) == (generated, 0)
+        assert [s.row.kind for s in spool.oldest(100)] == ["notification"] * generated
+        assert source.durable_at is not None
+        assert source.durable_at != held
 
-    asyncio.run(main())
+    run_session(source, body())

@@ -6,21 +6,16 @@ the worker's Source against the real simulator in a thread."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from auditor.config import parse_database_url
-from auditor.ingest.admission import Admission
-from auditor.ingest.config import Account, WorkerConfig
-from auditor.ingest.coverage import Coverage
 from auditor.ingest.memspool import MemorySpool
-from auditor.ingest.metrics import Metrics
 from auditor.ingest.source import Source
 from tests.inprocess.fakes import until
-from tests.simulator.support import PASSWORD, SimThread, fast_config
+from tests.inprocess.sessions import run_session, simulator_source
+from tests.simulator.support import SimThread, fast_config
 
 AGENT = "agent001"
 
@@ -30,21 +25,6 @@ def sim() -> Iterator[SimThread]:
     with SimThread(fast_config(agents=1, rate=0, timeout_ms=300)) as server:
         server.control("pause")
         yield server
-
-
-def _source(sim: SimThread, tmp_path: Path, spool: MemorySpool) -> Source:
-    config = WorkerConfig(
-        database_url=parse_database_url("postgresql://u@localhost/db"),
-        base_url=sim.url,
-        accounts=(Account(AGENT, PASSWORD),),
-        spool_path=tmp_path / "unused.sqlite3",
-        connect_delay=0.0,
-        connection_timeout=1,
-        media_types=(),  # no snapshot GET: only notifications go through the spool here
-    )
-    metrics = Metrics()
-    admission = Admission(metrics, 10, 1000.0, 0, 10.0)
-    return Source(config, config.accounts[0], spool, Coverage("w1"), metrics, admission)
 
 
 def _subscribed_anew(source: Source, before: str | None) -> bool:
@@ -57,25 +37,13 @@ def _delivered(sim: SimThread) -> int:
     return int(sim.sim.ground_truth.delivered)
 
 
-def _run(source: Source, body: object) -> None:
-    async def main() -> None:
-        dispatcher = asyncio.ensure_future(source.admission.dispatch())
-        session = asyncio.ensure_future(source.run())
-        try:
-            await body  # type: ignore[misc]
-        finally:
-            session.cancel()
-            dispatcher.cancel()
-            await asyncio.gather(session, dispatcher, return_exceptions=True)
-
-    asyncio.run(main())
-
-
 def test_what_an_ended_session_counted_and_never_handed_over_does_not_hold_the_next(
     sim: SimThread, tmp_path: Path
 ) -> None:
     spool = MemorySpool(auto_commit=True)
-    source = _source(sim, tmp_path, spool)
+    source = simulator_source(
+        sim, spool, tmp_path, AGENT, connect_delay=0.0, connection_timeout=1, media_types=()
+    )
 
     async def body() -> None:
         await until("subscribed", lambda: source.interval is not None)
@@ -92,12 +60,14 @@ def test_what_an_ended_session_counted_and_never_handed_over_does_not_hold_the_n
         await until("acknowledged", lambda: _delivered(sim) == generated, 5)
         assert source.client_id == second
 
-    _run(source, body())
+    run_session(source, body())
 
 
 def test_event_messages_queued_when_a_session_ends_are_kept(sim: SimThread, tmp_path: Path) -> None:
     spool = MemorySpool(auto_commit=True)
-    source = _source(sim, tmp_path, spool)
+    source = simulator_source(
+        sim, spool, tmp_path, AGENT, connect_delay=0.0, connection_timeout=1, media_types=()
+    )
     late = {"channel": "/v2/me/openmedia", "id": "late-1", "data": {"notificationType": "x"}}
     failed = {"channel": "/v2/me/openmedia", "id": "late-2", "successful": False}
 
@@ -116,4 +86,4 @@ def test_event_messages_queued_when_a_session_ends_are_kept(sim: SimThread, tmp_
         assert sum('"late-1"' in raw for raw in ids) == 1
         assert not any('"late-2"' in raw for raw in ids)
 
-    _run(source, body())
+    run_session(source, body())

@@ -23,22 +23,17 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from auditor.config import parse_database_url
-from auditor.ingest.admission import Admission
-from auditor.ingest.config import Account, WorkerConfig
-from auditor.ingest.coverage import Coverage
 from auditor.ingest.drain import to_receipt
 from auditor.ingest.drained import DrainedWatch
 from auditor.ingest.http import new_session
 from auditor.ingest.items import ProjectionReader
 from auditor.ingest.memspool import MemorySpool
-from auditor.ingest.metrics import Metrics
 from auditor.ingest.snapshot import record_absent, take_snapshot
-from auditor.ingest.source import Source
 from auditor.ingest.sweep import Sweeper
 from auditor.store.writer import store_batch
 from tests.inprocess.fakes import FakeClock
-from tests.simulator.support import PASSWORD, SimThread, fast_config
+from tests.inprocess.sessions import simulator_source
+from tests.simulator.support import SimThread, fast_config
 
 Conn = psycopg.Connection[Any]
 # An agent of its own: the session database holds other tests' committed rows for agent001.
@@ -59,18 +54,6 @@ def _items(sim: SimThread) -> dict[str, str]:
     assert sim.sim is not None
     agent = sim.sim.engine.agents[AGENT]
     return {item.id: item.state for item in agent.items.values()}
-
-
-def _source(sim: SimThread, spool: MemorySpool, tmp_path: Path) -> Source:
-    config = WorkerConfig(
-        database_url=parse_database_url("postgresql://u@localhost/db"),
-        base_url=sim.url,
-        accounts=(Account(AGENT, PASSWORD),),
-        spool_path=tmp_path / "unused.sqlite3",
-    )
-    metrics = Metrics()
-    admission = Admission(metrics, 10, 1000.0, 0, 10.0)
-    return Source(config, config.accounts[0], spool, Coverage("w1"), metrics, admission)
 
 
 def _store(db: Conn, spool: MemorySpool) -> list[dict[str, Any]]:
@@ -95,7 +78,7 @@ def test_snapshots_record_what_gws_lists_and_what_it_no_longer_lists(
     sim: SimThread, db: Conn, tmp_path: Path
 ) -> None:
     spool = MemorySpool()
-    source = _source(sim, spool, tmp_path)
+    source = simulator_source(sim, spool, tmp_path, AGENT)
     reader = ProjectionReader(lambda: db, DrainedWatch(spool).wait, ("workitem",))
     source.active_items = reader.active_items
 
@@ -132,7 +115,7 @@ def test_a_sweep_records_a_silent_change_and_nothing_when_nothing_drifted(
     sim: SimThread, db: Conn, tmp_path: Path
 ) -> None:
     spool = MemorySpool()
-    source = _source(sim, spool, tmp_path)
+    source = simulator_source(sim, spool, tmp_path, AGENT)
     reader = ProjectionReader(lambda: db, DrainedWatch(spool).wait, ("workitem",))
 
     async def main() -> None:
@@ -169,6 +152,6 @@ def test_a_sweep_records_a_silent_change_and_nothing_when_nothing_drifted(
 
 def test_without_a_session_http_client_there_is_no_snapshot(sim: SimThread, tmp_path: Path) -> None:
     spool = MemorySpool()
-    source = _source(sim, spool, tmp_path)
+    source = simulator_source(sim, spool, tmp_path, AGENT)
     assert asyncio.run(take_snapshot(source, None)) is None
     assert spool.put_count == 0
