@@ -40,7 +40,7 @@ from auditor.evidence import batches, checkpoints, keys, leaves, tiles
 from auditor.evidence.canonical import canonical_bytes
 from auditor.evidence.native import leafc
 from auditor.evidence.pack_csv import HEADER, CsvRows
-from auditor.evidence.pack_rows import EventRows
+from auditor.evidence.pack_rows import Encoded, EventRows, splice
 from auditor.evidence.pack_zip import zip_chunks
 from auditor.evidence.pgtiles import PgTileStore
 from auditor.retention.receipts import mark_purged
@@ -291,7 +291,23 @@ class PackStream:
         native = leafc.leaf_lines if leafc is not None and len(query.json_keys) == 1 else None
         key = query.json_keys[0] if query.json_keys else b""
         csv_rows = CsvRows(_PIECES) if csv is not None else None
-        for rows in self._chunks(source, table, where, params):
+        for chunk in self._chunks(source, table, where, params):
+            if isinstance(chunk, Encoded):  # written and checked by C (pack_rows)
+                seen.add_keys(chunk.keys, chunk.accounts)
+                self.rows_out += len(chunk.keys)
+                careful_lines = {}
+                for index in chunk.mismatched:
+                    source_id = chunk.keys[index][2]
+                    full = rows_by_id(self.conn, source, source_id, source_id)[source_id]
+                    careful_lines[index] = careful.encoder.encode(full) + b"\n"
+                if careful_lines:
+                    yield splice(chunk.ndjson, chunk.ends, careful_lines)[0]
+                else:
+                    yield chunk.ndjson
+                if csv is not None:
+                    csv.write(chunk.csv)
+                continue
+            rows = chunk
             seen.add(rows)
             if source == "event":
                 self.rows_out += len(rows)
@@ -313,11 +329,12 @@ class PackStream:
 
     def _chunks(
         self, source: str, table: str, where: sql.Composable, params: list[Any]
-    ) -> Iterator[Sequence[tuple[Any, ...]]]:
+    ) -> Iterator[Sequence[tuple[Any, ...]] | Encoded]:
         """Rows as _select gives them, a chunk at a time. Events (many, wide) come through
-        pack_rows: sorted by a narrow key and read ahead on a thread."""
+        pack_rows: sorted by a narrow key and read ahead on a thread, and where C reads
+        their binary COPY, already written (Encoded)."""
         if source == "event":
-            yield from EventRows(self.conn, where, params, self.chunk_rows)
+            yield from EventRows(self.conn, where, params, self.chunk_rows).encoded()
             return
         with self.conn.cursor(name=f"pack_{source}", binary=True) as cur:
             cur.itersize = self.chunk_rows
@@ -410,6 +427,18 @@ class _Seen:
         self.first_at = low if self.first_at is None else min(self.first_at, low)
         self.last_at = high if self.last_at is None else max(self.last_at, high)
         self.accounts.update(row[acc] for row in rows)
+
+    def add_keys(self, keys: Sequence[tuple[Any, ...]], accounts: set[str | None]) -> None:
+        """Events as pack_rows.Encoded gives them: the order's keys (position, leaf hash,
+        id, received_at, slot, batch size) and the chunk's accounts."""
+        self.count += len(keys)
+        self.positions.extend(0 if key[0] is None else key[0] for key in keys)
+        self.slots.extend(key[4] for key in keys)
+        times = [key[3] for key in keys]
+        low, high = leaves.timestamp(min(times)), leaves.timestamp(max(times))
+        self.first_at = low if self.first_at is None else min(self.first_at, low)
+        self.last_at = high if self.last_at is None else max(self.last_at, high)
+        self.accounts.update(accounts)  # type: ignore[arg-type]  # as add(): None if NULL
 
     def unproven(self, name: str, size: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
