@@ -192,8 +192,9 @@ class PackStream:
     at a time, so memory stays flat but for 8 bytes per event (its position, for the
     proofs) and the list of rows not proven; events.csv, written from the same rows as
     events.ndjson, and the events' lines of proofs.ndjson, made as their chunks go by, wait
-    in spool files (memory up to CSV_SPOOL_MEMORY each, then disk) until their turn. ``manifest`` is set once the last piece is out. Run it in a REPEATABLE READ
-    transaction (see prepare)."""
+    in spool files (memory up to CSV_SPOOL_MEMORY each, then disk) until their turn.
+    ``manifest`` is set once the last piece is out. Run it in a REPEATABLE READ transaction
+    (see prepare)."""
 
     CSV_SPOOL_MEMORY = 8 << 20
 
