@@ -80,11 +80,11 @@ _ID = 4
 
 class Encoded(NamedTuple):
     """A chunk written by C from a binary COPY (see the module's note): per event in record
-    order its key, (position, leaf hash, id, received_at, slot, batch size); its
-    events.ndjson lines (each ending in a newline) and their end offsets (native int64);
-    the indexes of the events whose line is not their leaf hash (to be encoded again the
-    careful way before anyone calls them altered); the chunk's events.csv lines; the
-    accounts of its events."""
+    order its key (position, its own record row's leaf hash or None, id, received_at, slot,
+    batch size: the order query's row); its events.ndjson lines (each ending in a newline)
+    and their end offsets (native int64); the indexes of the events whose line is not their
+    leaf hash (to be encoded again the careful way before anyone calls them altered); the
+    chunk's events.csv lines; the accounts of its events."""
 
     keys: list[Row]
     ndjson: bytes
@@ -113,11 +113,17 @@ def splice(data: bytes, ends: bytes, pieces: dict[int, bytes]) -> tuple[bytes, b
 
 
 class _Read(NamedTuple):
-    """A chunk as read: its keys (as Encoded has them), their ids and the binary COPY."""
+    """A chunk as read: its keys (as Encoded has them), their leaf hashes and ids, and the
+    binary COPY."""
 
     keys: list[Row]
+    hashes: list[bytes | None]
     ids: list[int]
     data: bytes
+
+
+def _slot(leaves: bytes | None, at: int) -> bytes | None:
+    return None if leaves is None else leaves[at : at + 32]
 
 
 class _CopyPlan:
@@ -223,16 +229,19 @@ class EventRows:
 
     def _next(self, order: psycopg.Cursor[Any]) -> list[Row] | None:
         """The next chunk, complete (runs on the read-ahead thread); None after the last."""
-        keys = self._keys(order)
+        keys, hashes = self._keys(order)
         if not keys:
             return None
         by_id = self._piece_rows(keys, [key[2] for key in keys])
-        return [key[:2] + by_id[key[2]] + key[4:] for key in keys]
+        return [
+            (key[0], leaf_hash) + by_id[key[2]] + key[4:]
+            for key, leaf_hash in zip(keys, hashes, strict=True)
+        ]
 
     def _fetch(self, order: psycopg.Cursor[Any]) -> _Read | None:
         """The next chunk's keys and binary COPY (runs on the reading thread); None after
         the last."""
-        keys = self._keys(order)
+        keys, hashes = self._keys(order)
         if not keys:
             return None
         if self._plan is None:
@@ -240,15 +249,14 @@ class EventRows:
         ids = [key[2] for key in keys]
         times = [key[3] for key in keys]
         statement = self._plan.statement(ids, min(times), max(times))
-        return _Read(keys, ids, leaf_copy.copy_bytes(self.conn, statement))
+        return _Read(keys, hashes, ids, leaf_copy.copy_bytes(self.conn, statement))
 
     def _write(self, raw: _Read) -> Encoded:
         """The chunk written by C (runs on the writing thread)."""
         export_copy = leaf_copy.export_copy
         assert export_copy is not None
         assert self._plan is not None
-        plan, keys, ids = self._plan, raw.keys, raw.ids
-        hashes = [key[1] for key in keys]
+        plan, keys, ids, hashes = self._plan, raw.keys, raw.ids, raw.hashes
         ndjson, ends, csv, csv_ends, left, mismatched, accounts = export_copy(
             plan.fields,
             raw.data,
@@ -265,7 +273,7 @@ class EventRows:
             lines: dict[int, bytes] = {}
             for index in left:
                 key = keys[index]
-                row = key[:2] + by_id[key[2]] + key[4:]
+                row: Row = (key[0], hashes[index]) + by_id[key[2]] + key[4:]
                 leaves[index] = query.join(row, _ID + 1)
                 lines[index] = csv_rows.lines([row])
                 accounts.add(row[3])
@@ -286,12 +294,12 @@ class EventRows:
             cur.execute(self._pieces, (ids, min(times), max(times)))
             return {row[2]: row for row in cur.fetchall()}
 
-    def _keys(self, order: psycopg.Cursor[Any]) -> list[Row]:
-        """The next chunk's keys (the order query's rows), each with its leaf hash: taken
-        from its format-2 batch's `leaves` where it is batched."""
+    def _keys(self, order: psycopg.Cursor[Any]) -> tuple[list[Row], list[bytes | None]]:
+        """The next chunk's keys (the order query's rows) and their leaf hashes: taken from
+        its format-2 batch's `leaves` where an event is batched."""
         keys = order.fetchmany(self.chunk_rows)
         if not keys:
-            return []
+            return [], []
         batched = {key[0] for key in keys if key[4] >= 0}
         kept = {position: self._leaves[position] for position in batched & self._leaves.keys()}
         if wanted := sorted(batched - kept.keys()):
@@ -302,12 +310,8 @@ class EventRows:
                 )
             )
         self._leaves = kept  # a batch spans a few chunks at most: keep this chunk's
-        out = []
-        for key in keys:
-            position, leaf_hash, _, _, slot, _ = key
-            if slot >= 0:  # as substring() gave it: NULL for NULL leaves, short past the end
-                leaves = kept.get(position)
-                leaf_hash = None if leaves is None else leaves[slot * 32 : slot * 32 + 32]
-                key = (position, leaf_hash, *key[2:])
-            out.append(key)
-        return out
+        # as substring() gave it: NULL for NULL leaves, short past the end (a comprehension,
+        # no tuple per key: this thread's Python is on the export's critical path)
+        get = kept.get
+        hashes = [key[1] if key[4] < 0 else _slot(get(key[0]), key[4] * 32) for key in keys]
+        return keys, hashes
