@@ -92,6 +92,7 @@ class Encoded(NamedTuple):
     mismatched: list[int]
     csv: bytes
     accounts: set[str | None]
+    extra: Any = None  # what EventRows' prefetch answered for the keys
 
 
 def splice(data: bytes, ends: bytes, pieces: dict[int, bytes]) -> tuple[bytes, bytes]:
@@ -120,6 +121,7 @@ class _Read(NamedTuple):
     hashes: list[bytes | None]
     ids: list[int]
     data: bytes
+    extra: Any
 
 
 def _slot(leaves: bytes | None, at: int) -> bytes | None:
@@ -168,8 +170,12 @@ class EventRows:
         where: sql.Composable,
         params: list[Any],
         chunk_rows: int,
+        prefetch: Callable[[list[Row]], Any] | None = None,
     ) -> None:
+        """``prefetch``: called with each chunk's keys on the reading thread of the encoded
+        read, its answer handed on as ``Encoded.extra`` (the pack's proof data)."""
         self.conn = conn
+        self.prefetch = prefetch
         self.where = where
         self.params = params
         self.chunk_rows = chunk_rows
@@ -249,7 +255,9 @@ class EventRows:
         ids = [key[2] for key in keys]
         times = [key[3] for key in keys]
         statement = self._plan.statement(ids, min(times), max(times))
-        return _Read(keys, hashes, ids, leaf_copy.copy_bytes(self.conn, statement))
+        data = leaf_copy.copy_bytes(self.conn, statement)
+        extra = self.prefetch(keys) if self.prefetch is not None else None
+        return _Read(keys, hashes, ids, data, extra)
 
     def _write(self, raw: _Read) -> Encoded:
         """The chunk written by C (runs on the writing thread)."""
@@ -285,7 +293,7 @@ class EventRows:
                 ndjson, ends, {index: leaf[1:] + b"\n" for index, leaf in leaves.items()}
             )
             csv, _ = splice(csv, csv_ends, lines)
-        return Encoded(keys, ndjson, ends, mismatched, csv, accounts)
+        return Encoded(keys, ndjson, ends, mismatched, csv, accounts, raw.extra)
 
     def _piece_rows(self, keys: list[Row], ids: list[int]) -> dict[int, Row]:
         """The leaf pieces (_pieces) of the events ``keys`` name, by id."""
