@@ -172,8 +172,9 @@ class EventRows:
         chunk_rows: int,
         prefetch: Callable[[list[Row]], Any] | None = None,
     ) -> None:
-        """``prefetch``: called with each chunk's keys on the reading thread of the encoded
-        read, its answer handed on as ``Encoded.extra`` (the pack's proof data)."""
+        # prefetch: called with each chunk's keys on the encoded read's reading thread (the
+        # pack's proof data, read there while that thread holds the connection anyway); its
+        # answer is handed on as Encoded.extra
         self.conn = conn
         self.prefetch = prefetch
         self.where = where
