@@ -1,7 +1,7 @@
 """The export's encoded read (a binary COPY written by C: auditor/evidence/pack_rows.py
 ``encoded``) makes the very pack the row path makes: on awkward values, rows C leaves to
-Python (floats), rows not sealed, an altered sealed row, chunks of a few rows, ids that are
-and are not contiguous."""
+Python (floats), rows not sealed, an altered sealed row, a forged twin of a sealed row,
+chunks of a few rows, ids that are and are not contiguous."""
 
 from __future__ import annotations
 
@@ -52,8 +52,22 @@ def test_the_encoded_read_makes_the_row_paths_pack(
     conn.execute("ALTER EVENT TRIGGER auditor_guard_alter DISABLE")
     conn.execute(f"ALTER TABLE {partition} DISABLE TRIGGER events_append_only")
     conn.execute("""UPDATE events SET payload = '{"altered": 1}' WHERE id = %s""", (event_id,))
+    # and a forged twin of a sealed event (same id, another time within the range): both
+    # reads give both keys the row the by-id read meets last
+    conn.execute(
+        "INSERT INTO events (id, receipt_id, received_at, account, payload)"
+        " OVERRIDING SYSTEM VALUE"
+        """ SELECT id, gen_random_uuid(), received_at + interval '1 second', account,"""
+        """ '{"forged": true}' FROM events WHERE id = %s""",
+        (event_id + 2,),
+    )
     conn.execute(f"ALTER TABLE {partition} ENABLE TRIGGER events_append_only")
     conn.execute("ALTER EVENT TRIGGER auditor_guard_alter ENABLE")
+    twins = conn.execute(
+        "SELECT count(*) FROM events WHERE id = %s AND account = %s AND received_at < %s",
+        (event_id + 2, query.account, query.end),
+    ).fetchone()
+    assert twins == (2,)  # both in the pack's range
     used = []
     write = pack_rows.EventRows._write
 
