@@ -571,12 +571,14 @@ uuid(Buf *out, const unsigned char *p)
     return put(out, s, (size_t)(w - s));
 }
 
-/* PostgreSQL's timestamptz: microseconds since 2000-01-01 00:00 UTC. */
+/* PostgreSQL's timestamptz (microseconds since 2000-01-01 00:00 UTC) as year, month, day,
+ * seconds of the day and microseconds: FALLBACK outside years 1..9999 (what a Python
+ * datetime holds: the reference's). */
 static int
-timestamp(Buf *out, int64_t us)
+civil(int64_t us, int64_t *y_out, int64_t *m_out, int64_t *d_out, int64_t *secs_out,
+      int64_t *frac_out)
 {
     const int64_t day_us = 86400000000LL;
-    /* years 1..9999: what a Python datetime holds (the reference's) */
     if (us < -63082281600000000LL || us >= 252455616000000000LL) {
         return FALLBACK;
     }
@@ -597,8 +599,22 @@ timestamp(Buf *out, int64_t us)
     int64_t d = doy - (153 * mp + 2) / 5 + 1;
     int64_t m = mp < 10 ? mp + 3 : mp - 9;
     y += m <= 2;
-    int64_t secs = rem / 1000000;
-    int64_t frac = rem % 1000000;
+    *y_out = y;
+    *m_out = m;
+    *d_out = d;
+    *secs_out = rem / 1000000;
+    *frac_out = rem % 1000000;
+    return OK;
+}
+
+/* The leaf's form: "YYYY-MM-DDTHH:MM:SS.ffffffZ" with its quotes. */
+static int
+timestamp(Buf *out, int64_t us)
+{
+    int64_t y, m, d, secs, frac;
+    if (civil(us, &y, &m, &d, &secs, &frac) != OK) {
+        return FALLBACK;
+    }
     char s[29] = "\"0000-00-00T00:00:00.000000Z\"";
     digits(s + 1, y, 4);
     digits(s + 6, m, 2);
@@ -1422,6 +1438,584 @@ leaf_mismatches(PyObject *Py_UNUSED(module), PyObject *args)
     return out;
 }
 
+/* ---- an evidence export's chunk: NDJSON and CSV from one binary COPY ---------------------
+ *
+ * export_copy(plan, data, order, positions, hashes, csv_columns, account) reads a binary
+ * COPY of `SELECT id, <plan's columns>` (one export chunk's events, in whatever order
+ * PostgreSQL sends them) and writes, for each id of ``order`` (native int64: the chunk's
+ * record order), the row's events.ndjson line (its leaf bytes without the 0x00 prefix:
+ * exactly what hash_copy hashes) and its events.csv line (auditor/evidence/pack_csv.py's
+ * bytes: the ``positions`` value, 0 for none, then the columns ``csv_columns`` names, each
+ * as PostgreSQL's text output, CSV-quoted as pack_csv._quoted), each ending in '\n'. It
+ * checks each leaf against ``hashes`` (a list: 32 bytes, or anything else, which never
+ * matches), all without the GIL. Answers (ndjson, ndjson_ends, csv, csv_ends, left,
+ * mismatched, accounts): the lines joined, the end offset of each row's line (native int64;
+ * nothing written for a row left to Python), the indexes left to Python (the rules at the
+ * top of this file; an id the stream lacks), the indexes whose leaf is not its hash, and the
+ * set of the rows' accounts (column ``account``, text; None for NULL). An id the stream
+ * holds twice is answered with its last row (as the Python path's dict by id). A malformed
+ * stream is a ValueError. */
+
+typedef struct {
+    int64_t id;
+    size_t index;               /* in the stream: the last of equal ids wins */
+    const unsigned char *start; /* its first field after the id (the row is checked) */
+} XRow;
+
+static int
+xrow_order(const void *a, const void *b)
+{
+    const XRow *x = a, *y = b;
+    if (x->id != y->id) {
+        return (x->id > y->id) - (x->id < y->id);
+    }
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* The last row (in stream order) with ``id`` among rows sorted by (id, index), or NULL. */
+static const XRow *
+xrow_find(const XRow *rows, size_t count, int64_t id)
+{
+    size_t lo = 0, hi = count; /* to the first row with an id above ``id`` */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (rows[mid].id <= id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo > 0 && rows[lo - 1].id == id ? &rows[lo - 1] : NULL;
+}
+
+static const unsigned char CSV_SPECIAL[256] = {[','] = 1, ['"'] = 1, ['\n'] = 1, ['\r'] = 1};
+
+/* pack_csv._quoted: quoted when empty or holding , " \n \r; inner quotes doubled. Byte by
+ * byte: a payload's JSON text has a quote every few bytes (memchr per quote was 4 us a
+ * row, measured). */
+static int
+csv_quoted(Buf *out, const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && !CSV_SPECIAL[s[i]]) {
+        i++;
+    }
+    if (n > 0 && i == n) {
+        return put(out, s, n);
+    }
+    if (reserve(out, 2 * n + 2) != OK) {
+        return NOMEM;
+    }
+    unsigned char *w = out->data + out->len;
+    *w++ = '"';
+    memcpy(w, s, i);
+    w += i;
+    for (; i < n; i++) {
+        if (s[i] == '"') {
+            *w++ = '"';
+        }
+        *w++ = s[i];
+    }
+    *w++ = '"';
+    out->len = (size_t)(w - out->data);
+    return OK;
+}
+
+/* timestamptz_out at UTC in the ISO DateStyle: 2026-12-03 03:22:20.1234+00 (the fraction
+ * without trailing zeros, none when zero). */
+static int
+csv_timestamp(Buf *out, int64_t us)
+{
+    int64_t y, m, d, secs, frac;
+    if (civil(us, &y, &m, &d, &secs, &frac) != OK) {
+        return FALLBACK;
+    }
+    char s[32] = "0000-00-00 00:00:00.000000";
+    digits(s, y, 4);
+    digits(s + 5, m, 2);
+    digits(s + 8, d, 2);
+    digits(s + 11, secs / 3600, 2);
+    digits(s + 14, secs / 60 % 60, 2);
+    digits(s + 17, secs % 60, 2);
+    size_t n = 19;
+    if (frac) {
+        digits(s + 20, frac, 6);
+        n = 26;
+        while (s[n - 1] == '0') {
+            n--;
+        }
+    }
+    s[n++] = '+';
+    s[n++] = '0';
+    s[n++] = '0';
+    return put(out, s, n);
+}
+
+static int
+csv_uuid(Buf *out, const unsigned char *p)
+{
+    char s[36];
+    char *w = s;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) {
+            *w++ = '-';
+        }
+        *w++ = HEX[p[i] >> 4];
+        *w++ = HEX[p[i] & 15];
+    }
+    return put(out, s, 36);
+}
+
+/* One value's CSV field (not NULL): OK, FALLBACK, NOMEM or BAD. The leaf is written first,
+ * so lengths and the jsonb version byte are already checked. */
+static int
+csv_value(Buf *out, int kind, const unsigned char *p, size_t n)
+{
+    switch (kind) {
+    case K_TEXT:
+        return csv_quoted(out, p, n);
+    case K_INT8:
+        return integer(out, (int64_t)be(p, 8));
+    case K_INT4:
+        return integer(out, (int32_t)(uint32_t)be(p, 4));
+    case K_UUID:
+        return csv_uuid(out, p);
+    case K_TIMESTAMPTZ:
+        return csv_timestamp(out, (int64_t)be(p, 8));
+    case K_JSONB:
+        return csv_quoted(out, p + 1, n - 1); /* jsonb::text: its text after the version */
+    default:
+        return BAD;
+    }
+}
+
+typedef struct {
+    const unsigned char *p;
+    int32_t n; /* -1: NULL */
+} Value;
+
+typedef struct {
+    /* in */
+    const unsigned char *data;
+    size_t size;
+    const Field *fields;
+    size_t nfields;
+    const int *csv_columns;
+    size_t ncsv;
+    size_t account;
+    const int64_t *order; /* n ids, maybe unaligned: read with memcpy */
+    const int64_t *positions;
+    const unsigned char *want; /* n * 33: the hash, then 1 if there is one */
+    size_t n;
+    /* out */
+    Buf ndjson;
+    Buf csv;
+    int64_t *ndjson_ends;
+    int64_t *csv_ends;
+    unsigned char *state; /* per row: 0 written, 1 left to Python, 2 leaf is not its hash */
+    Value *accounts;      /* per row; n == -2: no row */
+    const char *error;
+} Export;
+
+/* The rows' places, checked; then each of ``order`` written. OK, NOMEM or BAD. */
+static int
+export_rows(Export *x)
+{
+    const unsigned char *p = x->data;
+    const unsigned char *end = x->data + x->size;
+    size_t columns = 0; /* besides the id */
+    for (size_t i = 0; i < x->nfields; i++) {
+        columns += x->fields[i].kind != K_CONST;
+    }
+    if (x->size < 19 || memcmp(p, SIGNATURE, 11) != 0) {
+        x->error = "not a binary COPY stream (no PGCOPY signature)";
+        return BAD;
+    }
+    uint64_t extension = be(p + 15, 4);
+    if (be(p + 11, 4) & 0xffff0000u) {
+        x->error = "binary COPY header has critical flags this parser does not know";
+        return BAD;
+    }
+    p += 19;
+    if (extension > (uint64_t)(end - p)) {
+        x->error = "binary COPY header extension runs past the end";
+        return BAD;
+    }
+    p += extension;
+    XRow *rows = NULL;
+    size_t count = 0, cap = 0;
+    int rc = OK;
+    while (1) { /* 1: where each row is, its framing checked */
+        if (end - p < 2) {
+            x->error = "binary COPY stream ends without its trailer";
+            rc = BAD;
+            break;
+        }
+        int16_t fields = (int16_t)be(p, 2);
+        p += 2;
+        if (fields == -1) {
+            if (p != end) {
+                x->error = "bytes after the binary COPY trailer";
+                rc = BAD;
+            }
+            break;
+        }
+        if (fields < 0 || (size_t)fields != columns + 1) {
+            x->error = "a binary COPY row has another number of fields than asked for";
+            rc = BAD;
+            break;
+        }
+        if (end - p < 12 || be(p, 4) != 8) {
+            x->error = "a binary COPY row's id is not a bigint";
+            rc = BAD;
+            break;
+        }
+        if (count == cap) {
+            cap = cap ? cap * 2 : 1024;
+            XRow *more = realloc(rows, cap * sizeof(XRow));
+            if (more == NULL) {
+                rc = NOMEM;
+                break;
+            }
+            rows = more;
+        }
+        rows[count].id = (int64_t)be(p + 4, 8);
+        rows[count].index = count;
+        p += 12;
+        rows[count].start = p;
+        for (size_t c = 0; c < columns; c++) {
+            if (end - p < 4) {
+                x->error = "binary COPY stream truncated in a field length";
+                rc = BAD;
+                break;
+            }
+            int32_t n = (int32_t)(uint32_t)be(p, 4);
+            p += 4;
+            if (n < -1 || (n >= 0 && (size_t)n > (size_t)(end - p))) {
+                x->error = "a binary COPY field length runs past the end";
+                rc = BAD;
+                break;
+            }
+            if (n > 0) {
+                p += n;
+            }
+        }
+        if (rc != OK) {
+            break;
+        }
+        count++;
+    }
+    if (rc != OK) {
+        free(rows);
+        return rc;
+    }
+    qsort(rows, count, sizeof(XRow), xrow_order);
+
+    Value *values = malloc((columns ? columns : 1) * sizeof(Value));
+    int *kinds = malloc((columns ? columns : 1) * sizeof(int));
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_MD *sha256 = sha256_fetch();
+    if (values == NULL || kinds == NULL || ctx == NULL || sha256 == NULL) {
+        rc = NOMEM;
+        goto done;
+    }
+    for (size_t i = 0, c = 0; i < x->nfields; i++) {
+        if (x->fields[i].kind != K_CONST) {
+            kinds[c++] = x->fields[i].kind;
+        }
+    }
+    if (kinds[x->account] != K_TEXT) {
+        x->error = "the account column is not text";
+        rc = BAD;
+        goto done;
+    }
+    /* About the stream's size each (the leaf and the CSV line hold each value about as
+     * the stream does): no copying as they grow */
+    if (reserve(&x->ndjson, x->size + 4096) != OK || reserve(&x->csv, x->size + 4096) != OK) {
+        rc = NOMEM;
+        goto done;
+    }
+    Json js = {0};
+    for (size_t i = 0; i < x->n; i++) { /* 2: each row of the order written */
+        int64_t id;
+        memcpy(&id, x->order + i, 8);
+        const XRow *row = xrow_find(rows, count, id);
+        size_t ndjson_at = x->ndjson.len, csv_at = x->csv.len;
+        x->accounts[i].n = -2;
+        int state = FALLBACK;
+        if (row != NULL) {
+            p = row->start;
+            for (size_t c = 0; c < columns; c++) { /* checked in 1 */
+                values[c].n = (int32_t)(uint32_t)be(p, 4);
+                values[c].p = p + 4;
+                p += 4 + (values[c].n > 0 ? values[c].n : 0);
+            }
+            x->accounts[i] = values[x->account];
+            /* The leaf, as parse() writes it (without the prefix). */
+            Buf *leaf = &x->ndjson;
+            state = put1(leaf, '{');
+            int first = 1;
+            for (size_t f = 0, c = 0; state == OK && f < x->nfields; f++) {
+                const Field *field = &x->fields[f];
+                if (field->kind == K_CONST) {
+                    if (!first && (state = put1(leaf, ',')) != OK) {
+                        break;
+                    }
+                    state = put(leaf, field->prefix, field->plen);
+                    first = 0;
+                    continue;
+                }
+                const Value *v = &values[c++];
+                if (v->n == -1) {
+                    continue; /* NULL: the member is left out */
+                }
+                if (!first && (state = put1(leaf, ',')) != OK) {
+                    break;
+                }
+                first = 0;
+                if ((state = put(leaf, field->prefix, field->plen)) != OK) {
+                    break;
+                }
+                state = field_value(&js, leaf, field->kind, v->p, (size_t)v->n);
+            }
+            if (state == OK) {
+                state = put1(leaf, '}');
+            }
+            /* The CSV line. */
+            Buf *csv = &x->csv;
+            int64_t position;
+            memcpy(&position, x->positions + i, 8);
+            if (state == OK && position != 0) {
+                state = integer(csv, position);
+            }
+            for (size_t k = 0; state == OK && k < x->ncsv; k++) {
+                if ((state = put1(csv, ',')) != OK) {
+                    break;
+                }
+                const Value *v = &values[x->csv_columns[k]];
+                if (v->n != -1) {
+                    state = csv_value(csv, kinds[x->csv_columns[k]], v->p, (size_t)v->n);
+                }
+            }
+            if (state == OK) {
+                state = put1(csv, '\n');
+            }
+        }
+        if (state == FALLBACK) {
+            x->ndjson.len = ndjson_at;
+            x->csv.len = csv_at;
+            x->state[i] = 1;
+        } else if (state != OK) {
+            if (state == BAD && x->error == NULL) {
+                x->error = "a binary COPY field is not of the type asked for";
+            }
+            rc = state;
+            break;
+        } else {
+            const unsigned char *want = x->want + 33 * i;
+            unsigned char digest[32];
+            unsigned int mdlen = 0;
+            x->state[i] = 2;
+            if (want[32]) {
+                if (EVP_DigestInit_ex(ctx, sha256, NULL) != 1 ||
+                    EVP_DigestUpdate(ctx, "\x00", 1) != 1 ||
+                    EVP_DigestUpdate(ctx, x->ndjson.data + ndjson_at,
+                                     x->ndjson.len - ndjson_at) != 1 ||
+                    EVP_DigestFinal_ex(ctx, digest, &mdlen) != 1 || mdlen != 32) {
+                    x->error = "OpenSSL's SHA-256 failed";
+                    rc = BAD;
+                    break;
+                }
+                if (memcmp(digest, want, 32) == 0) {
+                    x->state[i] = 0;
+                }
+            }
+            if ((rc = put1(&x->ndjson, '\n')) != OK) {
+                break;
+            }
+        }
+        x->ndjson_ends[i] = (int64_t)x->ndjson.len;
+        x->csv_ends[i] = (int64_t)x->csv.len;
+    }
+    free(js.scratch.data);
+    free(js.members);
+done:
+    EVP_MD_CTX_free(ctx);
+    sha256_free(sha256);
+    free(values);
+    free(kinds);
+    free(rows);
+    return rc;
+}
+
+static PyObject *
+index_list(const unsigned char *state, size_t n, unsigned char which)
+{
+    PyObject *out = PyList_New(0);
+    for (size_t i = 0; out != NULL && i < n; i++) {
+        if (state[i] != which) {
+            continue;
+        }
+        PyObject *index = PyLong_FromSize_t(i);
+        if (index == NULL || PyList_Append(out, index) < 0) {
+            Py_CLEAR(out);
+        }
+        Py_XDECREF(index);
+    }
+    return out;
+}
+
+static PyObject *
+export_copy(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *plan, *hashes, *csv_spec;
+    Py_buffer data, order, positions;
+    Py_ssize_t account;
+    if (!PyArg_ParseTuple(args, "O!y*y*y*O!O!n:export_copy", &PyTuple_Type, &plan, &data,
+                          &order, &positions, &PyList_Type, &hashes, &PyTuple_Type, &csv_spec,
+                          &account)) {
+        return NULL;
+    }
+    PyObject *answer = NULL;
+    Field *fields = NULL;
+    int *csv_columns = NULL;
+    unsigned char *want = NULL;
+    Export x = {0};
+    size_t n = (size_t)order.len / 8;
+    if (order.len % 8 != 0 || positions.len != order.len ||
+        PyList_GET_SIZE(hashes) != (Py_ssize_t)n) {
+        PyErr_SetString(PyExc_ValueError,
+                        "order, positions and hashes must be of one length (int64s, a list)");
+        goto done;
+    }
+    if (read_plan(plan, &fields, &x.nfields) < 0) {
+        goto done;
+    }
+    size_t columns = 0;
+    for (size_t i = 0; i < x.nfields; i++) {
+        columns += fields[i].kind != K_CONST;
+    }
+    Py_ssize_t ncsv = PyTuple_GET_SIZE(csv_spec);
+    csv_columns = PyMem_Malloc((size_t)(ncsv ? ncsv : 1) * sizeof(int));
+    want = PyMem_Calloc(n ? n : 1, 33);
+    x.ndjson_ends = PyMem_Malloc((n ? n : 1) * sizeof(int64_t));
+    x.csv_ends = PyMem_Malloc((n ? n : 1) * sizeof(int64_t));
+    x.state = PyMem_Calloc(n ? n : 1, 1);
+    x.accounts = PyMem_Malloc((n ? n : 1) * sizeof(Value));
+    if (csv_columns == NULL || want == NULL || x.ndjson_ends == NULL || x.csv_ends == NULL ||
+        x.state == NULL || x.accounts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < ncsv; k++) {
+        long c = PyLong_AsLong(PyTuple_GET_ITEM(csv_spec, k));
+        if (c == -1 && PyErr_Occurred()) {
+            goto done;
+        }
+        if (c < 0 || (size_t)c >= columns) {
+            PyErr_SetString(PyExc_ValueError, "a CSV column is not one of the plan's");
+            goto done;
+        }
+        csv_columns[k] = (int)c;
+        for (size_t i = 0, at = 0; i < x.nfields; i++) {
+            if (fields[i].kind == K_CONST) {
+                continue;
+            }
+            if (at++ == (size_t)c && fields[i].kind == K_BYTEA) {
+                PyErr_SetString(PyExc_ValueError, "events.csv is not written for bytea here");
+                goto done;
+            }
+        }
+    }
+    if (account < 0 || (size_t)account >= columns) {
+        PyErr_SetString(PyExc_ValueError, "the account column is not one of the plan's");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        PyObject *h = PyList_GET_ITEM(hashes, (Py_ssize_t)i);
+        if (h == Py_None) {
+            continue;
+        }
+        Py_buffer hv;
+        if (PyObject_GetBuffer(h, &hv, PyBUF_SIMPLE) < 0) {
+            goto done;
+        }
+        if (hv.len == 32) {
+            memcpy(want + 33 * i, hv.buf, 32);
+            want[33 * i + 32] = 1;
+        }
+        PyBuffer_Release(&hv);
+    }
+    x.data = data.buf;
+    x.size = (size_t)data.len;
+    x.fields = fields;
+    x.csv_columns = csv_columns;
+    x.ncsv = (size_t)ncsv;
+    x.account = (size_t)account;
+    x.order = order.buf;
+    x.positions = positions.buf;
+    x.want = want;
+    x.n = n;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = export_rows(&x);
+    Py_END_ALLOW_THREADS
+    if (rc == NOMEM) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (rc != OK) {
+        PyErr_SetString(PyExc_ValueError, x.error ? x.error : "bad binary COPY stream");
+        goto done;
+    }
+    PyObject *accounts = PySet_New(NULL);
+    const unsigned char *last = NULL; /* the account last added: runs of one account */
+    int32_t last_len = -2;
+    for (size_t i = 0; accounts != NULL && i < n; i++) {
+        const Value *v = &x.accounts[i];
+        if (v->n == -2 ||
+            (v->n == last_len && (last_len <= 0 || memcmp(v->p, last, (size_t)last_len) == 0))) {
+            continue;
+        }
+        last = v->p;
+        last_len = v->n;
+        PyObject *name = last_len < 0 ? Py_NewRef(Py_None)
+                                      : PyUnicode_DecodeUTF8((const char *)last, last_len,
+                                                             "strict");
+        if (name == NULL || PySet_Add(accounts, name) < 0) {
+            Py_CLEAR(accounts);
+        }
+        Py_XDECREF(name);
+    }
+    PyObject *left = index_list(x.state, n, 1);
+    PyObject *mismatched = index_list(x.state, n, 2);
+    if (accounts != NULL && left != NULL && mismatched != NULL) {
+        /* "" for an empty buffer: y# makes None of a NULL pointer */
+        answer = Py_BuildValue(
+            "(y#y#y#y#OOO)", x.ndjson.data ? (const char *)x.ndjson.data : "",
+            (Py_ssize_t)x.ndjson.len, (const char *)x.ndjson_ends, (Py_ssize_t)(n * 8),
+            x.csv.data ? (const char *)x.csv.data : "", (Py_ssize_t)x.csv.len,
+            (const char *)x.csv_ends, (Py_ssize_t)(n * 8), left, mismatched, accounts);
+    }
+    Py_XDECREF(left);
+    Py_XDECREF(mismatched);
+    Py_XDECREF(accounts);
+done:
+    PyMem_Free(fields);
+    PyMem_Free(csv_columns);
+    PyMem_Free(want);
+    PyMem_Free(x.ndjson_ends);
+    PyMem_Free(x.csv_ends);
+    PyMem_Free(x.state);
+    PyMem_Free(x.accounts);
+    free(x.ndjson.data);
+    free(x.csv.data);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&order);
+    PyBuffer_Release(&positions);
+    return answer;
+}
+
 static PyMethodDef methods[] = {
     {"batch_paths", batch_paths, METH_VARARGS,
      "batch_paths(leaves) -> list[bytes]: each leaf's audit path in a format-2 batch's tree."},
@@ -1433,6 +2027,10 @@ static PyMethodDef methods[] = {
      "read_copy(pgconn_ptr, libpq_path) -> bytes: a started COPY TO STDOUT, read whole."},
     {"hash_copy", hash_copy, METH_VARARGS,
      "hash_copy(plan, data) -> (ids, hashes, twice, fallback): leaf hashes of a binary COPY."},
+    /* evidence export (auditor/evidence/pack_rows.py) */
+    {"export_copy", export_copy, METH_VARARGS,
+     "export_copy(plan, data, order, positions, hashes, csv_columns, account) -> (ndjson,"
+     " ndjson_ends, csv, csv_ends, left, mismatched, accounts): an export chunk's lines."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,3 +17,15 @@ def batch_paths(leaves: bytes, /) -> list[bytes]: ...
 def leaf_mismatches(
     leaves: list[bytes | memoryview], hashes: list[bytes | memoryview | None], /
 ) -> list[int]: ...
+
+# evidence export (auditor/evidence/pack_rows.py)
+def export_copy(
+    plan: tuple[tuple[bytes, int], ...],
+    data: bytes,
+    order: bytes,
+    positions: bytes,
+    hashes: list[bytes | None],
+    csv_columns: tuple[int, ...],
+    account: int,
+    /,
+) -> tuple[bytes, bytes, bytes, bytes, list[int], list[int], set[str | None]]: ...

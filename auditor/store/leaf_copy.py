@@ -48,6 +48,32 @@ def _load() -> HashCopy | None:
 # None: not built or switched off (benchmarks set it to None to compare in one run).
 hash_copy: HashCopy | None = _load()
 
+# _leafcopy.export_copy (an evidence export's rows: auditor/evidence/pack_rows.py).
+ExportCopy = Callable[
+    [
+        tuple[tuple[bytes, int], ...],
+        bytes,
+        bytes,
+        bytes,
+        list[bytes | None],
+        tuple[int, ...],
+        int,
+    ],
+    tuple[bytes, bytes, bytes, bytes, list[int], list[int], set[str | None]],
+]
+
+
+def _load_export() -> ExportCopy | None:
+    if hash_copy is None:
+        return None
+    from auditor.evidence import _leafcopy
+
+    return getattr(_leafcopy, "export_copy", None)  # None: a build older than the source
+
+
+# None: not built or switched off (benchmarks set it to None to compare in one run).
+export_copy: ExportCopy | None = _load_export()
+
 
 def batch_leaf_hash(joined: bytes) -> bytes:
     """A format-2 batch row's leaf hash over its joined leaves: by C (_leafcopy, 5.6 times
@@ -184,6 +210,15 @@ def pieces(conn: psycopg.Connection[Any], source: str, lo: int, hi: int) -> Piec
         extra_ids = array("q", [source_id for source_id, _ in done]).tobytes()
         extra_hashes = b"".join(leaf for _, leaf in done)
     return Pieces(ids, hashes, twice, extra_ids, extra_hashes)
+
+
+def copy_bytes(conn: psycopg.Connection[Any], statement: sql.Composed) -> bytes:
+    """The whole output of a COPY ... TO STDOUT: read by C without the GIL (_copy_out) in
+    the caller's open transaction, else by psycopg (which begins the transaction)."""
+    if conn.info.transaction_status == pq.TransactionStatus.INTRANS:
+        return _copy_out(conn, statement.as_bytes(conn))
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        return b"".join(copy)
 
 
 def _copy_out(conn: psycopg.Connection[Any], statement: bytes) -> bytes:
