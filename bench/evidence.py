@@ -104,10 +104,16 @@ def _careful_submit(self: leaf_reader.LocalLeaves, want: leaf_reader.Wanted) -> 
 
 
 def _one_query_chunks(
-    self: pack.PackStream, source: str, table: str, where: Any, params: list[Any]
+    self: pack.PackStream,
+    source: str,
+    table: str,
+    where: Any,
+    params: list[Any],
+    prefetch: Any = None,
 ) -> Iterator[Any]:
     """The export's rows as before auditor/evidence/pack_rows.py: one query that sorts
-    whole rows (leaf pieces included) by position, read on this thread."""
+    whole rows (leaf pieces included) by position, read on this thread (no proof data read
+    ahead: the caller reads it per chunk, as it does for any rows)."""
     with self.conn.cursor(name=f"pack_{source}", binary=True) as cur:
         cur.itersize = self.chunk_rows
         cur.execute(pack._select(source, table, where), params)
