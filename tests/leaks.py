@@ -3,6 +3,8 @@ object's reference count as it was and hold no more memory than ``allowed`` byte
 
 from __future__ import annotations
 
+import os
+import resource
 import sys
 import tracemalloc
 from collections.abc import Callable, Sequence
@@ -27,3 +29,15 @@ def assert_no_leak(
         tracemalloc.stop()
     assert [sys.getrefcount(obj) for obj in watched] == counts
     assert grown < allowed, f"{grown} bytes still held after {rounds:,} rounds"
+
+
+def rss_kib() -> int:
+    """This process's resident memory now (KiB); its peak where /proc is not there."""
+    try:
+        with open(f"/proc/{os.getpid()}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -733,6 +733,28 @@ field_value(Json *js, Buf *out, int kind, const unsigned char *p, size_t n)
     }
 }
 
+/* SHA-256 fetched once per call: EVP_sha256() makes each DigestInit look the algorithm up
+ * again, under a lock (measured: a tenth of the time per row). NULL: out of memory. */
+static EVP_MD *
+sha256_fetch(void)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    return EVP_MD_fetch(NULL, "SHA256", NULL);
+#else
+    return (EVP_MD *)EVP_sha256();
+#endif
+}
+
+static void
+sha256_free(EVP_MD *md)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    EVP_MD_free(md);
+#else
+    (void)md;
+#endif
+}
+
 static int
 parse(const unsigned char *data, size_t size, const Field *fields, size_t nfields,
       Result *res)
@@ -762,19 +784,11 @@ parse(const unsigned char *data, size_t size, const Field *fields, size_t nfield
     Buf leaf = {0};
     Json js = {0};
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-#if OPENSSL_VERSION_NUMBER >= 0x30000000L
-    /* fetched once: EVP_sha256() makes each DigestInit look the algorithm up again, under a
-     * lock (measured: a tenth of the time per row) */
-    EVP_MD *sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-#else
-    const EVP_MD *sha256 = EVP_sha256();
-#endif
+    EVP_MD *sha256 = sha256_fetch();
     int rc = OK;
     if (ctx == NULL || sha256 == NULL) {
         EVP_MD_CTX_free(ctx);
-#if OPENSSL_VERSION_NUMBER >= 0x30000000L
-        EVP_MD_free(sha256);
-#endif
+        sha256_free(sha256);
         return NOMEM;
     }
     while (1) {
@@ -892,9 +906,7 @@ parse(const unsigned char *data, size_t size, const Field *fields, size_t nfield
         res->count++;
     }
     EVP_MD_CTX_free(ctx);
-#if OPENSSL_VERSION_NUMBER >= 0x30000000L
-    EVP_MD_free(sha256);
-#endif
+    sha256_free(sha256);
     free(leaf.data);
     free(js.scratch.data);
     free(js.members);
@@ -1143,6 +1155,24 @@ read_copy(PyObject *Py_UNUSED(module), PyObject *args)
 
 /* ---- a format-2 batch's leaf hash ------------------------------------------------------ */
 
+/* The one argument of the batch functions: a format-2 batch row's ``leaves``, a whole,
+ * non-zero number of 32-byte hashes. 0 with ``data`` held (the caller releases it), or -1 with
+ * the exception set. */
+static int
+batch_leaves_arg(PyObject *args, const char *format, Py_buffer *data)
+{
+    if (!PyArg_ParseTuple(args, format, data)) {
+        return -1;
+    }
+    if (data->len == 0 || data->len % 32) {
+        PyBuffer_Release(data);
+        PyErr_SetString(PyExc_ValueError, "batch leaves are not a whole, non-zero number of"
+                                          " 32-byte hashes");
+        return -1;
+    }
+    return 0;
+}
+
 /* batch_leaf_hash(leaves) -> bytes: SHA-256(0x02 || MTH(leaves)) over the 32-byte hashes
  * joined in ``leaves`` (auditor.evidence.batches.leaf_hash_of_joined, which stays the
  * reference): each level paired left to right, an unpaired last node carried up, in place,
@@ -1151,13 +1181,7 @@ static PyObject *
 batch_leaf_hash(PyObject *Py_UNUSED(module), PyObject *args)
 {
     Py_buffer data;
-    if (!PyArg_ParseTuple(args, "y*:batch_leaf_hash", &data)) {
-        return NULL;
-    }
-    if (data.len == 0 || data.len % 32) {
-        PyBuffer_Release(&data);
-        PyErr_SetString(PyExc_ValueError, "batch leaves are not a whole, non-zero number of"
-                                          " 32-byte hashes");
+    if (batch_leaves_arg(args, "y*:batch_leaf_hash", &data) < 0) {
         return NULL;
     }
     size_t count = (size_t)data.len / 32;
@@ -1171,12 +1195,8 @@ batch_leaf_hash(PyObject *Py_UNUSED(module), PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     memcpy(level, data.buf, (size_t)data.len);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-#if OPENSSL_VERSION_NUMBER >= 0x30000000L
-    EVP_MD *sha256 = EVP_MD_fetch(NULL, "SHA256", NULL); /* once: see parse() */
+    EVP_MD *sha256 = sha256_fetch();
     ok = sha256 != NULL;
-#else
-    const EVP_MD *sha256 = EVP_sha256();
-#endif
     unsigned char node[65];
     node[0] = 0x01;
     unsigned int mdlen = 0;
@@ -1203,9 +1223,7 @@ batch_leaf_hash(PyObject *Py_UNUSED(module), PyObject *args)
         ok = 0;
     }
     EVP_MD_CTX_free(ctx);
-#if OPENSSL_VERSION_NUMBER >= 0x30000000L
-    EVP_MD_free(sha256);
-#endif
+    sha256_free(sha256);
     free(level);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);
@@ -1218,26 +1236,6 @@ batch_leaf_hash(PyObject *Py_UNUSED(module), PyObject *args)
 
 /* ---- a format-2 batch's audit paths, and a chunk's leaves against their sealed hashes --- */
 
-static EVP_MD *
-sha256_fetch(void)
-{
-#if OPENSSL_VERSION_NUMBER >= 0x30000000L
-    return EVP_MD_fetch(NULL, "SHA256", NULL);
-#else
-    return (EVP_MD *)EVP_sha256();
-#endif
-}
-
-static void
-sha256_free(EVP_MD *md)
-{
-#if OPENSSL_VERSION_NUMBER >= 0x30000000L
-    EVP_MD_free(md);
-#else
-    (void)md;
-#endif
-}
-
 /* batch_paths(leaves) -> list[bytes]: the RFC 9162 audit path of every leaf of a batch's
  * tree, each its sibling hashes joined bottom up (auditor.evidence.batches.joined_paths, which
  * stays the reference). The tree's levels are built without the GIL, as batch_leaf_hash
@@ -1246,13 +1244,7 @@ static PyObject *
 batch_paths(PyObject *Py_UNUSED(module), PyObject *args)
 {
     Py_buffer data;
-    if (!PyArg_ParseTuple(args, "y*:batch_paths", &data)) {
-        return NULL;
-    }
-    if (data.len == 0 || data.len % 32) {
-        PyBuffer_Release(&data);
-        PyErr_SetString(PyExc_ValueError, "batch leaves are not a whole, non-zero number of"
-                                          " 32-byte hashes");
+    if (batch_leaves_arg(args, "y*:batch_paths", &data) < 0) {
         return NULL;
     }
     size_t count = (size_t)data.len / 32;

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import resource
 import uuid
 from array import array
 from datetime import datetime, timedelta
@@ -28,7 +26,7 @@ from auditor.evidence.leaves import SOURCES, leaf_bytes, load_json
 from auditor.evidence.pack_csv import CsvRows
 from auditor.evidence.pack_rows import _CopyPlan, splice
 from auditor.store import leaf_copy
-from tests.leaks import assert_no_leak
+from tests.leaks import assert_no_leak, rss_kib
 from tests.unit.test_leaf_copy import (
     EPOCH,
     EVENT_KINDS,
@@ -293,14 +291,6 @@ def test_bad_arguments_are_refused() -> None:
         export_copy(fields, GOOD, one, one, [1], csv, account)  # type: ignore[list-item]
 
 
-def _rss_kib() -> int:
-    with open(f"/proc/{os.getpid()}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 CASES: list[tuple[bytes, list[int], list[bytes | None]]] = [
     (GOOD, [3, 1, 2], [None, hashlib.sha256(b"x").digest(), None]),  # written, mismatched
     (_stream([_row(_event(1), '{"a": 1.5}')]), [1, 2], [None, None]),  # left to Python
@@ -323,11 +313,12 @@ def test_no_leak_of_references_or_memory() -> None:
 
 
 def test_rss_stays_flat_over_many_calls_of_every_outcome() -> None:
-    """RSS flat (within 2 MiB) over 200,000 calls (bench/leafcopy_rss.py's way)."""
+    """RSS flat (within 2 MiB) over 200,000 calls (`bench/leafcopy_rss.py --what export`
+    runs 1,000,000)."""
     _run(2000)
-    before = _rss_kib()
+    before = rss_kib()
     _run(50_000)
-    assert _rss_kib() - before < 2048
+    assert rss_kib() - before < 2048
 
 
 def test_the_csv_of_a_uuid_and_a_timestamp_is_postgresqls_text() -> None:

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import os
-import resource
 import struct
 import uuid
 from array import array
@@ -28,7 +27,7 @@ from auditor.evidence.canonical import leaf_hash
 from auditor.evidence.leaves import SOURCES, leaf_bytes, load_json
 from auditor.store import leaf_copy
 from auditor.store.leaf_copy import CopyPlan
-from tests.leaks import assert_no_leak
+from tests.leaks import assert_no_leak, rss_kib
 
 hash_copy = leaf_copy.hash_copy
 pytestmark = pytest.mark.skipif(hash_copy is None, reason="_leafcopy not built or switched off")
@@ -310,14 +309,6 @@ def test_a_bad_plan_is_refused() -> None:
         hash_copy([(b"x", 1)], GOOD)  # type: ignore[arg-type]
 
 
-def _rss_kib() -> int:
-    with open(f"/proc/{os.getpid()}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def test_no_leak_over_many_calls_of_every_outcome() -> None:
     """RSS flat (within 2 MiB) over 200,000 calls: hashed rows, a fallback, a repeated id,
     an error. (bench/leafcopy_rss.py runs the same for 1,000,000 calls and prints RSS.)"""
@@ -332,12 +323,12 @@ def test_no_leak_over_many_calls_of_every_outcome() -> None:
         for _ in range(2000):
             with contextlib.suppress(ValueError):
                 hash_copy(PLAN.fields, stream)
-    before = _rss_kib()
+    before = rss_kib()
     for _ in range(50_000):
         for stream in streams:
             with contextlib.suppress(ValueError):
                 hash_copy(PLAN.fields, stream)
-    assert _rss_kib() - before < 2048
+    assert rss_kib() - before < 2048
 
 
 @settings(max_examples=60, deadline=None)
@@ -441,7 +432,7 @@ def test_no_leak_in_the_export_helpers() -> None:
                 _leafcopy.batch_paths(b"x")
 
     assert_no_leak(run, [joined, *leaves[:3], hashes[0]], warm=500, rounds=5000)
-    before = _rss_kib()
+    before = rss_kib()
     for _ in range(300):
         _leafcopy.batch_paths(joined)
-    assert _rss_kib() - before < 2048
+    assert rss_kib() - before < 2048
