@@ -36,7 +36,7 @@ from auditor.evidence import checkpoints, keys
 from tests.api.conftest import Api
 from tests.helpers import T0, om_message, receipt
 
-EXAMPLES_PER_OPERATION = 40
+EXAMPLES_PER_OPERATION = 25
 
 
 @pytest.mark.slow

@@ -32,14 +32,14 @@ def _is_reference_or_not_canonical(text: bytes) -> bool:
     return fast == _canonical(text) or _canonical(fast) != fast
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.text(max_size=6), json_values, max_size=5))
 def test_unchecked_json_is_the_reference_or_no_canonical_text(value: dict[str, Any]) -> None:
     text = json.dumps(value, ensure_ascii=False).encode()
     assert _is_reference_or_not_canonical(text)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(number_texts, min_size=1, max_size=3), st.text(max_size=3))
 def test_numbers_orjson_writes_differently_never_pass_as_canonical(
     numbers: list[str], key: str

@@ -98,7 +98,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.text(max_size=6), json_values, max_size=5))
 def test_canonical_json_of_a_text_equals_the_reference(value: dict[str, Any]) -> None:
     text = json.dumps(value, ensure_ascii=False)
@@ -123,7 +123,7 @@ def test_the_writer_text_and_postgres_text_give_the_same_leaf(
     assert canonical_json(written) == canonical_json(as_postgres_gives_it_back)
 
 
-settings_rows = settings(max_examples=200, deadline=None)
+settings_rows = settings(max_examples=100, deadline=None)
 
 
 @settings_rows

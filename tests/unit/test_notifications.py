@@ -212,26 +212,26 @@ def _assert_outcome(outcome: Record | Rejected) -> None:
         assert outcome.reason
 
 
-@settings(max_examples=400)
+@settings(max_examples=200)
 @given(json_values)
 def test_any_json_value_yields_a_record_or_a_reason(value: Any) -> None:
     _assert_outcome(parse(value))
     _assert_outcome(parse(json.dumps(value)))
 
 
-@settings(max_examples=400)
+@settings(max_examples=200)
 @given(st.binary(max_size=300))
 def test_any_bytes_yield_a_record_or_a_reason(raw: bytes) -> None:
     _assert_outcome(parse(raw))
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(st.text(max_size=300))
 def test_any_text_yields_a_record_or_a_reason(raw: str) -> None:
     _assert_outcome(parse(raw))
 
 
-@settings(max_examples=400)
+@settings(max_examples=200)
 @given(message_like)
 def test_notification_shaped_values_yield_records_with_typed_fields(
     message: dict[str, Any],
@@ -312,7 +312,7 @@ def _subclassed(value: Any) -> Any:
     return _Text(value) if isinstance(value, str) else value
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(odd_message, receipt_channels)
 def test_parse_gives_what_the_plain_reading_gives_for_text_bytes_and_values(
     message: dict[str, Any], channel: str | None
@@ -323,7 +323,7 @@ def test_parse_gives_what_the_plain_reading_gives_for_text_bytes_and_values(
     _same(parse(message, channel=channel), reference.parse(message, channel=channel))
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(odd_message, receipt_channels)
 def test_parse_of_decoded_values_with_str_and_dict_subclasses_matches_the_plain_reading(
     message: dict[str, Any], channel: str | None
