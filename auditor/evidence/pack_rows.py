@@ -66,6 +66,59 @@ def _order(where: sql.Composable) -> sql.Composed:
     ).format(where)
 
 
+# The order query finds each event's batch row among the batch rows of the events' id range,
+# passed in as arrays (width_bucket: a binary search per event, in the executor), instead of
+# one backward index probe per event (~5.8 of the order query's ~7.7 us a row, 580 of 726 ms
+# for 100,000 events). Only while those batch rows are few beside the events: a sparse pack
+# (one interaction over a year) spans many small batches, and there the probe is cheaper.
+BATCHES_PER_EVENT = 2
+MIN_BATCHES = 10_000
+
+
+def _order_by_ranges(where: sql.Composable) -> sql.Composed:
+    """_order's rows with the batch rows given as three arrays sorted by first id: their first
+    ids, positions and sizes. The candidates for "the last batch row starting at or before
+    e.id" are every batch row starting in the events' id range and the last one before it,
+    so width_bucket (the number of first ids <= e.id) picks the same row as the probe."""
+    inside = "w.k > 0 AND e.id < bt.s[w.k] + bt.n[w.k]"
+    batched = f"r.position IS NULL AND {inside}"
+    return sql.SQL(
+        "WITH bt AS (SELECT %s::int8[] AS s, %s::int8[] AS p, %s::int4[] AS n)"
+        f" SELECT coalesce(r.position, CASE WHEN {inside} THEN bt.p[w.k] END), r.leaf_hash,"
+        f" e.id, e.received_at, CASE WHEN {batched} THEN e.id - bt.s[w.k] ELSE -1 END,"
+        f" CASE WHEN {batched} THEN bt.n[w.k] ELSE 0 END"
+        " FROM events AS e CROSS JOIN bt"
+        " CROSS JOIN LATERAL (SELECT width_bucket(e.id, bt.s) AS k) AS w"
+        " LEFT JOIN record AS r ON r.source = 'event' AND r.source_id = e.id"
+        " WHERE {} ORDER BY 1 NULLS LAST, e.id"
+    ).format(where)
+
+
+def order_statement(
+    conn: psycopg.Connection[Any], where: sql.Composable, params: list[Any]
+) -> tuple[sql.Composed, list[Any]]:
+    """The order query and its parameters for the events matching ``where``: by the batch
+    rows as arrays where they are few enough (_order_by_ranges), else by a probe per event
+    (_order). Run in the caller's transaction (its snapshot)."""
+    span = sql.SQL("SELECT min(e.id), max(e.id), count(*) FROM events AS e WHERE {}").format(where)
+    low, high, count = conn.execute(span, params).fetchone() or (None, None, 0)
+    if low is None or high is None:
+        return _order(where), params
+    limit = max(MIN_BATCHES, BATCHES_PER_EVENT * count)
+    rows = conn.execute(
+        "SELECT source_id, position, leaf_count FROM record WHERE source = 'batch'"
+        " AND source_id <= %s AND source_id >= coalesce((SELECT max(source_id) FROM record"
+        " WHERE source = 'batch' AND source_id <= %s), %s) ORDER BY source_id LIMIT %s",
+        (high, low, low, limit + 1),
+    ).fetchall()
+    if len(rows) > limit:
+        return _order(where), params
+    starts = [row[0] for row in rows]
+    positions = [row[1] for row in rows]
+    sizes = [row[2] for row in rows]
+    return _order_by_ranges(where), [starts, positions, sizes, *params]
+
+
 def _pieces() -> sql.Composed:
     return sql.SQL(
         "SELECT {}, e.account, {} FROM events AS e"
@@ -205,7 +258,7 @@ class EventRows:
             self.conn.cursor(name="pack_event_order", binary=True) as order,
         ):
             order.itersize = self.chunk_rows
-            order.execute(_order(self.where), self.params)
+            order.execute(*order_statement(self.conn, self.where, self.params))
             read: Future[_Read | None] = ahead.submit(self._fetch, order)
             written: Future[Encoded] | None = None
             while True:
@@ -225,7 +278,7 @@ class EventRows:
             self.conn.cursor(name="pack_event_order", binary=True) as order,
         ):
             order.itersize = self.chunk_rows
-            order.execute(_order(self.where), self.params)
+            order.execute(*order_statement(self.conn, self.where, self.params))
             pending: Future[T | None] = ahead.submit(step, order)
             while True:
                 chunk = pending.result()
