@@ -29,16 +29,11 @@ from tests.leaks import rss_kib
 
 
 def _verify_call() -> Callable[[int], None]:
-    from tests.unit.test_leaf_copy import GOOD, PLAN, _event, _row, _stream
+    from tests.unit.test_leaf_copy import GOOD, PLAN, outcome_streams
 
     hash_copy = leaf_copy.hash_copy
     assert hash_copy is not None
-    streams = [
-        GOOD,
-        _stream([_row(_event(1), '{"a": 1.5}')]),
-        _stream([_row(_event(1), "{}"), _row(_event(1), "{}")]),
-        GOOD[:-1],
-    ]
+    streams = outcome_streams()
 
     def call(n: int) -> None:
         with contextlib.suppress(ValueError):

@@ -28,7 +28,7 @@ import itertools
 import json
 import tempfile
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -310,11 +310,10 @@ class PackStream:
             if isinstance(chunk, Encoded):  # written and checked by C (pack_rows)
                 seen.add_keys(chunk.keys, chunk.accounts)
                 self.rows_out += len(chunk.keys)
-                careful_lines = {}
-                for index in chunk.mismatched:
-                    source_id = chunk.keys[index][2]
-                    full = rows_by_id(self.conn, source, source_id, source_id)[source_id]
-                    careful_lines[index] = careful.encoder.encode(full) + b"\n"
+                careful_lines = {
+                    index: self._careful(source, careful, chunk.keys[index][2]) + b"\n"
+                    for index in chunk.mismatched
+                }
                 if careful_lines:
                     yield splice(chunk.ndjson, chunk.ends, careful_lines)[0]
                 else:
@@ -336,9 +335,7 @@ class PackStream:
             ]
             # hashed without the GIL (where C is built): the reading thread runs meanwhile
             for index in leaf_copy.leaf_mismatches(encoded, [row[_LEAF_HASH] for row in rows]):
-                source_id = rows[index][_PIECES]
-                full = rows_by_id(self.conn, source, source_id, source_id)[source_id]
-                encoded[index] = b"\x00" + careful.encoder.encode(full)
+                encoded[index] = b"\x00" + self._careful(source, careful, rows[index][_PIECES])
             lines: list[bytes | memoryview] = [memoryview(leaf)[1:] for leaf in encoded]
             lines.append(b"")
             yield b"\n".join(lines)
@@ -347,13 +344,19 @@ class PackStream:
             if proofs is not None:
                 proofs.write(self._chunk_proofs(f"{table}.ndjson", seen, len(rows)))
 
+    def _careful(self, source: str, careful: Hasher, source_id: int) -> bytes:
+        """A row's canonical JSON by the careful encoder, read again by id: for a line that
+        is not its sealed leaf (not sealed yet, a float in the payload, an altered row)."""
+        full = rows_by_id(self.conn, source, source_id, source_id)[source_id]
+        return careful.encoder.encode(full)
+
     def _chunks(
         self,
         source: str,
         table: str,
         where: sql.Composable,
         params: list[Any],
-        prefetch: Callable[[list[tuple[Any, ...]]], Any] | None = None,
+        prefetch: Callable[[list[tuple[Any, ...]], dict[int, bytes | None]], Any] | None = None,
     ) -> Iterator[Sequence[tuple[Any, ...]] | Encoded]:
         """Rows as _select gives them, a chunk at a time. Events (many, wide) come through
         pack_rows: sorted by a narrow key and read ahead on a thread, and where C reads
@@ -401,17 +404,30 @@ class PackStream:
         ]
         return self._proof_lines(name, part, data) if part else b""
 
-    def _proof_data(self, positions: Iterable[int], batched: Iterable[int]) -> ProofData:
+    def _proof_data(
+        self,
+        positions: Iterable[int],
+        batched: Iterable[int],
+        known: Mapping[int, bytes | None] | None = None,
+    ) -> ProofData:
         """The audit paths of ``positions`` (proven ones) in the checkpoint's tree and of
         every slot of the format-2 batches among them (``batched``): a few queries (the
-        tiles these positions need, the batches' `leaves`)."""
+        tiles these positions need, the batches' `leaves` not ``known`` already)."""
         unique = sorted(set(positions))
         if not unique:
             return {}, {}
         view = tiles.TreeView(PgTileStore(self.conn), self.plan.checkpoint.tree_size)
         paths = dict(zip(unique, view.joined_paths([p - 1 for p in unique]), strict=True))
         inside: dict[int, list[bytes]] = {}
-        if wanted := sorted(set(batched)):
+        wanted = sorted(set(batched))
+        if known is not None:
+            inside = {
+                position: leaf_copy.batch_joined_paths(leaves)
+                for position in wanted
+                if (leaves := known.get(position)) is not None
+            }
+            wanted = [position for position in wanted if position not in known]
+        if wanted:
             for position, leaves in self.conn.execute(
                 "SELECT position, leaves FROM record WHERE position = ANY(%s) AND format = 2",
                 (wanted,),
@@ -419,15 +435,18 @@ class PackStream:
                 inside[position] = leaf_copy.batch_joined_paths(bytes(leaves))
         return paths, inside
 
-    def _key_proof_data(self, keys: Sequence[tuple[Any, ...]]) -> ProofData:
+    def _key_proof_data(
+        self, keys: Sequence[tuple[Any, ...]], batch_leaves: Mapping[int, bytes | None]
+    ) -> ProofData:
         """_proof_data for the events of pack_rows' keys, read on its reading thread: the
         thread that holds the connection for the chunk's COPY anyway, so the thread that
         writes the files does not wait for it (measured: ~0.9 s of 3.5 for 100,000 events
-        waiting behind the COPYs)."""
+        waiting behind the COPYs). ``batch_leaves``: the chunk's batch rows' `leaves` as
+        pack_rows read them for the leaf hashes, not read a second time here."""
         size = self.plan.checkpoint.tree_size
         proven = [key for key in keys if key[0] is not None and 0 < key[0] <= size]
         return self._proof_data(
-            (key[0] for key in proven), (key[0] for key in proven if key[4] >= 0)
+            (key[0] for key in proven), (key[0] for key in proven if key[4] >= 0), batch_leaves
         )
 
     def _proof_lines(
@@ -490,9 +509,7 @@ class _Seen:
         self.slots.extend(row[-2] for row in rows)  # pack_rows: (..., slot, batch size)
         at, acc = _RECEIVED_AT, _ACCOUNT
         times = [row[at] for row in rows]  # fixed-width UTC text: text order is time order
-        low, high = min(times), max(times)
-        self.first_at = low if self.first_at is None else min(self.first_at, low)
-        self.last_at = high if self.last_at is None else max(self.last_at, high)
+        self._widen(min(times), max(times))
         self.accounts.update(row[acc] for row in rows)
 
     def add_keys(self, keys: Sequence[tuple[Any, ...]], accounts: set[str | None]) -> None:
@@ -502,10 +519,12 @@ class _Seen:
         self.positions.extend(0 if key[0] is None else key[0] for key in keys)
         self.slots.extend(key[4] for key in keys)
         times = [key[3] for key in keys]
-        low, high = leaves.timestamp(min(times)), leaves.timestamp(max(times))
+        self._widen(leaves.timestamp(min(times)), leaves.timestamp(max(times)))
+        self.accounts.update(accounts)  # type: ignore[arg-type]  # as add(): None if NULL
+
+    def _widen(self, low: str, high: str) -> None:
         self.first_at = low if self.first_at is None else min(self.first_at, low)
         self.last_at = high if self.last_at is None else max(self.last_at, high)
-        self.accounts.update(accounts)  # type: ignore[arg-type]  # as add(): None if NULL
 
     def unproven(self, name: str, size: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

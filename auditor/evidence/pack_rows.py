@@ -223,11 +223,12 @@ class EventRows:
         where: sql.Composable,
         params: list[Any],
         chunk_rows: int,
-        prefetch: Callable[[list[Row]], Any] | None = None,
+        prefetch: Callable[[list[Row], dict[int, bytes | None]], Any] | None = None,
     ) -> None:
-        # prefetch: called with each chunk's keys on the encoded read's reading thread (the
-        # pack's proof data, read there while that thread holds the connection anyway); its
-        # answer is handed on as Encoded.extra
+        # prefetch: called with each chunk's keys and its batch rows' `leaves` (by position,
+        # as read for the leaf hashes) on the encoded read's reading thread (the pack's proof
+        # data, read there while that thread holds the connection anyway); its answer is
+        # handed on as Encoded.extra
         self.conn = conn
         self.prefetch = prefetch
         self.where = where
@@ -310,7 +311,7 @@ class EventRows:
         times = [key[3] for key in keys]
         statement = self._plan.statement(ids, min(times), max(times))
         data = leaf_copy.copy_bytes(self.conn, statement)
-        extra = self.prefetch(keys) if self.prefetch is not None else None
+        extra = self.prefetch(keys, self._leaves) if self.prefetch is not None else None
         return _Read(keys, hashes, ids, data, extra)
 
     def _write(self, raw: _Read) -> Encoded:

@@ -309,16 +309,21 @@ def test_a_bad_plan_is_refused() -> None:
         hash_copy([(b"x", 1)], GOOD)  # type: ignore[arg-type]
 
 
-def test_no_leak_over_many_calls_of_every_outcome() -> None:
-    """RSS flat (within 2 MiB) over 200,000 calls: hashed rows, a fallback, a repeated id,
-    an error. (bench/leafcopy_rss.py runs the same for 1,000,000 calls and prints RSS.)"""
-    assert hash_copy is not None
-    streams = [
+def outcome_streams() -> list[bytes]:
+    """One stream of each outcome: hashed rows, a fallback, a repeated id, an error."""
+    return [
         GOOD,
         _stream([_row(_event(1), '{"a": 1.5}')]),
         _stream([_row(_event(1), "{}"), _row(_event(1), "{}")]),
         GOOD[:-1],
     ]
+
+
+def test_no_leak_over_many_calls_of_every_outcome() -> None:
+    """RSS flat (within 2 MiB) over 200,000 calls: hashed rows, a fallback, a repeated id,
+    an error. (bench/leafcopy_rss.py runs the same for 1,000,000 calls and prints RSS.)"""
+    assert hash_copy is not None
+    streams = outcome_streams()
     for stream in streams:  # warm up: caches, the allocator's arenas
         for _ in range(2000):
             with contextlib.suppress(ValueError):
