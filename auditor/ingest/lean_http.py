@@ -397,6 +397,9 @@ class LeanLongPollingTransport(LongPollingTransport):  # type: ignore[misc]
     """
 
     sink: Sink | None = None
+    # The last long-poll failure (type: message), for the session's log when aiocometd then
+    # reports only "no reply within connection_timeout".
+    last_error: str | None = None
 
     async def _send_final_payload(self, payload: Payload, *, headers: Headers) -> JsonObject:
         http = self._http_session
@@ -418,6 +421,7 @@ class LeanLongPollingTransport(LongPollingTransport):  # type: ignore[misc]
             response_payload = self._json_loads(response.body)
         except (HttpError, OSError, TimeoutError, ValueError) as error:
             log.debug("long-poll request failed", extra={"error": str(error)})
+            self.last_error = f"{type(error).__name__}: {error}"
             raise TransportError(str(error) or type(error).__name__) from error
         response_message = await self._consume_payload(
             response_payload, headers=response.headers, find_response_for=payload[0]

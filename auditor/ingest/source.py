@@ -481,6 +481,19 @@ class Source:
                     self._received.inc()
         except TransportTimeoutError:
             reason = "connection lost (no reply within connection_timeout)"
+            # What aiocometd's message hides: the long-poll's own failure, if there was one,
+            # and whether a connect was being held for the spool (diagnosis of session churn).
+            log.info(
+                "connection lost",
+                extra={
+                    "account": self.account,
+                    "last_long_poll_error": getattr(client._transport, "last_error", None),
+                    "arrived": self.arrived,
+                    "processed": self.processed,
+                    "spool_committed": self.spool.committed_count,
+                    "last_put": self.last_put,
+                },
+            )
         except ServerError as exc:
             reason = f"server error: {exc}"
         except AiocometdException as exc:
