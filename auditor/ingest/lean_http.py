@@ -27,7 +27,7 @@ import functools
 import logging
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -400,8 +400,36 @@ class LeanLongPollingTransport(LongPollingTransport):  # type: ignore[misc]
     # The last long-poll failure (type: message), for the session's log when aiocometd then
     # reports only "no reply within connection_timeout".
     last_error: str | None = None
+    # The longest hold (ms) this client has asked for in a connect's advice.timeout.
+    asked_hold_ms: int | float = 0
+
+    @property
+    def request_timeout(self) -> int | float | None:
+        """The library's (the server's advised timeout x 1.2), computed from the longer of
+        that advice and the hold this client asked for. CometD servers honour a client's
+        advice.timeout (the worker asks for poll_timeout), and some advise their own,
+        shorter one in the reply: cometd-nodejs-server holds the 10 s asked for and advises
+        its 1 s. Timed by the advice alone, every idle long-poll timed out after 1.2 s and
+        the session ended 2 s later (connection_timeout), over and over."""
+        advised = self.reconnect_advice.get("timeout")
+        if not _is_ms(advised):
+            advised = None
+        if advised is None and not self.asked_hold_ms:
+            return None
+        hold = max(advised or 0, self.asked_hold_ms)
+        return hold / 1000 * float(self.REQUEST_TIMEOUT_INCREASE_FACTOR)
+
+    def _note_asked_hold(self, payload: Payload) -> None:
+        first = payload[0] if payload else None
+        if first is None or first.get("channel") != "/meta/connect":
+            return
+        advice = first.get("advice")
+        asked = advice.get("timeout") if isinstance(advice, dict) else None
+        if _is_ms(asked) and asked > self.asked_hold_ms:
+            self.asked_hold_ms = asked
 
     async def _send_final_payload(self, payload: Payload, *, headers: Headers) -> JsonObject:
+        self._note_asked_hold(payload)
         http = self._http_session
         if not isinstance(http, LeanHttp):
             result: JsonObject = await super()._send_final_payload(payload, headers=headers)
@@ -482,3 +510,7 @@ class LeanLongPollingTransport(LongPollingTransport):  # type: ignore[misc]
         self._start_connect_task(
             _later(reconnect_timeout, operation) if reconnect_timeout else operation()
         )
+
+
+def _is_ms(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0

@@ -179,6 +179,9 @@ class Source:
         # The server's advised maxInterval (ms) as its meta replies last stated it (Bayeux
         # advice holds until restated); read from the replies, not from aiocometd's transport.
         self.max_interval_ms: object = None
+        # The server's advised long-poll timeout (ms), the same way: a connect asks for no
+        # longer a hold than this (nor than poll_timeout).
+        self.advised_timeout_ms: int | float | None = None
 
     # -- coverage ---------------------------------------------------------------------------
 
@@ -247,8 +250,13 @@ class Source:
         elif self.config.poll_timeout > 0:
             # Ask for polls of at most poll_timeout (CometD servers honour a client's
             # advice.timeout): the coverage heartbeat advances once per poll, and a live
-            # interval must never look older than the 15 s liveness window.
-            advice["timeout"] = int(self.config.poll_timeout * 1000)
+            # interval must never look older than the 15 s liveness window. At most, never
+            # longer than the server's own: cometd-nodejs-server held the 10 s asked for while
+            # advising its 1 s, and aiocometd times a long-poll by the advice.
+            asked = int(self.config.poll_timeout * 1000)
+            if self.advised_timeout_ms is not None:
+                asked = min(asked, int(self.advised_timeout_ms))
+            advice["timeout"] = asked
         # A busy agent's next notifications come together in one reply instead of a
         # long-poll cycle each (pacing.py): the server queues them for the session meanwhile.
         wait = self.pacing.delay(
@@ -356,8 +364,12 @@ class Source:
             self.resubscribe_pending = False
             self._start_interval()
         advice = message.get("advice")
-        if isinstance(advice, dict) and "maxInterval" in advice:
-            self.max_interval_ms = advice["maxInterval"]
+        if isinstance(advice, dict):
+            if "maxInterval" in advice:
+                self.max_interval_ms = advice["maxInterval"]
+            timeout = advice.get("timeout")
+            if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0:
+                self.advised_timeout_ms = timeout
 
     # -- the receive loop -------------------------------------------------------------------
 

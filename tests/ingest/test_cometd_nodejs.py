@@ -79,6 +79,43 @@ def node_server() -> Iterator[NodeServer]:
         server.close()
 
 
+def test_an_idle_session_outlives_the_hold_it_asked_for_when_the_server_advises_less(
+    tmp_path: Path, node_server: NodeServer, fresh_db: URL
+) -> None:
+    """This server honours the hold a connect asks for (advice.timeout) and advises its own
+    1 s in every reply. The worker asked for 10 s (poll_timeout) and aiocometd timed each
+    long-poll by the advice: every idle long-poll timed out after 1.2 s and the session ended
+    2 s later (connection_timeout), again and again; under load a burst then went to a
+    session about to be dropped (this file's other test failed so in CI). Now a connect asks
+    for at most the advised hold, and a long-poll waits for at least the hold it asked for."""
+    config = write_config(tmp_path / "w.toml", node_server.url, AGENTS, tmp_path / "spool.sqlite3")
+    process = WorkerProcess(config, fresh_db, tmp_path / "worker.log").start()
+    try:
+        start = datetime.now(UTC)
+        wait_for("subscribed", lambda: subscribed_since(fresh_db, AGENTS, start))
+        # Deliberate: the behaviour under test is an idle period longer than the server's
+        # advised timeout x 1.2 plus connection_timeout (1.2 + 2 s).
+        time.sleep(4.5)
+        ended = query(
+            fresh_db,
+            "SELECT account, end_reason FROM coverage_intervals"
+            " WHERE started_at > %s AND ended_at IS NOT NULL",
+            (start,),
+        )
+        assert ended == []
+        for agent in AGENTS:
+            assert node_server.ctl("subscribers", agent=agent)["sessions"] == 1
+            node_server.ctl("publish", agent=agent, n=3)
+        wait_for(
+            "the idle sessions' notifications stored",
+            lambda: query(fresh_db, "SELECT count(*) FROM events WHERE kind = 'notification'"),
+            until=[(6,)].__eq__,
+        )
+        assert process.terminate() == 0
+    finally:
+        process.ensure_dead()
+
+
 def test_cometd_nodejs_server_delivered_equals_stored_across_a_session_loss(
     tmp_path: Path, node_server: NodeServer, fresh_db: URL
 ) -> None:

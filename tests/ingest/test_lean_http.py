@@ -283,6 +283,37 @@ def test_the_transport_turns_a_stall_a_broken_connection_and_html_into_transport
     asyncio.run(run())
 
 
+def test_a_long_poll_is_timed_by_the_hold_it_asked_for_when_the_server_advises_less() -> None:
+    """A server may honour the client's advice.timeout and advise its own shorter one
+    (cometd-nodejs-server does): the request must wait for the hold it asked for."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(0.5)  # deliberate: the 500 ms hold the client asked for
+        reply = b'[{"channel": "/meta/connect", "id": "1", "successful": true}]'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(reply), reply))
+        await writer.drain()
+
+    async def run() -> None:
+        server, url = await _serve(hold)
+        http = await _lean()
+        transport = _transport(http, url)
+        transport._reconnect_advice = {"timeout": 200}  # by the advice alone: 0.24 s
+        try:
+            reply = await transport._send_final_payload(
+                [{"channel": "/meta/connect", "id": "1", "advice": {"timeout": 500}}],
+                headers={},
+            )
+            assert reply["successful"] is True
+            assert transport.request_timeout == pytest.approx(0.6)
+        finally:
+            await http.close()
+            server.close()
+
+    asyncio.run(run())
+
+
 def test_with_an_aiohttp_session_the_transport_is_the_library_s_own() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)

@@ -1,7 +1,9 @@
 """The connect pacing (`[gws] min_cycle`, `connect_delay`; auditor/ingest/pacing.py): the
 least time between two /meta/connect sends is honoured, it never outlasts the server's
 maxInterval, a setting that would let the server expire the session is refused at start,
-and against the simulator nothing delivered is lost while the cycles thin out."""
+and against the simulator nothing delivered is lost while the cycles thin out. And the hold
+a connect asks for (advice.timeout) is poll_timeout or the server's advised timeout,
+whichever is shorter."""
 
 from __future__ import annotations
 
@@ -131,6 +133,33 @@ def test_source_waits_at_most_half_the_max_interval_its_server_advised(tmp_path:
     gaps = _connect_gaps(source, 3)
     spool.close()
     assert all(0.19 <= gap < 0.6 for gap in gaps), gaps
+
+
+def test_a_connect_asks_for_no_longer_a_hold_than_the_server_advises(tmp_path: Path) -> None:
+    """poll_timeout caps the hold; it must not lengthen a server's shorter one (aiocometd
+    times each long-poll by the server's advice x 1.2)."""
+    source, spool = standalone_source(tmp_path, poll_timeout=10.0)
+
+    async def asked() -> object:
+        message: dict[str, object] = {"channel": "/meta/connect"}
+        await source.before_connect(message)
+        advice = message["advice"]
+        assert isinstance(advice, dict)
+        return advice["timeout"]
+
+    try:
+        assert asyncio.run(asked()) == 0  # a session's first connect: answered at once
+        assert asyncio.run(asked()) == 10_000  # no advice yet: poll_timeout
+        source.on_incoming(
+            {"channel": "/meta/connect", "successful": True, "advice": {"timeout": 1000}}
+        )
+        assert asyncio.run(asked()) == 1000
+        source.on_incoming(
+            {"channel": "/meta/connect", "successful": True, "advice": {"timeout": 30_000}}
+        )
+        assert asyncio.run(asked()) == 10_000
+    finally:
+        spool.close()
 
 
 @pytest.mark.slow
