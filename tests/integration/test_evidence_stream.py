@@ -52,21 +52,26 @@ def _peak_while_streaming(conn: Conn, signer: keys.Signer, interaction: str) -> 
     return peak, size
 
 
-def test_a_pack_four_times_larger_needs_no_more_memory(
+def test_a_pack_eight_times_larger_needs_no_more_memory_than_its_positions(
     conn: Conn, signer: keys.Signer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pack_zip, "PIECE_BYTES", 16384)  # what is held before it is handed on
     # events.csv waits in a spool file, in memory up to this bound, then on disk
     monkeypatch.setattr(pack.PackStream, "CSV_SPOOL_MEMORY", 16384)
     _store(conn, "ST-small", 400)
-    _store(conn, "ST-large", 1600)
+    _store(conn, "ST-large", 3200)
     assert checkpoints.make(conn, signer) is not None
     small_peak, small_size = _peak_while_streaming(conn, signer, "ST-small")
     large_peak, large_size = _peak_while_streaming(conn, signer, "ST-large")
-    assert large_size > 3.5 * small_size
-    # flat: the compressor's buffers (about 260 KB) and one chunk; what grows with the pack
-    # is 8 bytes a row (the positions the proofs are made from)
-    assert large_peak < 1.25 * small_peak
+    assert large_size > 7 * small_size
+    # Flat: about 1 MB (the compressor's buffers and the chunks in flight on the reading and
+    # writing threads) whatever the size. What grows is 16 bytes a row, the positions and
+    # batch slots the proofs and the manifest are made from (twice that while an array
+    # grows). Where the threads stand at the peak moves it by up to ~300 KB under load (a
+    # ratio of 1.32 was seen at 400 against 1,600 rows), hence the fixed allowance: holding
+    # the 8 times larger pack's events (~600 bytes a row) would exceed it several times over.
+    growth = 32 * (3200 - 400)
+    assert large_peak - small_peak < growth + 400_000, (small_peak, large_peak)
 
 
 def test_the_streamed_files_are_the_in_memory_packs(
