@@ -25,6 +25,7 @@ import json
 import math
 import re
 import sys
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,6 @@ class Failed(Exception):
 
 
 # RFC 8785 (integers written exactly at any size, as auditor does) ------------------------
-
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f"}
-_ESCAPES["\r"] = "\\r"
-for _code in range(0x20):
-    _ESCAPES.setdefault(chr(_code), f"\\u{_code:04x}")
-_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
 
 
 def jcs(value: Any) -> bytes:
@@ -98,7 +93,10 @@ def _jcs(value: Any, out: list[str]) -> None:
 
 
 def _string(text: str) -> str:
-    return '"' + _NEEDS_ESCAPE.sub(lambda match: _ESCAPES[match.group(0)], text) + '"'
+    # RFC 8785 3.2.2.2: '"' and '\\' escaped, \b \t \n \f \r short, every other control
+    # character \u00xx in lower case, the rest as it is: the standard library's JSON escaping
+    # with ensure_ascii off, exactly (and in C).
+    return encode_basestring(text)
 
 
 def _number(value: float) -> str:

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Mapping, Sequence
+from json.encoder import encode_basestring
 from typing import Any
 
 import orjson
@@ -55,11 +55,12 @@ class NotCanonicalizable(ValueError):
     """The value has no JSON form (NaN, a lone surrogate, a non-string key, a set...)."""
 
 
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f"}
-_ESCAPES["\r"] = "\\r"
-for _code in range(0x20):
-    _ESCAPES.setdefault(chr(_code), f"\\u{_code:04x}")
-_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
+# RFC 8785 3.2.2.2 is the standard library's escaping with ensure_ascii off, in C: '"' and
+# '\\' escaped, \b \t \n \f \r short, every other control character \u00xx in lower case,
+# the rest (DEL, U+2028, lone surrogates, which then fail UTF-8 below) as it is.
+# tests/unit/test_canonical.py compares with the rfc8785 package. A regex with a Python
+# callback per escaped character cost most of the reference encoder's time on such text.
+_string = encode_basestring
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -112,10 +113,6 @@ def _write(value: Any, out: list[str]) -> None:
         out.append("]")
     else:
         raise NotCanonicalizable(f"{type(value).__name__} is not a JSON value")
-
-
-def _string(text: str) -> str:
-    return '"' + _NEEDS_ESCAPE.sub(lambda match: _ESCAPES[match.group(0)], text) + '"'
 
 
 def _number(value: float) -> str:
