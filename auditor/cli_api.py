@@ -84,6 +84,11 @@ def serve(
         "python:web.gunicorn_hooks",  # /metrics on AUDITOR_API_METRICS_ADDRESS, if set
         # gunicorn's control socket has one default path per user: two servers would collide
         "--no-control-socket",
+        # The app is imported once, in the master (~2 s of CPU), and each worker (first start
+        # or a restart after a timeout) is a fork of it instead of a fresh import. Safe: the
+        # app connects on first use (web/db.py), and prometheus-client resets its multiprocess
+        # values in a forked child.
+        "--preload",
         "web.wsgi:app",
     ]
     click.echo(

@@ -89,3 +89,23 @@ def from_sample(line: SampleLine) -> Receipt:
     return Receipt(
         line.receipt_id, line.received_at, line.account, line.channel, json.dumps(line.message)
     )
+
+
+def truncations_not_refused(
+    read: Callable[[bytes], object], stream: bytes, message: str
+) -> list[tuple[int, str]]:
+    """Every proper prefix of ``stream`` given to ``read``: the cuts that did not raise a
+    ValueError containing ``message``, with what happened instead (empty: all refused).
+    One test over all cuts, not a test each: hundreds of cases of a microsecond each."""
+    wrong: list[tuple[int, str]] = []
+    for cut in range(len(stream)):
+        try:
+            read(stream[:cut])
+        except ValueError as exc:
+            if message not in str(exc):
+                wrong.append((cut, f"ValueError: {exc}"))
+        except Exception as exc:
+            wrong.append((cut, f"{type(exc).__name__}: {exc}"))
+        else:
+            wrong.append((cut, "no error"))
+    return wrong
