@@ -243,6 +243,14 @@ def test_a_body_framed_by_the_connection_end_is_read_to_the_end() -> None:
     asyncio.run(run())
 
 
+async def _connect_reply(writer: asyncio.StreamWriter) -> None:
+    """A successful reply to a /meta/connect with id "1"."""
+    reply = b'[{"channel": "/meta/connect", "id": "1", "successful": true}]'
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+    writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(reply), reply))
+    await writer.drain()
+
+
 def _transport(http: LeanHttp, url: str) -> LeanLongPollingTransport:
     return LeanLongPollingTransport(
         url=url, incoming_queue=asyncio.Queue(), http_session=http, json_loads=json.loads
@@ -290,10 +298,7 @@ def test_a_long_poll_is_timed_by_the_hold_it_asked_for_when_the_server_advises_l
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         await asyncio.sleep(0.5)  # deliberate: the 500 ms hold the client asked for
-        reply = b'[{"channel": "/meta/connect", "id": "1", "successful": true}]'
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-        writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(reply), reply))
-        await writer.drain()
+        await _connect_reply(writer)
 
     async def run() -> None:
         server, url = await _serve(hold)
@@ -317,10 +322,7 @@ def test_a_long_poll_is_timed_by_the_hold_it_asked_for_when_the_server_advises_l
 def test_with_an_aiohttp_session_the_transport_is_the_library_s_own() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        reply = b'[{"channel": "/meta/connect", "id": "1", "successful": true}]'
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-        writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(reply), reply))
-        await writer.drain()
+        await _connect_reply(writer)
 
     async def run() -> None:
         server, url = await _serve(handler)
