@@ -27,7 +27,7 @@ import functools
 import logging
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeGuard, cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -41,6 +41,7 @@ from aiocometd_noloop.utils import is_event_message, is_matching_response
 from yarl import URL
 
 from auditor.ingest.http import HeaderCookieJar, dumps_request_bytes
+from auditor.ingest.pacing import advised_ms
 
 log = logging.getLogger("auditor.ingest.lean_http")
 _MAX_HEAD = 64 * 1024  # a status line and headers longer than this are refused
@@ -411,21 +412,16 @@ class LeanLongPollingTransport(LongPollingTransport):  # type: ignore[misc]
         shorter one in the reply: cometd-nodejs-server holds the 10 s asked for and advises
         its 1 s. Timed by the advice alone, every idle long-poll timed out after 1.2 s and
         the session ended 2 s later (connection_timeout), over and over."""
-        advised = self.reconnect_advice.get("timeout")
-        if not _is_ms(advised):
-            advised = None
-        if advised is None and not self.asked_hold_ms:
-            return None
-        hold = max(advised or 0, self.asked_hold_ms)
-        return hold / 1000 * float(self.REQUEST_TIMEOUT_INCREASE_FACTOR)
+        hold = max(advised_ms(self.reconnect_advice.get("timeout")) or 0, self.asked_hold_ms)
+        return hold / 1000 * float(self.REQUEST_TIMEOUT_INCREASE_FACTOR) if hold else None
 
     def _note_asked_hold(self, payload: Payload) -> None:
         first = payload[0] if payload else None
         if first is None or first.get("channel") != "/meta/connect":
             return
         advice = first.get("advice")
-        asked = advice.get("timeout") if isinstance(advice, dict) else None
-        if _is_ms(asked) and asked > self.asked_hold_ms:
+        asked = advised_ms(advice.get("timeout")) if isinstance(advice, dict) else None
+        if asked is not None and asked > self.asked_hold_ms:
             self.asked_hold_ms = asked
 
     async def _send_final_payload(self, payload: Payload, *, headers: Headers) -> JsonObject:
@@ -510,7 +506,3 @@ class LeanLongPollingTransport(LongPollingTransport):  # type: ignore[misc]
         self._start_connect_task(
             _later(reconnect_timeout, operation) if reconnect_timeout else operation()
         )
-
-
-def _is_ms(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0

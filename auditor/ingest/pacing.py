@@ -24,10 +24,21 @@ server cannot expire the session while the client waits.
 
 from __future__ import annotations
 
+import math
+
 # The most min_cycle may be: half of CometD's default maxInterval (10 s), the time a server
 # keeps a session whose client has not come back after a reply. A server advising a shorter
 # maxInterval shortens the wait at run time (Pacing.delay).
 MAX_MIN_CYCLE = 5.0
+
+
+def advised_ms(value: object) -> int | float | None:
+    """A Bayeux advice's milliseconds (timeout, maxInterval) when it states a positive
+    finite number, else None (absent, 0, infinite, or not a number: JSON's true is no
+    duration)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf:
+        return value
+    return None
 
 
 class Pacing:
@@ -54,10 +65,7 @@ class Pacing:
             wait = max(wait, self.min_cycle - (at - self._last_sent))
         if wait <= 0:
             return 0.0
-        if (
-            isinstance(max_interval_ms, int | float)
-            and not isinstance(max_interval_ms, bool)
-            and max_interval_ms > 0
-        ):
-            wait = min(wait, max_interval_ms / 2000)
+        max_interval = advised_ms(max_interval_ms)
+        if max_interval is not None:
+            wait = min(wait, max_interval / 2000)
         return wait

@@ -36,7 +36,7 @@ from auditor.ingest.coverage import Coverage
 from auditor.ingest.http import HeaderCookieJar, new_session
 from auditor.ingest.lean_http import LeanHttp, LeanLongPollingTransport
 from auditor.ingest.metrics import Metrics
-from auditor.ingest.pacing import Pacing
+from auditor.ingest.pacing import Pacing, advised_ms
 from auditor.ingest.ports import SYSTEM_CLOCK, Clock, SpoolPort
 from auditor.ingest.receive import Receiver
 from auditor.ingest.snapshot import record_absent, take_snapshot
@@ -367,8 +367,8 @@ class Source:
         if isinstance(advice, dict):
             if "maxInterval" in advice:
                 self.max_interval_ms = advice["maxInterval"]
-            timeout = advice.get("timeout")
-            if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0:
+            timeout = advised_ms(advice.get("timeout"))
+            if timeout is not None:
                 self.advised_timeout_ms = timeout
 
     # -- the receive loop -------------------------------------------------------------------

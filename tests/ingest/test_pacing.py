@@ -154,6 +154,11 @@ def test_a_connect_asks_for_no_longer_a_hold_than_the_server_advises(tmp_path: P
             {"channel": "/meta/connect", "successful": True, "advice": {"timeout": 1000}}
         )
         assert asyncio.run(asked()) == 1000
+        for nonsense in (True, -5, 0, float("inf"), float("nan"), "30000"):
+            source.on_incoming(
+                {"channel": "/meta/connect", "successful": True, "advice": {"timeout": nonsense}}
+            )
+            assert asyncio.run(asked()) == 1000, nonsense  # the last valid advice holds
         source.on_incoming(
             {"channel": "/meta/connect", "successful": True, "advice": {"timeout": 30_000}}
         )

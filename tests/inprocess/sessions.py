@@ -4,7 +4,8 @@ spool twin), and the loop that runs its session beside a test's body."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,16 @@ from auditor.ingest.coverage import Coverage
 from auditor.ingest.memspool import MemorySpool
 from auditor.ingest.metrics import Metrics
 from auditor.ingest.source import Source
-from tests.simulator.support import PASSWORD, SimThread
+from tests.simulator.support import PASSWORD, SimThread, fast_config
+
+
+@contextmanager
+def paused_simulator(timeout_ms: int) -> Iterator[SimThread]:
+    """One agent's simulator in a thread, its generator paused (a test emits what it needs),
+    holding long-polls ``timeout_ms``."""
+    with SimThread(fast_config(agents=1, rate=0, timeout_ms=timeout_ms)) as server:
+        server.control("pause")
+        yield server
 
 
 def simulator_source(

@@ -14,16 +14,15 @@ import pytest
 
 from auditor.ingest.memspool import MemorySpool
 from tests.inprocess.fakes import until
-from tests.inprocess.sessions import run_session, simulator_source
-from tests.simulator.support import SimThread, fast_config
+from tests.inprocess.sessions import paused_simulator, run_session, simulator_source
+from tests.simulator.support import SimThread
 
 AGENT = "agent001"
 
 
 @pytest.fixture
 def sim() -> Iterator[SimThread]:
-    with SimThread(fast_config(agents=1, rate=0, timeout_ms=500)) as server:
-        server.control("pause")
+    with paused_simulator(timeout_ms=500) as server:
         yield server
 
 

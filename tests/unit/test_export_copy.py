@@ -37,7 +37,10 @@ from tests.unit.test_leaf_copy import (
     _pg_text,
     _row,
     _stream,
-    json_values,
+    event_ids,
+    micros_in_range,
+    payloads,
+    texts,
 )
 
 export_copy = leaf_copy.export_copy
@@ -109,23 +112,18 @@ def _export(
     return _lines(ndjson, ends), _lines(csv, csv_ends), left, mismatched, accounts
 
 
-texts = st.none() | st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 csv_texts = st.none() | st.text(alphabet=',"\n\r ab\\\x01é', max_size=8)
 
 
 @settings(max_examples=150, deadline=None)
 @given(
-    payload=st.dictionaries(st.text(max_size=8), json_values, max_size=6),
+    payload=payloads,
     spaced=st.booleans(),
     channel=texts,
     state=csv_texts,
     error_code=csv_texts,
-    micros=st.integers(
-        min_value=(datetime(1, 1, 1, tzinfo=EPOCH.tzinfo) - EPOCH) // timedelta(microseconds=1),
-        max_value=(datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=EPOCH.tzinfo) - EPOCH)
-        // timedelta(microseconds=1),
-    ),
-    event_id=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    micros=micros_in_range,
+    event_id=event_ids,
     position=st.none() | st.integers(min_value=1, max_value=2**63 - 1),
     sealed=st.sampled_from(["right", "wrong", "none"]),
 )

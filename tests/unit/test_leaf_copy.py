@@ -139,20 +139,24 @@ json_values = st.recursive(
     max_leaves=20,
 )
 texts = st.none() | st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+payloads = st.dictionaries(st.text(max_size=8), json_values, max_size=6)
+# microseconds since EPOCH of every instant PostgreSQL and Python both hold (years 1..9999)
+micros_in_range = st.integers(
+    min_value=(datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1),
+    max_value=(datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - EPOCH)
+    // timedelta(microseconds=1),
+)
+event_ids = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 
 @settings(max_examples=100, deadline=None)
 @given(
-    payload=st.dictionaries(st.text(max_size=8), json_values, max_size=6),
+    payload=payloads,
     spaced=st.booleans(),
     channel=texts,
     state=texts,
-    micros=st.integers(
-        min_value=(datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1),
-        max_value=(datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - EPOCH)
-        // timedelta(microseconds=1),
-    ),
-    event_id=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    micros=micros_in_range,
+    event_id=event_ids,
 )
 @example(
     payload={"b": 1, "a": [1.5, {"z\u00e9": "\x01\x7f\u2028", "z": "\ud7ff\U0001f600"}]},
